@@ -1,0 +1,87 @@
+"""API-key authentication for the hot path.
+
+Keys look like `tg_<lookup id>_<secret>`. The row is found by the public
+lookup id and the SHA-256 of the whole key is compared in constant time.
+Verified keys are cached per process for API_KEY_CACHE_SECONDS (default 30 s),
+so a warm key costs no query; a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from budgets import db
+from budgets.errors import ApiError
+from budgets.models import parse_key
+
+_MAX_CACHED_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    key_id: int
+    org_id: int
+    org_slug: str
+    time_zone: str
+    strict: bool
+    fail_mode: str  # "" = server default
+    team_slug: str | None
+    is_admin: bool
+    revoked: bool
+
+
+def _unauthenticated(message: str) -> ApiError:
+    return ApiError(401, "unauthenticated", message)
+
+
+# sha256(full key) -> (info, monotonic expiry)
+_cache: dict[str, tuple[ApiKeyInfo, float]] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+async def aauthenticate(header: bytes | None) -> ApiKeyInfo:
+    if not header:
+        raise _unauthenticated("Send an API key: 'Authorization: Bearer <key>'.")
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthenticated("Send an API key: 'Authorization: Bearer <key>'.")
+    lookup_id = parse_key(token)
+    if lookup_id is None:
+        raise _unauthenticated("Unknown API key.")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    now = time.monotonic()
+    cached = _cache.get(digest)
+    if cached is not None and cached[1] > now:
+        info = cached[0]
+    else:
+        info = await _aload(lookup_id, digest)
+        if info is None:
+            raise _unauthenticated("Unknown API key.")
+        if len(_cache) >= _MAX_CACHED_KEYS:
+            _cache.clear()
+        _cache[digest] = (info, now + settings.API_KEY_CACHE_SECONDS)
+    if info.revoked:
+        raise _unauthenticated("This API key has been revoked.")
+    return info
+
+
+async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:
+    row = await db.fetch_one("authenticate_key", {"lookup_id": lookup_id})
+    if row is None:
+        return None
+    key_id, key_hash, revoked_at, is_admin, org_id, org_slug, tz, strict, fail_mode, team = row
+    if not hmac.compare_digest(key_hash, digest):
+        return None
+    return ApiKeyInfo(
+        key_id=key_id, org_id=org_id, org_slug=org_slug, time_zone=tz, strict=strict,
+        fail_mode=fail_mode, team_slug=team, is_admin=is_admin, revoked=revoked_at is not None,
+    )

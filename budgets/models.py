@@ -1,0 +1,283 @@
+"""Organizations, teams, end users, budgets, their per-period windows,
+reservations and API keys.
+
+The hot path never goes through these models: it runs the SQL functions in
+`budgets/sql/` over the async pool (see `budgets/db.py`). The models own the
+schema, the constraints, admin and management commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+import zoneinfo
+from decimal import Decimal
+
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+MONEY = {"max_digits": 20, "decimal_places": 10}
+ZERO = Decimal("0")
+
+
+def validate_time_zone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"Unknown time zone: {value}") from exc
+
+
+class Organization(models.Model):
+    class FailMode(models.TextChoices):
+        DEFAULT = "", "Use the server default (BUDGET_FAIL_MODE)"
+        OPEN = "open", "Open: allow, marked degraded"
+        CLOSED = "closed", "Closed: deny with 503"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    strict = models.BooleanField(
+        default=False, help_text="Reject unknown teams and users (404) instead of registering them."
+    )
+    fail_mode = models.CharField(max_length=6, choices=FailMode.choices, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Team(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
+    # The gateway's own identifier for the team.
+    slug = models.CharField(max_length=128)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["org", "slug"]
+        constraints = [models.UniqueConstraint(fields=["org", "slug"], name="team_unique_slug")]
+
+    def __str__(self) -> str:
+        return f"{self.org.slug}/{self.slug}"
+
+
+class EndUser(models.Model):
+    """A user of the gateway (not a Django login): the caller's `user` id."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="end_users")
+    external_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["org", "external_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "external_id"], name="enduser_unique_external_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org.slug}/{self.external_id}"
+
+
+class Budget(models.Model):
+    class Scope(models.TextChoices):
+        ORG = "org"
+        TEAM = "team"
+        USER = "user"
+
+    class Period(models.TextChoices):
+        DAY = "day"
+        WEEK = "week"
+        MONTH = "month"
+        TOTAL = "total"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="budgets")
+    scope = models.CharField(max_length=4, choices=Scope.choices)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE)
+    user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.CASCADE)
+    period = models.CharField(max_length=5, choices=Period.choices)
+    limit_usd = models.DecimalField(**MONEY)
+    soft_limit_pct = models.PositiveSmallIntegerField(default=80)
+    enforce = models.BooleanField(default=True, help_text="Deny at the limit; off = monitor only.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["org", "scope", "period"]
+        constraints = [
+            models.CheckConstraint(condition=Q(limit_usd__gte=0), name="budget_limit_non_negative"),
+            models.CheckConstraint(
+                condition=Q(soft_limit_pct__gte=0, soft_limit_pct__lte=100),
+                name="budget_soft_limit_pct_range",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(scope="org", team__isnull=True, user__isnull=True)
+                    | Q(scope="team", team__isnull=False, user__isnull=True)
+                    | Q(scope="user", team__isnull=True, user__isnull=False)
+                ),
+                name="budget_scope_matches_subject",
+            ),
+            # One budget per subject and period; NULLS NOT DISTINCT so that two
+            # org-scope budgets (team and user NULL) also collide. The hot path's
+            # upsert names these columns in ON CONFLICT.
+            models.UniqueConstraint(
+                fields=["org", "scope", "team", "user", "period"],
+                name="budget_unique_scope_period",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org.slug} {self.scope}:{self.subject_id} {self.period} ${self.limit_usd}"
+
+    @property
+    def subject_id(self) -> str:
+        if self.scope == self.Scope.TEAM and self.team_id:
+            return self.team.slug
+        if self.scope == self.Scope.USER and self.user_id:
+            return self.user.external_id
+        return self.org.slug
+
+    def clean(self) -> None:
+        if self.scope == self.Scope.ORG and (self.team_id or self.user_id):
+            raise ValidationError("An org budget has no team or user.")
+        if self.scope == self.Scope.TEAM and (not self.team_id or self.user_id):
+            raise ValidationError("A team budget needs a team (and no user).")
+        if self.scope == self.Scope.USER and (not self.user_id or self.team_id):
+            raise ValidationError("A user budget needs a user (and no team).")
+        for related in (self.team, self.user):
+            if related is not None and self.org_id and related.org_id != self.org_id:
+                raise ValidationError("Team and user must belong to the budget's organization.")
+
+    def current_window(self) -> BudgetWindow | None:
+        return self.windows.filter(period_start__lte=timezone.now()).order_by("-period_start").first()
+
+
+class BudgetWindow(models.Model):
+    """Spend counters of one budget for one period (e.g. one local day).
+
+    `period_start` is -infinity for the `total` period. Windows are created by
+    the hot path on first use of a period.
+    """
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="windows")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    spent = models.DecimalField(**MONEY, default=ZERO)
+    reserved = models.DecimalField(**MONEY, default=ZERO)
+
+    class Meta:
+        ordering = ["budget", "-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "period_start"], name="window_unique_period"),
+            models.CheckConstraint(condition=Q(spent__gte=0), name="window_spent_non_negative"),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="window_reserved_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} from {self.period_start}"
+
+
+class Reservation(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        RELEASED = "released"
+        SETTLED = "settled"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="reservations")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.SET_NULL)
+    amount = models.DecimalField(**MONEY)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    # The windows this hold was added to; release/settle/expiry take it back
+    # from exactly these, even after the period rolled over.
+    window_ids = ArrayField(models.BigIntegerField(), default=list)
+    model = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="reservation_amount_non_negative")
+        ]
+        indexes = [
+            # Used by tollgate_expire_reservations (the sweeper): active holds by expiry.
+            models.Index(
+                fields=["expires_at"], condition=Q(status="active"), name="reservation_active_expiry"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ${self.amount} {self.status}"
+
+
+KEY_PREFIX = "tg_"
+
+
+def hash_key_secret(secret: str) -> str:
+    """Keys carry 256 bits of randomness, so a plain SHA-256 is enough (no
+    password stretching needed) and lets the hot path hash them cheaply."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, help_text="Limit the key to one team."
+    )
+    name = models.CharField(max_length=200, blank=True)
+    # Public part of the key, used to find the row; the secret is only stored hashed.
+    lookup_id = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    is_admin = models.BooleanField(default=False, help_text="May manage budgets through the API.")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["org", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{KEY_PREFIX}{self.lookup_id}_… ({self.name or self.org.slug})"
+
+    @classmethod
+    def generate(cls, **fields) -> tuple[ApiKey, str]:
+        """Create (unsaved) a key and return it with the full secret, shown once."""
+        lookup_id = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}{lookup_id}_{secrets.token_urlsafe(32)}"
+        return cls(lookup_id=lookup_id, key_hash=hash_key_secret(secret), **fields), secret
+
+    def matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self.key_hash, hash_key_secret(secret))
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+def parse_key(secret: str) -> str | None:
+    """Return the lookup id of a well-formed key, else None."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+        return None
+    lookup_id, sep, rest = secret[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(lookup_id) != 12 or not rest:
+        return None
+    return lookup_id

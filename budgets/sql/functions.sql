@@ -1,0 +1,357 @@
+-- Server-side functions of the budget hot path. Each hot-path request is one
+-- call to one of these functions: one round trip, one transaction.
+-- Installed (CREATE OR REPLACE) by the migrations of the budgets app; a change
+-- here needs a new migration that runs this file again.
+
+-- Start and end of the period that contains p_at, in the org's time zone.
+-- Days, ISO weeks (Monday) and calendar months roll over at local midnight.
+-- The single window of a `total` budget spans 1970 to 9999 (finite, so that
+-- Python can read it).
+CREATE OR REPLACE FUNCTION tollgate_period_bounds(
+    p_period text, p_tz text, p_at timestamptz,
+    OUT period_start timestamptz, OUT period_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_period = 'total' THEN '1970-01-01 00:00:00+00'::timestamptz
+                ELSE date_trunc(p_period, p_at, p_tz) END,
+           CASE WHEN p_period = 'total' THEN '9999-12-31 00:00:00+00'::timestamptz
+                ELSE ((date_trunc(p_period, p_at, p_tz) AT TIME ZONE p_tz)
+                      + ('1 ' || p_period)::interval) AT TIME ZONE p_tz END
+$$;
+
+-- Id of a team (or end user) by the caller's identifier, registering it on
+-- first sight when p_create. NULL when absent and not created.
+CREATE OR REPLACE FUNCTION tollgate_team_id(p_org bigint, p_slug text, p_create boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF p_slug IS NULL THEN RETURN NULL; END IF;
+    SELECT id INTO v_id FROM budgets_team WHERE org_id = p_org AND slug = p_slug;
+    IF v_id IS NOT NULL OR NOT p_create THEN RETURN v_id; END IF;
+    INSERT INTO budgets_team (org_id, slug, name, created_at) VALUES (p_org, p_slug, '', now())
+    ON CONFLICT (org_id, slug) DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN  -- a concurrent request registered it first; this statement sees it
+        SELECT id INTO v_id FROM budgets_team WHERE org_id = p_org AND slug = p_slug;
+    END IF;
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tollgate_enduser_id(p_org bigint, p_external_id text, p_create boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF p_external_id IS NULL THEN RETURN NULL; END IF;
+    SELECT id INTO v_id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_external_id;
+    IF v_id IS NOT NULL OR NOT p_create THEN RETURN v_id; END IF;
+    INSERT INTO budgets_enduser (org_id, external_id, created_at) VALUES (p_org, p_external_id, now())
+    ON CONFLICT (org_id, external_id) DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN
+        SELECT id INTO v_id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_external_id;
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- Price of an estimate (input tokens + at most max_output tokens) for a model,
+-- at its newest price in effect. NULL when the model has no price.
+CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
+    p_model text, p_input bigint, p_max_output bigint, p_at timestamptz)
+RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT round(
+        CASE WHEN p.tier_threshold_tokens IS NOT NULL AND p_input > p.tier_threshold_tokens
+             THEN p_input * coalesce(p.input_above_threshold_per_token, p.input_per_token)
+                + p_max_output * coalesce(p.output_above_threshold_per_token, p.output_per_token)
+             ELSE p_input * p.input_per_token + p_max_output * p.output_per_token END, 10)
+    FROM tracking_price p
+    WHERE p.model = p_model AND p.effective_from <= p_at
+    ORDER BY p.effective_from DESC
+    LIMIT 1
+$$;
+
+-- Every budget that applies to (org, team, user), with the bounds of its
+-- current period and the window row for that period when it exists.
+CREATE OR REPLACE FUNCTION tollgate_applicable(
+    p_org bigint, p_tz text, p_team bigint, p_user bigint, p_at timestamptz)
+RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
+               soft_limit_pct smallint, enforce boolean, period_start timestamptz,
+               period_end timestamptz, window_id bigint, spent numeric, reserved numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.scope,
+           CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug ELSE u.external_id END,
+           b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
+           pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0)
+    FROM budgets_budget b
+    JOIN budgets_organization o ON o.id = b.org_id
+    LEFT JOIN budgets_team t ON t.id = b.team_id
+    LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, p_tz, p_at) pb
+    LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
+    WHERE b.org_id = p_org
+      AND (b.scope = 'org'
+           OR (b.scope = 'team' AND b.team_id = p_team)
+           OR (b.scope = 'user' AND b.user_id = p_user))
+    ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END, b.period
+$$;
+
+-- One budget as the API shows it (money as text: JSON numbers would lose precision).
+CREATE OR REPLACE FUNCTION tollgate_budget_json(
+    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft smallint,
+    p_enforce boolean, p_spent numeric, p_reserved numeric, p_period_end timestamptz)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'scope', p_scope, 'id', p_subject, 'period', p_period,
+        'limit_usd', trim_scale(p_limit)::text,
+        'spent_usd', trim_scale(p_spent)::text,
+        'reserved_usd', trim_scale(p_reserved)::text,
+        'remaining_usd', trim_scale(greatest(p_limit - p_spent - p_reserved, 0))::text,
+        'used_pct', CASE WHEN p_limit > 0
+                         THEN round((p_spent + p_reserved) * 100 / p_limit, 1)::text END,
+        'soft_limit_pct', p_soft,
+        'resets_at', CASE WHEN p_period = 'total' THEN NULL
+                          ELSE to_char(p_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
+        'enforce', p_enforce)
+$$;
+
+-- The decision for one request. With p_hold it also takes the hold: every
+-- applicable window gets `reserved += amount` in one step, or none does.
+--
+-- Concurrency: windows are locked in id order (no deadlocks between holds),
+-- and the limits are checked again under the lock, so concurrent holds can
+-- never take an enforced window's spent + reserved over its limit. A request
+-- that is already over on the unlocked read is denied without taking locks,
+-- so a full budget does not serialise its denials.
+--
+-- Result: {"status": "ok" | "denied" | "not_found", ...}.
+CREATE OR REPLACE FUNCTION tollgate_decide(
+    p_org bigint, p_tz text, p_strict boolean, p_team text, p_user text,
+    p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
+    p_hold boolean, p_ttl_seconds integer, p_at timestamptz)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_at timestamptz := coalesce(p_at, now());
+    v_team bigint;
+    v_user bigint;
+    v_amount numeric := p_amount;
+    v_rows jsonb := '[]';
+    v_warnings jsonb := '[]';
+    v_blocked jsonb;
+    v_window_ids bigint[];
+    v_used numeric;
+    v_res_id uuid;
+    v_expires timestamptz;
+    r record;
+BEGIN
+    v_team := tollgate_team_id(p_org, p_team, NOT p_strict);
+    IF p_team IS NOT NULL AND v_team IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found', 'field', 'team');
+    END IF;
+    v_user := tollgate_enduser_id(p_org, p_user, NOT p_strict);
+    IF p_user IS NOT NULL AND v_user IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found', 'field', 'user');
+    END IF;
+    IF v_amount IS NULL AND p_input IS NOT NULL THEN
+        v_amount := tollgate_estimate_cost(p_model, p_input, coalesce(p_max_output, 0), v_at);
+        IF v_amount IS NULL THEN
+            RETURN jsonb_build_object('status', 'unpriced', 'field', 'model');
+        END IF;
+    END IF;
+    v_amount := coalesce(v_amount, 0);
+
+    -- Unlocked read: deny early when an enforced budget is already over.
+    IF p_hold THEN
+        FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
+            IF r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
+                p_hold := false;  -- fall through to the read-only answer below
+                EXIT;
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF p_hold THEN
+        -- First use of a period: create its windows.
+        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+        SELECT a.budget_id, a.period_start, a.period_end, 0, 0
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
+        WHERE a.window_id IS NULL
+        ON CONFLICT (budget_id, period_start) DO NOTHING;
+
+        SELECT array_agg(a.window_id ORDER BY a.window_id) INTO v_window_ids
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
+        PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(v_window_ids) ORDER BY id FOR UPDATE;
+    END IF;
+
+    -- Under the locks (or on the plain read for check): decide and describe.
+    FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
+        IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
+            v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+                r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+        END IF;
+        v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+            r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+        IF r.limit_usd > 0 THEN
+            v_used := (r.spent + r.reserved + v_amount) * 100 / r.limit_usd;
+            IF v_used >= r.soft_limit_pct THEN
+                v_warnings := v_warnings || jsonb_build_object(
+                    'scope', r.scope, 'id', r.subject, 'period', r.period,
+                    'used_pct', round(v_used, 1)::text, 'enforce', r.enforce);
+            END IF;
+        ELSIF v_amount > 0 OR r.spent + r.reserved > 0 THEN
+            v_warnings := v_warnings || jsonb_build_object(
+                'scope', r.scope, 'id', r.subject, 'period', r.period,
+                'used_pct', NULL, 'enforce', r.enforce);
+        END IF;
+    END LOOP;
+
+    IF v_blocked IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
+            'blocked', v_blocked, 'budgets', v_rows, 'warnings', v_warnings);
+    END IF;
+    IF NOT p_hold THEN
+        RETURN jsonb_build_object('status', 'ok', 'amount_usd', trim_scale(v_amount)::text,
+            'budgets', v_rows, 'warnings', v_warnings);
+    END IF;
+
+    UPDATE budgets_budgetwindow SET reserved = reserved + v_amount WHERE id = ANY(v_window_ids);
+    v_expires := now() + make_interval(secs => p_ttl_seconds);
+    INSERT INTO budgets_reservation
+        (id, org_id, team_id, user_id, amount, status, window_ids, model, created_at, expires_at)
+    VALUES (gen_random_uuid(), p_org, v_team, v_user, v_amount, 'active',
+            coalesce(v_window_ids, '{}'), coalesce(p_model, ''), now(), v_expires)
+    RETURNING id INTO v_res_id;
+
+    -- Describe the budgets as they are after the hold.
+    v_rows := '[]';
+    FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
+        v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+            r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+    END LOOP;
+    RETURN jsonb_build_object('status', 'held', 'reservation_id', v_res_id,
+        'amount_usd', trim_scale(v_amount)::text,
+        'expires_at', to_char(v_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'budgets', v_rows, 'warnings', v_warnings);
+END $$;
+
+-- Take a hold back from the windows it was added to. Caller holds no locks.
+CREATE OR REPLACE FUNCTION tollgate_unhold(p_window_ids bigint[], p_amount numeric)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(p_window_ids) ORDER BY id FOR UPDATE;
+    UPDATE budgets_budgetwindow SET reserved = reserved - p_amount WHERE id = ANY(p_window_ids);
+END $$;
+
+-- Release a hold. Idempotent: releasing again (or a hold that was settled or
+-- expired) changes nothing and reports the reservation's status.
+CREATE OR REPLACE FUNCTION tollgate_release(p_org bigint, p_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    UPDATE budgets_reservation SET status = 'released', closed_at = now()
+    WHERE id = p_id AND org_id = p_org AND status = 'active'
+    RETURNING amount, window_ids INTO r;
+    IF FOUND THEN
+        PERFORM tollgate_unhold(r.window_ids, r.amount);
+        RETURN jsonb_build_object('status', 'released', 'released_now', true);
+    END IF;
+    SELECT status INTO r FROM budgets_reservation WHERE id = p_id AND org_id = p_org;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    RETURN jsonb_build_object('status', r.status, 'released_now', false);
+END $$;
+
+-- Expire holds whose time is up. Safe to run from many processes at once
+-- (SKIP LOCKED). The windows are locked once, in id order like every other
+-- writer, so the sweeper cannot deadlock with holds. Returns how many expired.
+CREATE OR REPLACE FUNCTION tollgate_expire_reservations(p_limit integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_count integer;
+    v_ids bigint[];
+    v_amounts numeric[];
+BEGIN
+    WITH expired AS (
+        UPDATE budgets_reservation SET status = 'expired', closed_at = now()
+        WHERE id IN (SELECT id FROM budgets_reservation
+                     WHERE status = 'active' AND expires_at <= now()
+                     ORDER BY expires_at LIMIT p_limit FOR UPDATE SKIP LOCKED)
+        RETURNING amount, window_ids
+    ), per_window AS (
+        SELECT wid, sum(e.amount) AS amount FROM expired e, unnest(e.window_ids) AS wid GROUP BY wid
+    )
+    SELECT (SELECT count(*) FROM expired), array_agg(wid ORDER BY wid), array_agg(amount ORDER BY wid)
+    INTO v_count, v_ids, v_amounts FROM per_window;
+    IF v_ids IS NOT NULL THEN
+        PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(v_ids) ORDER BY id FOR UPDATE;
+        UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
+        FROM unnest(v_ids, v_amounts) AS d(wid, amount) WHERE w.id = d.wid;
+    END IF;
+    RETURN coalesce(v_count, 0);
+END $$;
+
+-- Every budget of an org with its current window (zeros before first use).
+CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_tz text, p_at timestamptz)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(
+        tollgate_budget_json(b.scope,
+            CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug ELSE u.external_id END,
+            b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
+            coalesce(w.spent, 0), coalesce(w.reserved, 0), pb.period_end)
+        ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END,
+                 coalesce(t.slug, u.external_id), b.period), '[]')
+    FROM budgets_budget b
+    JOIN budgets_organization o ON o.id = b.org_id
+    LEFT JOIN budgets_team t ON t.id = b.team_id
+    LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, coalesce(p_tz, o.time_zone), coalesce(p_at, now())) pb
+    LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
+    WHERE b.org_id = p_org
+$$;
+
+-- Create or replace one budget (scope org: p_subject must be the org's slug).
+CREATE OR REPLACE FUNCTION tollgate_put_budget(
+    p_org bigint, p_tz text, p_strict boolean, p_scope text, p_subject text, p_period text,
+    p_limit numeric, p_soft smallint, p_enforce boolean, p_at timestamptz)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_team bigint;
+    v_user bigint;
+    v_budget bigint;
+    r record;
+BEGIN
+    IF p_scope = 'org' THEN
+        PERFORM 1 FROM budgets_organization WHERE id = p_org AND slug = p_subject;
+        IF NOT FOUND THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
+    ELSIF p_scope = 'team' THEN
+        v_team := tollgate_team_id(p_org, p_subject, NOT p_strict);
+        IF v_team IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
+    ELSE
+        v_user := tollgate_enduser_id(p_org, p_subject, NOT p_strict);
+        IF v_user IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
+    END IF;
+    INSERT INTO budgets_budget (org_id, scope, team_id, user_id, period, limit_usd,
+                                soft_limit_pct, enforce, created_at, updated_at)
+    VALUES (p_org, p_scope, v_team, v_user, p_period, p_limit, p_soft, p_enforce, now(), now())
+    ON CONFLICT (org_id, scope, team_id, user_id, period) DO UPDATE
+        SET limit_usd = EXCLUDED.limit_usd, soft_limit_pct = EXCLUDED.soft_limit_pct,
+            enforce = EXCLUDED.enforce, updated_at = now()
+    RETURNING id INTO v_budget;
+    SELECT a.* INTO r FROM tollgate_applicable(p_org, p_tz, v_team, v_user, coalesce(p_at, now())) a
+    WHERE a.budget_id = v_budget;
+    RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,
+        r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end));
+END $$;
+
+CREATE OR REPLACE FUNCTION tollgate_delete_budget(
+    p_org bigint, p_scope text, p_subject text, p_period text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE v_deleted integer;
+BEGIN
+    DELETE FROM budgets_budget b
+    USING budgets_organization o
+    WHERE b.org_id = p_org AND o.id = b.org_id AND b.scope = p_scope AND b.period = p_period
+      AND CASE p_scope
+            WHEN 'org' THEN o.slug = p_subject
+            WHEN 'team' THEN b.team_id = (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_subject)
+            ELSE b.user_id = (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_subject)
+          END;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN jsonb_build_object('status', CASE WHEN v_deleted > 0 THEN 'deleted' ELSE 'not_found' END);
+END $$;

@@ -1,0 +1,36 @@
+-- Named queries of the hot path, loaded once by budgets/db.py.
+-- Each block starts with `-- name --`; parameters are %(name)s.
+
+-- authenticate_key --
+-- Warm keys come from the per-process cache; this runs on a miss (at most
+-- once per key per API_KEY_CACHE_SECONDS) and records last use at the same time.
+UPDATE budgets_apikey k SET last_used_at = now()
+FROM budgets_organization o
+WHERE k.lookup_id = %(lookup_id)s AND o.id = k.org_id
+RETURNING k.id, k.key_hash, k.revoked_at, k.is_admin, k.org_id, o.slug AS org_slug,
+          o.time_zone, o.strict, o.fail_mode,
+          (SELECT slug FROM budgets_team WHERE id = k.team_id) AS team_slug
+
+-- decide --
+SELECT tollgate_decide(%(org_id)s, %(tz)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
+                       %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(hold)s,
+                       %(ttl_seconds)s, %(at)s)
+
+-- release --
+SELECT tollgate_release(%(org_id)s, %(reservation_id)s)
+
+-- expire_reservations --
+SELECT tollgate_expire_reservations(%(limit)s)
+
+-- list_budgets --
+SELECT tollgate_list_budgets(%(org_id)s, %(tz)s, %(at)s)
+
+-- put_budget --
+SELECT tollgate_put_budget(%(org_id)s, %(tz)s, %(strict)s, %(scope)s, %(subject)s, %(period)s,
+                           %(limit_usd)s, %(soft_limit_pct)s, %(enforce)s, %(at)s)
+
+-- delete_budget --
+SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s)
+
+-- ping --
+SELECT 1

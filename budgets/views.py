@@ -1,0 +1,222 @@
+"""Hot-path handlers (API.md, "Budget hot path" and "Managing budgets").
+
+Each handler: parse and validate, one database call, shape the answer. The
+decision logic itself is SQL (budgets/sql/functions.sql) so that it runs in
+one round trip and one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+from budgets import db, inputs
+from budgets.api import Request
+from budgets.auth import ApiKeyInfo
+from budgets.errors import ApiError, JsonBody, invalid
+
+Answer = tuple[int, JsonBody | None]
+
+
+def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[str, Any]:
+    return {
+        "org_id": key.org_id, "tz": key.time_zone, "strict": key.strict,
+        "team": d.team, "user": d.user, "model": d.model, "amount": d.amount,
+        "input_tokens": d.input_tokens, "max_output_tokens": d.max_output_tokens,
+        "hold": hold, "ttl_seconds": d.ttl_seconds, "at": None,
+    }
+
+
+def _fail_open(key: ApiKeyInfo) -> bool:
+    return (key.fail_mode or settings.BUDGET_FAIL_MODE) == "open"
+
+
+def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
+    status = result["status"]
+    if status == "not_found":
+        field = result["field"]
+        raise ApiError(404, "not_found", f"Unknown {field} '{getattr(d, field)}' "
+                       "(this organization does not register new ones).", field=field)
+    if status == "unpriced":
+        raise invalid("model", f"No price is known for model '{d.model}'; "
+                      "send 'estimated_cost_usd' instead.")
+
+
+async def decide(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> JsonBody:
+    """Run the decision; raises ApiError for unknown subjects or unpriced models."""
+    result = await db.fetch_value("decide", _decide_params(key, d, hold=hold))
+    _raise_for_lookup(result, d)
+    return result
+
+
+def _blocked_by(result: JsonBody) -> JsonBody | None:
+    blocked = result.get("blocked")
+    if blocked is None:
+        return None
+    return {"scope": blocked["scope"], "id": blocked["id"], "period": blocked["period"]}
+
+
+def _degraded_amount(d: inputs.Decision) -> str | None:
+    return None if d.amount is None else _money(d.amount)
+
+
+def _money(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
+
+
+async def check(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    d = inputs.decision(request.json(), key_team=key.team_slug, require_amount=False)
+    try:
+        result = await decide(key, d, hold=False)
+    except db.StoreUnavailable:
+        if not _fail_open(key):
+            raise
+        return 200, {"allowed": True, "degraded": True, "estimated_cost_usd": _degraded_amount(d),
+                     "warnings": [], "budgets": [], "blocked_by": None}
+    return 200, {
+        "allowed": result["status"] != "denied",
+        "estimated_cost_usd": result["amount_usd"],
+        "warnings": result["warnings"],
+        "budgets": result["budgets"],
+        "blocked_by": _blocked_by(result),
+    }
+
+
+async def reserve(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    d = inputs.decision(request.json(), key_team=key.team_slug, require_amount=True)
+    try:
+        result = await decide(key, d, hold=True)
+    except db.StoreUnavailable:
+        if not _fail_open(key):
+            raise
+        # Fail-open: the call may go ahead, but nothing was held.
+        return 201, {"reservation_id": None, "degraded": True,
+                     "amount_usd": _degraded_amount(d), "expires_at": None,
+                     "budgets": [], "warnings": []}
+    if result["status"] == "denied":
+        blocked = result["blocked"]
+        raise ApiError(
+            402, "budget_exceeded",
+            f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) "
+            f"cannot hold ${result['amount_usd']} more.",
+            scope=blocked["scope"], id=blocked["id"], period=blocked["period"],
+            limit_usd=blocked["limit_usd"], spent_usd=blocked["spent_usd"],
+            reserved_usd=blocked["reserved_usd"], resets_at=blocked["resets_at"],
+        )
+    return 201, {
+        "reservation_id": result["reservation_id"],
+        "amount_usd": result["amount_usd"],
+        "expires_at": result["expires_at"],
+        "budgets": result["budgets"],
+        "warnings": result["warnings"],
+    }
+
+
+def _reservation_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.params["reservation_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "Unknown reservation.") from None
+
+
+async def release(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    reservation_id = _reservation_id(request)
+    result = await db.fetch_value("release", {"org_id": key.org_id,
+                                              "reservation_id": reservation_id})
+    if result["status"] == "not_found":
+        # Another organization's reservation is unknown here too.
+        raise ApiError(404, "not_found", "Unknown reservation.")
+    return 200, {"reservation_id": str(reservation_id), "status": result["status"],
+                 "released": result["status"] == "released"}
+
+
+async def status(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    query = {k: v for k, v in request.query.items() if k in ("team", "user")}
+    d = inputs.decision(query, key_team=key.team_slug, require_amount=False)
+    result = await decide(key, d, hold=False)
+    return 200, {"budgets": result["budgets"], "warnings": result["warnings"]}
+
+
+# --- Managing budgets (admin keys) ------------------------------------------------
+
+
+def _require_admin(request: Request) -> ApiKeyInfo:
+    key = request.key
+    assert key is not None
+    if not key.is_admin:
+        raise ApiError(403, "forbidden", "Managing budgets needs an admin API key.")
+    return key
+
+
+def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
+    scope, subject, period = (request.params[k] for k in ("scope", "subject", "period"))
+    if scope not in inputs.SCOPES:
+        raise invalid("scope", "'scope' must be one of org, team, user.")
+    if period not in inputs.PERIODS:
+        raise invalid("period", "'period' must be one of day, week, month, total.")
+    inputs.identifier({"id": subject}, "id", required=True)
+    if key.team_slug is not None and (scope != "team" or subject != key.team_slug):
+        raise ApiError(403, "forbidden", "This API key may only manage its own team's budgets.")
+    return scope, subject, period
+
+
+async def list_budgets(request: Request) -> Answer:
+    key = _require_admin(request)
+    budgets = await db.fetch_value("list_budgets", {"org_id": key.org_id, "tz": key.time_zone,
+                                                    "at": None})
+    if key.team_slug is not None:
+        budgets = [b for b in budgets if b["scope"] == "team" and b["id"] == key.team_slug]
+    return 200, {"budgets": budgets}
+
+
+async def put_budget(request: Request) -> Answer:
+    key = _require_admin(request)
+    scope, subject, period = _budget_path(request, key)
+    data = request.json()
+    if data.get("limit_usd") is None:
+        raise invalid("limit_usd", "'limit_usd' is required.")
+    limit = inputs.money(data["limit_usd"], "limit_usd")
+    soft = inputs.integer(data, "soft_limit_pct", low=0, high=100, default=80)
+    enforce = inputs.boolean(data, "enforce", default=True)
+    result = await db.fetch_value("put_budget", {
+        "org_id": key.org_id, "tz": key.time_zone, "strict": key.strict, "scope": scope,
+        "subject": subject, "period": period, "limit_usd": limit, "soft_limit_pct": soft,
+        "enforce": enforce, "at": None,
+    })
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", f"Unknown {scope} '{subject}'.")
+    return 200, result["budget"]
+
+
+async def delete_budget(request: Request) -> Answer:
+    key = _require_admin(request)
+    scope, subject, period = _budget_path(request, key)
+    result = await db.fetch_value("delete_budget", {"org_id": key.org_id, "scope": scope,
+                                                    "subject": subject, "period": period})
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", f"No {period} budget for {scope} '{subject}'.")
+    return 204, None
+
+
+# --- Probes ------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Answer:
+    return 200, {"status": "ok"}
+
+
+async def readyz(request: Request) -> Answer:
+    if await db.aping():
+        return 200, {"status": "ready"}
+    return 503, {"error": {"code": "store_unavailable", "message": "The database is not reachable."}}

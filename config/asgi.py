@@ -1,0 +1,42 @@
+"""ASGI entry point.
+
+HTTP: the JSON API's hot path (budgets.api) answers its own routes and hands
+every other request (admin, dashboard, login, static) to Django.
+WebSocket: Channels routing (live dashboard updates).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from budgets import views as budget_views  # noqa: E402
+from budgets.api import ApiApp, route  # noqa: E402
+
+ROUTES = [
+    route("GET", "/healthz", budget_views.healthz, authenticated=False),
+    route("GET", "/readyz", budget_views.readyz, authenticated=False),
+    route("POST", "/v1/budget/check", budget_views.check),
+    route("POST", "/v1/budget/reservations", budget_views.reserve),
+    route("POST", "/v1/budget/reservations/{reservation_id}/release", budget_views.release),
+    route("GET", "/v1/budget/status", budget_views.status),
+    route("GET", "/v1/budgets", budget_views.list_budgets),
+    route("PUT", "/v1/budgets/{scope}/{subject}/{period}", budget_views.put_budget),
+    route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budget_views.delete_budget),
+]
+
+http_app = ApiApp(ROUTES, fallback=django_asgi_app)
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "lifespan": http_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([]))),
+    }
+)

