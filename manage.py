@@ -34,7 +34,7 @@ def _ensure_environment() -> None:
     stamp = STAMP_FILE.read_text().strip() if STAMP_FILE.exists() else ""
     if in_project_venv and stamp == lock_digest:
         return
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - manage.py may be started by any python3
         sys.exit("Tollgate needs Python 3.11 or newer.")
     python = _venv_python()
     if not python.exists():
@@ -43,8 +43,16 @@ def _ensure_environment() -> None:
     if stamp != lock_digest:
         print("Installing pinned dependencies from requirements.lock ...", flush=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(LOCK_FILE)],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(LOCK_FILE),
+            ],
             check=True,
         )
         STAMP_FILE.write_text(lock_digest + "\n")

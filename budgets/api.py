@@ -100,13 +100,18 @@ class ApiApp:
                 await self._serve(candidate, match.groupdict(), scope, receive, send)
                 return
         if matched_path:
-            await _send_json(send, 405, ApiError(405, "method_not_allowed",
-                                                 "Method not allowed.").body(), _request_id(scope))
+            await _send_json(
+                send,
+                405,
+                ApiError(405, "method_not_allowed", "Method not allowed.").body(),
+                _request_id(scope),
+            )
         else:
             await self.fallback(scope, receive, send)
 
-    async def _serve(self, route_: Route, params: dict[str, str], scope: dict,
-                     receive: Callable, send: Callable) -> None:
+    async def _serve(
+        self, route_: Route, params: dict[str, str], scope: dict, receive: Callable, send: Callable
+    ) -> None:
         headers = dict(scope["headers"])
         request_id = _request_id(scope, headers)
         try:
@@ -126,8 +131,12 @@ class ApiApp:
             status, payload = exc.status, exc.body()
         except db.StoreUnavailable as exc:
             logger.warning("store unavailable request_id=%s: %s", request_id, exc)
-            status, payload = 503, ApiError(
-                503, "store_unavailable", "The budget store did not answer in time.").body()
+            status, payload = (
+                503,
+                ApiError(
+                    503, "store_unavailable", "The budget store did not answer in time."
+                ).body(),
+            )
         except Exception:
             logger.exception("unhandled error request_id=%s path=%s", request_id, scope["path"])
             status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
@@ -172,7 +181,9 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
             return b"".join(chunks)
 
 
-async def _send_json(send: Callable, status: int, payload: JsonBody | None, request_id: str) -> None:
+async def _send_json(
+    send: Callable, status: int, payload: JsonBody | None, request_id: str
+) -> None:
     headers = [(b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
     if payload is None:
         body = b""

@@ -82,6 +82,13 @@ async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:
     if not hmac.compare_digest(key_hash, digest):
         return None
     return ApiKeyInfo(
-        key_id=key_id, org_id=org_id, org_slug=org_slug, time_zone=tz, strict=strict,
-        fail_mode=fail_mode, team_slug=team, is_admin=is_admin, revoked=revoked_at is not None,
+        key_id=key_id,
+        org_id=org_id,
+        org_slug=org_slug,
+        time_zone=tz,
+        strict=strict,
+        fail_mode=fail_mode,
+        team_slug=team,
+        is_admin=is_admin,
+        revoked=revoked_at is not None,
     )

@@ -38,8 +38,19 @@ QUERIES = load_queries(SQL_DIR / "queries.sql")
 
 # libpq parameters we take over from Django's connection settings.
 _LIBPQ_KEYS = {
-    "dbname", "user", "password", "host", "port", "sslmode", "sslrootcert", "sslcert",
-    "sslkey", "options", "application_name", "connect_timeout", "target_session_attrs",
+    "dbname",
+    "user",
+    "password",
+    "host",
+    "port",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "options",
+    "application_name",
+    "connect_timeout",
+    "target_session_attrs",
 }
 
 
@@ -57,8 +68,12 @@ def connection_kwargs() -> dict[str, Any]:
     if settings.DATABASE_POOLER_URL:
         config = environ.Env.db_url_config(settings.DATABASE_POOLER_URL)
         params: dict[str, Any] = {
-            "dbname": config["NAME"], "user": config["USER"], "password": config["PASSWORD"],
-            "host": config["HOST"], "port": config["PORT"], **config.get("OPTIONS", {}),
+            "dbname": config["NAME"],
+            "user": config["USER"],
+            "password": config["PASSWORD"],
+            "host": config["HOST"],
+            "port": config["PORT"],
+            **config.get("OPTIONS", {}),
         }
         prepare_threshold = None
     else:

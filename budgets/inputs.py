@@ -54,8 +54,15 @@ def money(value: Any, name: str) -> Decimal:
     return amount.quantize(MONEY_QUANTUM, rounding=ROUND_CEILING)
 
 
-def integer(data: dict[str, Any], name: str, *, low: int, high: int, default: int | None = None,
-            path: str | None = None) -> int | None:
+def integer(
+    data: dict[str, Any],
+    name: str,
+    *,
+    low: int,
+    high: int,
+    default: int | None = None,
+    path: str | None = None,
+) -> int | None:
     value = data.get(name)
     label = path or name
     if value is None:
@@ -94,8 +101,9 @@ def decision(data: dict[str, Any], *, key_team: str | None, require_amount: bool
         if team is None:
             team = key_team
         elif team != key_team:
-            raise ApiError(403, "forbidden", "This API key is limited to another team.",
-                           field="team")
+            raise ApiError(
+                403, "forbidden", "This API key is limited to another team.", field="team"
+            )
     amount = None
     input_tokens = max_output_tokens = None
     if data.get("estimated_cost_usd") is not None:
@@ -104,17 +112,25 @@ def decision(data: dict[str, Any], *, key_team: str | None, require_amount: bool
         estimate = data["estimate"]
         if not isinstance(estimate, dict):
             raise invalid("estimate", "'estimate' must be an object.")
-        input_tokens = integer(estimate, "input_tokens", low=0, high=MAX_TOKENS,
-                               path="estimate.input_tokens")
+        input_tokens = integer(
+            estimate, "input_tokens", low=0, high=MAX_TOKENS, path="estimate.input_tokens"
+        )
         if input_tokens is None:
             raise invalid("estimate.input_tokens", "'estimate.input_tokens' is required.")
-        max_output_tokens = integer(estimate, "max_output_tokens", low=0, high=MAX_TOKENS,
-                                    default=0, path="estimate.max_output_tokens")
+        max_output_tokens = integer(
+            estimate,
+            "max_output_tokens",
+            low=0,
+            high=MAX_TOKENS,
+            default=0,
+            path="estimate.max_output_tokens",
+        )
         if model is None:
             raise invalid("model", "'model' is required to price an estimate.")
     elif require_amount:
-        raise invalid("estimated_cost_usd",
-                      "Send 'estimated_cost_usd' or 'estimate' to say how much to hold.")
+        raise invalid(
+            "estimated_cost_usd", "Send 'estimated_cost_usd' or 'estimate' to say how much to hold."
+        )
     ttl = integer(data, "ttl_seconds", low=1, high=3600, default=300)
     assert ttl is not None
     return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl)

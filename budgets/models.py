@@ -79,7 +79,9 @@ class EndUser(models.Model):
     class Meta:
         ordering = ["org", "external_id"]
         constraints = [
-            models.UniqueConstraint(fields=["org", "external_id"], name="enduser_unique_external_id")
+            models.UniqueConstraint(
+                fields=["org", "external_id"], name="enduser_unique_external_id"
+            )
         ]
 
     def __str__(self) -> str:
@@ -158,7 +160,9 @@ class Budget(models.Model):
                 raise ValidationError("Team and user must belong to the budget's organization.")
 
     def current_window(self) -> BudgetWindow | None:
-        return self.windows.filter(period_start__lte=timezone.now()).order_by("-period_start").first()
+        return (
+            self.windows.filter(period_start__lte=timezone.now()).order_by("-period_start").first()
+        )
 
 
 class BudgetWindow(models.Model):
@@ -179,7 +183,9 @@ class BudgetWindow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["budget", "period_start"], name="window_unique_period"),
             models.CheckConstraint(condition=Q(spent__gte=0), name="window_spent_non_negative"),
-            models.CheckConstraint(condition=Q(reserved__gte=0), name="window_reserved_non_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="window_reserved_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -210,12 +216,16 @@ class Reservation(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=0), name="reservation_amount_non_negative")
+            models.CheckConstraint(
+                condition=Q(amount__gte=0), name="reservation_amount_non_negative"
+            )
         ]
         indexes = [
             # Used by tollgate_expire_reservations (the sweeper): active holds by expiry.
             models.Index(
-                fields=["expires_at"], condition=Q(status="active"), name="reservation_active_expiry"
+                fields=["expires_at"],
+                condition=Q(status="active"),
+                name="reservation_active_expiry",
             ),
         ]
 
@@ -235,7 +245,11 @@ def hash_key_secret(secret: str) -> str:
 class ApiKey(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     team = models.ForeignKey(
-        Team, null=True, blank=True, on_delete=models.CASCADE, help_text="Limit the key to one team."
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        help_text="Limit the key to one team.",
     )
     name = models.CharField(max_length=200, blank=True)
     # Public part of the key, used to find the row; the secret is only stored hashed.

@@ -23,10 +23,18 @@ Answer = tuple[int, JsonBody | None]
 
 def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[str, Any]:
     return {
-        "org_id": key.org_id, "tz": key.time_zone, "strict": key.strict,
-        "team": d.team, "user": d.user, "model": d.model, "amount": d.amount,
-        "input_tokens": d.input_tokens, "max_output_tokens": d.max_output_tokens,
-        "hold": hold, "ttl_seconds": d.ttl_seconds, "at": None,
+        "org_id": key.org_id,
+        "tz": key.time_zone,
+        "strict": key.strict,
+        "team": d.team,
+        "user": d.user,
+        "model": d.model,
+        "amount": d.amount,
+        "input_tokens": d.input_tokens,
+        "max_output_tokens": d.max_output_tokens,
+        "hold": hold,
+        "ttl_seconds": d.ttl_seconds,
+        "at": None,
     }
 
 
@@ -38,11 +46,17 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
     status = result["status"]
     if status == "not_found":
         field = result["field"]
-        raise ApiError(404, "not_found", f"Unknown {field} '{getattr(d, field)}' "
-                       "(this organization does not register new ones).", field=field)
+        raise ApiError(
+            404,
+            "not_found",
+            f"Unknown {field} '{getattr(d, field)}' "
+            "(this organization does not register new ones).",
+            field=field,
+        )
     if status == "unpriced":
-        raise invalid("model", f"No price is known for model '{d.model}'; "
-                      "send 'estimated_cost_usd' instead.")
+        raise invalid(
+            "model", f"No price is known for model '{d.model}'; send 'estimated_cost_usd' instead."
+        )
 
 
 async def decide(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> JsonBody:
@@ -76,8 +90,14 @@ async def check(request: Request) -> Answer:
     except db.StoreUnavailable:
         if not _fail_open(key):
             raise
-        return 200, {"allowed": True, "degraded": True, "estimated_cost_usd": _degraded_amount(d),
-                     "warnings": [], "budgets": [], "blocked_by": None}
+        return 200, {
+            "allowed": True,
+            "degraded": True,
+            "estimated_cost_usd": _degraded_amount(d),
+            "warnings": [],
+            "budgets": [],
+            "blocked_by": None,
+        }
     return 200, {
         "allowed": result["status"] != "denied",
         "estimated_cost_usd": result["amount_usd"],
@@ -97,18 +117,28 @@ async def reserve(request: Request) -> Answer:
         if not _fail_open(key):
             raise
         # Fail-open: the call may go ahead, but nothing was held.
-        return 201, {"reservation_id": None, "degraded": True,
-                     "amount_usd": _degraded_amount(d), "expires_at": None,
-                     "budgets": [], "warnings": []}
+        return 201, {
+            "reservation_id": None,
+            "degraded": True,
+            "amount_usd": _degraded_amount(d),
+            "expires_at": None,
+            "budgets": [],
+            "warnings": [],
+        }
     if result["status"] == "denied":
         blocked = result["blocked"]
         raise ApiError(
-            402, "budget_exceeded",
+            402,
+            "budget_exceeded",
             f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) "
             f"cannot hold ${result['amount_usd']} more.",
-            scope=blocked["scope"], id=blocked["id"], period=blocked["period"],
-            limit_usd=blocked["limit_usd"], spent_usd=blocked["spent_usd"],
-            reserved_usd=blocked["reserved_usd"], resets_at=blocked["resets_at"],
+            scope=blocked["scope"],
+            id=blocked["id"],
+            period=blocked["period"],
+            limit_usd=blocked["limit_usd"],
+            spent_usd=blocked["spent_usd"],
+            reserved_usd=blocked["reserved_usd"],
+            resets_at=blocked["resets_at"],
         )
     return 201, {
         "reservation_id": result["reservation_id"],
@@ -130,13 +160,17 @@ async def release(request: Request) -> Answer:
     key = request.key
     assert key is not None
     reservation_id = _reservation_id(request)
-    result = await db.fetch_value("release", {"org_id": key.org_id,
-                                              "reservation_id": reservation_id})
+    result = await db.fetch_value(
+        "release", {"org_id": key.org_id, "reservation_id": reservation_id}
+    )
     if result["status"] == "not_found":
         # Another organization's reservation is unknown here too.
         raise ApiError(404, "not_found", "Unknown reservation.")
-    return 200, {"reservation_id": str(reservation_id), "status": result["status"],
-                 "released": result["status"] == "released"}
+    return 200, {
+        "reservation_id": str(reservation_id),
+        "status": result["status"],
+        "released": result["status"] == "released",
+    }
 
 
 async def status(request: Request) -> Answer:
@@ -173,8 +207,9 @@ def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
 
 async def list_budgets(request: Request) -> Answer:
     key = _require_admin(request)
-    budgets = await db.fetch_value("list_budgets", {"org_id": key.org_id, "tz": key.time_zone,
-                                                    "at": None})
+    budgets = await db.fetch_value(
+        "list_budgets", {"org_id": key.org_id, "tz": key.time_zone, "at": None}
+    )
     if key.team_slug is not None:
         budgets = [b for b in budgets if b["scope"] == "team" and b["id"] == key.team_slug]
     return 200, {"budgets": budgets}
@@ -189,11 +224,21 @@ async def put_budget(request: Request) -> Answer:
     limit = inputs.money(data["limit_usd"], "limit_usd")
     soft = inputs.integer(data, "soft_limit_pct", low=0, high=100, default=80)
     enforce = inputs.boolean(data, "enforce", default=True)
-    result = await db.fetch_value("put_budget", {
-        "org_id": key.org_id, "tz": key.time_zone, "strict": key.strict, "scope": scope,
-        "subject": subject, "period": period, "limit_usd": limit, "soft_limit_pct": soft,
-        "enforce": enforce, "at": None,
-    })
+    result = await db.fetch_value(
+        "put_budget",
+        {
+            "org_id": key.org_id,
+            "tz": key.time_zone,
+            "strict": key.strict,
+            "scope": scope,
+            "subject": subject,
+            "period": period,
+            "limit_usd": limit,
+            "soft_limit_pct": soft,
+            "enforce": enforce,
+            "at": None,
+        },
+    )
     if result["status"] == "not_found":
         raise ApiError(404, "not_found", f"Unknown {scope} '{subject}'.")
     return 200, result["budget"]
@@ -202,8 +247,10 @@ async def put_budget(request: Request) -> Answer:
 async def delete_budget(request: Request) -> Answer:
     key = _require_admin(request)
     scope, subject, period = _budget_path(request, key)
-    result = await db.fetch_value("delete_budget", {"org_id": key.org_id, "scope": scope,
-                                                    "subject": subject, "period": period})
+    result = await db.fetch_value(
+        "delete_budget",
+        {"org_id": key.org_id, "scope": scope, "subject": subject, "period": period},
+    )
     if result["status"] == "not_found":
         raise ApiError(404, "not_found", f"No {period} budget for {scope} '{subject}'.")
     return 204, None
@@ -219,4 +266,6 @@ async def healthz(request: Request) -> Answer:
 async def readyz(request: Request) -> Answer:
     if await db.aping():
         return 200, {"status": "ready"}
-    return 503, {"error": {"code": "store_unavailable", "message": "The database is not reachable."}}
+    return 503, {
+        "error": {"code": "store_unavailable", "message": "The database is not reachable."}
+    }

@@ -85,7 +85,9 @@ def database_url(pgdata: Path, database: str = "tollgate") -> str:
         _exit_on_sigterm()
         _server = server
     socket_dir = str(_server.get_postmaster_info().socket_dir)
-    with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=socket_dir, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')  # database is a fixed identifier

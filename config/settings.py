@@ -87,7 +87,9 @@ DATABASE_POOLER_URL = env.str("DATABASE_POOLER_URL", default="")
 # --- Hot path ------------------------------------------------------------------
 HOTPATH_POOL_MIN = env.int("HOTPATH_POOL_MIN", default=2)
 HOTPATH_POOL_MAX = env.int("HOTPATH_POOL_MAX", default=10)
-HOTPATH_POOL_TIMEOUT = env.float("HOTPATH_POOL_TIMEOUT", default=2.0)  # seconds to wait for a connection
+HOTPATH_POOL_TIMEOUT = env.float(
+    "HOTPATH_POOL_TIMEOUT", default=2.0
+)  # seconds to wait for a connection
 BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
 if BUDGET_FAIL_MODE not in ("open", "closed"):
     raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")

@@ -110,6 +110,31 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
         'enforce', p_enforce)
 $$;
 
+-- A soft-limit warning when `p_used` (spent + reserved + this request) reaches
+-- the budget's soft limit; NULL otherwise (jsonb || NULL leaves arrays as is).
+CREATE OR REPLACE FUNCTION tollgate_warning(
+    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft smallint,
+    p_enforce boolean, p_used numeric)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_limit > 0 AND p_used * 100 >= p_soft * p_limit THEN jsonb_build_array(
+            jsonb_build_object('scope', p_scope, 'id', p_subject, 'period', p_period,
+                'used_pct', round(p_used * 100 / p_limit, 1)::text, 'enforce', p_enforce))
+        WHEN p_limit = 0 AND p_used > 0 THEN jsonb_build_array(
+            jsonb_build_object('scope', p_scope, 'id', p_subject, 'period', p_period,
+                'used_pct', NULL, 'enforce', p_enforce))
+        ELSE '[]'::jsonb END
+$$;
+
+-- The budgets of one (org, team, user) as the API shows them.
+CREATE OR REPLACE FUNCTION tollgate_list_subject_budgets(
+    p_org bigint, p_tz text, p_team bigint, p_user bigint, p_at timestamptz)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(tollgate_budget_json(a.scope, a.subject, a.period, a.limit_usd,
+        a.soft_limit_pct, a.enforce, a.spent, a.reserved, a.period_end)), '[]')
+    FROM tollgate_applicable(p_org, p_tz, p_team, p_user, p_at) a
+$$;
+
 -- The decision for one request. With p_hold it also takes the hold: every
 -- applicable window gets `reserved += amount` in one step, or none does.
 --
@@ -117,9 +142,10 @@ $$;
 -- and the limits are checked again under the lock, so concurrent holds can
 -- never take an enforced window's spent + reserved over its limit. A request
 -- that is already over on the unlocked read is denied without taking locks,
--- so a full budget does not serialise its denials.
+-- so a full budget does not serialise its denials. Little work happens while
+-- the locks are held: they are the throughput limit of a shared (org) budget.
 --
--- Result: {"status": "ok" | "denied" | "not_found", ...}.
+-- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced", ...}.
 CREATE OR REPLACE FUNCTION tollgate_decide(
     p_org bigint, p_tz text, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
@@ -133,19 +159,27 @@ DECLARE
     v_rows jsonb := '[]';
     v_warnings jsonb := '[]';
     v_blocked jsonb;
-    v_window_ids bigint[];
-    v_used numeric;
+    v_window_ids bigint[] := '{}';
+    v_missing boolean := false;
     v_res_id uuid;
     v_expires timestamptz;
     r record;
 BEGIN
-    v_team := tollgate_team_id(p_org, p_team, NOT p_strict);
+    -- Subjects: one read in the common case, registration on first sight.
+    SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
+           (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user)
+    INTO v_team, v_user;
     IF p_team IS NOT NULL AND v_team IS NULL THEN
-        RETURN jsonb_build_object('status', 'not_found', 'field', 'team');
+        v_team := tollgate_team_id(p_org, p_team, NOT p_strict);
+        IF v_team IS NULL THEN
+            RETURN jsonb_build_object('status', 'not_found', 'field', 'team');
+        END IF;
     END IF;
-    v_user := tollgate_enduser_id(p_org, p_user, NOT p_strict);
     IF p_user IS NOT NULL AND v_user IS NULL THEN
-        RETURN jsonb_build_object('status', 'not_found', 'field', 'user');
+        v_user := tollgate_enduser_id(p_org, p_user, NOT p_strict);
+        IF v_user IS NULL THEN
+            RETURN jsonb_build_object('status', 'not_found', 'field', 'user');
+        END IF;
     END IF;
     IF v_amount IS NULL AND p_input IS NOT NULL THEN
         v_amount := tollgate_estimate_cost(p_model, p_input, coalesce(p_max_output, 0), v_at);
@@ -155,50 +189,70 @@ BEGIN
     END IF;
     v_amount := coalesce(v_amount, 0);
 
-    -- Unlocked read: deny early when an enforced budget is already over.
-    IF p_hold THEN
-        FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
-            IF r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
-                p_hold := false;  -- fall through to the read-only answer below
-                EXIT;
-            END IF;
-        END LOOP;
-    END IF;
-
-    IF p_hold THEN
-        -- First use of a period: create its windows.
-        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
-        SELECT a.budget_id, a.period_start, a.period_end, 0, 0
-        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
-        WHERE a.window_id IS NULL
-        ON CONFLICT (budget_id, period_start) DO NOTHING;
-
-        SELECT array_agg(a.window_id ORDER BY a.window_id) INTO v_window_ids
-        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
-        PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(v_window_ids) ORDER BY id FOR UPDATE;
-    END IF;
-
-    -- Under the locks (or on the plain read for check): decide and describe.
+    -- Unlocked read: the answer for a check, an early denial for a hold.
     FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
         IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
             v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
         END IF;
+        IF r.window_id IS NULL THEN
+            v_missing := true;
+        ELSE
+            v_window_ids := v_window_ids || r.window_id;
+        END IF;
+        IF p_hold AND v_blocked IS NULL THEN
+            CONTINUE;  -- described from the locked rows below
+        END IF;
         v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
             r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
-        IF r.limit_usd > 0 THEN
-            v_used := (r.spent + r.reserved + v_amount) * 100 / r.limit_usd;
-            IF v_used >= r.soft_limit_pct THEN
-                v_warnings := v_warnings || jsonb_build_object(
-                    'scope', r.scope, 'id', r.subject, 'period', r.period,
-                    'used_pct', round(v_used, 1)::text, 'enforce', r.enforce);
-            END IF;
-        ELSIF v_amount > 0 OR r.spent + r.reserved > 0 THEN
-            v_warnings := v_warnings || jsonb_build_object(
-                'scope', r.scope, 'id', r.subject, 'period', r.period,
-                'used_pct', NULL, 'enforce', r.enforce);
-        END IF;
+        v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
+            r.soft_limit_pct, r.enforce, r.spent + r.reserved + v_amount);
     END LOOP;
+
+    IF p_hold AND v_blocked IS NULL AND v_missing THEN
+        -- First use of a period: create its windows, then collect every id again.
+        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+        SELECT a.budget_id, a.period_start, a.period_end, 0, 0
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
+        WHERE a.window_id IS NULL
+        ON CONFLICT (budget_id, period_start) DO NOTHING;
+        SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
+    END IF;
+
+    IF p_hold AND v_blocked IS NULL THEN
+        -- Lock in id order and decide on the newest committed values.
+        FOR r IN
+            SELECT w.id, b.scope, b.period, b.limit_usd, b.soft_limit_pct::smallint AS soft,
+                   b.enforce, w.spent, w.reserved, w.period_end,
+                   CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                                ELSE u.external_id END AS subject
+            FROM budgets_budgetwindow w
+            JOIN budgets_budget b ON b.id = w.budget_id
+            JOIN budgets_organization o ON o.id = b.org_id
+            LEFT JOIN budgets_team t ON t.id = b.team_id
+            LEFT JOIN budgets_enduser u ON u.id = b.user_id
+            WHERE w.id = ANY(v_window_ids)
+            ORDER BY w.id
+            FOR UPDATE OF w
+        LOOP
+            IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
+                v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+                    r.soft, r.enforce, r.spent, r.reserved, r.period_end);
+            END IF;
+            -- Described as they will be after the hold.
+            v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+                r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
+            v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
+                r.soft, r.enforce, r.spent + r.reserved + v_amount);
+        END LOOP;
+        IF v_blocked IS NOT NULL THEN
+            -- Lost the race for the last of the budget: deny, nothing written.
+            RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
+                'blocked', v_blocked, 'budgets', tollgate_list_subject_budgets(
+                    p_org, p_tz, v_team, v_user, v_at), 'warnings', '[]'::jsonb);
+        END IF;
+    END IF;
 
     IF v_blocked IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
@@ -211,18 +265,11 @@ BEGIN
 
     UPDATE budgets_budgetwindow SET reserved = reserved + v_amount WHERE id = ANY(v_window_ids);
     v_expires := now() + make_interval(secs => p_ttl_seconds);
+    v_res_id := gen_random_uuid();
     INSERT INTO budgets_reservation
         (id, org_id, team_id, user_id, amount, status, window_ids, model, created_at, expires_at)
-    VALUES (gen_random_uuid(), p_org, v_team, v_user, v_amount, 'active',
-            coalesce(v_window_ids, '{}'), coalesce(p_model, ''), now(), v_expires)
-    RETURNING id INTO v_res_id;
-
-    -- Describe the budgets as they are after the hold.
-    v_rows := '[]';
-    FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
-        v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
-            r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
-    END LOOP;
+    VALUES (v_res_id, p_org, v_team, v_user, v_amount, 'active', v_window_ids,
+            coalesce(p_model, ''), now(), v_expires);
     RETURN jsonb_build_object('status', 'held', 'reservation_id', v_res_id,
         'amount_usd', trim_scale(v_amount)::text,
         'expires_at', to_char(v_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),

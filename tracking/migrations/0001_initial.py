@@ -5,33 +5,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Price',
+            name="Price",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=64)),
-                ('model', models.CharField(max_length=128)),
-                ('effective_from', models.DateTimeField(default=django.utils.timezone.now)),
-                ('input_per_token', models.DecimalField(decimal_places=14, max_digits=20)),
-                ('output_per_token', models.DecimalField(decimal_places=14, max_digits=20)),
-                ('cache_read_per_token', models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True)),
-                ('cache_write_per_token', models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True)),
-                ('reasoning_per_token', models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True)),
-                ('tier_threshold_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('input_above_threshold_per_token', models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True)),
-                ('output_above_threshold_per_token', models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=64)),
+                ("model", models.CharField(max_length=128)),
+                ("effective_from", models.DateTimeField(default=django.utils.timezone.now)),
+                ("input_per_token", models.DecimalField(decimal_places=14, max_digits=20)),
+                ("output_per_token", models.DecimalField(decimal_places=14, max_digits=20)),
+                (
+                    "cache_read_per_token",
+                    models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True),
+                ),
+                (
+                    "cache_write_per_token",
+                    models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True),
+                ),
+                (
+                    "reasoning_per_token",
+                    models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True),
+                ),
+                ("tier_threshold_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "input_above_threshold_per_token",
+                    models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True),
+                ),
+                (
+                    "output_above_threshold_per_token",
+                    models.DecimalField(blank=True, decimal_places=14, max_digits=20, null=True),
+                ),
             ],
             options={
-                'ordering': ['provider', 'model', '-effective_from'],
-                'indexes': [models.Index(fields=['model', '-effective_from'], name='price_model_latest')],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'model', 'effective_from'), name='price_unique_effective'), models.CheckConstraint(condition=models.Q(('input_per_token__gte', 0), ('output_per_token__gte', 0)), name='price_non_negative')],
+                "ordering": ["provider", "model", "-effective_from"],
+                "indexes": [
+                    models.Index(fields=["model", "-effective_from"], name="price_model_latest")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "model", "effective_from"),
+                        name="price_unique_effective",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("input_per_token__gte", 0), ("output_per_token__gte", 0)
+                        ),
+                        name="price_non_negative",
+                    ),
+                ],
             },
         ),
     ]

@@ -24,6 +24,8 @@ class Command(BaseCommand):
             raise CommandError("--team must be 1 to 128 characters.")
         _key, secret = api_key_create(org=organization, team_slug=team, is_admin=admin, name=name)
         scope = f"team '{team}'" if team else "the whole organization"
-        self.stdout.write(f"API key for {organization.slug}, {scope}"
-                          f"{', admin' if admin else ''}. Store it now; it is not shown again:")
+        self.stdout.write(
+            f"API key for {organization.slug}, {scope}"
+            f"{', admin' if admin else ''}. Store it now; it is not shown again:"
+        )
         self.stdout.write(secret)

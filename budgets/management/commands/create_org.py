@@ -13,8 +13,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("slug")
         parser.add_argument("--tz", default="UTC", help="Time zone for period boundaries.")
-        parser.add_argument("--strict", action="store_true",
-                            help="Reject unknown teams and users instead of registering them.")
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="Reject unknown teams and users instead of registering them.",
+        )
         parser.add_argument("--name", default="")
 
     def handle(self, *args, slug: str, tz: str, strict: bool, name: str, **options) -> None:
@@ -24,5 +27,7 @@ class Command(BaseCommand):
             org = organization_create(slug=slug, time_zone=tz, strict=strict, name=name)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        self.stdout.write(f"Created organization '{org.slug}' (time zone {org.time_zone}"
-                          f"{', strict' if org.strict else ''}).")
+        self.stdout.write(
+            f"Created organization '{org.slug}' (time zone {org.time_zone}"
+            f"{', strict' if org.strict else ''})."
+        )
