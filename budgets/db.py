@@ -151,16 +151,39 @@ async def fetch_value(name: str, params: dict[str, Any], timeout: float | None =
 
 
 async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = None) -> Any:
+    """Run a named query and return its first row (or None).
+
+    The answer comes within `timeout` whatever the database does: the query
+    runs in its own task, and on timeout that task is cancelled (psycopg then
+    cancels the statement on the server, so nothing is written) without
+    waiting for the cancellation to finish.
+    """
     if timeout is None:
         timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
     pool = await get_pool()
+    task = asyncio.ensure_future(_fetch_one(pool, QUERIES[name], params, timeout))
+    done, _ = await asyncio.wait((task,), timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_result)
+        raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms")
     try:
-        async with asyncio.timeout(timeout):
-            async with pool.connection(timeout=timeout) as conn:
-                cursor = await conn.execute(QUERIES[name], params)
-                return await cursor.fetchone()
-    except (TimeoutError, PoolTimeout, psycopg.OperationalError) as exc:
+        return task.result()
+    except (PoolTimeout, psycopg.OperationalError) as exc:
         raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+async def _fetch_one(
+    pool: AsyncConnectionPool, sql: str, params: dict[str, Any], timeout: float
+) -> Any:
+    async with pool.connection(timeout=timeout) as conn:
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchone()
+
+
+def _consume_result(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("abandoned query ended with %r", task.exception())
 
 
 async def aping() -> bool:

@@ -151,3 +151,6 @@ LOGGING = {
         "psycopg.pool": {"level": "WARNING"},
     },
 }
+
+# `manage.py test` runs pytest (config/test_runner.py).
+TEST_RUNNER = "config.test_runner.PytestTestRunner"

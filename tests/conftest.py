@@ -1,0 +1,205 @@
+"""Shared fixtures: a real Tollgate server (uvicorn, one worker) on the test
+database, and factories for organizations, keys and budgets.
+
+Tests that talk to the server use `transactional_db`: the server runs in
+another process and must see committed rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from django.db import connection
+
+from budgets.models import Budget, EndUser, Organization, Team
+from budgets.services import api_key_create, organization_create
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def database_url_of(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database Django is connected to (the test DB)."""
+    user = quote(settings_dict["USER"] or "", safe="")
+    password = quote(settings_dict["PASSWORD"] or "", safe="")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    host = settings_dict["HOST"] or ""
+    port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
+    socket_dir = settings_dict.get("OPTIONS", {}).get("host")
+    url = f"postgresql://{auth}{host}{port}/{settings_dict['NAME']}"
+    if socket_dir:
+        url += f"?host={quote(socket_dir, safe='/')}"
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.url, self.process, self.log_path = url, process, log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> LiveServer:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "API_KEY_CACHE_SECONDS": "1",
+        "RESERVATION_SWEEP_SECONDS": "1",
+        "BUDGET_DB_TIMEOUT_MS": "1000",
+        "HOTPATH_POOL_MAX": "10",
+        **env_overrides,
+    }
+    log_path = tmp_dir / f"server-{port}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, process, log_path)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup, django_db_blocker) -> str:
+    with django_db_blocker.unblock():
+        return database_url_of(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def live_server_factory(test_database_url, tmp_path_factory) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def factory(**env: str) -> LiveServer:
+        server = start_server(test_database_url, tmp_path_factory.mktemp("server"), **env)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def server(live_server_factory) -> LiveServer:
+    return live_server_factory()
+
+
+@pytest.fixture
+def api(server, transactional_db) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def make_org(transactional_db) -> Callable[..., Organization]:
+    counter = iter(range(1, 10_000))
+
+    def factory(slug: str | None = None, **fields) -> Organization:
+        return organization_create(slug=slug or f"org{next(counter)}", **fields)
+
+    return factory
+
+
+@pytest.fixture
+def org(make_org) -> Organization:
+    return make_org("acme")
+
+
+@pytest.fixture
+def make_key() -> Callable[..., str]:
+    def factory(org: Organization, *, team: str | None = None, admin: bool = False) -> str:
+        return api_key_create(org=org, team_slug=team, is_admin=admin)[1]
+
+    return factory
+
+
+@pytest.fixture
+def key(org, make_key) -> str:
+    return make_key(org)
+
+
+@pytest.fixture
+def admin_key(org, make_key) -> str:
+    return make_key(org, admin=True)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def make_budget() -> Callable[..., Budget]:
+    def factory(
+        org: Organization,
+        limit: str,
+        *,
+        scope: str = "org",
+        team: str | None = None,
+        user: str | None = None,
+        period: str = "day",
+        enforce: bool = True,
+        soft_limit_pct: int = 80,
+    ) -> Budget:
+        team_obj = Team.objects.get_or_create(org=org, slug=team)[0] if team else None
+        user_obj = EndUser.objects.get_or_create(org=org, external_id=user)[0] if user else None
+        return Budget.objects.create(
+            org=org,
+            scope=scope,
+            team=team_obj,
+            user=user_obj,
+            period=period,
+            limit_usd=Decimal(limit),
+            enforce=enforce,
+            soft_limit_pct=soft_limit_pct,
+        )
+
+    return factory
