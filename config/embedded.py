@@ -9,6 +9,7 @@ after Ctrl-C (KeyboardInterrupt runs the atexit hook) or SIGTERM.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -39,6 +40,11 @@ def _prune_dead_handles(pgdata: Path) -> None:
     alive = [pid for pid in pids if _pid_alive(pid)]
     if alive != pids:
         handles.write_text(json.dumps(alive))
+
+
+def _prune_locked(server, pgdata: Path) -> None:
+    with server._lock:
+        _prune_dead_handles(pgdata)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,6 +88,10 @@ def database_url(pgdata: Path, database: str = "tollgate") -> str:
         with server._lock:
             _prune_dead_handles(pgdata.resolve())
         server.start()
+        # Runs before the wheel's own exit hook (atexit is last-in, first-out):
+        # a sibling that was killed outright (runserver's child on SIGTERM)
+        # must not keep the server alive after everyone is gone.
+        atexit.register(_prune_locked, server, pgdata.resolve())
         _exit_on_sigterm()
         _server = server
     socket_dir = str(_server.get_postmaster_info().socket_dir)

@@ -152,5 +152,10 @@ LOGGING = {
     },
 }
 
+# Where `manage.py demo` keeps the demo admin's password (git-ignored).
+DEMO_ADMIN_PASSWORD_FILE = env.str(
+    "DEMO_ADMIN_PASSWORD_FILE", default=str(BASE_DIR / ".tollgate" / "demo-admin-password")
+)
+
 # `manage.py test` runs pytest (config/test_runner.py).
 TEST_RUNNER = "config.test_runner.PytestTestRunner"

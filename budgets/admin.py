@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from budgets.models import ApiKey, Budget, BudgetWindow, EndUser, Organization, Reservation, Team
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "time_zone", "strict", "fail_mode", "created_at"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "org", "name", "created_at"]
+    list_filter = ["org"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(EndUser)
+class EndUserAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "org", "created_at"]
+    list_filter = ["org"]
+    search_fields = ["external_id"]
+
+
+class BudgetWindowInline(admin.TabularInline):
+    model = BudgetWindow
+    extra = 0
+    fields = ["period_start", "period_end", "spent", "reserved"]
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+    ordering = ["-period_start"]
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "org", "scope", "period", "limit_usd", "enforce", "current_usage"]
+    list_filter = ["scope", "period", "enforce", "org"]
+    search_fields = ["org__slug", "team__slug", "user__external_id"]
+    autocomplete_fields = ["team", "user"]
+    inlines = [BudgetWindowInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
+        return super().get_queryset(request).select_related("org", "team", "user")
+
+    @admin.display(description="current window (spent + reserved)")
+    def current_usage(self, budget: Budget) -> str:
+        window = budget.current_window()
+        if window is None:
+            return "-"
+        return format_html("{} + {}", window.spent.normalize(), window.reserved.normalize())
+
+
+@admin.register(Reservation)
+class ReservationAdmin(admin.ModelAdmin):
+    list_display = ["id", "org", "team", "user", "amount", "status", "created_at", "expires_at"]
+    list_filter = ["status", "org"]
+    readonly_fields = [f.name for f in Reservation._meta.fields] + ["window_ids"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "org", "team", "is_admin", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["org", "is_admin"]
+    readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
+    fields = ["org", "team", "name", "is_admin", *readonly_fields]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
+        if not change:
+            fresh, secret = ApiKey.generate(org=obj.org, team=obj.team, name=obj.name,
+                                            is_admin=obj.is_admin)
+            obj.lookup_id, obj.key_hash = fresh.lookup_id, fresh.key_hash
+            super().save_model(request, obj, form, change)
+            messages.warning(request, format_html(
+                "The new API key is <code>{}</code>. Copy it now: it is stored only as a "
+                "hash and is not shown again.", secret))
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected keys (takes effect within 60 s)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            key.revoke()
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")

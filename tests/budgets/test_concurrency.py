@@ -1,0 +1,56 @@
+"""Concurrent reservations over real HTTP never take an enforced budget over
+its limit: every hold is decided under row locks in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from decimal import Decimal
+
+import httpx
+
+from budgets.models import BudgetWindow, Reservation
+from tests.conftest import auth
+
+
+async def _reserve_many(url: str, key: str, bodies: list[dict], concurrency: int) -> Counter:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def one(body: dict) -> int:
+            response = await client.post("/v1/budget/reservations", json=body, headers=auth(key))
+            return response.status_code
+
+        statuses = await asyncio.gather(*(one(body) for body in bodies))
+    return Counter(statuses)
+
+
+def test_concurrent_reservations_never_exceed_limit(server, org, key, make_budget):
+    budget = make_budget(org, "5.00")
+    bodies = [
+        {"team": f"team{i % 7}", "user": f"user{i % 13}", "estimated_cost_usd": "0.01"}
+        for i in range(1000)
+    ]
+
+    statuses = asyncio.run(_reserve_many(server.url, key, bodies, concurrency=100))
+
+    assert statuses == {201: 500, 402: 500}
+    w = BudgetWindow.objects.get(budget=budget)
+    assert w.spent + w.reserved == Decimal("5.00")
+    assert Reservation.objects.filter(status="active").count() == 500
+
+
+def test_concurrent_holds_respect_every_tier(server, org, key, make_budget):
+    org_budget = make_budget(org, "2.50")
+    team_budgets = [make_budget(org, "1.00", scope="team", team=f"t{i}") for i in range(3)]
+    bodies = [{"team": f"t{i % 3}", "estimated_cost_usd": "0.01"} for i in range(600)]
+
+    statuses = asyncio.run(_reserve_many(server.url, key, bodies, concurrency=60))
+
+    assert statuses[201] == 250
+    assert statuses[201] + statuses[402] == 600
+    org_window = BudgetWindow.objects.get(budget=org_budget)
+    assert org_window.reserved == Decimal("2.50")
+    team_reserved = [BudgetWindow.objects.get(budget=b).reserved for b in team_budgets]
+    assert all(r <= Decimal("1.00") for r in team_reserved)
+    assert sum(team_reserved) == org_window.reserved
