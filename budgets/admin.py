@@ -69,7 +69,15 @@ class ReservationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "org", "team", "is_admin", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "__str__",
+        "org",
+        "team",
+        "is_admin",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["org", "is_admin"]
     readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
     fields = ["org", "team", "name", "is_admin", *readonly_fields]
@@ -77,13 +85,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if not change:
-            fresh, secret = ApiKey.generate(org=obj.org, team=obj.team, name=obj.name,
-                                            is_admin=obj.is_admin)
+            fresh, secret = ApiKey.generate(
+                org=obj.org, team=obj.team, name=obj.name, is_admin=obj.is_admin
+            )
             obj.lookup_id, obj.key_hash = fresh.lookup_id, fresh.key_hash
             super().save_model(request, obj, form, change)
-            messages.warning(request, format_html(
-                "The new API key is <code>{}</code>. Copy it now: it is stored only as a "
-                "hash and is not shown again.", secret))
+            messages.warning(
+                request,
+                format_html(
+                    "The new API key is <code>{}</code>. Copy it now: it is stored only as a "
+                    "hash and is not shown again.",
+                    secret,
+                ),
+            )
             return
         super().save_model(request, obj, form, change)
 

@@ -19,8 +19,13 @@ DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
 FIRST_EFFECTIVE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 CHAT_MODES = {"chat", "completion", "responses"}
 PRICE_FIELDS = [
-    "input_per_token", "output_per_token", "cache_read_per_token", "cache_write_per_token",
-    "reasoning_per_token", "tier_threshold_tokens", "input_above_threshold_per_token",
+    "input_per_token",
+    "output_per_token",
+    "cache_read_per_token",
+    "cache_write_per_token",
+    "reasoning_per_token",
+    "tier_threshold_tokens",
+    "input_above_threshold_per_token",
     "output_above_threshold_per_token",
 ]
 
@@ -80,9 +85,13 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
             continue
         provider = _provider(entry)
         fields = price_fields_from_litellm(entry)
-        latest = Price.objects.filter(provider=provider, model=model).order_by("-effective_from").first()
+        latest = (
+            Price.objects.filter(provider=provider, model=model).order_by("-effective_from").first()
+        )
         if latest is None:
-            Price.objects.create(provider=provider, model=model, effective_from=FIRST_EFFECTIVE_FROM, **fields)
+            Price.objects.create(
+                provider=provider, model=model, effective_from=FIRST_EFFECTIVE_FROM, **fields
+            )
             report.added.append(model)
         elif _same(latest, fields):
             report.unchanged += 1

@@ -32,8 +32,9 @@ def locked_window(test_database_url, org, key, make_budget, slow_db_server):
 
     with httpx.Client(base_url=slow_db_server.url) as client:
         # Creates the window and warms the key cache (auth needs no query below).
-        response = client.post("/v1/budget/reservations", headers=auth(key),
-                               json={"estimated_cost_usd": "1"})
+        response = client.post(
+            "/v1/budget/reservations", headers=auth(key), json={"estimated_cost_usd": "1"}
+        )
         assert response.status_code == 201
     window = BudgetWindow.objects.get(budget=budget)
     with psycopg.connect(test_database_url) as conn:
@@ -51,8 +52,9 @@ def _timed_post(url: str, path: str, key: str, body: dict):
 
 
 def test_fail_closed_answers_503_in_time_and_holds_nothing(slow_db_server, locked_window, key):
-    response, elapsed = _timed_post(slow_db_server.url, "/v1/budget/reservations", key,
-                                    {"estimated_cost_usd": "2"})
+    response, elapsed = _timed_post(
+        slow_db_server.url, "/v1/budget/reservations", key, {"estimated_cost_usd": "2"}
+    )
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "store_unavailable"
@@ -71,8 +73,9 @@ def test_fail_open_allows_marked_degraded(slow_db_server, locked_window, org, ke
 
     httpx.get(slow_db_server.url + "/v1/budget/status", headers=auth(key))
 
-    reserve, reserve_elapsed = _timed_post(slow_db_server.url, "/v1/budget/reservations", key,
-                                           {"estimated_cost_usd": "2"})
+    reserve, reserve_elapsed = _timed_post(
+        slow_db_server.url, "/v1/budget/reservations", key, {"estimated_cost_usd": "2"}
+    )
 
     assert reserve.status_code == 201
     assert reserve.json()["degraded"] is True
@@ -91,11 +94,17 @@ def test_check_fails_open_too(slow_db_server, org, key, make_budget, test_databa
         client.get("/v1/budget/status", headers=auth(key))  # warm the key cache
         with psycopg.connect(test_database_url) as conn:
             # Registering a new team waits on this uncommitted insert of the same team.
-            conn.execute("INSERT INTO budgets_team (org_id, slug, name, created_at) "
-                         "VALUES (%s, 'contended', '', now())", [org.id])
+            conn.execute(
+                "INSERT INTO budgets_team (org_id, slug, name, created_at) "
+                "VALUES (%s, 'contended', '', now())",
+                [org.id],
+            )
             started = time.monotonic()
-            response = client.post("/v1/budget/check", headers=auth(key),
-                                   json={"team": "contended", "estimated_cost_usd": "1"})
+            response = client.post(
+                "/v1/budget/check",
+                headers=auth(key),
+                json={"team": "contended", "estimated_cost_usd": "1"},
+            )
             elapsed = time.monotonic() - started
             conn.rollback()
 

@@ -46,7 +46,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"    curl -s -X POST {base}/v1/budget/reservations -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"team\": \"search\", \"user\": \"alice\", \"estimated_cost_usd\": \"0.05\"}'"
+            '-d \'{"team": "search", "user": "alice", "estimated_cost_usd": "0.05"}\''
         )
         self.stdout.write("")
         if no_serve:
@@ -74,22 +74,44 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo organization '{DEMO_ORG}' exists; keeping its data.")
             return org
         org = organization_create(slug=DEMO_ORG, name="Demo Inc.", time_zone="UTC")
-        teams = {slug: Team.objects.create(org=org, slug=slug, name=slug.title())
-                 for slug in ("search", "support", "research")}
-        users = {uid: EndUser.objects.create(org=org, external_id=uid)
-                 for uid in ("alice", "bob", "carol", "dave")}
+        teams = {
+            slug: Team.objects.create(org=org, slug=slug, name=slug.title())
+            for slug in ("search", "support", "research")
+        }
+        users = {
+            uid: EndUser.objects.create(org=org, external_id=uid)
+            for uid in ("alice", "bob", "carol", "dave")
+        }
         Budget.objects.create(org=org, scope="org", period="month", limit_usd=Decimal("500"))
-        Budget.objects.create(org=org, scope="team", team=teams["search"], period="day",
-                              limit_usd=Decimal("50"))
-        Budget.objects.create(org=org, scope="team", team=teams["support"], period="day",
-                              limit_usd=Decimal("20"), soft_limit_pct=70)
-        Budget.objects.create(org=org, scope="team", team=teams["research"], period="week",
-                              limit_usd=Decimal("100"), enforce=False)
-        Budget.objects.create(org=org, scope="user", user=users["alice"], period="day",
-                              limit_usd=Decimal("5"))
+        Budget.objects.create(
+            org=org, scope="team", team=teams["search"], period="day", limit_usd=Decimal("50")
+        )
+        Budget.objects.create(
+            org=org,
+            scope="team",
+            team=teams["support"],
+            period="day",
+            limit_usd=Decimal("20"),
+            soft_limit_pct=70,
+        )
+        Budget.objects.create(
+            org=org,
+            scope="team",
+            team=teams["research"],
+            period="week",
+            limit_usd=Decimal("100"),
+            enforce=False,
+        )
+        Budget.objects.create(
+            org=org, scope="user", user=users["alice"], period="day", limit_usd=Decimal("5")
+        )
         # A few live holds so the windows show something.
-        holds = [("search", "alice", "1.20"), ("search", "bob", "4.50"),
-                 ("support", "carol", "12.00"), ("research", "dave", "30.00")]
+        holds = [
+            ("search", "alice", "1.20"),
+            ("search", "bob", "4.50"),
+            ("support", "carol", "12.00"),
+            ("research", "dave", "30.00"),
+        ]
         with connection.cursor() as cursor:
             for team, user, amount in holds:
                 cursor.execute(
