@@ -80,6 +80,9 @@ def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> Live
             str(port),
             "--log-level",
             "warning",
+            # Clients on a loaded CI box may leave a connection idle for seconds.
+            "--timeout-keep-alive",
+            "60",
         ],
         cwd=BASE_DIR,
         env=env,
