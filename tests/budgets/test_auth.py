@@ -228,9 +228,7 @@ def test_releasing_another_orgs_reservation_is_404_and_keeps_the_hold(
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
 
 
-def test_orgs_never_see_each_others_budgets(
-    api, org, other_org, admin_key, make_key, make_budget
-):
+def test_orgs_never_see_each_others_budgets(api, org, other_org, admin_key, make_key, make_budget):
     make_budget(org, "100")
     make_budget(org, "10", scope="team", team="search")
     make_budget(org, "1", scope="user", user="alice")
@@ -260,9 +258,7 @@ def test_orgs_never_see_each_others_budgets(
     ]
 
 
-def test_admin_key_cannot_change_another_orgs_budgets(
-    api, org, other_org, make_key, make_budget
-):
+def test_admin_key_cannot_change_another_orgs_budgets(api, org, other_org, make_key, make_budget):
     make_budget(org, "100")
     make_budget(org, "10", scope="team", team="search")
     other_admin = make_key(other_org, admin=True)
@@ -304,9 +300,7 @@ def test_non_admin_key_cannot_manage_budgets(api, org, key, make_budget, method,
     assert list(Budget.objects.values_list("scope", "limit_usd")) == [("org", Decimal("100"))]
 
 
-def test_team_limited_admin_key_manages_only_its_own_teams_budgets(
-    api, org, make_key, make_budget
-):
+def test_team_limited_admin_key_manages_only_its_own_teams_budgets(api, org, make_key, make_budget):
     make_budget(org, "100")
     make_budget(org, "10", scope="team", team="research")
     team_admin = make_key(org, team="search", admin=True)

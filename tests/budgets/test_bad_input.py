@@ -406,9 +406,7 @@ BUDGET_PATH_CASES = [
 def test_budget_path_with_bad_part_is_422_and_writes_nothing(
     api, admin_key, nothing_written, method, path, field
 ):
-    response = api.request(
-        method, path, headers=auth(admin_key), json={"limit_usd": "50"}
-    )
+    response = api.request(method, path, headers=auth(admin_key), json={"limit_usd": "50"})
 
     assert_error(response, 422, "invalid_field", field)
     nothing_written()

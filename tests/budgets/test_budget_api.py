@@ -252,9 +252,7 @@ def test_deleting_a_budget_under_an_active_hold_leaves_the_hold_releasable(
     reservation_id = reserve(api, key, "4").json()["reservation_id"]
 
     deleted = api.delete("/v1/budgets/org/acme/day", headers=auth(admin_key))
-    released = api.post(
-        f"/v1/budget/reservations/{reservation_id}/release", headers=auth(key)
-    )
+    released = api.post(f"/v1/budget/reservations/{reservation_id}/release", headers=auth(key))
 
     assert deleted.status_code == 204, deleted.text
     assert not BudgetWindow.objects.exists()

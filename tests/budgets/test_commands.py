@@ -75,7 +75,7 @@ def test_create_org_with_a_taken_slug_fails():
     ],
 )
 def test_create_org_with_an_unknown_time_zone_fails(tz):
-    with pytest.raises(CommandError, match="time zone|blank"):
+    with pytest.raises(CommandError, match=r"time zone|blank"):
         run("create_org", "acme", "--tz", tz)
 
     assert not Organization.objects.exists()
