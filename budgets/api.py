@@ -49,6 +49,10 @@ class Request:
             data = json.loads(self.body, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+        except ArithmeticError:
+            # Decimal cannot hold a number like 1e999999999999999999999, which
+            # the JSON grammar allows: InvalidOperation is not a ValueError.
+            raise ApiError(400, "malformed_json", "A number in the body is out of range.") from None
         if not isinstance(data, dict):
             raise ApiError(400, "malformed_json", "The body must be a JSON object.")
         return data

@@ -75,10 +75,12 @@ async def aauthenticate(header: bytes | None) -> ApiKeyInfo:
 
 
 async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:
-    row = await db.fetch_one("authenticate_key", {"lookup_id": lookup_id})
+    row = await db.fetch_one("authenticate_key", {"lookup_id": lookup_id, "key_hash": digest})
     if row is None:
         return None
     key_id, key_hash, revoked_at, is_admin, org_id, org_slug, tz, strict, fail_mode, team = row
+    # The query matched the hash too; checked again so that a change to the
+    # query cannot let a wrong secret through.
     if not hmac.compare_digest(key_hash, digest):
         return None
     return ApiKeyInfo(

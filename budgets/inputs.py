@@ -31,6 +31,10 @@ def identifier(data: dict[str, Any], name: str, *, required: bool = False) -> st
         raise invalid(name, f"'{name}' must be 1 to {MAX_ID_LENGTH} characters long.")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise invalid(name, f"'{name}' must not contain control characters.")
+    if not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        # JSON's "\ud800" escape decodes to a lone surrogate, which is not
+        # UTF-8 and would fail in the database driver.
+        raise invalid(name, f"'{name}' must be valid Unicode text.")
     return value
 
 

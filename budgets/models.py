@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -30,6 +30,13 @@ def validate_time_zone(value: str) -> None:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(f"Unknown time zone: {value}") from exc
+    # PostgreSQL computes the periods, and it knows fewer names than the
+    # system's zoneinfo directory ("localtime", "posixrules", "right/UTC" load
+    # in Python): such a zone would make every hot-path request of the org fail.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)", [value])
+        if not cursor.fetchone()[0]:
+            raise ValidationError(f"Unknown time zone: {value}")
 
 
 class Organization(models.Model):

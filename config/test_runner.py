@@ -10,15 +10,19 @@ import sys
 
 
 class PytestTestRunner:
-    def __init__(self, verbosity: int = 1, failfast: bool = False, **kwargs) -> None:
+    def __init__(
+        self, verbosity: int = 1, failfast: bool = False, pytest_args: str = "", **kwargs
+    ) -> None:
+        # Django's test command passes its options here, not to run_tests().
         self.verbosity = verbosity
         self.failfast = failfast
+        self.pytest_args = pytest_args
 
     @classmethod
     def add_arguments(cls, parser) -> None:
         parser.add_argument("--pytest-args", default="", help="Extra arguments for pytest.")
 
-    def run_tests(self, test_labels: list[str], pytest_args: str = "", **kwargs) -> int:
+    def run_tests(self, test_labels: list[str], **kwargs) -> int:
         import shlex
 
         import pytest
@@ -30,7 +34,7 @@ class PytestTestRunner:
             argv.append("-v")
         if self.failfast:
             argv.append("--exitfirst")
-        argv.extend(shlex.split(pytest_args))
+        argv.extend(shlex.split(self.pytest_args))
         argv.extend(test_labels)
         sys.stdout.flush()
         return pytest.main(argv)

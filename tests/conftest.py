@@ -206,3 +206,20 @@ def make_budget() -> Callable[..., Budget]:
         )
 
     return factory
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, field: str | None = None
+) -> dict:
+    """The response is API.md's one error shape with this status, code and field
+    (`field` absent when no single field is at fault). Returns the error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"], error
+    if field is None:
+        assert "field" not in error, error
+    else:
+        assert error.get("field") == field, error
+    return error

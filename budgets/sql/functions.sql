@@ -389,16 +389,26 @@ END $$;
 CREATE OR REPLACE FUNCTION tollgate_delete_budget(
     p_org bigint, p_scope text, p_subject text, p_period text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE v_deleted integer;
+DECLARE v_budget bigint;
 BEGIN
-    DELETE FROM budgets_budget b
-    USING budgets_organization o
-    WHERE b.org_id = p_org AND o.id = b.org_id AND b.scope = p_scope AND b.period = p_period
+    -- Locked first, so that no hold can open a new window for it in between.
+    SELECT b.id INTO v_budget
+    FROM budgets_budget b
+    JOIN budgets_organization o ON o.id = b.org_id
+    WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
       AND CASE p_scope
             WHEN 'org' THEN o.slug = p_subject
             WHEN 'team' THEN b.team_id = (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_subject)
             ELSE b.user_id = (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_subject)
-          END;
-    GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    RETURN jsonb_build_object('status', CASE WHEN v_deleted > 0 THEN 'deleted' ELSE 'not_found' END);
+          END
+    FOR UPDATE OF b;
+    IF v_budget IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    -- Django emulates on_delete=CASCADE in Python; the database's foreign key
+    -- from the windows has no cascade, so they go first. Holds that still
+    -- name these windows release into nothing, which is what they should do.
+    DELETE FROM budgets_budgetwindow WHERE budget_id = v_budget;
+    DELETE FROM budgets_budget WHERE id = v_budget;
+    RETURN jsonb_build_object('status', 'deleted');
 END $$;

@@ -4,9 +4,11 @@
 -- authenticate_key --
 -- Warm keys come from the per-process cache; this runs on a miss (at most
 -- once per key per API_KEY_CACHE_SECONDS) and records last use at the same time.
+-- Only the right secret counts as a use: anyone who saw a key's public lookup
+-- id could otherwise keep an abandoned key looking active.
 UPDATE budgets_apikey k SET last_used_at = now()
 FROM budgets_organization o
-WHERE k.lookup_id = %(lookup_id)s AND o.id = k.org_id
+WHERE k.lookup_id = %(lookup_id)s AND k.key_hash = %(key_hash)s AND o.id = k.org_id
 RETURNING k.id, k.key_hash, k.revoked_at, k.is_admin, k.org_id, o.slug AS org_slug,
           o.time_zone, o.strict, o.fail_mode,
           (SELECT slug FROM budgets_team WHERE id = k.team_id) AS team_slug
