@@ -4,15 +4,9 @@ The file is read when the migration runs, so the migration always installs the
 current text; every change to functions.sql ships with a new migration that
 runs it again (CREATE OR REPLACE)."""
 
-from pathlib import Path
-
 from django.db import migrations
 
-FUNCTIONS = Path(__file__).resolve().parent.parent / "sql" / "functions.sql"
-
-
-def install(apps, schema_editor):
-    schema_editor.execute(FUNCTIONS.read_text())
+from budgets.migrations._functions import install
 
 
 class Migration(migrations.Migration):

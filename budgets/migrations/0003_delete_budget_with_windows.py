@@ -2,15 +2,9 @@
 budget's windows first (deleting a budget that had been used failed on the
 windows' foreign key)."""
 
-from pathlib import Path
-
 from django.db import migrations
 
-FUNCTIONS = Path(__file__).resolve().parent.parent / "sql" / "functions.sql"
-
-
-def install(apps, schema_editor):
-    schema_editor.execute(FUNCTIONS.read_text())
+from budgets.migrations._functions import install
 
 
 class Migration(migrations.Migration):

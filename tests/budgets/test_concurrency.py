@@ -3,26 +3,38 @@ its limit: every hold is decided under row locks in one transaction."""
 
 from __future__ import annotations
 
-import asyncio
+import http.client
+import json
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-
-import httpx
+from urllib.parse import urlsplit
 
 from budgets.models import BudgetWindow, Reservation
 from tests.conftest import auth
 
 
-async def _reserve_many(url: str, key: str, bodies: list[dict], concurrency: int) -> Counter:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+def _reserve_many(url: str, key: str, bodies: list[dict], concurrency: int) -> Counter:
+    """POST every body at once from `concurrency` threads, each with its own
+    keep-alive connection (plain http.client: an async client's own overhead
+    would make the burst slower than the server)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    headers = {**auth(key), "Content-Type": "application/json"}
+    local = threading.local()
+    start = threading.Barrier(concurrency)
 
-        async def one(body: dict) -> int:
-            response = await client.post("/v1/budget/reservations", json=body, headers=auth(key))
-            return response.status_code
+    def one(body: dict) -> int:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(host, port, timeout=30)
+            start.wait()  # every thread connected: the requests start together
+        local.conn.request("POST", "/v1/budget/reservations", json.dumps(body), headers)
+        response = local.conn.getresponse()
+        response.read()
+        return response.status
 
-        statuses = await asyncio.gather(*(one(body) for body in bodies))
-    return Counter(statuses)
+    with ThreadPoolExecutor(concurrency) as pool:
+        return Counter(pool.map(one, bodies))
 
 
 def test_concurrent_reservations_never_exceed_limit(server, org, key, make_budget):
@@ -32,7 +44,7 @@ def test_concurrent_reservations_never_exceed_limit(server, org, key, make_budge
         for i in range(1000)
     ]
 
-    statuses = asyncio.run(_reserve_many(server.url, key, bodies, concurrency=100))
+    statuses = _reserve_many(server.url, key, bodies, concurrency=100)
 
     assert statuses == {201: 500, 402: 500}
     w = BudgetWindow.objects.get(budget=budget)
@@ -45,7 +57,7 @@ def test_concurrent_holds_respect_every_tier(server, org, key, make_budget):
     team_budgets = [make_budget(org, "1.00", scope="team", team=f"t{i}") for i in range(3)]
     bodies = [{"team": f"t{i % 3}", "estimated_cost_usd": "0.01"} for i in range(600)]
 
-    statuses = asyncio.run(_reserve_many(server.url, key, bodies, concurrency=60))
+    statuses = _reserve_many(server.url, key, bodies, concurrency=60)
 
     assert statuses[201] == 250
     assert statuses[201] + statuses[402] == 600
