@@ -46,7 +46,7 @@ class Request:
     def json(self) -> JsonBody:
         """The body as a JSON object; money-safe (numbers with a fraction become Decimal)."""
         try:
-            data = json.loads(self.body, parse_float=Decimal, parse_constant=_reject_constant)
+            data = _DECODER.decode(self.body.decode("utf-8"))
         except (ValueError, RecursionError):
             raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
         except ArithmeticError:
@@ -60,6 +60,10 @@ class Request:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads with arguments builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,15 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
 
 
 async def decide(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> JsonBody:
-    """Run the decision; raises ApiError for unknown subjects or unpriced models."""
-    result = await db.fetch_value("decide", _decide_params(key, d, hold=hold))
+    """Run the decision; raises ApiError for unknown subjects or unpriced models.
+
+    Holds go through the process's batcher (they contend for row locks);
+    checks take no locks and run directly."""
+    params = _decide_params(key, d, hold=hold)
+    if hold and settings.HOTPATH_BATCH_INFLIGHT > 0:
+        result = await db.batcher().decide(params)
+    else:
+        result = await db.fetch_value("decide", params)
     _raise_for_lookup(result, d)
     return result
 

@@ -90,6 +90,10 @@ HOTPATH_POOL_MAX = env.int("HOTPATH_POOL_MAX", default=10)
 HOTPATH_POOL_TIMEOUT = env.float(
     "HOTPATH_POOL_TIMEOUT", default=2.0
 )  # seconds to wait for a connection
+# Holds in flight per process; holds arriving meanwhile go together in the next
+# call (one lock + one commit per batch on a shared budget). 0 = no batching.
+HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=2)
+HOTPATH_BATCH_MAX = env.int("HOTPATH_BATCH_MAX", default=64)
 BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
 if BUDGET_FAIL_MODE not in ("open", "closed"):
     raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")

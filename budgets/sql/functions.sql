@@ -412,3 +412,74 @@ BEGIN
     DELETE FROM budgets_budget WHERE id = v_budget;
     RETURN jsonb_build_object('status', 'deleted');
 END $$;
+
+-- Every (item, applicable budget) pair of a batch of decisions.
+CREATE OR REPLACE FUNCTION tollgate_batch_applicable(p_items jsonb)
+RETURNS TABLE (window_id bigint, budget_id bigint, period_start timestamptz,
+               period_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT a.window_id, a.budget_id, a.period_start, a.period_end
+    FROM jsonb_array_elements(p_items) i
+    CROSS JOIN LATERAL tollgate_applicable(
+        (i->>'org_id')::bigint, i->>'tz',
+        (SELECT t.id FROM budgets_team t
+         WHERE t.org_id = (i->>'org_id')::bigint AND t.slug = i->>'team'),
+        (SELECT u.id FROM budgets_enduser u
+         WHERE u.org_id = (i->>'org_id')::bigint AND u.external_id = i->>'user'),
+        now()) a
+$$;
+
+-- Many holds in one transaction: the decisions of concurrent requests that
+-- one server process collected while its previous call was running
+-- (budgets/db.py, DecisionBatcher). A hot budget row is then locked and
+-- committed once per batch instead of once per request, which is what caps a
+-- shared (org) budget's throughput. Each item is decided in order by
+-- tollgate_decide and sees the holds of the items before it.
+--
+-- Deadlock freedom: everything a batch waits for is taken up front in one
+-- global order: new teams (sorted), new users (sorted), missing windows
+-- (sorted by budget and period), then every window lock (sorted by id) -
+-- the same id order single decisions, releases and the sweeper use.
+--
+-- p_items: [{"org_id", "tz", "strict", "team", "user", "amount", "model",
+--            "input_tokens", "max_output_tokens", "ttl_seconds"}, ...]
+-- Result: the tollgate_decide result of each item, in order.
+CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_results jsonb := '[]';
+    it record;
+BEGIN
+    PERFORM tollgate_team_id(x.org_id, x.team, true)
+    FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'team' AS team
+          FROM jsonb_array_elements(p_items) i
+          WHERE i->>'team' IS NOT NULL AND NOT (i->>'strict')::boolean
+          ORDER BY 1, 2) x;
+    PERFORM tollgate_enduser_id(x.org_id, x.external_id, true)
+    FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'user' AS external_id
+          FROM jsonb_array_elements(p_items) i
+          WHERE i->>'user' IS NOT NULL AND NOT (i->>'strict')::boolean
+          ORDER BY 1, 2) x;
+
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+    FROM tollgate_batch_applicable(p_items) a
+    WHERE a.window_id IS NULL
+    ORDER BY a.budget_id, a.period_start
+    ON CONFLICT (budget_id, period_start) DO NOTHING;
+
+    -- A new statement: sees the windows just created here or by others.
+    PERFORM 1 FROM budgets_budgetwindow w
+    WHERE w.id IN (SELECT a.window_id FROM tollgate_batch_applicable(p_items) a)
+    ORDER BY w.id
+    FOR UPDATE;
+
+    FOR it IN SELECT i FROM jsonb_array_elements(p_items) i LOOP
+        v_results := v_results || jsonb_build_array(tollgate_decide(
+            (it.i->>'org_id')::bigint, it.i->>'tz', (it.i->>'strict')::boolean,
+            it.i->>'team', it.i->>'user', (it.i->>'amount')::numeric, it.i->>'model',
+            (it.i->>'input_tokens')::bigint, (it.i->>'max_output_tokens')::bigint,
+            true, (it.i->>'ttl_seconds')::integer, NULL));
+    END LOOP;
+    RETURN v_results;
+END $$;

@@ -36,3 +36,7 @@ SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s)
 
 -- ping --
 SELECT 1
+
+-- decide_many --
+-- Several holds in one transaction (see DecisionBatcher in budgets/db.py).
+SELECT tollgate_decide_many(%(items)s)
