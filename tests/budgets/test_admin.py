@@ -1,0 +1,86 @@
+"""Django admin: staff only, every page renders, keys are shown once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from budgets.models import ApiKey, Budget, BudgetWindow, EndUser, Organization, Reservation, Team
+from tracking.models import Price
+
+MODELS = [Organization, Team, EndUser, Budget, BudgetWindow, Reservation, ApiKey, Price]
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = get_user_model().objects.create_superuser("boss", "", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+def _admin_url(model, page: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{page}", args=args)
+
+
+def test_admin_needs_staff(client, db):
+    user = get_user_model().objects.create_user("plain", "", "pw-for-tests-only")
+    client.force_login(user)
+    response = client.get(_admin_url(Budget, "changelist"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "model", [m for m in MODELS if m is not BudgetWindow], ids=lambda m: m.__name__
+)
+def test_every_admin_list_renders(staff_client, make_org, make_budget, model):
+    org = make_org("acme")
+    make_budget(org, "5", scope="team", team="search")
+    response = staff_client.get(_admin_url(model, "changelist"))
+    assert response.status_code == 200
+
+
+def test_budget_list_shows_current_window(staff_client, make_org, make_budget):
+    org = make_org("acme")
+    budget = make_budget(org, "5")
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1.25, NULL, NULL, "
+            "NULL, true, 300, NULL)",
+            [org.id],
+        )
+    response = staff_client.get(_admin_url(Budget, "changelist"))
+    assert "0 + 1.25" in response.content.decode()
+    assert staff_client.get(_admin_url(Budget, "change", budget.pk)).status_code == 200
+
+
+def test_creating_a_key_in_admin_shows_the_secret_once(staff_client, make_org):
+    org = make_org("acme")
+    response = staff_client.post(
+        _admin_url(ApiKey, "add"),
+        {"org": org.pk, "name": "gateway", "is_admin": "on"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    secret = re.search(r"<code>(tg_[A-Za-z0-9_-]+)</code>", response.content.decode()).group(1)
+    key = ApiKey.objects.get()
+    assert key.matches(secret)
+    assert secret not in key.key_hash
+    later = staff_client.get(_admin_url(ApiKey, "change", key.pk)).content.decode()
+    assert secret not in later
+
+
+def test_revoke_action(staff_client, make_org, make_key):
+    org = make_org("acme")
+    make_key(org)
+    key = ApiKey.objects.get()
+    staff_client.post(
+        _admin_url(ApiKey, "changelist"), {"action": "revoke", "_selected_action": [key.pk]}
+    )
+    key.refresh_from_db()
+    assert key.revoked_at is not None
