@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from tracking.models import Price
+from tracking.models import HourlyRollup, Price, RequestEvent
 
 
 @admin.register(Price)
@@ -8,3 +8,34 @@ class PriceAdmin(admin.ModelAdmin):
     list_display = ["model", "provider", "effective_from", "input_per_token", "output_per_token"]
     list_filter = ["provider"]
     search_fields = ["model"]
+
+
+@admin.register(RequestEvent)
+class RequestEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "event_id",
+        "org",
+        "team",
+        "user",
+        "model",
+        "cost_usd",
+        "priced",
+        "status",
+        "started_at",
+    ]
+    list_filter = ["status", "priced", "org"]
+    search_fields = ["event_id", "model"]
+    readonly_fields = [f.name for f in RequestEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(HourlyRollup)
+class HourlyRollupAdmin(admin.ModelAdmin):
+    list_display = ["hour", "org", "team", "user", "model", "requests", "cost_usd"]
+    list_filter = ["org"]
+    readonly_fields = [f.name for f in HourlyRollup._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

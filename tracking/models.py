@@ -47,3 +47,124 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} from {self.effective_from:%Y-%m-%d}"
+
+
+MONEY = {"max_digits": 20, "decimal_places": 10}
+
+
+class RequestEvent(models.Model):
+    """One LLM request as a gateway reported it (POST /v1/events).
+
+    Token counts are stored in disjoint buckets (tracking/usage.py), so that
+    cost = sum(bucket x its price) and no token is billed twice.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    # The caller's idempotency key, unique per organization.
+    event_id = models.CharField(max_length=128)
+    team = models.ForeignKey(
+        "budgets.Team", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
+    user = models.ForeignKey(
+        "budgets.EndUser", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
+    model = models.CharField(max_length=128)
+    provider = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input tokens.")
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(
+        default=0, help_text="Output tokens, reasoning excluded."
+    )
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY)
+    priced = models.BooleanField(help_text="False: no price was known (cost 0 until repriced).")
+    latency_ms = models.IntegerField(null=True, blank=True)
+    status = models.CharField(max_length=5, choices=Status.choices, default=Status.OK)
+    reservation_id = models.UUIDField(null=True, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    # SHA-256 of the canonical request payload: a replay with the same id and a
+    # different payload is a conflict (409).
+    payload_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "event_id"], name="event_unique_id"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    input_tokens__gte=0,
+                    cache_read_tokens__gte=0,
+                    cache_write_tokens__gte=0,
+                    output_tokens__gte=0,
+                    reasoning_tokens__gte=0,
+                    cost_usd__gte=0,
+                ),
+                name="event_non_negative",
+            ),
+        ]
+        indexes = [
+            # Used by the dashboard summary's recent requests and /v1/usage's raw tail.
+            models.Index(fields=["org", "-started_at"], name="event_org_started"),
+            # Used by aggregate_usage to find events received since its watermark.
+            models.Index(fields=["received_at"], name="event_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.model} ${self.cost_usd}"
+
+
+class HourlyRollup(models.Model):
+    """Usage per (org, team, user, model) and UTC hour, rebuilt from raw events
+    by `manage.py aggregate_usage`."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    team = models.ForeignKey(
+        "budgets.Team", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
+    user = models.ForeignKey(
+        "budgets.EndUser", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
+    model = models.CharField(max_length=128)
+    hour = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "hour", "team", "user", "model"],
+                name="rollup_unique_bucket",
+                nulls_distinct=False,
+            ),
+        ]
+        # The unique index (org, hour, …) also serves the dashboard and
+        # /v1/usage, which read one org's hours in a range.
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.hour:%Y-%m-%d %H}h {self.model}"
+
+
+class AggregationState(models.Model):
+    """Watermarks of incremental jobs (one row per job name)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    watermark = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.watermark}"
