@@ -50,20 +50,38 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- Price of an estimate (input tokens + at most max_output tokens) for a model,
--- at its newest price in effect. NULL when the model has no price.
+-- Cost of usage in disjoint token buckets at the price of `p_model` in effect
+-- at `p_at` (the newest row with effective_from <= p_at, preferring the
+-- caller's provider). NULL when the model has no price. Cache reads and
+-- writes fall back to the input price, reasoning to the output price. Above
+-- the tier threshold (all input tokens counted) input and output use the
+-- tier's prices.
+CREATE OR REPLACE FUNCTION tollgate_event_cost(
+    p_model text, p_provider text, p_at timestamptz, p_input bigint, p_cache_read bigint,
+    p_cache_write bigint, p_output bigint, p_reasoning bigint)
+RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT round(
+        CASE WHEN p.tier_threshold_tokens IS NOT NULL
+                  AND p_input + p_cache_read + p_cache_write > p.tier_threshold_tokens
+             THEN p_input * coalesce(p.input_above_threshold_per_token, p.input_per_token)
+                + p_output * coalesce(p.output_above_threshold_per_token, p.output_per_token)
+                + p_reasoning * coalesce(p.reasoning_per_token, p.output_above_threshold_per_token,
+                                         p.output_per_token)
+             ELSE p_input * p.input_per_token + p_output * p.output_per_token
+                + p_reasoning * coalesce(p.reasoning_per_token, p.output_per_token) END
+        + p_cache_read * coalesce(p.cache_read_per_token, p.input_per_token)
+        + p_cache_write * coalesce(p.cache_write_per_token, p.input_per_token), 10)
+    FROM tracking_price p
+    WHERE p.model = p_model AND p.effective_from <= p_at
+    ORDER BY p.provider = coalesce(p_provider, '') DESC, p.effective_from DESC
+    LIMIT 1
+$$;
+
+-- Price of an estimate (input tokens + at most max_output tokens).
 CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
     p_model text, p_input bigint, p_max_output bigint, p_at timestamptz)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT round(
-        CASE WHEN p.tier_threshold_tokens IS NOT NULL AND p_input > p.tier_threshold_tokens
-             THEN p_input * coalesce(p.input_above_threshold_per_token, p.input_per_token)
-                + p_max_output * coalesce(p.output_above_threshold_per_token, p.output_per_token)
-             ELSE p_input * p.input_per_token + p_max_output * p.output_per_token END, 10)
-    FROM tracking_price p
-    WHERE p.model = p_model AND p.effective_from <= p_at
-    ORDER BY p.effective_from DESC
-    LIMIT 1
+    SELECT tollgate_event_cost(p_model, NULL, p_at, p_input, 0, 0, p_max_output, 0)
 $$;
 
 -- Every budget that applies to (org, team, user), with the bounds of its
@@ -482,4 +500,171 @@ BEGIN
             true, (it.i->>'ttl_seconds')::integer, NULL));
     END LOOP;
     RETURN v_results;
+END $$;
+
+-- Record a batch of request events (POST /v1/events) in one transaction:
+-- store the new ones with their cost, settle the holds they name, and add
+-- their cost to the `spent` of every budget window that applies (the period
+-- that contains each event's started_at, in the org's time zone).
+--
+-- Idempotent per (org, event id): a replay with the same payload hash is
+-- reported as a duplicate with the stored result; a different payload under
+-- the same id raises SQLSTATE TG409 (the whole batch rolls back), also when
+-- the other payload was committed concurrently (ON CONFLICT waits for it).
+--
+-- Locks are taken in the global order of tollgate_decide_many: subjects
+-- (sorted), event ids (sorted), reservations (by id), windows (by id).
+--
+-- p_events: [{"idx", "event_id", "team", "user", "model", "provider",
+--   "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
+--   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
+--   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
+-- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
+--   "duplicate", "reservation"}]} or {"status": "not_found", "errors": [...]}.
+CREATE OR REPLACE FUNCTION tollgate_record_events(
+    p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_errors jsonb;
+    v_inserted jsonb;
+    v_conflicts jsonb;
+    v_settled jsonb;
+    v_results jsonb;
+BEGIN
+    IF NOT p_strict THEN
+        PERFORM tollgate_team_id(p_org, x.team, true)
+        FROM (SELECT DISTINCT e->>'team' AS team FROM jsonb_array_elements(p_events) e
+              WHERE e->>'team' IS NOT NULL ORDER BY 1) x;
+        PERFORM tollgate_enduser_id(p_org, x.external_id, true)
+        FROM (SELECT DISTINCT e->>'user' AS external_id FROM jsonb_array_elements(p_events) e
+              WHERE e->>'user' IS NOT NULL ORDER BY 1) x;
+    END IF;
+
+    SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int,
+               'field', CASE WHEN t.id IS NULL AND e->>'team' IS NOT NULL THEN 'team' ELSE 'user' END)
+               ORDER BY (e->>'idx')::int)
+    INTO v_errors
+    FROM jsonb_array_elements(p_events) e
+    LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e->>'team'
+    LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e->>'user'
+    WHERE (e->>'team' IS NOT NULL AND t.id IS NULL) OR (e->>'user' IS NOT NULL AND u.id IS NULL);
+    IF v_errors IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'not_found', 'errors', v_errors);
+    END IF;
+
+    WITH input AS (
+        SELECT e.*, coalesce(e.started_at, now()) AS at, t.id AS team_id, u.id AS user_id
+        FROM jsonb_to_recordset(p_events) AS e(
+            idx integer, event_id text, team text, "user" text, model text, provider text,
+            input_tokens bigint, cache_read_tokens bigint, cache_write_tokens bigint,
+            output_tokens bigint, reasoning_tokens bigint, cost_usd numeric, latency_ms integer,
+            status text, started_at timestamptz, reservation_id uuid, tags jsonb,
+            payload_hash text)
+        LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
+        LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
+    ), ins AS (
+        INSERT INTO tracking_requestevent (
+            org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
+            input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+            cost_usd, priced, latency_ms, status, reservation_id, tags, payload_hash)
+        SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
+               clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
+               i.output_tokens, i.reasoning_tokens,
+               coalesce(i.cost_usd, c.list_cost, 0), i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
+               i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash
+        FROM input i
+        CROSS JOIN LATERAL (SELECT tollgate_event_cost(i.model, i.provider, i.at, i.input_tokens,
+            i.cache_read_tokens, i.cache_write_tokens, i.output_tokens, i.reasoning_tokens)
+            AS list_cost) c
+        ORDER BY i.event_id
+        ON CONFLICT (org_id, event_id) DO NOTHING
+        RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, reservation_id
+    )
+    SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
+
+    -- Ids that were not inserted exist already: same payload = replay, else conflict.
+    SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
+                     ORDER BY (e->>'idx')::int)
+    INTO v_conflicts
+    FROM jsonb_array_elements(p_events) e
+    JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
+    WHERE r.payload_hash <> e->>'payload_hash'
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_inserted) n
+                      WHERE n->>'event_id' = e->>'event_id');
+    IF v_conflicts IS NOT NULL THEN
+        RAISE EXCEPTION 'event id reused with a different payload'
+            USING ERRCODE = 'TG409', DETAIL = v_conflicts::text;
+    END IF;
+
+    -- Settle the holds named by new events (each hold once, however many events name it).
+    PERFORM 1 FROM budgets_reservation
+    WHERE org_id = p_org AND id IN (SELECT (n->>'reservation_id')::uuid
+                                    FROM jsonb_array_elements(v_inserted) n)
+    ORDER BY id FOR UPDATE;
+    WITH settled AS (
+        UPDATE budgets_reservation r SET status = 'settled', closed_at = now()
+        WHERE r.org_id = p_org AND r.status = 'active'
+          AND r.id IN (SELECT (n->>'reservation_id')::uuid FROM jsonb_array_elements(v_inserted) n)
+        RETURNING r.id, r.amount, r.window_ids
+    )
+    SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
+
+    -- Windows for the spend: create missing ones, then lock every window touched.
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+    FROM jsonb_to_recordset(v_inserted) AS n(team_id bigint, user_id bigint, started_at timestamptz)
+    CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+    WHERE a.window_id IS NULL
+    ORDER BY a.budget_id, a.period_start
+    ON CONFLICT (budget_id, period_start) DO NOTHING;
+
+    PERFORM 1 FROM budgets_budgetwindow w
+    WHERE w.id IN (
+        SELECT a.window_id
+        FROM jsonb_to_recordset(v_inserted) AS n(team_id bigint, user_id bigint, started_at timestamptz)
+        CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+        UNION
+        SELECT unnest(ARRAY(SELECT jsonb_array_elements_text(s->'window_ids')))::bigint
+        FROM jsonb_array_elements(v_settled) s)
+    ORDER BY w.id
+    FOR UPDATE;
+
+    UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
+    FROM (SELECT x.wid, sum((s->>'amount')::numeric) AS amount
+          FROM jsonb_array_elements(v_settled) s
+          CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(s->'window_ids')::bigint AS wid) x
+          GROUP BY x.wid) d
+    WHERE w.id = d.wid;
+
+    UPDATE budgets_budgetwindow w SET spent = w.spent + d.cost
+    FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
+          FROM jsonb_to_recordset(v_inserted)
+               AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
+          CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+          GROUP BY a.window_id) d
+    WHERE w.id = d.window_id AND d.cost > 0;
+
+    -- One result per event, in request order.
+    SELECT jsonb_agg(jsonb_build_object(
+               'idx', (e->>'idx')::int,
+               'id', r.event_id,
+               'cost_usd', trim_scale(r.cost_usd)::text,
+               'priced', r.priced,
+               'duplicate', n.event_id IS NULL,
+               'reservation', CASE WHEN r.reservation_id IS NULL THEN NULL
+                   ELSE jsonb_build_object(
+                       'id', r.reservation_id,
+                       'settled', s.id IS NOT NULL,
+                       'held_usd', trim_scale((s.amount))::text,
+                       'over_hold_usd', CASE WHEN s.amount < r.cost_usd
+                                             THEN trim_scale(r.cost_usd - s.amount)::text END)
+                   END)
+               ORDER BY (e->>'idx')::int)
+    INTO v_results
+    FROM jsonb_array_elements(p_events) e
+    JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
+    LEFT JOIN jsonb_to_recordset(v_inserted) AS n(event_id text) ON n.event_id = r.event_id
+    LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
+           ON s.id = r.reservation_id AND n.event_id IS NOT NULL;
+    RETURN jsonb_build_object('status', 'ok', 'results', v_results);
 END $$;

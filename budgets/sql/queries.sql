@@ -40,3 +40,6 @@ SELECT 1
 -- decide_many --
 -- Several holds in one transaction (see DecisionBatcher in budgets/db.py).
 SELECT tollgate_decide_many(%(items)s)
+
+-- record_events --
+SELECT tollgate_record_events(%(org_id)s, %(tz)s, %(strict)s, %(events)s)

@@ -1,0 +1,220 @@
+"""POST /v1/events: validate a batch of request events, then record it in one
+database call (tollgate_record_events): store, price, settle holds and add to
+the budget windows in one transaction. A 2xx is sent only after commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from budgets import db, inputs
+from budgets.api import Request
+from budgets.auth import ApiKeyInfo
+from budgets.errors import ApiError, JsonBody, invalid
+from tracking.usage import normalize
+
+MAX_BATCH = 1000
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 256
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+STATUSES = ("ok", "error")
+
+
+def _event_list(data: JsonBody) -> tuple[list[Any], bool]:
+    """The events of a body: `{"events": [...]}` or one event object."""
+    if "events" in data:
+        events = data["events"]
+        if not isinstance(events, list):
+            raise invalid("events", "'events' must be a list of events.")
+        if not events:
+            raise invalid("events", "'events' must not be empty.")
+        if len(events) > MAX_BATCH:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}.",
+            )
+        return events, True
+    return [data], False
+
+
+def _started_at(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise invalid(field, f"'{field}' must be an ISO-8601 time with offset.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(field, f"'{field}' must be an ISO-8601 time with offset.") from None
+    if moment.tzinfo is None:
+        raise invalid(field, f"'{field}' needs a UTC offset (e.g. 'Z' or '+02:00').")
+    if not EARLIEST <= moment <= datetime.now(UTC) + timedelta(days=1):
+        raise invalid(field, f"'{field}' is out of range.")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _tags(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_TAGS:
+        raise invalid(field, f"'{field}' must be an object of at most {MAX_TAGS} strings.")
+    for name, tag in value.items():
+        if not isinstance(tag, str) or not 1 <= len(name) <= 64 or len(tag) > MAX_TAG_LENGTH:
+            raise invalid(
+                f"{field}.{name}"[:200],
+                f"Tags are strings: names of 1 to 64 "
+                f"characters, values of at most {MAX_TAG_LENGTH}.",
+            )
+        inputs.identifier({"tag": name}, "tag")
+        if "\x00" in tag or any(0xD800 <= ord(ch) <= 0xDFFF for ch in tag):
+            raise invalid(f"{field}.{name}", "Tag values must be valid text.")
+    return value
+
+
+def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
+    """One validated event as the SQL function takes it (raises ApiError)."""
+    if not isinstance(raw, dict):
+        raise invalid(prefix.rstrip("."), "Each event must be an object.")
+
+    def field(name: str) -> str:
+        return f"{prefix}{name}"
+
+    def ident(name: str, *, required: bool = False) -> str | None:
+        try:
+            return inputs.identifier(raw, name, required=required)
+        except ApiError as exc:
+            raise invalid(
+                field(name), exc.message.replace(f"'{name}'", f"'{field(name)}'")
+            ) from None
+
+    event_id = ident("id", required=True)
+    team = ident("team")
+    if key.team_slug is not None:
+        if team is None:
+            team = key.team_slug
+        elif team != key.team_slug:
+            raise ApiError(
+                403, "forbidden", "This API key is limited to another team.", field=field("team")
+            )
+    user = ident("user")
+    model = ident("model", required=True)
+    provider = ident("provider")
+    buckets = normalize(raw.get("usage"), field("usage"))
+    cost = None
+    if raw.get("cost_usd") is not None:
+        cost = inputs.money(raw["cost_usd"], field("cost_usd"))
+    latency = inputs.integer(raw, "latency_ms", low=0, high=86_400_000, path=field("latency_ms"))
+    status = raw.get("status", "ok")
+    if status not in STATUSES:
+        raise invalid(field("status"), f"'{field('status')}' must be 'ok' or 'error'.")
+    reservation_id = raw.get("reservation_id")
+    if reservation_id is not None:
+        try:
+            reservation_id = str(uuid.UUID(str(reservation_id)))
+        except ValueError:
+            raise invalid(
+                field("reservation_id"), f"'{field('reservation_id')}' must be a reservation id."
+            ) from None
+    event = {
+        "event_id": event_id,
+        "team": team,
+        "user": user,
+        "model": model,
+        "provider": provider,
+        **buckets,
+        "cost_usd": None if cost is None else str(cost),
+        "latency_ms": latency,
+        "status": status,
+        "started_at": _started_at(raw.get("started_at"), field("started_at")),
+        "reservation_id": reservation_id,
+        "tags": _tags(raw.get("tags"), field("tags")),
+    }
+    # Same payload = same hash, whatever the JSON spelling (number vs string cost).
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    event["payload_hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+    return event
+
+
+def validate(data: JsonBody, key: ApiKeyInfo) -> tuple[list[dict[str, Any]], bool]:
+    """Every event checked before anything is stored; all errors reported by index."""
+    raw_events, batched = _event_list(data)
+    events: list[dict[str, Any]] = []
+    errors: list[JsonBody] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_events):
+        prefix = f"events[{index}]." if batched else ""
+        try:
+            event = _event(raw, prefix, key)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            errors.append({"index": index, "field": exc.field, "message": exc.message})
+            continue
+        if event["event_id"] in seen:
+            errors.append(
+                {
+                    "index": index,
+                    "field": f"{prefix}id",
+                    "message": f"Event id repeats event {seen[event['event_id']]} of this batch.",
+                }
+            )
+            continue
+        seen[event["event_id"]] = index
+        event["idx"] = index
+        events.append(event)
+    if errors:
+        first = errors[0]
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{len(errors)} invalid event(s); nothing was stored. First: {first['message']}",
+            field=first["field"],
+            errors=errors,
+        )
+    return events, batched
+
+
+async def record_events(request: Request) -> tuple[int, JsonBody | None]:
+    key = request.key
+    assert key is not None
+    events, _batched = validate(request.json(), key)
+    params = {
+        "org_id": key.org_id,
+        "tz": key.time_zone,
+        "strict": key.strict,
+        "events": psycopg.types.json.Jsonb(events),
+    }
+    try:
+        result = await db.fetch_value("record_events", params)
+    except psycopg.Error as exc:
+        if exc.sqlstate == "TG409":
+            conflicts = json.loads(exc.diag.message_detail or "[]")
+            raise ApiError(
+                409,
+                "conflict",
+                "An event id was reused with a different payload; nothing was stored.",
+                field=None,
+                conflicts=conflicts,
+            ) from None
+        raise
+    if result["status"] == "not_found":
+        errors = result["errors"]
+        raise ApiError(
+            404,
+            "not_found",
+            f"Unknown {errors[0]['field']} (this organization does "
+            "not register new ones); nothing was stored.",
+            errors=errors,
+        )
+    results = [
+        {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
+        for r in result["results"]
+    ]
+    new = any(not r["duplicate"] for r in results)
+    return (201 if new else 200), {"results": results}
