@@ -23,6 +23,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
 from budgets import auth, db
 from budgets.errors import ApiError, JsonBody
 
@@ -56,6 +58,12 @@ class Request:
         if not isinstance(data, dict):
             raise ApiError(400, "malformed_json", "The body must be a JSON object.")
         return data
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _reject_constant(name: str) -> Any:
@@ -196,7 +204,7 @@ async def _send_json(
     if payload is None:
         body = b""
     else:
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = orjson.dumps(payload, default=_json_default)
         headers.append((b"content-type", b"application/json"))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -4,6 +4,7 @@ a database error (e.g. Postgres text cannot hold NUL)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
@@ -16,6 +17,8 @@ MAX_USD = Decimal("1000000000")
 MAX_TOKENS = 1_000_000_000
 MONEY_QUANTUM = Decimal("0.0000000001")
 SCOPES = ("org", "team", "user")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 PERIODS = ("day", "week", "month", "total")
 
 
@@ -29,9 +32,9 @@ def identifier(data: dict[str, Any], name: str, *, required: bool = False) -> st
         raise invalid(name, f"'{name}' must be a string.")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise invalid(name, f"'{name}' must be 1 to {MAX_ID_LENGTH} characters long.")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _CONTROL.search(value):
         raise invalid(name, f"'{name}' must not contain control characters.")
-    if not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    if not value.isascii() and _SURROGATE.search(value):
         # JSON's "\ud800" escape decodes to a lone surrogate, which is not
         # UTF-8 and would fail in the database driver.
         raise invalid(name, f"'{name}' must be valid Unicode text.")

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 
 from budgets import db, inputs
@@ -136,8 +137,8 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
         "tags": _tags(raw.get("tags"), field("tags")),
     }
     # Same payload = same hash, whatever the JSON spelling (number vs string cost).
-    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
-    event["payload_hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+    canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    event["payload_hash"] = hashlib.sha256(canonical).hexdigest()
     return event
 
 

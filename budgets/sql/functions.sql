@@ -50,31 +50,46 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- Cost of usage in disjoint token buckets at the price of `p_model` in effect
--- at `p_at` (the newest row with effective_from <= p_at, preferring the
--- caller's provider). NULL when the model has no price. Cache reads and
+-- The price of `p_model` in effect at `p_at`: the newest row with
+-- effective_from <= p_at, preferring the caller's provider. A set-returning
+-- SQL function, so the planner inlines it into LATERAL joins (ingest prices
+-- a whole batch in one statement).
+CREATE OR REPLACE FUNCTION tollgate_price_at(p_model text, p_provider text, p_at timestamptz)
+RETURNS SETOF tracking_price LANGUAGE sql STABLE ROWS 1 AS $$
+    SELECT * FROM tracking_price p
+    WHERE p.model = p_model AND p.effective_from <= p_at
+    ORDER BY p.provider = coalesce(p_provider, '') DESC, p.effective_from DESC
+    LIMIT 1
+$$;
+
+-- Cost of usage in disjoint token buckets at one price row. Cache reads and
 -- writes fall back to the input price, reasoning to the output price. Above
 -- the tier threshold (all input tokens counted) input and output use the
--- tier's prices.
+-- tier's prices. NULL when p is NULL (no price). A plain expression, inlined.
+CREATE OR REPLACE FUNCTION tollgate_cost(
+    p tracking_price, p_input bigint, p_cache_read bigint, p_cache_write bigint,
+    p_output bigint, p_reasoning bigint)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT round(
+        CASE WHEN (p).tier_threshold_tokens IS NOT NULL
+                  AND p_input + p_cache_read + p_cache_write > (p).tier_threshold_tokens
+             THEN p_input * coalesce((p).input_above_threshold_per_token, (p).input_per_token)
+                + p_output * coalesce((p).output_above_threshold_per_token, (p).output_per_token)
+                + p_reasoning * coalesce((p).reasoning_per_token,
+                                         (p).output_above_threshold_per_token, (p).output_per_token)
+             ELSE p_input * (p).input_per_token + p_output * (p).output_per_token
+                + p_reasoning * coalesce((p).reasoning_per_token, (p).output_per_token) END
+        + p_cache_read * coalesce((p).cache_read_per_token, (p).input_per_token)
+        + p_cache_write * coalesce((p).cache_write_per_token, (p).input_per_token), 10)
+$$;
+
+-- Cost of one event's usage; NULL when the model has no price.
 CREATE OR REPLACE FUNCTION tollgate_event_cost(
     p_model text, p_provider text, p_at timestamptz, p_input bigint, p_cache_read bigint,
     p_cache_write bigint, p_output bigint, p_reasoning bigint)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT round(
-        CASE WHEN p.tier_threshold_tokens IS NOT NULL
-                  AND p_input + p_cache_read + p_cache_write > p.tier_threshold_tokens
-             THEN p_input * coalesce(p.input_above_threshold_per_token, p.input_per_token)
-                + p_output * coalesce(p.output_above_threshold_per_token, p.output_per_token)
-                + p_reasoning * coalesce(p.reasoning_per_token, p.output_above_threshold_per_token,
-                                         p.output_per_token)
-             ELSE p_input * p.input_per_token + p_output * p.output_per_token
-                + p_reasoning * coalesce(p.reasoning_per_token, p.output_per_token) END
-        + p_cache_read * coalesce(p.cache_read_per_token, p.input_per_token)
-        + p_cache_write * coalesce(p.cache_write_per_token, p.input_per_token), 10)
-    FROM tracking_price p
-    WHERE p.model = p_model AND p.effective_from <= p_at
-    ORDER BY p.provider = coalesce(p_provider, '') DESC, p.effective_from DESC
-    LIMIT 1
+    SELECT tollgate_cost(pr, p_input, p_cache_read, p_cache_write, p_output, p_reasoning)
+    FROM tollgate_price_at(p_model, p_provider, p_at) pr
 $$;
 
 -- Price of an estimate (input tokens + at most max_output tokens).
@@ -530,6 +545,11 @@ DECLARE
     v_conflicts jsonb;
     v_settled jsonb;
     v_results jsonb;
+    v_spend_ids bigint[];
+    v_spend_costs numeric[];
+    v_missing boolean;
+    v_unhold_ids bigint[];
+    v_unhold_amounts numeric[];
 BEGIN
     IF NOT p_strict THEN
         PERFORM tollgate_team_id(p_org, x.team, true)
@@ -573,9 +593,9 @@ BEGIN
                coalesce(i.cost_usd, c.list_cost, 0), i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
                i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash
         FROM input i
-        CROSS JOIN LATERAL (SELECT tollgate_event_cost(i.model, i.provider, i.at, i.input_tokens,
-            i.cache_read_tokens, i.cache_write_tokens, i.output_tokens, i.reasoning_tokens)
-            AS list_cost) c
+        LEFT JOIN LATERAL tollgate_price_at(i.model, i.provider, i.at) pr ON true
+        CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
+            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
         ORDER BY i.event_id
         ON CONFLICT (org_id, event_id) DO NOTHING
         RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, reservation_id
@@ -589,8 +609,8 @@ BEGIN
     FROM jsonb_array_elements(p_events) e
     JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
     WHERE r.payload_hash <> e->>'payload_hash'
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_inserted) n
-                      WHERE n->>'event_id' = e->>'event_id');
+      AND NOT (e->>'event_id' = ANY(ARRAY(SELECT n->>'event_id'
+                                          FROM jsonb_array_elements(v_inserted) n)));
     IF v_conflicts IS NOT NULL THEN
         RAISE EXCEPTION 'event id reused with a different payload'
             USING ERRCODE = 'TG409', DETAIL = v_conflicts::text;
@@ -609,40 +629,46 @@ BEGIN
     )
     SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
 
-    -- Windows for the spend: create missing ones, then lock every window touched.
-    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
-    SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
-    FROM jsonb_to_recordset(v_inserted) AS n(team_id bigint, user_id bigint, started_at timestamptz)
-    CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
-    WHERE a.window_id IS NULL
-    ORDER BY a.budget_id, a.period_start
-    ON CONFLICT (budget_id, period_start) DO NOTHING;
-
-    PERFORM 1 FROM budgets_budgetwindow w
-    WHERE w.id IN (
-        SELECT a.window_id
-        FROM jsonb_to_recordset(v_inserted) AS n(team_id bigint, user_id bigint, started_at timestamptz)
+    -- Spend per window of the events' periods: one pass over the applicable
+    -- budgets, two more only when a period's window does not exist yet.
+    FOR i IN 1..2 LOOP
+        SELECT array_agg(x.window_id ORDER BY x.window_id), array_agg(x.cost ORDER BY x.window_id),
+               coalesce(bool_or(x.window_id IS NULL), false)
+        INTO v_spend_ids, v_spend_costs, v_missing
+        FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
+              FROM jsonb_to_recordset(v_inserted)
+                   AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
+              CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id,
+                                                     n.started_at) a
+              GROUP BY a.window_id, a.budget_id, a.period_start) x;
+        EXIT WHEN NOT v_missing;
+        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+        SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+        FROM jsonb_to_recordset(v_inserted)
+             AS n(team_id bigint, user_id bigint, started_at timestamptz)
         CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
-        UNION
-        SELECT unnest(ARRAY(SELECT jsonb_array_elements_text(s->'window_ids')))::bigint
-        FROM jsonb_array_elements(v_settled) s)
-    ORDER BY w.id
-    FOR UPDATE;
+        WHERE a.window_id IS NULL
+        ORDER BY a.budget_id, a.period_start
+        ON CONFLICT (budget_id, period_start) DO NOTHING;
+    END LOOP;
 
-    UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
-    FROM (SELECT x.wid, sum((s->>'amount')::numeric) AS amount
+    SELECT coalesce(array_agg(x.wid ORDER BY x.wid), '{}'), array_agg(x.amount ORDER BY x.wid)
+    INTO v_unhold_ids, v_unhold_amounts
+    FROM (SELECT w.wid, sum((s->>'amount')::numeric) AS amount
           FROM jsonb_array_elements(v_settled) s
-          CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(s->'window_ids')::bigint AS wid) x
-          GROUP BY x.wid) d
-    WHERE w.id = d.wid;
+          CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(s->'window_ids')::bigint AS wid) w
+          GROUP BY w.wid) x;
 
+    PERFORM 1 FROM budgets_budgetwindow
+    WHERE id = ANY(coalesce(v_spend_ids, '{}') || v_unhold_ids)
+    ORDER BY id
+    FOR UPDATE;
+    UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
+    FROM unnest(v_unhold_ids, v_unhold_amounts) AS d(wid, amount)
+    WHERE w.id = d.wid;
     UPDATE budgets_budgetwindow w SET spent = w.spent + d.cost
-    FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
-          FROM jsonb_to_recordset(v_inserted)
-               AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
-          CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
-          GROUP BY a.window_id) d
-    WHERE w.id = d.window_id AND d.cost > 0;
+    FROM unnest(v_spend_ids, v_spend_costs) AS d(wid, cost)
+    WHERE w.id = d.wid AND d.cost > 0;
 
     -- One result per event, in request order.
     SELECT jsonb_agg(jsonb_build_object(
