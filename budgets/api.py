@@ -32,7 +32,17 @@ logger = logging.getLogger("tollgate.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 
-Handler = Callable[["Request"], Awaitable[tuple[int, JsonBody | None]]]
+
+@dataclass(frozen=True)
+class Response:
+    """A handler's answer when it needs headers of its own (ETag, caching)."""
+
+    status: int
+    payload: JsonBody | None
+    headers: dict[str, str]
+
+
+Handler = Callable[["Request"], Awaitable["tuple[int, JsonBody | None] | Response"]]
 
 
 @dataclass
@@ -130,6 +140,7 @@ class ApiApp:
     ) -> None:
         headers = dict(scope["headers"])
         request_id = _request_id(scope, headers)
+        extra_headers: dict[str, str] | None = None
         try:
             body = await _read_body(headers, receive)
             request = Request(
@@ -142,7 +153,11 @@ class ApiApp:
             )
             if route_.authenticated:
                 request.key = await auth.aauthenticate(headers.get(b"authorization"))
-            status, payload = await route_.handler(request)
+            answer = await route_.handler(request)
+            if isinstance(answer, Response):
+                status, payload, extra_headers = answer.status, answer.payload, answer.headers
+            else:
+                status, payload = answer
         except ApiError as exc:
             status, payload = exc.status, exc.body()
         except db.StoreUnavailable as exc:
@@ -156,7 +171,7 @@ class ApiApp:
         except Exception:
             logger.exception("unhandled error request_id=%s path=%s", request_id, scope["path"])
             status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
-        await _send_json(send, status, payload, request_id)
+        await _send_json(send, status, payload, request_id, extra_headers)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -198,9 +213,15 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
 
 
 async def _send_json(
-    send: Callable, status: int, payload: JsonBody | None, request_id: str
+    send: Callable,
+    status: int,
+    payload: JsonBody | None,
+    request_id: str,
+    extra_headers: dict[str, str] | None = None,
 ) -> None:
-    headers = [(b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
+    headers = [(b"x-request-id", request_id.encode())]
+    extra = {"cache-control": "no-store", **(extra_headers or {})}
+    headers.extend((name.encode(), value.encode()) for name, value in extra.items())
     if payload is None:
         body = b""
     else:

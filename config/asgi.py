@@ -18,7 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from budgets import views as budget_views  # noqa: E402
 from budgets.api import ApiApp, route  # noqa: E402
-from tracking import ingest  # noqa: E402
+from tracking import catalog, ingest  # noqa: E402
 
 ROUTES = [
     route("GET", "/healthz", budget_views.healthz, authenticated=False),
@@ -28,6 +28,7 @@ ROUTES = [
     route("POST", "/v1/budget/reservations/{reservation_id}/release", budget_views.release),
     route("GET", "/v1/budget/status", budget_views.status),
     route("POST", "/v1/events", ingest.record_events),
+    route("GET", "/v1/prices", catalog.prices, authenticated=False),
     route("GET", "/v1/budgets", budget_views.list_budgets),
     route("PUT", "/v1/budgets/{scope}/{subject}/{period}", budget_views.put_budget),
     route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budget_views.delete_budget),
