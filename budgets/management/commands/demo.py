@@ -3,17 +3,15 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.db import connection, transaction
 
-from budgets.models import ApiKey, Budget, EndUser, Organization, Team
-from budgets.services import api_key_create, organization_create
+from budgets.models import ApiKey, Organization
+from budgets.services import api_key_create
 
 DEMO_ORG = "demo"
 ADMIN_USERNAME = "admin"
@@ -67,59 +65,14 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             server.wait()
 
-    @transaction.atomic
     def seed(self) -> Organization:
+        """The demo organization with a week of traffic (first run only)."""
         org = Organization.objects.filter(slug=DEMO_ORG).first()
         if org is not None:
             self.stdout.write(f"Demo organization '{DEMO_ORG}' exists; keeping its data.")
             return org
-        org = organization_create(slug=DEMO_ORG, name="Demo Inc.", time_zone="UTC")
-        teams = {
-            slug: Team.objects.create(org=org, slug=slug, name=slug.title())
-            for slug in ("search", "support", "research")
-        }
-        users = {
-            uid: EndUser.objects.create(org=org, external_id=uid)
-            for uid in ("alice", "bob", "carol", "dave")
-        }
-        Budget.objects.create(org=org, scope="org", period="month", limit_usd=Decimal("500"))
-        Budget.objects.create(
-            org=org, scope="team", team=teams["search"], period="day", limit_usd=Decimal("50")
-        )
-        Budget.objects.create(
-            org=org,
-            scope="team",
-            team=teams["support"],
-            period="day",
-            limit_usd=Decimal("20"),
-            soft_limit_pct=70,
-        )
-        Budget.objects.create(
-            org=org,
-            scope="team",
-            team=teams["research"],
-            period="week",
-            limit_usd=Decimal("100"),
-            enforce=False,
-        )
-        Budget.objects.create(
-            org=org, scope="user", user=users["alice"], period="day", limit_usd=Decimal("5")
-        )
-        # A few live holds so the windows show something.
-        holds = [
-            ("search", "alice", "1.20"),
-            ("search", "bob", "4.50"),
-            ("support", "carol", "12.00"),
-            ("research", "dave", "30.00"),
-        ]
-        with connection.cursor() as cursor:
-            for team, user, amount in holds:
-                cursor.execute(
-                    "SELECT tollgate_decide(%s, %s, false, %s, %s, %s, NULL, NULL, NULL, true, 3600, NULL)",
-                    [org.id, org.time_zone, team, user, Decimal(amount)],
-                )
-        self.stdout.write(f"Seeded demo organization '{DEMO_ORG}': 3 teams, 4 users, 5 budgets.")
-        return org
+        call_command("seed_demo", org=DEMO_ORG, days=7, events=5000, stdout=self.stdout)
+        return Organization.objects.get(slug=DEMO_ORG)
 
     def admin_password(self) -> str:
         """The demo admin's password, kept in the git-ignored .tollgate/ folder."""
