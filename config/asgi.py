@@ -18,6 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from budgets import views as budget_views  # noqa: E402
 from budgets.api import ApiApp, route  # noqa: E402
+from dashboard import summary  # noqa: E402
 from tracking import catalog, ingest  # noqa: E402
 
 ROUTES = [
@@ -32,6 +33,8 @@ ROUTES = [
     route("GET", "/v1/budgets", budget_views.list_budgets),
     route("PUT", "/v1/budgets/{scope}/{subject}/{period}", budget_views.put_budget),
     route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budget_views.delete_budget),
+    # An API key or a dashboard session: the handler authenticates either.
+    route("GET", "/v1/dashboard/summary", summary.summary, authenticated=False),
 ]
 
 http_app = ApiApp(ROUTES, fallback=django_asgi_app)

@@ -62,3 +62,29 @@ FROM (SELECT DISTINCT ON (provider, model) *
       FROM tracking_price
       WHERE effective_from <= now()
       ORDER BY provider, model, effective_from DESC) p
+
+-- dashboard_session --
+-- A dashboard login's session (django.contrib.sessions' database backend),
+-- read on the event loop instead of through the ORM. Primary key lookup.
+SELECT s.session_data FROM django_session s
+WHERE s.session_key = %(session_key)s AND s.expire_date > now()
+
+-- dashboard_user --
+-- The signed-in user, their password hash (the session carries an HMAC of it,
+-- so that a password change ends other sessions) and their organization.
+SELECT u.id, u.password, u.is_active, u.is_staff, m.org_id, o.slug
+FROM auth_user u
+LEFT JOIN dashboard_membership m ON m.user_id = u.id
+LEFT JOIN budgets_organization o ON o.id = m.org_id
+WHERE u.id = %(user_id)s
+
+-- dashboard_summary --
+-- GET /v1/dashboard/summary. The org by id (an API key's, a member's) or by
+-- slug (staff switching); with neither, the first org (staff without one).
+-- The org is chosen in a subquery so that the summary runs for one org only.
+SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(team)s, NULL)
+FROM (SELECT id, slug, time_zone FROM budgets_organization
+      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+      ORDER BY slug
+      LIMIT 1) o

@@ -1,0 +1,130 @@
+"""Who may see which organization's dashboard data.
+
+One rule (`org_choice`) for the three doors: the page (sync view), the
+summary endpoint (async, on the hot-path router) and the live websocket.
+A login that is not staff sees its own organization only (`Membership`);
+staff may pick any with `org=<slug>`.
+
+The summary endpoint accepts a Django session as well as an API key. It reads
+the session through the hot-path pool (`dashboard_session`, `dashboard_user`)
+rather than the ORM, which would put a thread hop and a new connection on the
+event loop's path; it checks what `django.contrib.auth.get_user` checks: the
+session's signature, its expiry, the authentication backend, an active user,
+and the HMAC of the password hash (a password change ends other sessions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import AbstractBaseUser, User
+from django.http.cookie import parse_cookie
+from django.utils.crypto import constant_time_compare
+
+from budgets import db
+from budgets.errors import ApiError
+from budgets.models import Organization
+from dashboard.models import Membership
+
+DB_SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+
+@dataclass(frozen=True)
+class DashboardUser:
+    user_id: int
+    is_staff: bool
+    org_id: int | None  # the login's organization (Membership), if any
+    org_slug: str | None
+
+
+def org_choice(
+    *, is_staff: bool, member_org_id: int | None, member_slug: str | None, requested: str | None
+) -> tuple[int | None, str | None]:
+    """The organization to show, as (id, slug) with one of them set, or
+    (None, None) for staff with no organization of their own: the first one.
+    Raises ApiError 403 for a login that may not see the requested org."""
+    if is_staff:
+        if requested:
+            return None, requested
+        return member_org_id, None
+    if member_org_id is None:
+        raise ApiError(403, "forbidden", "This login belongs to no organization.")
+    if requested and requested != member_slug:
+        raise ApiError(403, "forbidden", "This login may not see that organization.")
+    return member_org_id, None
+
+
+def organization_for(user: AbstractBaseUser, requested: str | None) -> Organization:
+    """Sync twin for the page and the websocket (ORM). Raises ApiError 403/404."""
+    membership = Membership.objects.select_related("org").filter(user_id=user.pk).first()
+    org_id, slug = org_choice(
+        is_staff=user.is_staff,
+        member_org_id=membership.org_id if membership else None,
+        member_slug=membership.org.slug if membership else None,
+        requested=requested,
+    )
+    orgs = Organization.objects.order_by("slug")
+    if org_id is not None:
+        orgs = orgs.filter(id=org_id)
+    if slug is not None:
+        orgs = orgs.filter(slug=slug)
+    org = orgs.first()
+    if org is None:
+        raise ApiError(404, "not_found", "Unknown organization.", field="org")
+    return org
+
+
+def _session_store_class() -> type:
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+async def aauthenticate_session(cookie_header: bytes | None) -> DashboardUser:
+    """The signed-in dashboard user of a request's session cookie (one or two
+    primary-key reads on the pool). Raises ApiError 401 when there is none."""
+    if settings.SESSION_ENGINE != DB_SESSION_ENGINE:
+        # The pool reads django_session; another engine would need its own reader.
+        raise ApiError(401, "unauthenticated", "Send an API key: 'Authorization: Bearer <key>'.")
+    cookies = parse_cookie(cookie_header.decode("latin-1")) if cookie_header else {}
+    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if not session_key or len(session_key) > 40:
+        raise _signed_out()
+    session_data = await db.fetch_value("dashboard_session", {"session_key": session_key})
+    if session_data is None:
+        raise _signed_out()
+    # decode() checks the signature; it returns {} for a tampered session.
+    session = _session_store_class()().decode(session_data)
+    user_id = session.get(SESSION_KEY)
+    if session.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS or not user_id:
+        raise _signed_out()
+    try:
+        user_pk = int(user_id)
+    except (TypeError, ValueError):
+        raise _signed_out() from None
+    row = await db.fetch_one("dashboard_user", {"user_id": user_pk})
+    if row is None:
+        raise _signed_out()
+    _id, password, is_active, is_staff, org_id, org_slug = row
+    if not is_active or not _session_hash_matches(session.get(HASH_SESSION_KEY), password):
+        raise _signed_out()
+    return DashboardUser(user_id=user_pk, is_staff=is_staff, org_id=org_id, org_slug=org_slug)
+
+
+def _session_hash_matches(session_hash: str | None, password: str) -> bool:
+    if not session_hash:
+        return False
+    user = User(password=password)  # unsaved: only to compute the HMAC
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(
+        constant_time_compare(session_hash, fallback)
+        for fallback in user.get_session_auth_fallback_hash()
+    )
+
+
+def _signed_out() -> ApiError:
+    return ApiError(
+        401, "unauthenticated", "Sign in, or send an API key: 'Authorization: Bearer <key>'."
+    )

@@ -1,0 +1,136 @@
+"""GET /v1/dashboard/summary: everything the dashboard page shows, in one
+response from one database call (tollgate_dashboard_summary in
+budgets/sql/functions.sql).
+
+Served by the hot-path router (budgets.api), not by a Django view: a
+dashboard that polls or many people watching must not cost a thread hop and
+a new connection per request. It takes an API key (gateways, scripts) or the
+session cookie of a signed-in dashboard user (the page's own fetch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from budgets import auth, db, inputs
+from budgets.api import Request
+from budgets.errors import ApiError, JsonBody, invalid
+from dashboard import access
+
+RANGES = ("24h", "7d", "30d", "mtd")
+DEFAULT_RANGE = "7d"
+
+
+class Kpis(TypedDict):
+    spend_usd: str  # in the range
+    today_usd: str
+    month_to_date_usd: str
+    projected_month_usd: str  # month to date + trailing-week rate until month end
+    run_rate_usd_per_hour: str
+    today_starts_at: str  # local midnight
+    month_starts_at: str
+    month_ends_at: str
+    requests: int
+    errors: int
+    error_rate_pct: str | None
+    unpriced_requests: int
+
+
+class Series(TypedDict):
+    key: str | None  # team slug or model; null: no team (or "other" when other is true)
+    other: bool
+    total_usd: str
+    values: list[str]  # one amount per bucket
+
+
+class Chart(TypedDict):
+    split_by: str  # "team", or "model" when one team is shown
+    buckets: list[str]  # start of each hour or local day
+    series: list[Series]
+
+
+class Ranked(TypedDict):
+    id: str | None
+    spend_usd: str
+    requests: int
+
+
+# The response body ("from" is a keyword, hence the functional form).
+Summary = TypedDict(
+    "Summary",
+    {
+        "org": JsonBody,  # slug, name, time_zone
+        "range": str,
+        "team": str | None,
+        "granularity": str,  # "hour" for 24h, else "day"
+        "from": str,
+        "to": str,
+        "generated_at": str,
+        "aggregated_through": str | None,  # rollups hold every event received by then
+        "kpis": Kpis,
+        "chart": Chart,
+        "top": dict[str, list[Ranked]],  # teams, users, models
+        "budgets": list[JsonBody],  # as GET /v1/budgets shows them
+        "recent": list[JsonBody],  # the last 50 requests, newest first
+        "teams": list[str],
+        "alerts": list[JsonBody],
+    },
+)
+
+
+def _query_value(request: Request, name: str) -> str | None:
+    """An optional identifier from the query string; empty means absent."""
+    value = request.query.get(name) or None
+    return inputs.identifier({name: value}, name)
+
+
+def _range(request: Request) -> str:
+    value = request.query.get("range") or DEFAULT_RANGE
+    if value not in RANGES:
+        raise invalid("range", f"'range' must be one of {', '.join(RANGES)}.")
+    return value
+
+
+async def _scope(request: Request, team: str | None, org: str | None) -> dict[str, Any]:
+    """Which org (and, for a team-limited key, which team) the caller may see."""
+    header = request.headers.get(b"authorization")
+    if header is not None:
+        key = await auth.aauthenticate(header)
+        request.key = key
+        if org is not None and org != key.org_slug:
+            raise ApiError(403, "forbidden", "This API key belongs to another organization.")
+        if key.team_slug is not None:
+            if team is not None and team != key.team_slug:
+                raise ApiError(
+                    403, "forbidden", "This API key is limited to another team.", field="team"
+                )
+            team = key.team_slug
+        return {"org_id": key.org_id, "org_slug": None, "team": team}
+    user = await access.aauthenticate_session(request.headers.get(b"cookie"))
+    org_id, org_slug = access.org_choice(
+        is_staff=user.is_staff, member_org_id=user.org_id, member_slug=user.org_slug, requested=org
+    )
+    return {"org_id": org_id, "org_slug": org_slug, "team": team}
+
+
+async def summary(request: Request) -> tuple[int, Summary]:
+    range_ = _range(request)
+    team = _query_value(request, "team")
+    org = _query_value(request, "org")
+    params = await _scope(request, team, org)
+    row = await db.fetch_one("dashboard_summary", {**params, "range": range_})
+    if row is None:
+        raise ApiError(404, "not_found", "Unknown organization.", field="org")
+    result = row[1]
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", f"Unknown team '{params['team']}'.", field="team")
+    body: Summary = result["summary"]
+    key = request.key
+    if key is not None and key.team_slug is not None:
+        # A team-limited key sees the org's budgets and its own team's.
+        body["budgets"] = [
+            b
+            for b in body["budgets"]
+            if b["scope"] == "org" or (b["scope"] == "team" and b["id"] == key.team_slug)
+        ]
+    return 200, body
