@@ -15,10 +15,11 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from budgets import views as budget_views  # noqa: E402
 from budgets.api import ApiApp, route  # noqa: E402
-from dashboard import summary  # noqa: E402
+from dashboard import consumers, summary  # noqa: E402
 from tracking import catalog, ingest  # noqa: E402
 
 ROUTES = [
@@ -43,6 +44,8 @@ application = ProtocolTypeRouter(
     {
         "http": http_app,
         "lifespan": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([]))),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter([path("ws/spend/", consumers.SpendConsumer.as_asgi())]))
+        ),
     }
 )

@@ -17,6 +17,7 @@ from budgets import db, inputs
 from budgets.api import Request
 from budgets.auth import ApiKeyInfo
 from budgets.errors import ApiError, JsonBody, invalid
+from dashboard import live
 from tracking.usage import normalize
 
 MAX_BATCH = 1000
@@ -213,6 +214,8 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
             "not register new ones); nothing was stored.",
             errors=errors,
         )
+    # Committed: open dashboards hear of it, without ingest waiting for them.
+    live.publish_events(key, events, result["results"])
     results = [
         {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
         for r in result["results"]
