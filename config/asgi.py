@@ -3,6 +3,10 @@
 HTTP: the JSON API's hot path (budgets.api) answers its own routes and hands
 every other request (admin, dashboard, login, static) to Django.
 WebSocket: Channels routing (live dashboard updates).
+
+Static files (admin, dashboard) are served by Django's staticfiles handler, so
+that `manage.py demo` and the tests need no collectstatic and no DEBUG; a
+deployment with much traffic puts a proxy or CDN in front of /static/.
 """
 
 import os
@@ -15,6 +19,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from budgets import views as budget_views  # noqa: E402
@@ -38,7 +43,7 @@ ROUTES = [
     route("GET", "/v1/dashboard/summary", summary.summary, authenticated=False),
 ]
 
-http_app = ApiApp(ROUTES, fallback=django_asgi_app)
+http_app = ApiApp(ROUTES, fallback=ASGIStaticFilesHandler(django_asgi_app))
 
 application = ProtocolTypeRouter(
     {

@@ -1,0 +1,494 @@
+// Tollgate dashboard. One fetch of GET /v1/dashboard/summary fills the page;
+// the WebSocket /ws/spend/ then adds each recorded request to the KPIs, the
+// chart, the recent list and the budget bars without a reload. No libraries:
+// the chart is a few SVG rectangles.
+//
+// Money arrives as decimal strings; sums are kept exact as BigInt units of
+// 1e-10 USD and turned into numbers only to be displayed.
+
+const config = JSON.parse(document.getElementById("dashboard-config").textContent);
+const byId = (id) => document.getElementById(id);
+
+const state = {
+  range: config.range,
+  team: config.team,
+  summary: null,
+  fresh: new Set(), // ids of requests that arrived live, highlighted once
+  socketOpened: false,
+};
+
+// ---- Money and time ---------------------------------------------------------
+
+const SCALE = 10n ** 10n;
+
+function units(text) {
+  if (text === null || text === undefined) return 0n;
+  let [whole, frac = ""] = String(text).split(".");
+  const negative = whole.startsWith("-");
+  whole = whole.replace("-", "") || "0";
+  const value = BigInt(whole) * SCALE + BigInt((frac + "0000000000").slice(0, 10));
+  return negative ? -value : value;
+}
+
+function decimalText(value) {
+  const negative = value < 0n;
+  const abs = negative ? -value : value;
+  const frac = (abs % SCALE).toString().padStart(10, "0").replace(/0+$/, "");
+  return (negative ? "-" : "") + (abs / SCALE).toString() + (frac ? "." + frac : "");
+}
+
+const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
+const usdShort = new Intl.NumberFormat("en-US", {
+  style: "currency", currency: "USD", notation: "compact", maximumFractionDigits: 1,
+});
+const count = new Intl.NumberFormat("en-US");
+
+function money(text) {
+  return usd.format(Number(text));
+}
+
+// Single requests cost fractions of a cent: show enough digits to tell them apart.
+function smallMoney(text) {
+  const n = Number(text);
+  if (n === 0 || Math.abs(n) >= 1) return usd.format(n);
+  return "$" + n.toFixed(n >= 0.01 ? 4 : 6);
+}
+
+function axisMoney(n) {
+  return n >= 1000 ? usdShort.format(n) : "$" + (Number.isInteger(n) ? n : n.toFixed(2));
+}
+
+function timeFormat(options) {
+  return new Intl.DateTimeFormat("en-US", { timeZone: state.summary.org.time_zone, ...options });
+}
+
+function relativeTime(iso) {
+  if (!iso) return "never";
+  const minutes = Math.round((Date.parse(iso) - Date.now()) / 60000);
+  if (minutes < 1) return "now";
+  if (minutes < 90) return `in ${minutes} min`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `in ${hours} h`;
+  return `in ${Math.round(hours / 24)} days`;
+}
+
+// ---- DOM helpers (text only: ids come from gateways and are never HTML) -------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name === "style") el.style.cssText = value;
+    else el.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function s(tag, attrs = {}, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, value);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// ---- Rendering ----------------------------------------------------------------
+
+const RANGE_NOTES = { "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days", mtd: "this month" };
+const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#db2777"];
+const OTHER_COLOR = "#94a3b8";
+const NONE_COLOR = "#cbd5e1";
+
+function setKpi(id, value, note) {
+  const el = byId(`kpi-${id}`);
+  if (el.textContent !== value && el.textContent !== "–") {
+    const card = el.closest(".kpi");
+    card.classList.remove("flash");
+    void card.offsetWidth; // restart the animation
+    card.classList.add("flash");
+  }
+  el.textContent = value;
+  if (note !== undefined) byId(`kpi-${id}-note`).textContent = note;
+}
+
+function renderKpis() {
+  const k = state.summary.kpis;
+  setKpi("spend", money(k.spend_usd), RANGE_NOTES[state.summary.range]);
+  setKpi("today", money(k.today_usd));
+  setKpi("mtd", money(k.month_to_date_usd),
+    `${timeFormat({ month: "long" }).format(new Date(k.month_starts_at))}, so far`);
+  setKpi("projected", money(k.projected_month_usd));
+  setKpi("requests", count.format(k.requests), `${count.format(k.errors)} failed`);
+  setKpi("errors", k.error_rate_pct === null ? "–" : `${k.error_rate_pct}%`, `of ${count.format(k.requests)} requests`);
+  setKpi("unpriced", count.format(k.unpriced_requests));
+  byId("kpi-unpriced").closest(".kpi").classList.toggle("warn", k.unpriced_requests > 0);
+}
+
+function seriesLabel(series, splitBy) {
+  if (series.other) return "other";
+  if (series.key === null) return splitBy === "team" ? "(no team)" : "(none)";
+  return series.key;
+}
+
+function seriesColor(series, index) {
+  if (series.other) return OTHER_COLOR;
+  if (series.key === null) return NONE_COLOR;
+  return PALETTE[index % PALETTE.length];
+}
+
+function niceStep(raw) {
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const f of [1, 2, 2.5, 5, 10]) if (f * power >= raw) return f * power;
+  return 10 * power;
+}
+
+function renderChart() {
+  const { chart, granularity } = state.summary;
+  const container = byId("chart");
+  const W = 760, H = 260, left = 58, right = 8, top = 10, bottom = 26;
+  const plotW = W - left - right, plotH = H - top - bottom;
+  const n = chart.buckets.length;
+  const totals = chart.buckets.map((_, i) =>
+    chart.series.reduce((sum, series) => sum + Number(series.values[i]), 0));
+  const peak = Math.max(0, ...totals);
+  const step = peak > 0 ? niceStep(peak / 4) : 1;
+  const max = peak > 0 ? Math.ceil(peak / step) * step : 4;
+
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Spend over time" });
+  const grid = s("g", { class: "grid" });
+  for (let v = 0; v <= max + 1e-9; v += step) {
+    const y = top + plotH - (v / max) * plotH;
+    grid.append(s("line", { x1: left, x2: W - right, y1: y, y2: y }));
+    grid.append(s("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, axisMoney(v)));
+  }
+  svg.append(grid);
+
+  const band = plotW / n;
+  const barW = Math.max(2, band * 0.7);
+  const label = granularity === "hour"
+    ? timeFormat({ hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
+    : timeFormat({ month: "short", day: "numeric" });
+  const full = granularity === "hour"
+    ? timeFormat({ weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
+    : timeFormat({ weekday: "short", month: "short", day: "numeric" });
+  const every = Math.ceil(n / 8);
+  chart.buckets.forEach((bucket, i) => {
+    const x = left + i * band + (band - barW) / 2;
+    let y = top + plotH;
+    chart.series.forEach((series, j) => {
+      const value = Number(series.values[i]);
+      if (value <= 0) return;
+      const height = (value / max) * plotH;
+      y -= height;
+      const rect = s("rect", {
+        x: x.toFixed(1), y: y.toFixed(1), width: barW.toFixed(1), height: Math.max(height, 0.5).toFixed(1),
+        fill: seriesColor(series, j),
+      });
+      rect.append(s("title", {}, `${full.format(new Date(bucket))} · ${seriesLabel(series, chart.split_by)}: ${money(series.values[i])}`));
+      svg.append(rect);
+    });
+    if (i % every === 0) {
+      svg.append(s("text", { x: (x + barW / 2).toFixed(1), y: H - 8, "text-anchor": "middle" },
+        label.format(new Date(bucket))));
+    }
+  });
+  if (peak === 0) {
+    svg.append(s("text", { class: "empty", x: left + plotW / 2, y: top + plotH / 2, "text-anchor": "middle" },
+      "No spend in this range"));
+  }
+  container.replaceChildren(svg);
+
+  byId("chart-split").textContent = `by ${chart.split_by}, per ${granularity}`;
+  byId("legend").replaceChildren(...chart.series.map((series, j) =>
+    h("li", {},
+      h("span", { class: "swatch", style: `background:${seriesColor(series, j)}` }),
+      seriesLabel(series, chart.split_by),
+      h("span", { class: "amount" }, money(series.total_usd)))));
+}
+
+const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User" };
+
+function renderBudgets() {
+  const budgets = state.summary.budgets;
+  const container = byId("budgets");
+  if (!budgets.length) {
+    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet. Staff can add them in admin."));
+    return;
+  }
+  container.replaceChildren(...budgets.map((b) => {
+    const limit = Number(b.limit_usd), spent = Number(b.spent_usd), reserved = Number(b.reserved_usd);
+    const used = limit > 0 ? ((spent + reserved) / limit) * 100 : (spent + reserved > 0 ? Infinity : 0);
+    // The bar spans the limit, or more when the budget is over it (up to 2x).
+    const span = Math.min(Math.max(100, used), 200);
+    const pos = (pct) => `${Math.min((pct / span) * 100, 100).toFixed(2)}%`;
+    const spentPct = limit > 0 ? (spent / limit) * 100 : (spent > 0 ? span : 0);
+    const reservedPct = limit > 0 ? (reserved / limit) * 100 : 0;
+    const level = used >= 100 ? "over" : used >= b.soft_limit_pct ? "warn" : "ok";
+    return h("div", { class: `budget ${level}`, "data-budget": `${b.scope}:${b.id}:${b.period}` },
+      h("div", { class: "budget-head" },
+        h("span", { class: "name", title: b.id }, `${SCOPE_LABELS[b.scope]} ${b.scope === "org" ? "" : b.id}`.trim()),
+        h("span", { class: "tag" }, b.period),
+        b.enforce ? null : h("span", { class: "tag" }, "monitor only"),
+        h("span", { class: "pct" }, b.used_pct === null ? "–" : `${b.used_pct}%`)),
+      h("div", {
+        class: "bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": 100,
+        "aria-valuenow": Number.isFinite(used) ? used.toFixed(1) : 100,
+        title: `soft limit ${b.soft_limit_pct}% · hard limit 100%`,
+      },
+        h("span", { class: "fill spent", style: `width:${pos(spentPct)}` }),
+        h("span", { class: "fill reserved", style: `left:${pos(spentPct)};width:calc(${pos(spentPct + reservedPct)} - ${pos(spentPct)})` }),
+        h("span", { class: "mark soft", style: `left:${pos(b.soft_limit_pct)}`, title: `soft limit ${b.soft_limit_pct}%` }),
+        h("span", { class: "mark hard", style: `left:${pos(100)}`, title: b.enforce ? "hard limit" : "limit (not enforced)" })),
+      h("div", { class: "budget-foot" },
+        `${money(b.spent_usd)} spent`,
+        reserved > 0 ? ` + ${money(b.reserved_usd)} held` : "",
+        ` of ${money(b.limit_usd)}`,
+        b.resets_at ? ` · resets ${relativeTime(b.resets_at)}` : " · no reset"));
+  }));
+}
+
+function renderTop(id, rows, emptyLabel) {
+  const table = byId(id);
+  if (!rows.length) {
+    table.replaceChildren(h("tr", {}, h("td", { class: "empty" }, "Nothing in this range")));
+    return;
+  }
+  const first = Number(rows[0].spend_usd) || 1;
+  table.replaceChildren(...rows.map((row) =>
+    h("tr", {},
+      h("td", { class: "name", title: row.id ?? emptyLabel }, row.id ?? emptyLabel),
+      h("td", { class: "share" }, h("div", { class: "share-bar", style: `width:${(Number(row.spend_usd) / first) * 100}%` })),
+      h("td", { class: "num" }, money(row.spend_usd)),
+      h("td", { class: "num muted" }, count.format(row.requests)))));
+}
+
+function renderRecent() {
+  const recent = state.summary.recent;
+  const body = byId("recent");
+  if (!recent.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No requests yet")));
+    return;
+  }
+  const today = timeFormat({ year: "numeric", month: "2-digit", day: "2-digit" });
+  const clock = timeFormat({ hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const dated = timeFormat({ month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const now = today.format(new Date());
+  body.replaceChildren(...recent.map((r) => {
+    const at = new Date(r.started_at);
+    return h("tr", { "data-event-id": r.id, class: state.fresh.has(r.id) ? "new" : null },
+      h("td", { title: r.started_at }, today.format(at) === now ? clock.format(at) : dated.format(at)),
+      h("td", {}, r.team ?? "–"),
+      h("td", {}, r.user ?? "–"),
+      h("td", {}, r.model),
+      h("td", { class: "num" }, count.format(r.tokens)),
+      h("td", { class: "num" }, smallMoney(r.cost_usd)),
+      h("td", { class: "num" }, r.latency_ms === null ? "–" : `${count.format(r.latency_ms)} ms`),
+      h("td", {},
+        h("span", { class: `badge ${r.status}` }, r.status),
+        r.priced ? null : " ",
+        r.priced ? null : h("span", { class: "badge unpriced" }, "unpriced")));
+  }));
+  state.fresh.clear();
+}
+
+function renderAlerts() {
+  const alerts = state.summary.alerts;
+  byId("alerts").replaceChildren(alerts.length
+    ? h("ul", {}, ...alerts.map((a) => h("li", {}, a.message ?? JSON.stringify(a))))
+    : h("p", { class: "empty" }, "No open alerts."));
+}
+
+function renderFilters() {
+  for (const link of byId("range-filter").querySelectorAll("a")) {
+    link.setAttribute("aria-current", String(link.dataset.range === state.range));
+    link.href = urlFor({ range: link.dataset.range });
+  }
+  const select = byId("team-filter");
+  const teams = state.summary ? state.summary.teams : [];
+  select.replaceChildren(h("option", { value: "" }, "All teams"),
+    ...teams.map((team) => h("option", { value: team }, team)));
+  select.value = state.team;
+}
+
+function render() {
+  renderFilters();
+  renderKpis();
+  renderChart();
+  renderBudgets();
+  renderTop("top-teams", state.summary.top.teams, "(no team)");
+  renderTop("top-users", state.summary.top.users, "(no user)");
+  renderTop("top-models", state.summary.top.models, "–");
+  renderRecent();
+  renderAlerts();
+}
+
+// ---- Data ---------------------------------------------------------------------
+
+function urlFor(changes = {}) {
+  const params = new URLSearchParams();
+  const range = changes.range ?? state.range;
+  const team = changes.team ?? state.team;
+  if (config.switchOrg) params.set("org", config.org);
+  params.set("range", range);
+  if (team) params.set("team", team);
+  return `?${params}`;
+}
+
+function showError(message) {
+  const banner = byId("error");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+let loadSeq = 0;
+
+async function load() {
+  const seq = ++loadSeq;
+  document.body.dataset.loading = "1";
+  const response = await fetch(config.summaryUrl + urlFor(), {
+    headers: { Accept: "application/json" }, credentials: "same-origin",
+  });
+  if (seq !== loadSeq) return; // a newer filter change won
+  delete document.body.dataset.loading;
+  if (response.status === 401) {
+    window.location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname + location.search)}`);
+    return;
+  }
+  const body = await response.json();
+  if (!response.ok) {
+    showError(body.error ? body.error.message : `Error ${response.status}`);
+    renderFilters();
+    return;
+  }
+  showError("");
+  state.summary = body;
+  render();
+  document.body.dataset.range = state.range;
+  if (!document.body.dataset.ready) {
+    document.body.dataset.ready = "1";
+    performance.mark("tollgate-interactive");
+  }
+}
+
+function navigate(changes) {
+  Object.assign(state, changes);
+  history.pushState(null, "", urlFor());
+  load();
+}
+
+// ---- Live updates ---------------------------------------------------------------
+
+function addMoney(object, field, amount) {
+  object[field] = decimalText(units(object[field]) + amount);
+}
+
+function applyLive(message) {
+  const summary = state.summary;
+  if (!summary) return;
+  const k = summary.kpis;
+  const from = Date.parse(summary.from);
+  const today = Date.parse(k.today_starts_at);
+  const month = Date.parse(k.month_starts_at);
+  const chart = summary.chart;
+  const bucketStarts = chart.buckets.map(Date.parse);
+  for (const t of message.totals) {
+    if (state.team && t.team !== state.team) continue;
+    const hour = Date.parse(t.hour);
+    const cost = units(t.cost_usd);
+    if (hour >= today) addMoney(k, "today_usd", cost);
+    if (hour >= month) {
+      addMoney(k, "month_to_date_usd", cost);
+      addMoney(k, "projected_month_usd", cost);
+    }
+    if (hour < from) continue;
+    addMoney(k, "spend_usd", cost);
+    k.requests += t.requests;
+    k.errors += t.errors;
+    k.unpriced_requests += t.unpriced_requests;
+    // The chart: the bucket this hour falls in, the stack of its team (or model).
+    let index = -1;
+    for (let i = 0; i < bucketStarts.length && bucketStarts[i] <= hour; i++) index = i;
+    if (index < 0) continue;
+    const key = chart.split_by === "team" ? t.team : t.model;
+    let series = chart.series.find((x) => !x.other && x.key === key) ?? chart.series.find((x) => x.other);
+    if (!series) {
+      series = { key, other: false, total_usd: "0", values: chart.buckets.map(() => "0") };
+      chart.series.push(series);
+    }
+    series.values[index] = decimalText(units(series.values[index]) + cost);
+    addMoney(series, "total_usd", cost);
+  }
+  k.error_rate_pct = k.requests > 0 ? ((k.errors * 100) / k.requests).toFixed(2) : null;
+
+  const events = message.events.filter((e) => !state.team || e.team === state.team);
+  if (events.length) {
+    const known = new Set(summary.recent.map((r) => r.id));
+    const added = events.filter((e) => !known.has(e.id));
+    for (const e of added) state.fresh.add(e.id);
+    summary.recent = [...added, ...summary.recent]
+      .sort((a, b) => Date.parse(b.started_at) - Date.parse(a.started_at))
+      .slice(0, 50);
+  }
+  if (message.budgets) summary.budgets = message.budgets;
+
+  renderKpis();
+  renderChart();
+  renderBudgets();
+  renderRecent();
+}
+
+function connect(delay = 1000) {
+  const status = byId("live-status");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = config.switchOrg ? `?org=${encodeURIComponent(config.org)}` : "";
+  const socket = new WebSocket(`${scheme}://${location.host}${config.socketPath}${query}`);
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "hello") {
+      status.dataset.state = "live";
+      status.textContent = "Live";
+      document.body.dataset.live = "1";
+      // Back after a drop: catch up on what was missed meanwhile.
+      if (state.socketOpened) load();
+      state.socketOpened = true;
+      delay = 1000;
+    } else if (message.type === "spend") {
+      applyLive(message);
+    }
+  });
+  socket.addEventListener("close", () => {
+    delete document.body.dataset.live;
+    status.dataset.state = "offline";
+    status.textContent = "Reconnecting…";
+    setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+  });
+}
+
+// ---- Start ------------------------------------------------------------------------
+
+byId("range-filter").addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-range]");
+  if (!link) return;
+  event.preventDefault();
+  if (link.dataset.range !== state.range) navigate({ range: link.dataset.range });
+});
+byId("team-filter").addEventListener("change", (event) => navigate({ team: event.target.value }));
+byId("org-switcher")?.addEventListener("change", (event) => {
+  window.location.assign(`/?org=${encodeURIComponent(event.target.value)}&range=${state.range}`);
+});
+window.addEventListener("popstate", () => {
+  const params = new URLSearchParams(location.search);
+  state.range = params.get("range") || config.range;
+  state.team = params.get("team") || "";
+  load();
+});
+
+renderFilters();
+load();
+connect();
