@@ -12,13 +12,27 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import close_old_connections
 
 from budgets.errors import ApiError
+from budgets.models import Organization
 from dashboard import access, live
 
 # Close codes (4000-4999 are the application's): like HTTP 401 and 403.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+
+
+@database_sync_to_async
+def _organization_for(user: AbstractBaseUser, requested: str | None) -> Organization:
+    try:
+        return access.organization_for(user, requested)
+    finally:
+        # database_sync_to_async's own clean-up runs outside the call's context
+        # and was seen to leave this thread's connection open (CONN_MAX_AGE=0
+        # means one connection per use, as in a request).
+        close_old_connections()
 
 
 class SpendConsumer(AsyncJsonWebsocketConsumer):
@@ -32,7 +46,7 @@ class SpendConsumer(AsyncJsonWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         requested = (query.get("org") or [None])[0] or None
         try:
-            org = await database_sync_to_async(access.organization_for)(user, requested)
+            org = await _organization_for(user, requested)
         except ApiError:
             await self.close(code=CLOSE_FORBIDDEN)
             return

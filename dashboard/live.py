@@ -40,15 +40,15 @@ def group_name(org_id: int) -> str:
 @dataclass
 class _Pending:
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
-    # (team, model, UTC hour) -> [requests, errors, unpriced, cost]: the page adds
-    # these to its KPIs and chart for the hours its range, today and month hold.
-    totals: dict[tuple[str | None, str, str], list[Any]] = field(default_factory=dict)
+    # (team, user, model, UTC hour) -> [requests, errors, unpriced, cost]: the page
+    # adds these to its KPIs, chart and top lists where their hour belongs.
+    totals: dict[tuple[str | None, str | None, str, str], list[Any]] = field(default_factory=dict)
 
     def add(self, event: dict[str, Any]) -> None:
         self.events.append(event)
         hour = event["started_at"][:13] + ":00:00Z"
         totals = self.totals.setdefault(
-            (event["team"], event["model"], hour), [0, 0, 0, Decimal(0)]
+            (event["team"], event["user"], event["model"], hour), [0, 0, 0, Decimal(0)]
         )
         totals[0] += 1
         totals[1] += event["status"] == "error"
@@ -62,6 +62,7 @@ class _Pending:
             "totals": [
                 {
                     "team": team,
+                    "user": user,
                     "model": model,
                     "hour": hour,
                     "requests": t[0],
@@ -69,7 +70,7 @@ class _Pending:
                     "unpriced_requests": t[2],
                     "cost_usd": format(t[3].normalize(), "f"),
                 }
-                for (team, model, hour), t in self.totals.items()
+                for (team, user, model, hour), t in self.totals.items()
             ],
             "budgets": budgets,
         }

@@ -268,6 +268,13 @@ function renderTop(id, rows, emptyLabel) {
       h("td", { class: "num muted" }, count.format(row.requests)))));
 }
 
+function renderTops() {
+  const { top } = state.summary;
+  renderTop("top-teams", top.teams, "(no team)");
+  renderTop("top-users", top.users, "(no user)");
+  renderTop("top-models", top.models, "–");
+}
+
 function renderRecent() {
   const recent = state.summary.recent;
   const body = byId("recent");
@@ -321,9 +328,7 @@ function render() {
   renderKpis();
   renderChart();
   renderBudgets();
-  renderTop("top-teams", state.summary.top.teams, "(no team)");
-  renderTop("top-users", state.summary.top.users, "(no user)");
-  renderTop("top-models", state.summary.top.models, "–");
+  renderTops();
   renderRecent();
   renderAlerts();
 }
@@ -388,6 +393,21 @@ function addMoney(object, field, amount) {
   object[field] = decimalText(units(object[field]) + amount);
 }
 
+// A top list holds at most ten. One that is not full holds everyone with spend
+// in the range, so a newcomer starts from zero; in a full one, a name that is
+// missing has an unknown total and waits for the next load.
+function addToTop(rows, id, totals) {
+  let row = rows.find((r) => r.id === id);
+  if (!row) {
+    if (rows.length >= 10) return;
+    row = { id, spend_usd: "0", requests: 0 };
+    rows.push(row);
+  }
+  addMoney(row, "spend_usd", units(totals.cost_usd));
+  row.requests += totals.requests;
+  rows.sort((a, b) => (units(b.spend_usd) > units(a.spend_usd) ? 1 : units(b.spend_usd) < units(a.spend_usd) ? -1 : 0));
+}
+
 function applyLive(message) {
   const summary = state.summary;
   if (!summary) return;
@@ -423,6 +443,9 @@ function applyLive(message) {
     }
     series.values[index] = decimalText(units(series.values[index]) + cost);
     addMoney(series, "total_usd", cost);
+    addToTop(summary.top.teams, t.team, t);
+    addToTop(summary.top.users, t.user, t);
+    addToTop(summary.top.models, t.model, t);
   }
   k.error_rate_pct = k.requests > 0 ? ((k.errors * 100) / k.requests).toFixed(2) : null;
 
@@ -440,6 +463,7 @@ function applyLive(message) {
   renderKpis();
   renderChart();
   renderBudgets();
+  renderTops();
   renderRecent();
 }
 

@@ -1,0 +1,182 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright):
+sign in, see the numbers the database holds, get a live event sent through
+the API, change the range, and count the page's data requests.
+
+Skipped where /usr/bin/chromium or Playwright is missing (a laptop), but a
+failure under CI (the CI environment variable), which installs both.
+Set TOLLGATE_SCREENSHOT=docs/dashboard.png to refresh the screenshot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.db.models import Sum
+
+from budgets.models import Organization
+from tests.dashboard.conftest import PASSWORD, event, record
+from tracking.models import RequestEvent
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_browser() -> None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "the playwright package is not installed"
+    else:
+        if CHROMIUM.exists():
+            return
+        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(f"The browser test must run in CI, but {reason}.")
+    pytest.skip(reason)
+
+
+def usd(amount: Decimal) -> str:
+    """As the page shows money (Intl.NumberFormat en-US, USD)."""
+    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+
+
+def spend_since(org: Organization, since: datetime, **filters: str) -> Decimal:
+    events = RequestEvent.objects.filter(org=org, started_at__gte=since, **filters)
+    return events.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the database holds, as the page must show it."""
+
+    week: Decimal  # spend of the 7d range
+    search_week: Decimal  # the same, of team "search"
+    today: Decimal
+    all_time: Decimal  # the 30d range holds every seeded event
+    requests_in_week: int
+    newest: str  # event id at the top of the recent list
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_real_browser(server, api, make_key, make_user, capsys):
+    require_browser()
+    call_command("load_prices", stdout=io.StringIO())
+    call_command("seed_demo", org="demo", days=7, events=3000, stdout=io.StringIO())
+    demo = Organization.objects.get(slug="demo")
+    key = make_key(demo)
+    make_user("ann", org=demo)
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    week_start = today - timedelta(days=6)
+    expected = Expected(
+        week=spend_since(demo, week_start),
+        search_week=spend_since(demo, week_start, team__slug="search"),
+        today=spend_since(demo, today),
+        all_time=spend_since(demo, now - timedelta(days=30)),
+        requests_in_week=RequestEvent.objects.filter(org=demo, started_at__gte=week_start).count(),
+        newest=RequestEvent.objects.filter(org=demo).order_by("-started_at")[0].event_id,
+    )
+
+    # Playwright's sync API runs an event loop in its thread, which Django's
+    # connections must not see: the browser runs in a thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        timings, shot = pool.submit(drive_browser, server.url, api, key, expected).result()
+
+    with capsys.disabled():
+        print(
+            f"\ndashboard time to interactive: first visit {timings[0]:.0f} ms, warm {timings[1]:.0f} ms"
+        )
+    target = os.environ.get("TOLLGATE_SCREENSHOT")
+    if target:
+        Path(target).write_bytes(shot)
+
+
+def drive_browser(
+    base: str, api: httpx.Client, key: str, expected: Expected
+) -> tuple[list[float], bytes]:
+    """Sign in, check the page against `expected`, take a live event and a
+    range change; returns the times to interactive (ms) and a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(
+            viewport={"width": 1440, "height": 1100}, locale="en-US", timezone_id="UTC"
+        )
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        data_requests: list[str] = []
+        page.on(
+            "request",
+            lambda r: data_requests.append(r.url) if r.resource_type in ("fetch", "xhr") else None,
+        )
+
+        page.goto(f"{base}/")
+        assert "/accounts/login/" in page.url
+        page.fill("#id_username", "ann")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        interactive = "performance.getEntriesByName('tollgate-interactive')[0].startTime"
+        page.wait_for_selector("body[data-ready='1']")
+        timings = [page.evaluate(interactive)]  # first visit: nothing cached
+        data_requests.clear()
+        page.goto(f"{base}/?range=7d")  # again: script and styles cached
+        page.wait_for_selector("body[data-ready='1']")
+        timings.append(page.evaluate(interactive))
+        assert len(data_requests) == 1, data_requests
+        assert "/v1/dashboard/summary?range=7d" in data_requests[0]
+        assert page.text_content("#kpi-spend") == usd(expected.week)
+        assert page.text_content("#kpi-today") == usd(expected.today)
+        assert page.text_content("#kpi-requests") == f"{expected.requests_in_week:,}"
+        assert page.locator(f"tr[data-event-id='{expected.newest}']").count() == 1
+        assert page.locator(".budget").count() == 6
+        assert page.locator("#chart svg rect").count() > 0
+
+        page.wait_for_selector("body[data-live='1']")
+        record(api, key, [event("live-browser-1", cost="1.25", team="search")])
+        page.wait_for_selector("tr[data-event-id='live-browser-1']", timeout=5000)
+        page.wait_for_function(
+            "expected => document.getElementById('kpi-spend').textContent === expected",
+            arg=usd(expected.week + Decimal("1.25")),
+            timeout=5000,
+        )
+        assert page.text_content("#kpi-requests") == f"{expected.requests_in_week + 1:,}"
+        search_row = page.locator("#top-teams tr").filter(has_text="search")
+        assert search_row.locator("td.num").first.text_content() == usd(
+            expected.search_week + Decimal("1.25")
+        )
+        assert len(data_requests) == 1, "the live event came over the websocket"
+        page.wait_for_timeout(300)
+        shot = page.screenshot(full_page=True)
+
+        page.click("a[data-range='30d']")
+        page.wait_for_url(lambda url: url.endswith("/?range=30d"))
+        page.wait_for_selector("body[data-range='30d']:not([data-loading])")
+        assert page.text_content("#kpi-spend") == usd(expected.all_time + Decimal("1.25"))
+        assert len(data_requests) == 2
+        page.go_back()
+        page.wait_for_selector("body[data-range='7d']:not([data-loading])")
+        assert "range=7d" in page.url
+        assert errors == []
+        browser.close()
+    return timings, shot

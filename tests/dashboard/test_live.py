@@ -1,0 +1,182 @@
+"""Live spend over /ws/spend/: recorded events reach the signed-in users of
+their organization (and no one else), and a slow or broken channel layer
+never slows or fails ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from websockets.sync.client import connect
+
+from budgets import auth, db
+from budgets.api import Request
+from config.asgi import application
+from dashboard import live
+from tests.dashboard.conftest import cookie_header, event, record
+from tracking import ingest
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+def cookie(user) -> bytes | None:
+    """The session cookie of `user` (made with the sync ORM, before the loop starts)."""
+    return None if user is None else cookie_header(user)["Cookie"].encode()
+
+
+def communicator(session: bytes | None, query: str = "") -> WebsocketCommunicator:
+    headers = [ORIGIN] if session is None else [ORIGIN, (b"cookie", session)]
+    return WebsocketCommunicator(application, f"/ws/spend/{query}", headers=headers)
+
+
+async def ingest_events(
+    key: str | auth.ApiKeyInfo, events: list[dict[str, Any]]
+) -> tuple[int, Any]:
+    """POST /v1/events in this process (so that this loop's channel layer and
+    tasks carry the live update)."""
+    if isinstance(key, str):
+        key = await auth.aauthenticate(f"Bearer {key}".encode())
+    request = Request(
+        method="POST",
+        path="/v1/events",
+        query={},
+        headers={},
+        body=json.dumps({"events": events}).encode(),
+        key=key,
+    )
+    return await ingest.record_events(request)
+
+
+def run(coroutine) -> Any:
+    async def main():
+        try:
+            return await coroutine
+        finally:
+            await db.close_pool()
+
+    return asyncio.run(main())
+
+
+def test_recorded_events_reach_their_orgs_dashboards_only(
+    org, key, make_org, make_user, make_budget
+):
+    make_budget(org, "100", period="month")
+    ann = cookie(make_user("ann", org=org))
+    outsider = cookie(make_user("bob", org=make_org("globex")))
+    staff = cookie(make_user("root", staff=True))
+
+    async def scenario():
+        member, other, watcher = (
+            communicator(ann),
+            communicator(outsider),
+            communicator(staff, "?org=acme"),
+        )
+        for socket in (member, other, watcher):
+            connected, _ = await socket.connect()
+            assert connected
+        assert (await member.receive_json_from(timeout=5)) == {"type": "hello", "org": "acme"}
+        assert (await other.receive_json_from(timeout=5)) == {"type": "hello", "org": "globex"}
+        assert (await watcher.receive_json_from(timeout=5))["org"] == "acme"
+
+        status, _ = await ingest_events(
+            key, [event("live-1", cost="0.25", team="search"), event("live-2", cost="1", team=None)]
+        )
+        assert status == 201
+        message = await member.receive_json_from(timeout=5)
+        assert (await watcher.receive_json_from(timeout=5)) == message
+        assert await other.receive_nothing(timeout=0.3)
+
+        # A replay adds nothing: no second message.
+        status, _ = await ingest_events(key, [event("live-1", cost="0.25", team="search")])
+        assert status == 200
+        assert await member.receive_nothing(timeout=0.3)
+        for socket in (member, other, watcher):
+            await socket.disconnect()
+        return message
+
+    message = run(scenario())
+
+    assert message["type"] == "spend"
+    assert {e["id"] for e in message["events"]} == {"live-1", "live-2"}
+    first = next(e for e in message["events"] if e["id"] == "live-1")
+    assert first["team"] == "search" and first["cost_usd"] == "0.25" and first["tokens"] == 120
+    assert first["status"] == "ok" and first["priced"] is True and first["user"] == "alice"
+    totals = {t["team"]: t for t in message["totals"]}
+    assert totals["search"]["cost_usd"] == "0.25" and totals["search"]["requests"] == 1
+    assert totals[None]["cost_usd"] == "1"
+    [budget] = message["budgets"]
+    assert budget["scope"] == "org" and budget["spent_usd"] == "1.25"
+
+
+@pytest.mark.parametrize(
+    ("who", "query", "code"),
+    [
+        pytest.param(None, "", 4401, id="signed-out"),
+        pytest.param("drifter", "", 4403, id="no-org"),
+        pytest.param("ann", "?org=globex", 4403, id="member-of-another-org"),
+        pytest.param("root", "?org=initech", 4403, id="staff-unknown-org"),
+    ],
+)
+def test_who_may_not_listen_is_turned_away(org, make_org, make_user, who, query, code):
+    make_org("globex")
+    users = {
+        "drifter": cookie(make_user("drifter")),
+        "ann": cookie(make_user("ann", org=org)),
+        "root": cookie(make_user("root", staff=True)),
+    }
+
+    async def scenario():
+        socket = communicator(users.get(who), query)
+        connected, close_code = await socket.connect()
+        return connected, close_code
+
+    assert run(scenario()) == (False, code)
+
+
+class StuckLayer:
+    async def group_send(self, group: str, message: dict) -> None:
+        await asyncio.sleep(30)
+
+
+class BrokenLayer:
+    async def group_send(self, group: str, message: dict) -> None:
+        raise ConnectionError("redis is down")
+
+
+@pytest.mark.parametrize("layer", [StuckLayer(), BrokenLayer()], ids=["stuck", "broken"])
+def test_a_bad_channel_layer_never_slows_or_fails_ingest(org, key, monkeypatch, caplog, layer):
+    monkeypatch.setattr(live, "get_channel_layer", lambda: layer)
+    monkeypatch.setattr(live, "STEP_TIMEOUT", 0.2)
+
+    async def scenario():
+        key_info = await auth.aauthenticate(f"Bearer {key}".encode())  # opens the pool too
+        started = time.monotonic()
+        status, body = await ingest_events(key_info, [event("e-1", cost="0.5")])
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.5)  # the send times out (stuck) or fails (broken) meanwhile
+        return status, body, elapsed
+
+    with caplog.at_level(logging.WARNING, logger="dashboard.live"):
+        status, body, elapsed = run(scenario())
+
+    assert status == 201 and body["results"][0]["duplicate"] is False
+    assert elapsed < 0.2
+    assert "live update for org" in caplog.text and "dropped" in caplog.text
+
+
+def test_live_updates_through_the_real_server(server, api, org, key, make_user):
+    """The same path as the browser: uvicorn's websocket, the API, one process."""
+    ann = make_user("ann", org=org)
+    url = server.url.replace("http://", "ws://") + "/ws/spend/"
+
+    with connect(url, additional_headers={**cookie_header(ann), "Origin": server.url}) as socket:
+        assert json.loads(socket.recv(timeout=5)) == {"type": "hello", "org": "acme"}
+        record(api, key, [event("over-the-wire", cost="0.75")])
+        message = json.loads(socket.recv(timeout=5))
+
+    assert [e["id"] for e in message["events"]] == ["over-the-wire"]
