@@ -738,7 +738,6 @@ DECLARE
     v_from timestamptz;
     v_lo timestamptz;
     v_hi timestamptz;
-    v_step interval;
     v_team bigint;
     v_aggregated timestamptz;
     v_pruned timestamptz;
@@ -753,7 +752,6 @@ BEGIN
     v_month_end := ((v_month AT TIME ZONE p_tz) + interval '1 month') AT TIME ZONE p_tz;
     v_week := v_hour - interval '7 days';
     v_hi := v_hour + interval '1 hour';
-    v_step := CASE WHEN p_range = '24h' THEN interval '1 hour' ELSE interval '1 day' END;
     v_from := CASE p_range
         WHEN '24h' THEN v_hi - interval '24 hours'
         WHEN '7d' THEN ((v_today AT TIME ZONE p_tz) - interval '6 days') AT TIME ZONE p_tz
@@ -814,9 +812,15 @@ BEGIN
         WHERE u.hour >= v_from
         GROUP BY 1, 2, 3, 4
     ),
+    -- Every bucket of the chart, also those without spend: UTC hours, or
+    -- local days stepped in local time (a day is not always 24 hours).
     buckets AS (
-        SELECT b AS bucket FROM generate_series(
-            v_from, CASE WHEN p_range = '24h' THEN v_hour ELSE v_today END, v_step, p_tz) b
+        SELECT h AS bucket FROM generate_series(v_from, v_hour, interval '1 hour') h
+        WHERE p_range = '24h'
+        UNION ALL
+        SELECT d AT TIME ZONE p_tz
+        FROM generate_series(v_from AT TIME ZONE p_tz, v_today AT TIME ZONE p_tz, interval '1 day') d
+        WHERE p_range <> '24h'
     ),
     -- The chart's stacks: by team (by model when one team is shown); the six
     -- largest on their own, the rest together as "other".

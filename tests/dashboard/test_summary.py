@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import User
@@ -171,6 +172,23 @@ def test_hourly_range_has_24_buckets_and_month_to_date_starts_on_the_first(api, 
     assert hourly["kpis"]["spend_usd"] == "1.5"
     assert monthly["from"] == day_start(now).replace(day=1).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert len(monthly["chart"]["buckets"]) == now.day
+
+
+def test_days_are_the_orgs_local_days(api, make_org, make_key):
+    tokyo = make_org("tokyo", time_zone="Asia/Tokyo")
+    key = make_key(tokyo)
+    now = datetime.now(UTC)
+    record(api, key, [event("a", cost="1", started_at=now - timedelta(seconds=30))])
+
+    body = api.get(SUMMARY, params={"range": "7d"}, headers=auth(key)).json()
+
+    local = now.astimezone(ZoneInfo("Asia/Tokyo"))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [(midnight - timedelta(days=6 - i)).astimezone(UTC) for i in range(7)]
+    assert body["chart"]["buckets"] == [d.strftime("%Y-%m-%dT%H:%M:%SZ") for d in days]
+    assert body["from"] == body["chart"]["buckets"][0]
+    assert body["kpis"]["today_starts_at"] == body["chart"]["buckets"][-1]
+    assert body["chart"]["series"][0]["values"][-1] == "1"
 
 
 def test_team_filter_narrows_everything_but_the_budgets_and_splits_by_model(
