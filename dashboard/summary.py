@@ -1,6 +1,6 @@
 """GET /v1/dashboard/summary: everything the dashboard page shows, in one
-response from one database call (tollgate_dashboard_summary in
-budgets/sql/functions.sql).
+response from two concurrent database calls (tollgate_dashboard_summary and
+tollgate_dashboard_breakdown in budgets/sql/functions.sql).
 
 Served by the hot-path router (budgets.api), not by a Django view: a
 dashboard that polls or many people watching must not cost a thread hop and
@@ -10,6 +10,8 @@ session cookie of a signed-in dashboard user (the page's own fetch).
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from budgets import auth, db, inputs
@@ -118,13 +120,19 @@ async def summary(request: Request) -> tuple[int, Summary]:
     team = _query_value(request, "team")
     org = _query_value(request, "org")
     params = await _scope(request, team, org)
-    row = await db.fetch_one("dashboard_summary", {**params, "range": range_})
-    if row is None:
+    # Two statements on two pooled connections at once, so that their two
+    # aggregations over the rollups use two cores; one `at` gives both the
+    # same bounds.
+    params.update(range=range_, at=datetime.now(UTC))
+    row, breakdown = await asyncio.gather(
+        db.fetch_one("dashboard_summary", params), db.fetch_one("dashboard_breakdown", params)
+    )
+    if row is None or breakdown is None or row[0] != breakdown[0]:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result = row[1]
-    if result["status"] == "not_found":
+    if result["status"] == "not_found" or breakdown[1] is None:
         raise ApiError(404, "not_found", f"Unknown team '{params['team']}'.", field="team")
-    body: Summary = result["summary"]
+    body: Summary = {**result["summary"], **breakdown[1]}
     key = request.key
     if key is not None and key.team_slug is not None:
         # A team-limited key sees the org's budgets and its own team's.

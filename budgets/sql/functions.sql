@@ -701,46 +701,114 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
 
--- Everything the dashboard shows for one org (GET /v1/dashboard/summary), as
--- one jsonb value from one statement over one snapshot.
+-- The dashboard (GET /v1/dashboard/summary) is two statements that the
+-- server runs at the same time on two pooled connections, so that the two
+-- heavy aggregations use two cores: tollgate_dashboard_summary (KPIs,
+-- budgets, recent requests) and tollgate_dashboard_breakdown (chart, top
+-- lists). Both take the same p_at, hence the same bounds.
 --
 -- p_range: '24h' (the current UTC hour and the 23 before it, hourly buckets),
 -- '7d' / '30d' (today and the 6 / 29 days before it, local days of p_tz) or
--- 'mtd' (this local month, daily). p_team: a team slug to narrow everything
--- but the budgets to that team (then the chart is split by model, not team).
---
--- Usage comes from the hourly rollups where they are final and from raw
--- events elsewhere: an hour in which an event arrived after the aggregation
--- watermark (every event received up to it is in the rollups) is read from
--- tracking_requestevent, because its rollup may miss that event; hours before
--- the prune horizon only exist as rollups. The same rule as GET /v1/usage.
---
--- "Today", "month to date" and the trailing-week run rate behind the month-end
--- projection need the month and the last 7 days whatever the range, so usage
--- is read from the earliest of these. Rollup hours count in the local day that
+-- 'mtd' (this local month, daily). "Today", "month to date" and the
+-- trailing-week run rate behind the month-end projection need the month and
+-- the last 7 days whatever the range. Rollup hours count in the local day
 -- they start in (exact for zones with whole-hour offsets).
---
+CREATE OR REPLACE FUNCTION tollgate_dashboard_bounds(p_range text, p_tz text, p_at timestamptz)
+RETURNS TABLE (range_from timestamptz, hour timestamptz, today timestamptz, month timestamptz,
+               month_end timestamptz, week timestamptz, lo timestamptz, hi timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT f.range_from, b.hour, b.today, b.month, b.month_end, b.week,
+           date_trunc('hour', least(f.range_from, b.month, b.week), 'UTC'), b.hour + interval '1 hour'
+    FROM (SELECT date_trunc('hour', p_at, 'UTC') AS hour,
+                 date_trunc('day', p_at, p_tz) AS today,
+                 date_trunc('month', p_at, p_tz) AS month,
+                 ((date_trunc('month', p_at, p_tz) AT TIME ZONE p_tz) + interval '1 month')
+                     AT TIME ZONE p_tz AS month_end,
+                 date_trunc('hour', p_at, 'UTC') - interval '7 days' AS week) b
+    CROSS JOIN LATERAL (SELECT CASE p_range
+        WHEN '24h' THEN b.hour + interval '1 hour' - interval '24 hours'
+        WHEN '7d' THEN ((b.today AT TIME ZONE p_tz) - interval '6 days') AT TIME ZONE p_tz
+        WHEN '30d' THEN ((b.today AT TIME ZONE p_tz) - interval '29 days') AT TIME ZONE p_tz
+        WHEN 'mtd' THEN b.month END AS range_from) f
+$$;
+
+-- Usage of one org (one team when p_team is set) per hour, team, user and
+-- model in [p_lo, p_hi): the hourly rollups where they are final, raw events
+-- elsewhere. An hour in which an event arrived after the aggregation
+-- watermark (every event received up to it is in the rollups) is read from
+-- tracking_requestevent, because its rollup may miss that event; hours
+-- before the prune horizon only exist as rollups. The rule of GET /v1/usage.
 -- Indexes: rollup_unique_bucket (org, hour, …) for the rollups,
 -- event_received for the events after the watermark (a short tail),
--- event_org_started for raw hours and the recent requests.
--- Result: {"status": "ok", "summary": {…}} or {"status": "not_found"} for an
--- unknown team.
+-- event_org_started for the raw hours.
+--
+-- The watermarks are arguments (see tollgate_dashboard_watermarks) so that the
+-- planner sees their values: the tail after the aggregation watermark is then
+-- found through event_received, not by reading the org's whole range.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
+    p_org bigint, p_team bigint, p_lo timestamptz, p_hi timestamptz,
+    p_aggregated timestamptz, p_pruned timestamptz)
+RETURNS TABLE (hour timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
+               errors bigint, unpriced bigint, cost numeric)
+LANGUAGE sql STABLE AS $$
+    WITH raw_hours AS MATERIALIZED (
+        SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
+        FROM tracking_requestevent e
+        WHERE e.received_at > p_aggregated AND e.org_id = p_org
+          AND e.started_at >= greatest(p_lo, p_pruned) AND e.started_at < p_hi
+    )
+    SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors, r.unpriced_requests,
+           r.cost_usd
+    FROM tracking_hourlyrollup r
+    WHERE r.org_id = p_org AND r.hour >= p_lo AND r.hour < p_hi
+      AND r.hour NOT IN (SELECT hour FROM raw_hours)
+      AND (p_team IS NULL OR r.team_id = p_team)
+    UNION ALL
+    -- Per raw hour, an index range scan of that hour (a grouped LATERAL is
+    -- not flattened: as a plain join, a misjudged number of raw hours made
+    -- the planner read all of the org's events instead).
+    SELECT h.hour, x.team_id, x.user_id, x.model, x.requests, x.errors, x.unpriced, x.cost
+    FROM raw_hours h
+    CROSS JOIN LATERAL (
+        SELECT e.team_id, e.user_id, e.model, count(*) AS requests,
+               count(*) FILTER (WHERE e.status = 'error') AS errors,
+               count(*) FILTER (WHERE NOT e.priced) AS unpriced, sum(e.cost_usd) AS cost
+        FROM tracking_requestevent e
+        WHERE e.org_id = p_org
+          AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
+          AND (p_team IS NULL OR e.team_id = p_team)
+        GROUP BY 1, 2, 3) x
+$$;
+
+-- aggregate_usage's watermark (every event received up to it is in the
+-- rollups) and prune_events' (raw events before it are gone).
+CREATE OR REPLACE FUNCTION tollgate_dashboard_watermarks(
+    OUT aggregated timestamptz, OUT pruned timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
+                     WHERE name = 'aggregate_usage'), '-infinity'),
+           coalesce((SELECT watermark FROM tracking_aggregationstate
+                     WHERE name = 'prune_events'), '-infinity')
+$$;
+
+-- KPIs, budgets, recent requests (the last 50) and the org's teams.
+-- Result: {"status": "ok", "summary": {…}}, or {"status": "not_found"} for
+-- a team the org does not have.
+-- Indexes: event_org_started for the recent requests (newest first).
 CREATE OR REPLACE FUNCTION tollgate_dashboard_summary(
     p_org bigint, p_tz text, p_range text, p_team text, p_at timestamptz)
-RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+RETURNS jsonb LANGUAGE plpgsql STABLE
+-- Plans made for this call's values: a plan cached for "any watermark" would
+-- read the org's whole range instead of the short tail after it. The
+-- aggregations over a month of rollups (~100k rows at 10M events a week)
+-- need more than the default 4 MB to hash in memory instead of sorting on disk.
+SET plan_cache_mode = force_custom_plan
+SET work_mem = '32MB' AS $$
 DECLARE
     v_at timestamptz := coalesce(p_at, now());
-    v_hour timestamptz := date_trunc('hour', coalesce(p_at, now()), 'UTC');
-    v_today timestamptz := date_trunc('day', coalesce(p_at, now()), p_tz);
-    v_month timestamptz := date_trunc('month', coalesce(p_at, now()), p_tz);
-    v_month_end timestamptz;
-    v_week timestamptz;
-    v_from timestamptz;
-    v_lo timestamptz;
-    v_hi timestamptz;
     v_team bigint;
-    v_aggregated timestamptz;
-    v_pruned timestamptz;
+    b record;
+    w record;
     v_summary jsonb;
 BEGIN
     IF p_team IS NOT NULL THEN
@@ -749,81 +817,129 @@ BEGIN
             RETURN jsonb_build_object('status', 'not_found', 'field', 'team');
         END IF;
     END IF;
-    v_month_end := ((v_month AT TIME ZONE p_tz) + interval '1 month') AT TIME ZONE p_tz;
-    v_week := v_hour - interval '7 days';
-    v_hi := v_hour + interval '1 hour';
-    v_from := CASE p_range
-        WHEN '24h' THEN v_hi - interval '24 hours'
-        WHEN '7d' THEN ((v_today AT TIME ZONE p_tz) - interval '6 days') AT TIME ZONE p_tz
-        WHEN '30d' THEN ((v_today AT TIME ZONE p_tz) - interval '29 days') AT TIME ZONE p_tz
-        WHEN 'mtd' THEN v_month
-    END;
-    IF v_from IS NULL THEN
+    SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, v_at);
+    IF b.range_from IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'unknown range ' || p_range;
     END IF;
-    v_lo := date_trunc('hour', least(v_from, v_month, v_week));
-    SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
-                     WHERE name = 'aggregate_usage'), '-infinity'),
-           coalesce((SELECT watermark FROM tracking_aggregationstate
-                     WHERE name = 'prune_events'), '-infinity')
-    INTO v_aggregated, v_pruned;
+    SELECT * INTO w FROM tollgate_dashboard_watermarks();
 
-    WITH raw_hours AS MATERIALIZED (
-        SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
-        FROM tracking_requestevent e
-        WHERE e.received_at > v_aggregated AND e.org_id = p_org
-          AND e.started_at >= greatest(v_lo, v_pruned) AND e.started_at < v_hi
-    ),
-    usage AS MATERIALIZED (
-        SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors,
-               r.unpriced_requests, r.cost_usd
-        FROM tracking_hourlyrollup r
-        WHERE r.org_id = p_org AND r.hour >= v_lo AND r.hour < v_hi
-          AND r.hour NOT IN (SELECT hour FROM raw_hours)
-          AND (v_team IS NULL OR r.team_id = v_team)
-        UNION ALL
-        SELECT h.hour, e.team_id, e.user_id, e.model, count(*),
-               count(*) FILTER (WHERE e.status = 'error'), count(*) FILTER (WHERE NOT e.priced),
-               sum(e.cost_usd)
-        FROM raw_hours h
-        JOIN tracking_requestevent e
-          ON e.org_id = p_org
-         AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
-        WHERE v_team IS NULL OR e.team_id = v_team
-        GROUP BY 1, 2, 3, 4
+    WITH hourly AS (
+        SELECT u.hour, sum(u.requests) AS requests, sum(u.errors) AS errors,
+               sum(u.unpriced) AS unpriced, sum(u.cost) AS cost
+        FROM tollgate_dashboard_usage(p_org, v_team, b.lo, b.hi, w.aggregated, w.pruned) u
+        GROUP BY u.hour
     ),
     kpis AS (
-        SELECT coalesce(sum(u.cost_usd) FILTER (WHERE u.hour >= v_from), 0) AS spend,
-               coalesce(sum(u.requests) FILTER (WHERE u.hour >= v_from), 0) AS requests,
-               coalesce(sum(u.errors) FILTER (WHERE u.hour >= v_from), 0) AS errors,
-               coalesce(sum(u.unpriced_requests) FILTER (WHERE u.hour >= v_from), 0) AS unpriced,
-               coalesce(sum(u.cost_usd) FILTER (WHERE u.hour >= v_today), 0) AS today,
-               coalesce(sum(u.cost_usd) FILTER (WHERE u.hour >= v_month), 0) AS mtd,
-               coalesce(sum(u.cost_usd) FILTER (WHERE u.hour >= v_week), 0) AS week
-        FROM usage u
+        SELECT coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.range_from), 0) AS spend,
+               coalesce(sum(h.requests) FILTER (WHERE h.hour >= b.range_from), 0) AS requests,
+               coalesce(sum(h.errors) FILTER (WHERE h.hour >= b.range_from), 0) AS errors,
+               coalesce(sum(h.unpriced) FILTER (WHERE h.hour >= b.range_from), 0) AS unpriced,
+               coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.today), 0) AS today,
+               coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.month), 0) AS mtd,
+               coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.week), 0) AS week
+        FROM hourly h
     ),
+    recent AS (
+        SELECT e.event_id, e.started_at, t.slug AS team, u.external_id AS "user", e.model,
+               e.input_tokens + e.cache_read_tokens + e.cache_write_tokens + e.output_tokens
+                   + e.reasoning_tokens AS tokens,
+               e.cost_usd, e.priced, e.status, e.latency_ms
+        FROM tracking_requestevent e
+        LEFT JOIN budgets_team t ON t.id = e.team_id
+        LEFT JOIN budgets_enduser u ON u.id = e.user_id
+        WHERE e.org_id = p_org AND (v_team IS NULL OR e.team_id = v_team)
+        ORDER BY e.started_at DESC
+        LIMIT 50
+    )
+    SELECT jsonb_build_object(
+        'org', (SELECT jsonb_build_object('slug', o.slug, 'name', o.name, 'time_zone', p_tz)
+                FROM budgets_organization o WHERE o.id = p_org),
+        'range', p_range,
+        'team', p_team,
+        'granularity', CASE WHEN p_range = '24h' THEN 'hour' ELSE 'day' END,
+        'from', tollgate_iso(b.range_from),
+        'to', tollgate_iso(v_at),
+        'generated_at', tollgate_iso(v_at),
+        'aggregated_through', (SELECT tollgate_iso(watermark) FROM tracking_aggregationstate
+                               WHERE name = 'aggregate_usage'),
+        'kpis', (SELECT jsonb_build_object(
+            'spend_usd', trim_scale(k.spend)::text,
+            'today_usd', trim_scale(k.today)::text,
+            'month_to_date_usd', trim_scale(k.mtd)::text,
+            -- Month to date plus the trailing week's hourly rate until month end.
+            'run_rate_usd_per_hour', trim_scale(round(k.week / 168, 10))::text,
+            'projected_month_usd', trim_scale(round(k.mtd + k.week / 168
+                * extract(epoch FROM b.month_end - v_at) / 3600, 2))::text,
+            'today_starts_at', tollgate_iso(b.today),
+            'month_starts_at', tollgate_iso(b.month),
+            'month_ends_at', tollgate_iso(b.month_end),
+            'requests', k.requests,
+            'errors', k.errors,
+            'error_rate_pct', CASE WHEN k.requests > 0
+                                   THEN round(k.errors * 100.0 / k.requests, 2)::text END,
+            'unpriced_requests', k.unpriced) FROM kpis k),
+        'budgets', tollgate_list_budgets(p_org, p_tz, v_at),
+        'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', r.event_id, 'started_at', tollgate_iso(r.started_at),
+                       'team', r.team, 'user', r."user", 'model', r.model, 'tokens', r.tokens,
+                       'cost_usd', trim_scale(r.cost_usd)::text, 'priced', r.priced,
+                       'status', r.status, 'latency_ms', r.latency_ms)
+                       ORDER BY r.started_at DESC), '[]') FROM recent r),
+        'teams', (SELECT coalesce(jsonb_agg(t.slug ORDER BY t.slug), '[]')
+                  FROM budgets_team t WHERE t.org_id = p_org),
+        'alerts', '[]'::jsonb)
+    INTO v_summary;
+    RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);
+END $$;
+
+-- The chart (spend per bucket, stacked by team, or by model when p_team is
+-- set; the six largest on their own, the rest as "other") and the top ten
+-- teams, users and models of the range. Result: {"chart": {…}, "top": {…}},
+-- or NULL for a team the org does not have.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_breakdown(
+    p_org bigint, p_tz text, p_range text, p_team text, p_at timestamptz)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_custom_plan
+SET work_mem = '32MB'
+-- Grouping ~100k rollup rows by (bucket, team, user, model): the planner,
+-- misled by the raw tail's estimate, sorts them (89 ms at 10M events) where
+-- hashing takes 58 ms.
+SET enable_sort = off AS $$
+DECLARE
+    v_team bigint;
+    b record;
+    w record;
+    v_result jsonb;
+BEGIN
+    IF p_team IS NOT NULL THEN
+        SELECT id INTO v_team FROM budgets_team WHERE org_id = p_org AND slug = p_team;
+        IF v_team IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()));
+    SELECT * INTO w FROM tollgate_dashboard_watermarks();
+
     -- The range at bucket granularity: everything below reads this small set.
-    grid AS MATERIALIZED (
+    WITH grid AS MATERIALIZED (
         SELECT CASE WHEN p_range = '24h' THEN u.hour
                     ELSE date_trunc('day', u.hour, p_tz) END AS bucket,
-               u.team_id, u.user_id, u.model, sum(u.requests) AS requests,
-               sum(u.cost_usd) AS cost
-        FROM usage u
-        WHERE u.hour >= v_from
+               u.team_id, u.user_id, u.model, sum(u.requests) AS requests, sum(u.cost) AS cost
+        FROM tollgate_dashboard_usage(p_org, v_team, b.range_from, b.hi, w.aggregated,
+                                      w.pruned) u
         GROUP BY 1, 2, 3, 4
     ),
-    -- Every bucket of the chart, also those without spend: UTC hours, or
-    -- local days stepped in local time (a day is not always 24 hours).
+    -- Every bucket, also those without spend: UTC hours, or local days
+    -- stepped in local time (a day is not always 24 hours).
     buckets AS (
-        SELECT h AS bucket FROM generate_series(v_from, v_hour, interval '1 hour') h
+        SELECT h AS bucket FROM generate_series(b.range_from, b.hour, interval '1 hour') h
         WHERE p_range = '24h'
         UNION ALL
         SELECT d AT TIME ZONE p_tz
-        FROM generate_series(v_from AT TIME ZONE p_tz, v_today AT TIME ZONE p_tz, interval '1 day') d
+        FROM generate_series(b.range_from AT TIME ZONE p_tz, b.today AT TIME ZONE p_tz,
+                             interval '1 day') d
         WHERE p_range <> '24h'
     ),
-    -- The chart's stacks: by team (by model when one team is shown); the six
-    -- largest on their own, the rest together as "other".
     stacked AS (
         SELECT g.bucket, CASE WHEN v_team IS NULL THEN t.slug ELSE g.model END AS key,
                sum(g.cost) AS cost
@@ -844,9 +960,9 @@ BEGIN
         SELECT k.key, k.other, k.rank,
                (SELECT sum(s.cost) FROM stacks s
                 WHERE s.key IS NOT DISTINCT FROM k.key AND s.other = k.other) AS total,
-               (SELECT jsonb_agg(trim_scale(coalesce(s.cost, 0))::text ORDER BY b.bucket)
-                FROM buckets b
-                LEFT JOIN stacks s ON s.bucket = b.bucket
+               (SELECT jsonb_agg(trim_scale(coalesce(s.cost, 0))::text ORDER BY bk.bucket)
+                FROM buckets bk
+                LEFT JOIN stacks s ON s.bucket = bk.bucket
                  AND s.key IS NOT DISTINCT FROM k.key AND s.other = k.other) AS "values"
         FROM (SELECT DISTINCT key, other, rank FROM stacks) k
     ),
@@ -863,48 +979,12 @@ BEGIN
     top_models AS (
         SELECT g.model AS id, sum(g.cost) AS cost, sum(g.requests) AS requests
         FROM grid g GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
-    ),
-    recent AS (
-        SELECT e.event_id, e.started_at, t.slug AS team, u.external_id AS "user", e.model,
-               e.input_tokens + e.cache_read_tokens + e.cache_write_tokens + e.output_tokens
-                   + e.reasoning_tokens AS tokens,
-               e.cost_usd, e.priced, e.status, e.latency_ms
-        FROM tracking_requestevent e
-        LEFT JOIN budgets_team t ON t.id = e.team_id
-        LEFT JOIN budgets_enduser u ON u.id = e.user_id
-        WHERE e.org_id = p_org AND (v_team IS NULL OR e.team_id = v_team)
-        ORDER BY e.started_at DESC
-        LIMIT 50
     )
     SELECT jsonb_build_object(
-        'org', (SELECT jsonb_build_object('slug', o.slug, 'name', o.name, 'time_zone', p_tz)
-                FROM budgets_organization o WHERE o.id = p_org),
-        'range', p_range,
-        'team', p_team,
-        'granularity', CASE WHEN p_range = '24h' THEN 'hour' ELSE 'day' END,
-        'from', tollgate_iso(v_from),
-        'to', tollgate_iso(v_at),
-        'generated_at', tollgate_iso(v_at),
-        'aggregated_through', CASE WHEN v_aggregated > '-infinity' THEN tollgate_iso(v_aggregated) END,
-        'kpis', (SELECT jsonb_build_object(
-            'spend_usd', trim_scale(k.spend)::text,
-            'today_usd', trim_scale(k.today)::text,
-            'month_to_date_usd', trim_scale(k.mtd)::text,
-            -- Month to date plus the trailing week's hourly rate until month end.
-            'run_rate_usd_per_hour', trim_scale(round(k.week / 168, 10))::text,
-            'projected_month_usd', trim_scale(round(k.mtd + k.week / 168
-                * extract(epoch FROM v_month_end - v_at) / 3600, 2))::text,
-            'today_starts_at', tollgate_iso(v_today),
-            'month_starts_at', tollgate_iso(v_month),
-            'month_ends_at', tollgate_iso(v_month_end),
-            'requests', k.requests,
-            'errors', k.errors,
-            'error_rate_pct', CASE WHEN k.requests > 0
-                                   THEN round(k.errors * 100.0 / k.requests, 2)::text END,
-            'unpriced_requests', k.unpriced) FROM kpis k),
         'chart', jsonb_build_object(
             'split_by', CASE WHEN v_team IS NULL THEN 'team' ELSE 'model' END,
-            'buckets', (SELECT jsonb_agg(tollgate_iso(b.bucket) ORDER BY b.bucket) FROM buckets b),
+            'buckets', (SELECT jsonb_agg(tollgate_iso(bk.bucket) ORDER BY bk.bucket)
+                        FROM buckets bk),
             'series', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                            'key', s.key, 'other', s.other, 'total_usd', trim_scale(s.total)::text,
                            'values', s."values") ORDER BY s.rank), '[]') FROM series s)),
@@ -917,17 +997,7 @@ BEGIN
                           ORDER BY x.cost DESC, x.id), '[]') FROM top_users x),
             'models', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id,
                            'spend_usd', trim_scale(x.cost)::text, 'requests', x.requests)
-                           ORDER BY x.cost DESC, x.id), '[]') FROM top_models x)),
-        'budgets', tollgate_list_budgets(p_org, p_tz, v_at),
-        'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', r.event_id, 'started_at', tollgate_iso(r.started_at),
-                       'team', r.team, 'user', r."user", 'model', r.model, 'tokens', r.tokens,
-                       'cost_usd', trim_scale(r.cost_usd)::text, 'priced', r.priced,
-                       'status', r.status, 'latency_ms', r.latency_ms)
-                       ORDER BY r.started_at DESC), '[]') FROM recent r),
-        'teams', (SELECT coalesce(jsonb_agg(t.slug ORDER BY t.slug), '[]')
-                  FROM budgets_team t WHERE t.org_id = p_org),
-        'alerts', '[]'::jsonb)
-    INTO v_summary;
-    RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);
+                           ORDER BY x.cost DESC, x.id), '[]') FROM top_models x)))
+    INTO v_result;
+    RETURN v_result;
 END $$;

@@ -79,10 +79,20 @@ LEFT JOIN budgets_organization o ON o.id = m.org_id
 WHERE u.id = %(user_id)s
 
 -- dashboard_summary --
--- GET /v1/dashboard/summary. The org by id (an API key's, a member's) or by
--- slug (staff switching); with neither, the first org (staff without one).
--- The org is chosen in a subquery so that the summary runs for one org only.
-SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(team)s, NULL)
+-- GET /v1/dashboard/summary, first half: KPIs, budgets, recent requests. The
+-- org by id (an API key's, a member's) or by slug (staff switching); with
+-- neither, the first org (staff without one). The org is chosen in a
+-- subquery so that the summary runs for one org only.
+SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
+FROM (SELECT id, slug, time_zone FROM budgets_organization
+      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+      ORDER BY slug
+      LIMIT 1) o
+
+-- dashboard_breakdown --
+-- Second half, run at the same time on another connection: chart and top lists.
+SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
 FROM (SELECT id, slug, time_zone FROM budgets_organization
       WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
         AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
