@@ -72,7 +72,12 @@ def _tags(value: Any, field: str) -> dict[str, str]:
                 f"Tags are strings: names of 1 to 64 "
                 f"characters, values of at most {MAX_TAG_LENGTH}.",
             )
-        inputs.identifier({"tag": name}, "tag")
+        try:
+            inputs.identifier({"tag": name}, "tag")
+        except ApiError:
+            raise invalid(
+                f"{field}.{name}"[:200], "Tag names must be valid text without control characters."
+            ) from None
         if "\x00" in tag or any(0xD800 <= ord(ch) <= 0xDFFF for ch in tag):
             raise invalid(f"{field}.{name}", "Tag values must be valid text.")
     return value
