@@ -199,6 +199,15 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     try:
         result = await db.fetch_value("record_events", params)
     except psycopg.Error as exc:
+        if exc.sqlstate == "22003":  # numeric_value_out_of_range
+            # Each cost is capped, but a window's spent (numeric(20, 10)) can
+            # still be taken past 10^10 by many of them.
+            raise ApiError(
+                422,
+                "invalid_field",
+                "These costs would take a budget's spend past the largest amount "
+                "Tollgate stores; nothing was stored.",
+            ) from None
         if exc.sqlstate == "TG409":
             conflicts = json.loads(exc.diag.message_detail or "[]")
             raise ApiError(
