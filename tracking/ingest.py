@@ -24,6 +24,7 @@ MAX_TAGS = 20
 MAX_TAG_LENGTH = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 STATUSES = ("ok", "error")
+MAX_PROVIDER_LENGTH = 64  # RequestEvent.provider
 
 
 def _event_list(data: JsonBody) -> tuple[list[Any], bool]:
@@ -111,6 +112,11 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
     user = ident("user")
     model = ident("model", required=True)
     provider = ident("provider")
+    if provider is not None and len(provider) > MAX_PROVIDER_LENGTH:
+        raise invalid(
+            field("provider"),
+            f"'{field('provider')}' must be 1 to {MAX_PROVIDER_LENGTH} characters long.",
+        )
     buckets = normalize(raw.get("usage"), field("usage"))
     cost = None
     if raw.get("cost_usd") is not None:
