@@ -814,6 +814,30 @@ def test_concurrent_events_settle_one_hold_once(server, api, org, key, make_budg
     assert (w.reserved, w.spent) == (Decimal("0.07"), Decimal("0.04"))
 
 
+def test_concurrent_conflicting_payloads_store_one_of_them(
+    server, org, key, make_budget, plain_price
+):
+    budget = make_budget(org, "1000")
+    cheap, dear = event("race-id", cost_usd="0.1"), event("race-id", cost_usd="0.2")
+    bodies = [cheap if n % 2 else dear for n in range(20)]
+
+    answers = _post_many(server.url, key, bodies, concurrency=20)
+
+    stored = RequestEvent.objects.get(event_id="race-id").cost_usd
+    statuses = Counter(status for status, _ in answers)
+    assert statuses[201] == 1, answers
+    # The ten with the stored payload are the one insert and nine replays; the
+    # ten with the other payload are conflicts.
+    assert statuses == {201: 1, 200: 9, 409: 10}, answers
+    for (status, body), sent in zip(answers, bodies, strict=True):
+        if status in (200, 201):
+            assert Decimal(sent["cost_usd"]) == stored
+            assert body["results"][0]["cost_usd"] == sent["cost_usd"]
+        else:
+            assert body["error"]["conflicts"] == [{"index": 0, "id": "race-id"}]
+    assert window_at(budget, MARCH_10_START).spent == stored
+
+
 def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
     test_database_url, org, make_budget
 ):
@@ -980,6 +1004,35 @@ def test_stored_event_keeps_every_field(api, org, key, plain_price):
     assert stored.tags == {"feature": "summarize", "env": "prod"}
     assert stored.started_at == datetime(2026, 3, 10, 11, 0, 0, 250_000, tzinfo=UTC)
     assert len(stored.payload_hash) == 64
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"id": "i" * 128}, id="id-128-chars"),
+        pytest.param({"model": "m" * 128}, id="model-128-chars"),
+        pytest.param({"provider": "p" * 64}, id="provider-64-chars"),
+        pytest.param({"latency_ms": 0}, id="latency-zero"),
+        pytest.param({"status": "error"}, id="status-error"),
+        pytest.param({"tags": {f"k{i}": "v" for i in range(20)}}, id="tags-20"),
+        pytest.param({"tags": {"k" * 64: "v" * 256}}, id="tag-longest"),
+        pytest.param({"tags": {}}, id="tags-empty"),
+        pytest.param({"usage": None}, id="usage-null"),
+        pytest.param({"usage": {}}, id="usage-empty"),
+        pytest.param({"cost_usd": "0"}, id="cost-zero"),
+        pytest.param({"cost_usd": "1000000000"}, id="cost-largest"),
+        pytest.param({"started_at": "2000-01-01T00:00:00Z"}, id="started-2000"),
+        pytest.param(
+            {"started_at": (datetime.now(UTC) + timedelta(hours=12)).isoformat()},
+            id="started-in-12-hours",
+        ),
+    ],
+)
+def test_values_at_the_limits_are_accepted(api, key, plain_price, changes):
+    response = post_raw(api, key, event("edge-1", **changes))
+
+    assert only_result(response)["duplicate"] is False
+    assert RequestEvent.objects.count() == 1
 
 
 # --- bad input -----------------------------------------------------------------------
