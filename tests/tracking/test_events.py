@@ -114,7 +114,7 @@ def plain_price(transactional_db) -> Price:
 # --- pricing of every provider shape ------------------------------------------
 
 
-def test_openai_chat_cached_and_reasoning_fall_back_to_their_prices(api, org, key):
+def test_openai_chat_cached_at_the_cache_price_and_reasoning_at_the_output_price(api, org, key):
     make_price("tg-chat", input="2.50", output="10", cache_read="1.25")
     usage = {
         "prompt_tokens": 1000,
