@@ -1086,6 +1086,7 @@ BAD_EVENTS = [
     pytest.param({"tags": {"k" * 65: "v"}}, "tags." + "k" * 65, id="tags-long-name"),
     pytest.param({"tags": {"a\x01": "v"}}, "tags.a\x01", id="tags-control-name"),
     pytest.param({"tags": {"\ud800": "v"}}, "tags.\ud800", id="tags-surrogate-name"),
+    pytest.param({"tags": {"\ud800": 1}}, "tags.\ud800", id="tags-surrogate-name-bad-value"),
     pytest.param({"cost_usd": "-0.01"}, "cost_usd", id="cost-negative"),
     pytest.param({"cost_usd": "lots"}, "cost_usd", id="cost-garbage"),
     pytest.param({"cost_usd": True}, "cost_usd", id="cost-bool"),
@@ -1102,6 +1103,7 @@ BAD_EVENTS = [
         id="usage-cached-over-prompt",
     ),
     pytest.param({"usage": {"foo": 1}}, "usage.foo", id="usage-unknown-shape"),
+    pytest.param({"usage": {"\udc00": 1}}, "usage.\udc00", id="usage-surrogate-key"),
     pytest.param({"usage": [1, 2]}, "usage", id="usage-list"),
 ]
 
