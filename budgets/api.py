@@ -225,7 +225,13 @@ async def _send_json(
     if payload is None:
         body = b""
     else:
-        body = orjson.dumps(payload, default=_json_default)
+        try:
+            body = orjson.dumps(payload, default=_json_default)
+        except orjson.JSONEncodeError:
+            # orjson refuses lone surrogates, which a request may carry as
+            # JSON escapes ({"\ud800": 1}) and an error echoes in its field
+            # name; the standard encoder writes them back as escapes.
+            body = json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
         headers.append((b"content-type", b"application/json"))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -244,10 +244,14 @@ BEGIN
 
     IF p_hold AND v_blocked IS NULL AND v_missing THEN
         -- First use of a period: create its windows, then collect every id again.
+        -- In (budget, period) order like tollgate_decide_many and
+        -- tollgate_record_events: a concurrent transaction creating the same
+        -- windows in another order would wait for this one while it waits.
         INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
         SELECT a.budget_id, a.period_start, a.period_end, 0, 0
         FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
         WHERE a.window_id IS NULL
+        ORDER BY a.budget_id, a.period_start
         ON CONFLICT (budget_id, period_start) DO NOTHING;
         SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
         FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
