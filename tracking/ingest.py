@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from budgets import db, inputs
+from budgets import db, inputs, metrics
 from budgets.api import Request
 from budgets.auth import ApiKeyInfo
 from budgets.errors import ApiError, JsonBody, invalid
@@ -237,5 +237,8 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
         {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
         for r in result["results"]
     ]
-    new = any(not r["duplicate"] for r in results)
+    duplicates = sum(1 for r in results if r["duplicate"])
+    metrics.EVENTS.labels("new").inc(len(results) - duplicates)
+    metrics.EVENTS.labels("duplicate").inc(duplicates)
+    new = duplicates < len(results)
     return (201 if new else 200), {"results": results}
