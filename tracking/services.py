@@ -1,17 +1,20 @@
-"""Price catalog writes (sync ORM)."""
+"""Writes of the tracking app (sync ORM): the price catalog, hourly rollups,
+pruning of raw events."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from tracking import selectors
 from tracking.models import Price
 
 DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
@@ -99,3 +102,217 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
             Price.objects.create(provider=provider, model=model, effective_from=now, **fields)
             report.changed.append(model)
     return report
+
+
+# --- Aggregation: hourly rollups --------------------------------------------------
+#
+# Watermark. The row "aggregate_usage" of AggregationState holds a time W such
+# that every event with received_at <= W is in the rollups. A pass reads the
+# database clock D first, then recomputes every (org, hour) bucket touched by an
+# event with received_at > W, whole and exactly, from the raw events, and then
+# sets W = D - AGGREGATION_LAG.
+#
+# Why the lag: ingest stamps received_at with now(), which is the start of its
+# transaction, not its commit. A transaction that started before D may commit
+# after the pass looked, with a received_at below D; the next pass still finds
+# it as long as it committed within AGGREGATION_LAG of its start. Ingest
+# transactions are one statement under a timeout of a few seconds, so two
+# minutes is a wide margin. Both sides use the database's clock, so clock skew
+# between app servers plays no part. The cost of the lag: every pass
+# recomputes the hours of the last two minutes again, and GET /v1/usage reads
+# those hours from raw events.
+#
+# Why whole buckets: recomputing an (org, hour) from its raw events makes the
+# rollup exact and the pass idempotent, whatever happened before (late events,
+# out-of-order commits, repricing, a crashed pass).
+AGGREGATION_LAG = timedelta(minutes=2)
+# Buckets per transaction: small enough to keep locks short, large enough to
+# keep round trips few.
+REFRESH_BATCH_SIZE = 50
+BEGINNING = selectors.BEGINNING
+
+Bucket = tuple[int, datetime]  # (org id, UTC hour)
+Progress = Callable[[int, int, int], None]  # (done, total, events so far)
+
+
+@dataclass
+class RefreshPlan:
+    buckets: list[Bucket]
+    # Set for an incremental pass: the watermark once the buckets are done.
+    watermark: datetime | None
+    # Late events in hours that were already pruned: not rolled up (their
+    # hour's other events are gone, so a recomputed rollup would lose them).
+    skipped_events: int = 0
+
+
+@dataclass
+class RefreshReport:
+    buckets: int = 0
+    events: int = 0
+    written: int = 0
+    removed: int = 0
+    skipped_events: int = 0
+    watermark: datetime | None = None
+
+    def add(self, other: RefreshReport) -> None:
+        self.buckets += other.buckets
+        self.events += other.events
+        self.written += other.written
+        self.removed += other.removed
+
+
+def hour_floor(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_LAG) -> RefreshPlan:
+    """The buckets a pass recomputes: those touched since the watermark, or
+    with `since` (a rebuild) every bucket from that hour on that is not pruned."""
+    pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+    if since is not None:
+        start = max(hour_floor(since), pruned_before)
+        rows = selectors.run("rebuild_buckets", {"since": start})
+        return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows], watermark=None)
+    now = selectors.database_now()
+    watermark = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
+    plan = RefreshPlan(buckets=[], watermark=now - lag)
+    for org_id, hour, events in selectors.run("changed_buckets", {"watermark": watermark}):
+        if hour < pruned_before:
+            plan.skipped_events += events
+        else:
+            plan.buckets.append((org_id, hour))
+    return plan
+
+
+def rollups_refresh_buckets(buckets: Iterable[Bucket]) -> RefreshReport:
+    """Recompute these buckets from raw events, in one transaction."""
+    buckets = sorted(set(buckets))
+    if not buckets:
+        return RefreshReport()
+    with transaction.atomic():
+        selectors.run("lock_rollups")
+        # Read under the lock: a prune that moved the horizon has committed.
+        pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+        [(count, events, written, removed)] = selectors.run(
+            "refresh_buckets",
+            {
+                "org_ids": [org_id for org_id, _ in buckets],
+                "hours": [hour for _, hour in buckets],
+                "pruned_before": pruned_before,
+            },
+        )
+    return RefreshReport(buckets=count, events=int(events), written=written, removed=removed)
+
+
+def rollups_refresh(
+    *,
+    since: datetime | None = None,
+    lag: timedelta = AGGREGATION_LAG,
+    batch_size: int = REFRESH_BATCH_SIZE,
+    progress: Progress | None = None,
+) -> RefreshReport:
+    """One pass of aggregate_usage: incremental from the watermark, or with
+    `since` a rebuild of every hour from then on (the watermark stays).
+
+    Idempotent: running it again leaves the same rows."""
+    plan = rollups_plan(since=since, lag=lag)
+    report = RefreshReport(skipped_events=plan.skipped_events)
+    total = len(plan.buckets)
+    for start in range(0, total, batch_size):
+        report.add(rollups_refresh_buckets(plan.buckets[start : start + batch_size]))
+        if progress is not None:
+            progress(min(start + batch_size, total), total, report.events)
+    if plan.watermark is not None:
+        selectors.run(
+            "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": plan.watermark}
+        )
+        report.watermark = plan.watermark
+    return report
+
+
+# --- Pruning raw events ----------------------------------------------------------
+PRUNE_BATCH_SIZE = 10_000
+
+
+class RollupsBehind(Exception):
+    """Raw events that a prune would delete are not in the rollups yet."""
+
+    def __init__(self, events: int, aggregated_through: datetime | None) -> None:
+        super().__init__(f"{events} events are not in the rollups yet")
+        self.events, self.aggregated_through = events, aggregated_through
+
+
+@dataclass
+class PrunePlan:
+    cutoff: datetime
+    # org id -> events that started before the cutoff
+    events_by_org: dict[int, int]
+    not_rolled_up: int
+    aggregated_through: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.events_by_org.values())
+
+
+def _events_not_rolled_up(cutoff: datetime) -> int:
+    [(count,)] = selectors.run(
+        "events_not_rolled_up",
+        {
+            "aggregated_through": selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING,
+            "cutoff": cutoff,
+            "pruned_before": selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING,
+        },
+    )
+    return count
+
+
+def events_prune_plan(*, older_than: timedelta) -> PrunePlan:
+    """What `prune_events` would delete. The cutoff is rounded down to a whole
+    UTC hour, so that a pruned hour has lost all its raw events, never part."""
+    cutoff = hour_floor(selectors.database_now() - older_than)
+    counts = selectors.run("count_events_before", {"cutoff": cutoff})
+    return PrunePlan(
+        cutoff=cutoff,
+        events_by_org={org_id: n for org_id, n in counts if n},
+        not_rolled_up=_events_not_rolled_up(cutoff),
+        aggregated_through=selectors.job_watermark(selectors.AGGREGATION_JOB),
+    )
+
+
+def events_prune(
+    *,
+    plan: PrunePlan,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Delete the raw events of `plan`, one batch per transaction; the rollups
+    stay. Returns how many were deleted (fewer if `should_stop` said so).
+
+    Raises RollupsBehind, and deletes nothing, when an event to delete is not
+    in the rollups: it would be lost from every report."""
+    with transaction.atomic():
+        selectors.run("lock_rollups")
+        # Again, under the lock: an aggregation or a late event since the plan.
+        not_rolled_up = _events_not_rolled_up(plan.cutoff)
+        if not_rolled_up:
+            raise RollupsBehind(not_rolled_up, plan.aggregated_through)
+        # The horizon moves first: from now on no refresh recomputes an hour
+        # before the cutoff, which would rebuild it from a half-deleted hour.
+        selectors.run("advance_watermark", {"name": selectors.PRUNE_JOB, "watermark": plan.cutoff})
+    deleted = 0
+    for org_id in sorted(plan.events_by_org):
+        while not should_stop():
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    selectors.QUERIES["delete_events_before"],
+                    {"org_id": org_id, "cutoff": plan.cutoff, "batch_size": batch_size},
+                )
+                count = cursor.rowcount
+            deleted += count
+            if progress is not None and count:
+                progress(deleted, plan.total, deleted)
+            if count < batch_size:
+                break
+    return deleted
