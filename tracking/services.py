@@ -1,5 +1,5 @@
 """Writes of the tracking app (sync ORM): the price catalog, hourly rollups,
-pruning of raw events."""
+pruning and repricing of raw events."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from tracking import selectors
-from tracking.models import Price
+from tracking.models import Price, RequestEvent
 
 DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
 # The first price known for a model also prices its earlier usage.
@@ -316,3 +317,208 @@ def events_prune(
             if count < batch_size:
                 break
     return deleted
+
+
+# --- Repricing --------------------------------------------------------------------
+REPRICE_BATCH_SIZE = 1000
+COST_QUANTUM = Decimal("1E-10")
+
+
+class TokenCounts(Protocol):
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+
+def event_cost(price: Price, event: TokenCounts) -> Decimal:
+    """Cost of one request's disjoint token buckets at `price`, rounded to 10
+    decimal places (half away from zero, like SQL's round()).
+
+    Above the tier threshold (total input tokens, cache included) input and
+    output take the above-threshold prices. Cache reads and writes without a
+    price of their own cost the input price; reasoning without its own price
+    costs the output price."""
+    total_input = event.input_tokens + event.cache_read_tokens + event.cache_write_tokens
+    above = price.tier_threshold_tokens is not None and total_input > price.tier_threshold_tokens
+    input_price = price.input_per_token
+    output_price = price.output_per_token
+    if above and price.input_above_threshold_per_token is not None:
+        input_price = price.input_above_threshold_per_token
+    if above and price.output_above_threshold_per_token is not None:
+        output_price = price.output_above_threshold_per_token
+    cache_read_price = price.cache_read_per_token
+    cache_write_price = price.cache_write_per_token
+    reasoning_price = price.reasoning_per_token
+    # Token counts (up to 19 digits) times prices (up to 20) can need more than
+    # Decimal's default 28 significant digits: compute exactly, round once.
+    with localcontext() as ctx:
+        ctx.prec = 60
+        cost = (
+            event.input_tokens * input_price
+            + event.cache_read_tokens
+            * (input_price if cache_read_price is None else cache_read_price)
+            + event.cache_write_tokens
+            * (input_price if cache_write_price is None else cache_write_price)
+            + event.output_tokens * output_price
+            + event.reasoning_tokens
+            * (output_price if reasoning_price is None else reasoning_price)
+        )
+        return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+class PriceBook:
+    """Price history of the models met so far, newest first, loaded once per model."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[str, list[Price]] = {}
+
+    def price_at(self, model: str, provider: str, at: datetime) -> Price | None:
+        """The price in effect at `at`: the newest with effective_from <= at,
+        of the event's own provider when it has one there."""
+        if model not in self._by_model:
+            self._by_model[model] = list(
+                Price.objects.filter(model=model).order_by("-effective_from", "provider")
+            )
+        in_effect = [p for p in self._by_model[model] if p.effective_from <= at]
+        same_provider = [p for p in in_effect if provider and p.provider == provider]
+        return (same_provider or in_effect or [None])[0]
+
+
+@dataclass
+class ModelRepricing:
+    events: int = 0
+    delta: Decimal = Decimal(0)
+
+
+@dataclass
+class RepriceReport:
+    by_model: dict[str, ModelRepricing] = field(default_factory=dict)
+    # model -> events still without a price
+    no_price: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0
+    windows_adjusted: int = 0
+    windows_created: int = 0
+    rollup_hours: int = 0
+    last_id: int = 0
+
+    @property
+    def repriced(self) -> int:
+        return sum(m.events for m in self.by_model.values())
+
+    @property
+    def delta(self) -> Decimal:
+        return sum((m.delta for m in self.by_model.values()), Decimal(0))
+
+    def add(self, other: RepriceReport) -> None:
+        for model, part in other.by_model.items():
+            mine = self.by_model.setdefault(model, ModelRepricing())
+            mine.events += part.events
+            mine.delta += part.delta
+        for model, n in other.no_price.items():
+            self.no_price[model] = self.no_price.get(model, 0) + n
+        self.unchanged += other.unchanged
+        self.windows_adjusted += other.windows_adjusted
+        self.windows_created += other.windows_created
+        self.rollup_hours += other.rollup_hours
+        self.last_id = max(self.last_id, other.last_id)
+
+
+def _reprice_queryset(
+    *, since: datetime, until: datetime | None, model: str | None, all_events: bool
+) -> QuerySet[RequestEvent]:
+    events = RequestEvent.objects.filter(started_at__gte=since)
+    if until is not None:
+        events = events.filter(started_at__lt=until)
+    if model is not None:
+        events = events.filter(model=model)
+    if not all_events:
+        # Index event_unpriced.
+        events = events.filter(priced=False)
+    return events
+
+
+def events_reprice_batch(
+    events: QuerySet[RequestEvent], *, after_id: int, batch_size: int, prices: PriceBook
+) -> RepriceReport | None:
+    """Reprice the next batch of `events` (by id, after `after_id`) in one
+    transaction: the events, the rollup hours they are in and the budget
+    windows they count in change together. None when there are no more."""
+    report = RepriceReport()
+    with transaction.atomic():
+        batch = list(events.filter(id__gt=after_id).order_by("id").select_for_update()[:batch_size])
+        if not batch:
+            return None
+        report.last_id = batch[-1].id
+        changed: list[tuple[RequestEvent, Decimal]] = []
+        for event in batch:
+            price = prices.price_at(event.model, event.provider, event.started_at)
+            if price is None:
+                report.no_price[event.model] = report.no_price.get(event.model, 0) + 1
+                continue
+            cost = event_cost(price, event)
+            delta = cost - event.cost_usd
+            if event.priced and delta == 0:
+                report.unchanged += 1
+                continue
+            event.cost_usd, event.priced = cost, True
+            changed.append((event, delta))
+            part = report.by_model.setdefault(event.model, ModelRepricing())
+            part.events += 1
+            part.delta += delta
+        if not changed:
+            return report
+        RequestEvent.objects.bulk_update([e for e, _ in changed], ["cost_usd", "priced"])
+        report.rollup_hours = rollups_refresh_buckets(
+            (e.org_id, hour_floor(e.started_at)) for e, _ in changed
+        ).buckets
+        # Windows last: the hot path waits on their locks, so hold them briefly.
+        moved = [(e.id, d) for e, d in changed if d != 0]
+        if moved:
+            windows = selectors.run(
+                "repriced_windows",
+                {"event_pks": [pk for pk, _ in moved], "deltas": [d for _, d in moved]},
+            )
+            if windows:
+                report.windows_created = windows[0][3]
+                report.windows_adjusted = len(windows)
+                selectors.run(
+                    "adjust_windows",
+                    {
+                        "budget_ids": [w[0] for w in windows],
+                        "period_starts": [w[1] for w in windows],
+                        "deltas": [w[2] for w in windows],
+                    },
+                )
+    return report
+
+
+def events_reprice(
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    model: str | None = None,
+    all_events: bool = False,
+    batch_size: int = REPRICE_BATCH_SIZE,
+    progress: Callable[[RepriceReport], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RepriceReport:
+    """Recompute the cost of unpriced events (or, with all_events, of every
+    event) that started in [since, until), at the price in effect when each
+    started; move the difference into the budget windows they count in and
+    refresh their rollup hours. Batches are transactions: stopping between two
+    loses nothing, and a rerun carries on (repriced events are priced now)."""
+    events = _reprice_queryset(since=since, until=until, model=model, all_events=all_events)
+    prices = PriceBook()
+    report = RepriceReport()
+    while not should_stop():
+        part = events_reprice_batch(
+            events, after_id=report.last_id, batch_size=batch_size, prices=prices
+        )
+        if part is None:
+            break
+        report.add(part)
+        if progress is not None:
+            progress(report)
+    return report

@@ -157,3 +157,58 @@ DELETE FROM tracking_requestevent
 WHERE id IN (SELECT e.id FROM tracking_requestevent e
              WHERE e.org_id = %(org_id)s AND e.started_at < %(cutoff)s
              LIMIT %(batch_size)s)
+
+-- repriced_windows --
+-- The windows that a batch of repriced events counts in, and by how much each
+-- one's spent changes: the windows of every budget that applies to the
+-- event's org, team and user, for the period (in the org's time zone) that
+-- contains the event's started_at. Creates the window rows that do not exist.
+WITH changed AS (
+    SELECT c.event_pk, c.delta
+    FROM unnest(%(event_pks)s::bigint[], %(deltas)s::numeric[]) AS c(event_pk, delta)
+),
+affected AS (
+    SELECT b.id AS budget_id, pb.period_start, pb.period_end, sum(c.delta) AS delta
+    FROM changed c
+    JOIN tracking_requestevent e ON e.id = c.event_pk
+    JOIN budgets_organization o ON o.id = e.org_id
+    JOIN budgets_budget b
+      ON b.org_id = e.org_id
+     AND (b.scope = 'org'
+          OR (b.scope = 'team' AND b.team_id = e.team_id)
+          OR (b.scope = 'user' AND b.user_id = e.user_id))
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, e.started_at) pb
+    GROUP BY 1, 2, 3
+),
+created AS (
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    SELECT budget_id, period_start, period_end, 0, 0 FROM affected
+    ORDER BY budget_id, period_start
+    ON CONFLICT (budget_id, period_start) DO NOTHING
+    RETURNING 1
+)
+SELECT a.budget_id, a.period_start, a.delta, (SELECT count(*) FROM created) AS created
+FROM affected a
+ORDER BY a.budget_id, a.period_start
+
+-- adjust_windows --
+-- Adds the deltas of repriced_windows to spent. Locks the windows in id
+-- order, like the hot path does, so that the two never deadlock. A window
+-- that never counted an event (its budget was created later) cannot go below
+-- zero.
+WITH deltas AS (
+    SELECT d.budget_id, d.period_start, d.delta
+    FROM unnest(%(budget_ids)s::bigint[], %(period_starts)s::timestamptz[], %(deltas)s::numeric[])
+         AS d(budget_id, period_start, delta)
+),
+locked AS (
+    SELECT w.id, d.delta
+    FROM budgets_budgetwindow w
+    JOIN deltas d ON d.budget_id = w.budget_id AND d.period_start = w.period_start
+    ORDER BY w.id
+    FOR UPDATE OF w
+)
+UPDATE budgets_budgetwindow w
+SET spent = greatest(w.spent + l.delta, 0)
+FROM locked l
+WHERE w.id = l.id
