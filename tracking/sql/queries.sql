@@ -212,3 +212,70 @@ UPDATE budgets_budgetwindow w
 SET spent = greatest(w.spent + l.delta, 0)
 FROM locked l
 WHERE w.id = l.id
+
+-- usage --
+-- GET /v1/usage: spend, tokens and requests of one org per period, exact and
+-- current. An hour is read from the rollups when they are final for it, and
+-- from raw events when an event in it arrived after the aggregation watermark
+-- %(aggregated_through)s (the rollup may miss it). Hours before the prune
+-- horizon only exist as rollups.
+-- The caller reads the watermark just before, in its own statement, so that
+-- the planner sees its value and picks event_org_received (inside this query
+-- it would guess, and walk the org's whole range by started_at). A watermark
+-- that moves on in between is harmless: an older one only sends more hours
+-- to the raw events, which are always exact; and it is written after the
+-- rollups it vouches for, so it is never ahead of them.
+-- Indexes: event_org_received (the org's events after the watermark),
+-- event_org_started (raw hours), rollup_unique_bucket (rollup hours).
+WITH state AS (
+    SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
+                     WHERE name = 'prune_events'), '-infinity') AS pruned_before
+),
+limited AS (
+    -- A team-limited key sees its own team only (NULL matches no row).
+    SELECT (SELECT t.id FROM budgets_team t
+            WHERE t.org_id = %(org_id)s AND t.slug = %(team)s) AS team_id
+),
+raw_hours AS (
+    SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
+    FROM tracking_requestevent e, state s
+    WHERE e.org_id = %(org_id)s AND e.received_at > %(aggregated_through)s
+      AND e.started_at >= %(from)s AND e.started_at < %(to)s
+      AND e.started_at >= s.pruned_before
+),
+usage AS (
+    SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors, r.unpriced_requests,
+           r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens,
+           r.reasoning_tokens, r.cost_usd
+    FROM tracking_hourlyrollup r
+    WHERE r.org_id = %(org_id)s AND r.hour >= %(from)s AND r.hour < %(to)s
+      AND r.hour NOT IN (SELECT hour FROM raw_hours)
+      AND (%(team)s::text IS NULL OR r.team_id = (SELECT team_id FROM limited))
+    UNION ALL
+    SELECT h.hour, e.team_id, e.user_id, e.model, 1, (e.status = 'error')::int,
+           (NOT e.priced)::int, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
+           e.output_tokens, e.reasoning_tokens, e.cost_usd
+    FROM raw_hours h
+    JOIN tracking_requestevent e
+      ON e.org_id = %(org_id)s
+     AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
+    WHERE %(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited)
+)
+SELECT date_trunc(%(granularity)s, u.hour, 'UTC') AS period_start,
+       CASE WHEN %(by_team)s THEN t.slug END AS team,
+       CASE WHEN %(by_user)s THEN eu.external_id END AS "user",
+       CASE WHEN %(by_model)s THEN u.model END AS model,
+       sum(u.requests)::bigint AS requests,
+       sum(u.errors)::bigint AS errors,
+       sum(u.unpriced_requests)::bigint AS unpriced_requests,
+       sum(u.input_tokens)::bigint AS input_tokens,
+       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
+       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
+       sum(u.output_tokens)::bigint AS output_tokens,
+       sum(u.reasoning_tokens)::bigint AS reasoning_tokens,
+       sum(u.cost_usd) AS cost_usd
+FROM usage u
+LEFT JOIN budgets_team t ON t.id = u.team_id
+LEFT JOIN budgets_enduser eu ON eu.id = u.user_id
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
