@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -30,6 +32,8 @@ from tracking.selectors import (
     usage_rows,
     usage_rows_iter,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RANGE = timedelta(hours=24)
 # An hourly answer for a year is ~9,000 periods per group: as far as one
@@ -67,6 +71,11 @@ def api_get(view: Callable[[ApiRequest], HttpResponse]) -> Callable[[HttpRequest
             return view(request)  # type: ignore[arg-type]
         except ApiError as exc:
             return _error(exc)
+        except OperationalError:
+            logger.exception("usage: database error")
+            return _error(
+                ApiError(503, "store_unavailable", "The database did not answer; try again.")
+            )
 
     return wrapper
 
@@ -100,9 +109,10 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
     start, end = _moment(params, "from"), _moment(params, "to")
     try:
         end = _hour_ceil(end or now)
+        start = _hour_floor(start or end - DEFAULT_RANGE)
     except OverflowError:
-        raise invalid("to", "'to' is out of range.") from None
-    start = _hour_floor(start or end - DEFAULT_RANGE)
+        # Within an hour or a day of year 1 or 9999.
+        raise invalid("to" if params.get("to") else "from", "The range is out of range.") from None
     if end <= start:
         raise invalid("to", "'to' must be after 'from'.")
     if end - start > MAX_RANGE:
@@ -128,11 +138,11 @@ def _moment(params: QueryDict, name: str) -> datetime | None:
         value = _UNENCODED_PLUS.sub(r"+\1", value)
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise invalid(
             name, f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z."
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _choice(params: QueryDict, name: str, choices: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -365,6 +366,15 @@ def test_a_wrong_secret_is_401_and_does_not_count_as_a_use(api, org, key):
     assert ApiKey.objects.get(lookup_id=lookup_id).last_used_at is not None
 
 
+def test_an_unreachable_database_is_503_in_the_error_shape(live_server_factory):
+    down = live_server_factory(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    key = "tg_0123456789ab_" + "A" * 43
+
+    response = httpx.get(down.url + USAGE, headers=auth(key), timeout=10)
+
+    assert_error(response, 503, "store_unavailable")
+
+
 def test_other_methods_are_405(api, key):
     assert_error(api.post(USAGE, headers=auth(key)), 405, "method_not_allowed")
 
@@ -381,6 +391,8 @@ def test_other_methods_are_405(api, key):
         ({"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, "to"),
         ({"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to"),
         ({"to": "9999-12-31T23:30:00Z"}, "to"),
+        ({"to": "0001-01-01T05:00:00Z"}, "to"),
+        ({"from": "0001-01-01T00:30:00+01:00"}, "from"),
         ({"granularity": "week"}, "granularity"),
         ({"format": "xml"}, "format"),
         ({"group_by": "team,provider"}, "group_by"),
