@@ -3,6 +3,7 @@ incremental from a watermark, idempotent, safe for late events."""
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
@@ -13,15 +14,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.management import CommandError
-from django.db import connection
+from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from tests.conftest import BASE_DIR
 from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tracking.management.commands.aggregate_usage import Command
 from tracking.models import AggregationState, HourlyRollup, RequestEvent
-from tracking.services import AGGREGATION_LAG, rollups_refresh
+from tracking.services import AGGREGATION_LAG, RefreshReport, rollups_refresh
 
 pytestmark = pytest.mark.django_db
 
@@ -307,3 +308,23 @@ def test_follow_does_not_sleep_out_its_interval_after_sigterm(test_database_url,
     assert process.returncode == 0
     assert time.monotonic() - started < 10
     assert "Stopped on SIGTERM" in stdout
+
+
+def test_follow_carries_on_after_a_database_outage(monkeypatch):
+    passes: list[int] = []
+
+    def flaky_pass(self, *, since=None):
+        passes.append(1)
+        if len(passes) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        os.kill(os.getpid(), signal.SIGTERM)  # stop after this pass
+        return RefreshReport()
+
+    monkeypatch.setattr(Command, "run_pass", flaky_pass)
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("aggregate_usage", "--follow", "--interval", "0.01", stdout=out, stderr=err)
+
+    assert len(passes) == 2
+    assert "Pass failed (server closed the connection unexpectedly); retrying" in err.getvalue()
+    assert "Stopped on SIGTERM" in out.getvalue()

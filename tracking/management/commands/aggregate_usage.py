@@ -4,6 +4,7 @@ import time
 from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, connection
 
 from tracking import selectors
 from tracking.management import arguments
@@ -119,7 +120,14 @@ class Command(BaseCommand):
         self.stdout.flush()
         with StopRequest() as stop:
             while not stop.requested:
-                self.run_pass()
+                try:
+                    self.run_pass()
+                except (OperationalError, InterfaceError) as exc:
+                    # The database restarted or is unreachable: a pass is
+                    # idempotent and the watermark did not move, so the next
+                    # one simply does this one's work too.
+                    connection.close()
+                    self.stderr.write(f"Pass failed ({exc}); retrying in {interval:g} s.")
                 self.stdout.flush()
                 stop.sleep(interval)
             self.stdout.write(f"Stopped on {stop.signal_name}; the last pass completed.")
