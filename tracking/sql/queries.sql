@@ -1,6 +1,7 @@
 -- Named queries of the tracking app's sync side (aggregate_usage, prune_events,
 -- reprice, GET /v1/usage), run through Django's connection. Loaded once by
--- tracking/selectors.py; parameters are %(name)s.
+-- tracking/selectors.py; parameters are %(name)s (so no other percent sign in a
+-- block, comments included: the driver formats the whole text).
 --
 -- Two rows of tracking_aggregationstate drive them:
 --   aggregate_usage: every event with received_at <= this watermark is in the
@@ -40,7 +41,7 @@ GROUP BY 1, 2
 ORDER BY 1, 2
 
 -- rebuild_buckets --
--- Every bucket from %(since)s on that has raw events or a rollup. A rollup
+-- Every bucket from the given hour on that has raw events or a rollup. A rollup
 -- hour before the org's oldest raw event is left alone: its events were pruned
 -- (or deleted some other way), and the rollup is all that is left of them.
 WITH oldest AS (
@@ -135,7 +136,7 @@ SELECT (SELECT count(*) FROM buckets) AS buckets,
        (SELECT count(*) FROM removed) AS removed
 
 -- events_not_rolled_up --
--- Raw events that started before %(cutoff)s and are not (surely) in the
+-- Raw events that started before the cutoff and are not (surely) in the
 -- rollups yet. Events in hours already pruned never get rolled up (see
 -- refresh_buckets) and do not count. Uses index event_received.
 SELECT count(*)
@@ -217,7 +218,7 @@ WHERE w.id = l.id
 -- GET /v1/usage: spend, tokens and requests of one org per period, exact and
 -- current. An hour is read from the rollups when they are final for it, and
 -- from raw events when an event in it arrived after the aggregation watermark
--- %(aggregated_through)s (the rollup may miss it). Hours before the prune
+-- passed in as aggregated_through (the rollup may miss it). Hours before the prune
 -- horizon only exist as rollups.
 -- The caller reads the watermark just before, in its own statement, so that
 -- the planner sees its value and picks event_org_received (inside this query
