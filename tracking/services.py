@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -324,68 +324,6 @@ REPRICE_BATCH_SIZE = 1000
 COST_QUANTUM = Decimal("1E-10")
 
 
-class TokenCounts(Protocol):
-    input_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-
-
-def event_cost(price: Price, event: TokenCounts) -> Decimal:
-    """Cost of one request's disjoint token buckets at `price`, rounded to 10
-    decimal places (half away from zero, like SQL's round()).
-
-    Above the tier threshold (total input tokens, cache included) input and
-    output take the above-threshold prices. Cache reads and writes without a
-    price of their own cost the input price; reasoning without its own price
-    costs the output price."""
-    total_input = event.input_tokens + event.cache_read_tokens + event.cache_write_tokens
-    above = price.tier_threshold_tokens is not None and total_input > price.tier_threshold_tokens
-    input_price = price.input_per_token
-    output_price = price.output_per_token
-    if above and price.input_above_threshold_per_token is not None:
-        input_price = price.input_above_threshold_per_token
-    if above and price.output_above_threshold_per_token is not None:
-        output_price = price.output_above_threshold_per_token
-    cache_read_price = price.cache_read_per_token
-    cache_write_price = price.cache_write_per_token
-    reasoning_price = price.reasoning_per_token
-    # Token counts (up to 19 digits) times prices (up to 20) can need more than
-    # Decimal's default 28 significant digits: compute exactly, round once.
-    with localcontext() as ctx:
-        ctx.prec = 60
-        cost = (
-            event.input_tokens * input_price
-            + event.cache_read_tokens
-            * (input_price if cache_read_price is None else cache_read_price)
-            + event.cache_write_tokens
-            * (input_price if cache_write_price is None else cache_write_price)
-            + event.output_tokens * output_price
-            + event.reasoning_tokens
-            * (output_price if reasoning_price is None else reasoning_price)
-        )
-        return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
-
-
-class PriceBook:
-    """Price history of the models met so far, newest first, loaded once per model."""
-
-    def __init__(self) -> None:
-        self._by_model: dict[str, list[Price]] = {}
-
-    def price_at(self, model: str, provider: str, at: datetime) -> Price | None:
-        """The price in effect at `at`: the newest with effective_from <= at,
-        of the event's own provider when it has one there."""
-        if model not in self._by_model:
-            self._by_model[model] = list(
-                Price.objects.filter(model=model).order_by("-effective_from", "provider")
-            )
-        in_effect = [p for p in self._by_model[model] if p.effective_from <= at]
-        same_provider = [p for p in in_effect if provider and p.provider == provider]
-        return (same_provider or in_effect or [None])[0]
-
-
 @dataclass
 class ModelRepricing:
     events: int = 0
@@ -440,7 +378,7 @@ def _reprice_queryset(
 
 
 def events_reprice_batch(
-    events: QuerySet[RequestEvent], *, after_id: int, batch_size: int, prices: PriceBook
+    events: QuerySet[RequestEvent], *, after_id: int, batch_size: int
 ) -> RepriceReport | None:
     """Reprice the next batch of `events` (by id, after `after_id`) in one
     transaction: the events, the rollup hours they are in and the budget
@@ -452,12 +390,13 @@ def events_reprice_batch(
             return None
         report.last_id = batch[-1].id
         changed: list[tuple[RequestEvent, Decimal]] = []
+        # Priced by the same SQL as ingest (tollgate_price_at, tollgate_cost).
+        costs = dict(selectors.run("event_costs", {"event_ids": [e.id for e in batch]}))
         for event in batch:
-            price = prices.price_at(event.model, event.provider, event.started_at)
-            if price is None:
+            cost = costs[event.id]
+            if cost is None:
                 report.no_price[event.model] = report.no_price.get(event.model, 0) + 1
                 continue
-            cost = event_cost(price, event)
             delta = cost - event.cost_usd
             if event.priced and delta == 0:
                 report.unchanged += 1
@@ -510,12 +449,9 @@ def events_reprice(
     refresh their rollup hours. Batches are transactions: stopping between two
     loses nothing, and a rerun carries on (repriced events are priced now)."""
     events = _reprice_queryset(since=since, until=until, model=model, all_events=all_events)
-    prices = PriceBook()
     report = RepriceReport()
     while not should_stop():
-        part = events_reprice_batch(
-            events, after_id=report.last_id, batch_size=batch_size, prices=prices
-        )
+        part = events_reprice_batch(events, after_id=report.last_id, batch_size=batch_size)
         if part is None:
             break
         report.add(part)

@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from budgets.models import BudgetWindow
 from tests.tracking.conftest import raw_sums, rollups, run
 from tracking.models import HourlyRollup, Price, RequestEvent
-from tracking.services import event_cost
 
 pytestmark = pytest.mark.django_db
 
@@ -117,9 +117,20 @@ TIERED = {
     ],
 )
 def test_event_cost(prices, tokens, expected):
-    price = Price(**{k: Decimal(v) if isinstance(v, str) else v for k, v in prices.items()})
-
-    assert event_cost(price, tokens) == Decimal(expected)
+    """The SQL that prices events at ingest and in reprice (tollgate_event_cost)."""
+    make_price(model="formula-model", **prices)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_event_cost('formula-model', 'acme-ai', now(), %s, %s, %s, %s, %s)",
+            [
+                tokens.input_tokens,
+                tokens.cache_read_tokens,
+                tokens.cache_write_tokens,
+                tokens.output_tokens,
+                tokens.reasoning_tokens,
+            ],
+        )
+        assert cursor.fetchone()[0] == Decimal(expected)
 
 
 # --- Repricing ------------------------------------------------------------------------

@@ -280,3 +280,12 @@ LEFT JOIN budgets_team t ON t.id = u.team_id
 LEFT JOIN budgets_enduser eu ON eu.id = u.user_id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
+
+-- event_costs --
+-- reprice: each event's cost at the price in effect when it started, by the
+-- same SQL functions that price events at ingest (NULL: still no price).
+SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
+                           e.output_tokens, e.reasoning_tokens)
+FROM tracking_requestevent e
+LEFT JOIN LATERAL tollgate_price_at(e.model, e.provider, e.started_at) pr ON true
+WHERE e.id = ANY(%(event_ids)s)
