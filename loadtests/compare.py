@@ -67,6 +67,8 @@ READY_TIMEOUT_SECONDS = 30.0
 # (default 2 s); a generous timeout keeps a slow design's tail in p99.
 WRK_TIMEOUT = "10s"
 WRK_THREADS = 2
+# Above this share of a core used by other processes, a run is flagged as noisy.
+NOISY_OTHER_CPU_PCT = 10.0
 
 # One worker everywhere; the same event loop and HTTP parser for (a) and (c).
 UVICORN_OPTIONS = [
@@ -274,19 +276,93 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def cpu_seconds(group: int) -> float:
-    """CPU time used so far by the processes of a process group (the server and,
-    for gunicorn, its worker), from /proc: tells a CPU-bound server from one
-    that waits."""
-    ticks = 0
+# --- CPU accounting ------------------------------------------------------------------
+# The box has few cores and may be shared: where the CPU went during a run
+# tells a CPU-bound server from a database-bound one, and a quiet machine from
+# a busy one (whose numbers are noise).
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float  # time.monotonic()
+    box_busy: float  # CPU seconds the whole machine has been busy
+    reaped_children: float  # CPU seconds of this script's finished children (wrk)
+    procs: dict[int, tuple[int, int, float]]  # pid -> (ppid, pgrp, CPU seconds)
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """Percent of one core used during a run."""
+
+    server: float
+    postgres: float | None  # None: not the embedded server, so not measured
+    other: float  # everything outside this benchmark
+
+
+def sample_cpu() -> CpuSample:
+    procs: dict[int, tuple[int, int, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:  # the process ended while we looked
             continue
-        if int(fields[2]) == group:  # pgrp; utime and stime follow further on
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        # After the command name: state, ppid, pgrp, ... utime (12th), stime (13th).
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        procs[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), cpu)
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n")[0].split()[1:9]
+    )
+    children = os.times()
+    return CpuSample(
+        at=time.monotonic(),
+        box_busy=(user + nice + system + irq + softirq + steal) / _TICK,
+        reaped_children=children.children_user + children.children_system,
+        procs=procs,
+    )
+
+
+def postmaster_pid() -> int | None:
+    from django.conf import settings
+
+    pid_file = Path(settings.EMBEDDED_PGDATA) / "postmaster.pid"
+    try:
+        return int(pid_file.read_text().split("\n")[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _descendants(root: int, procs: dict[int, tuple[int, int, float]]) -> set[int]:
+    found, todo = {root}, [root]
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, (ppid, _, _) in procs.items() if ppid == parent]
+        found.update(children)
+        todo.extend(children)
+    return found & procs.keys()
+
+
+def cpu_shares(before: CpuSample, after: CpuSample, server_group: int) -> CpuShares:
+    def used(pids: set[int]) -> float:
+        return sum(after.procs[p][2] - before.procs.get(p, (0, 0, 0.0))[2] for p in pids)
+
+    elapsed = after.at - before.at
+    server = used({pid for pid, (_, pgrp, _) in after.procs.items() if pgrp == server_group})
+    postmaster = postmaster_pid()
+    postgres = used(_descendants(postmaster, after.procs)) if postmaster in after.procs else None
+    ours = (
+        server
+        + (postgres or 0.0)
+        + used({os.getpid()} & after.procs.keys())
+        + (after.reaped_children - before.reaped_children)
+    )
+    other = max(after.box_busy - before.box_busy - ours, 0.0)
+    return CpuShares(
+        server=100 * server / elapsed,
+        postgres=None if postgres is None else 100 * postgres / elapsed,
+        other=100 * other / elapsed,
+    )
 
 
 # --- Load ------------------------------------------------------------------------------
@@ -303,7 +379,7 @@ class Result:
     requests: int = 0
     non_2xx: int = 0
     socket_errors: int = 0
-    server_cpu_pct: float = 0.0  # of one core, over the measured run
+    cpu: CpuShares | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     smoke: str = ""
     failure: str = ""
@@ -311,6 +387,10 @@ class Result:
     answered_2xx: int = 0
     held_rows: int = 0
     held_amounts: int = 0
+
+    @property
+    def noisy(self) -> bool:
+        return self.cpu is not None and self.cpu.other > NOISY_OTHER_CPU_PCT
 
     @property
     def clean(self) -> bool:
@@ -411,10 +491,9 @@ def measure(design: Design, args: argparse.Namespace, key: str) -> Result:
             result.smoke = smoke_request(args.port, key)
             print(f"  smoke: {result.smoke[:160]}", flush=True)
             warmup = lua_result(run_wrk(args.port, key, WARMUP_SECONDS, args.connections))
-            cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+            before = sample_cpu()
             output = run_wrk(args.port, key, args.duration, args.connections)
-            elapsed = time.monotonic() - started
-            result.server_cpu_pct = 100 * (cpu_seconds(server.pid) - cpu_before) / elapsed
+            result.cpu = cpu_shares(before, sample_cpu(), server.pid)
             (RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
             parse_wrk(output, result)
     except (DesignFailed, OSError) as exc:
@@ -435,7 +514,7 @@ def table(results: list[Result]) -> str:
     sync = next((r.rps for r in results if r.design.name.startswith("sync")), 0.0)
     lines = [
         "| design | served by | RPS | p50 ms | p90 ms | p95 ms | p99 ms | non-2xx "
-        "| socket errors | server CPU | vs floor | vs sync |",
+        "| socket errors | CPU server / Postgres / other | vs floor | vs sync |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -443,12 +522,19 @@ def table(results: list[Result]) -> str:
             lines.append(f"| {r.design.name} | {r.design.server} | FAILED{' |' * 10}")
             continue
         lines.append(
-            f"| {r.design.name}{'' if r.clean else ' ⚠'} | {r.design.server} | {r.rps:,.0f} "
+            f"| {r.design.name}{'' if r.clean and not r.noisy else ' ⚠'} | {r.design.server} | {r.rps:,.0f} "
             f"| {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.non_2xx} | {r.socket_errors} | {r.server_cpu_pct:.0f}% "
+            f"| {r.non_2xx} | {r.socket_errors} | {_cpu_cells(r.cpu)} "
             f"| {_ratio(r.rps, floor)} | {_ratio(r.rps, sync)} |"
         )
     return "\n".join(lines)
+
+
+def _cpu_cells(cpu: CpuShares | None) -> str:
+    if cpu is None:
+        return "n/a"
+    postgres = "n/a" if cpu.postgres is None else f"{cpu.postgres:.0f}%"
+    return f"{cpu.server:.0f}% / {postgres} / {cpu.other:.0f}%"
 
 
 def _ratio(value: float, base: float) -> str:
@@ -467,7 +553,12 @@ def summary_lines(results: list[Result], connections: int) -> list[str]:
     for r in results:
         if r.failure:
             lines.append(f"- ⚠ {r.design.name} failed: {r.failure}")
-        elif not r.clean:
+        if r.noisy:
+            lines.append(
+                f"- ⚠ during {r.design.name}, processes outside this benchmark used "
+                f"{r.cpu.other:.0f}% of a core: the machine was not quiet; rerun to compare."
+            )
+        if not r.failure and not r.clean:
             lines.append(
                 f"- ⚠ {r.design.name} answered non-2xx or lost connections: statuses "
                 f"{r.statuses}, socket errors {r.socket_errors}; its RPS counts them."
@@ -543,8 +634,11 @@ def report(results: list[Result], args: argparse.Namespace, started: datetime) -
             "- Percentiles come from wrk's Lua `done()` (`latency:percentile()`), p90 from "
             "`--latency`. A Lua `response()` counts every status code: RPS includes "
             "non-2xx answers, so a row marked ⚠ must not be read as a throughput.",
-            "- server CPU: CPU time of the server's processes during the measured run, as a "
-            "share of one core; near 100% means the one worker is CPU-bound.",
+            "- CPU: CPU time during the measured run as a share of one core, of the server's "
+            "processes, of PostgreSQL (all backends) and of every other process on the "
+            "machine (not wrk or this script). A server near 100% is CPU-bound; "
+            f"`other` above {NOISY_OTHER_CPU_PCT:.0f}% means the machine was busy with "
+            "something else and the row is flagged.",
             '- floor: `loadtests/floor_app.py` reads the body and returns `{"ok":true}`.',
             f"- sync: `loadtests/baseline_views.py` under gunicorn gthread with {args.threads} "
             "threads (`--threads`). Why 8 by default: gunicorn advises 2-4 threads per core "
