@@ -16,7 +16,8 @@ Each gets a smoke request, a short warm-up, then a closed-loop wrk run
 The table goes to stdout and, with the machine's details, to
 docs/benchmarks/issue2-compare.md. Raw wrk output and server logs go to
 loadtests/results/ (not committed). Exit status 1 when any design answered
-non-2xx or had socket errors.
+non-2xx, had socket errors, or its 2xx answers do not match the holds in the
+database. `--seed-only` prints an API key of the bench org for locust.
 
 Only 127.0.0.1 is ever targeted. Every server started here is stopped on the
 way out, also on Ctrl-C, SIGTERM or an error.
