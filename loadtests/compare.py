@@ -498,7 +498,7 @@ def measure(design: Design, args: argparse.Namespace, key: str) -> Result:
             result.cpu = cpu_shares(before, sample_cpu(), server.pid)
             (RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
             parse_wrk(output, result)
-    except (DesignFailed, OSError) as exc:
+    except (DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
         return result
     result.answered_2xx = (
