@@ -217,6 +217,7 @@ DECLARE
     v_blocked jsonb;
     v_window_ids bigint[] := '{}';
     v_missing boolean := false;
+    v_alert boolean := false;
     v_res_id uuid;
     v_expires timestamptz;
     r record;
@@ -305,6 +306,9 @@ BEGIN
                 r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
             v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft, r.enforce, r.spent + r.reserved + v_amount);
+            -- An alert is possible only at or past the soft limit; most holds skip it.
+            v_alert := v_alert OR (r.limit_usd > 0
+                AND (r.spent + r.reserved + v_amount) * 100 >= r.soft * r.limit_usd);
         END LOOP;
         IF v_blocked IS NOT NULL THEN
             -- Lost the race for the last of the budget: deny, nothing written.
@@ -324,7 +328,9 @@ BEGIN
     END IF;
 
     UPDATE budgets_budgetwindow SET reserved = reserved + v_amount WHERE id = ANY(v_window_ids);
-    PERFORM tollgate_raise_alerts(v_window_ids);
+    IF v_alert THEN
+        PERFORM tollgate_raise_alerts(v_window_ids);
+    END IF;
     v_expires := now() + make_interval(secs => p_ttl_seconds);
     v_res_id := gen_random_uuid();
     INSERT INTO budgets_reservation
