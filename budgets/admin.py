@@ -3,9 +3,20 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
-from budgets.models import ApiKey, Budget, BudgetWindow, EndUser, Organization, Reservation, Team
+from budgets.models import (
+    Alert,
+    AlertDeliveryAttempt,
+    ApiKey,
+    Budget,
+    BudgetWindow,
+    EndUser,
+    Organization,
+    Reservation,
+    Team,
+)
 
 
 @admin.register(Organization)
@@ -106,3 +117,38 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             key.revoke()
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+class AlertDeliveryAttemptInline(admin.TabularInline):
+    model = AlertDeliveryAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ["attempted_at", "status_code", "error", "duration_ms"]
+    max_num = 0
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "org",
+        "kind",
+        "used_usd",
+        "limit_usd",
+        "created_at",
+        "delivery_status",
+        "attempts",
+        "acknowledged_at",
+    ]
+    list_filter = ["kind", "delivery_status", "org"]
+    readonly_fields = [f.name for f in Alert._meta.fields]
+    inlines = [AlertDeliveryAttemptInline]
+    actions = ["acknowledge"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Acknowledge (hide from the dashboard)")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        count = queryset.filter(acknowledged_at__isnull=True).update(acknowledged_at=timezone.now())
+        self.message_user(request, f"Acknowledged {count} alert(s).")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from budgets import auth, db
+from budgets import auth, db, metrics
 from budgets.errors import ApiError, JsonBody
 
 logger = logging.getLogger("tollgate.api")
@@ -38,7 +39,7 @@ class Response:
     """A handler's answer when it needs headers of its own (ETag, caching)."""
 
     status: int
-    payload: JsonBody | None
+    payload: JsonBody | bytes | None  # bytes: sent as they are
     headers: dict[str, str]
 
 
@@ -138,6 +139,7 @@ class ApiApp:
     async def _serve(
         self, route_: Route, params: dict[str, str], scope: dict, receive: Callable, send: Callable
     ) -> None:
+        started = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = _request_id(scope, headers)
         extra_headers: dict[str, str] | None = None
@@ -171,7 +173,12 @@ class ApiApp:
         except Exception:
             logger.exception("unhandled error request_id=%s path=%s", request_id, scope["path"])
             status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
-        await _send_json(send, status, payload, request_id, extra_headers)
+        if isinstance(payload, bytes):  # pre-rendered (GET /metrics)
+            await _send_bytes(send, status, payload, request_id, extra_headers)
+        else:
+            await _send_json(send, status, payload, request_id, extra_headers)
+        metrics.REQUESTS.labels(route_.path, scope["method"], status).inc()
+        metrics.LATENCY.labels(route_.path).observe(time.perf_counter() - started)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -212,6 +219,19 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
             return b"".join(chunks)
 
 
+async def _send_bytes(
+    send: Callable,
+    status: int,
+    body: bytes,
+    request_id: str,
+    extra_headers: dict[str, str] | None,
+) -> None:
+    headers = [(b"x-request-id", request_id.encode()), (b"content-length", str(len(body)).encode())]
+    headers.extend((name.encode(), value.encode()) for name, value in (extra_headers or {}).items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _send_json(
     send: Callable,
     status: int,
@@ -225,7 +245,13 @@ async def _send_json(
     if payload is None:
         body = b""
     else:
-        body = orjson.dumps(payload, default=_json_default)
+        try:
+            body = orjson.dumps(payload, default=_json_default)
+        except orjson.JSONEncodeError:
+            # orjson refuses lone surrogates, which a request may carry as
+            # JSON escapes ({"\ud800": 1}) and an error echoes in its field
+            # name; the standard encoder writes them back as escapes.
+            body = json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
         headers.append((b"content-type", b"application/json"))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -1,4 +1,5 @@
-"""API-key authentication for the hot path.
+"""API-key authentication: `aauthenticate` for the hot path (async pool),
+`authenticate` for sync Django views (ORM).
 
 Keys look like `tg_<lookup id>_<secret>`. The row is found by the public
 lookup id and the SHA-256 of the whole key is compared in constant time.
@@ -14,10 +15,11 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils import timezone
 
 from budgets import db
 from budgets.errors import ApiError
-from budgets.models import parse_key
+from budgets.models import ApiKey, parse_key
 
 _MAX_CACHED_KEYS = 10_000
 
@@ -47,31 +49,73 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-async def aauthenticate(header: bytes | None) -> ApiKeyInfo:
+def _credentials(header: str | None) -> tuple[str, str]:
+    """(lookup id, SHA-256 of the key) of a well-formed `Bearer` header."""
     if not header:
         raise _unauthenticated("Send an API key: 'Authorization: Bearer <key>'.")
-    scheme, _, token = header.decode("latin-1").partition(" ")
+    scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthenticated("Send an API key: 'Authorization: Bearer <key>'.")
     lookup_id = parse_key(token)
     if lookup_id is None:
         raise _unauthenticated("Unknown API key.")
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    now = time.monotonic()
+    return lookup_id, hashlib.sha256(token.encode()).hexdigest()
+
+
+def _cached(digest: str) -> ApiKeyInfo | None:
     cached = _cache.get(digest)
-    if cached is not None and cached[1] > now:
-        info = cached[0]
-    else:
-        info = await _aload(lookup_id, digest)
-        if info is None:
-            raise _unauthenticated("Unknown API key.")
-        if len(_cache) >= _MAX_CACHED_KEYS:
-            _cache.clear()
-        _cache[digest] = (info, now + settings.API_KEY_CACHE_SECONDS)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    return None
+
+
+def _remember(digest: str, info: ApiKeyInfo | None) -> ApiKeyInfo:
+    if info is None:
+        raise _unauthenticated("Unknown API key.")
+    if len(_cache) >= _MAX_CACHED_KEYS:
+        _cache.clear()
+    _cache[digest] = (info, time.monotonic() + settings.API_KEY_CACHE_SECONDS)
+    return info
+
+
+def _active(info: ApiKeyInfo) -> ApiKeyInfo:
     if info.revoked:
         raise _unauthenticated("This API key has been revoked.")
     return info
+
+
+async def aauthenticate(header: bytes | None) -> ApiKeyInfo:
+    lookup_id, digest = _credentials(header.decode("latin-1") if header else None)
+    info = _cached(digest) or _remember(digest, await _aload(lookup_id, digest))
+    return _active(info)
+
+
+def authenticate(header: str | None) -> ApiKeyInfo:
+    """Sync twin of aauthenticate for Django views: same keys, same cache,
+    through the ORM."""
+    lookup_id, digest = _credentials(header)
+    info = _cached(digest) or _remember(digest, _load(lookup_id, digest))
+    return _active(info)
+
+
+def _load(lookup_id: str, digest: str) -> ApiKeyInfo | None:
+    key = ApiKey.objects.select_related("org", "team").filter(lookup_id=lookup_id).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    # Like the hot path's query: only the right secret counts as a use.
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    return ApiKeyInfo(
+        key_id=key.pk,
+        org_id=key.org_id,
+        org_slug=key.org.slug,
+        time_zone=key.org.time_zone,
+        strict=key.org.strict,
+        fail_mode=key.org.fail_mode,
+        team_slug=key.team.slug if key.team is not None else None,
+        is_admin=key.is_admin,
+        revoked=key.revoked_at is not None,
+    )
 
 
 async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:

@@ -115,6 +115,11 @@ async def get_pool() -> AsyncConnectionPool:
     return pool
 
 
+def pool_stats() -> dict[str, int]:
+    """Counters of the process's pool (empty before first use)."""
+    return _pool.get_stats() if _pool is not None else {}
+
+
 async def close_pool() -> None:
     global _pool, _pool_loop, _sweeper
     if _sweeper is not None:

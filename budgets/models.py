@@ -52,6 +52,9 @@ class Organization(models.Model):
         default=False, help_text="Reject unknown teams and users (404) instead of registering them."
     )
     fail_mode = models.CharField(max_length=6, choices=FailMode.choices, blank=True, default="")
+    webhook_url = models.URLField(
+        blank=True, help_text="Budget alerts are POSTed here as JSON (with a Slack-style 'text')."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -302,3 +305,76 @@ def parse_key(secret: str) -> str | None:
     if not sep or len(lookup_id) != 12 or not rest:
         return None
     return lookup_id
+
+
+class Alert(models.Model):
+    """A budget window crossed its soft limit or hit its hard limit.
+
+    Recorded by the hot path in the transaction that crossed the threshold,
+    once per window and kind (unique), and delivered to the org's webhook by
+    `manage.py deliver_alerts` from this row (an outbox). Shown on the
+    dashboard until acknowledged.
+    """
+
+    class Kind(models.TextChoices):
+        SOFT = "soft", "Soft limit reached"
+        HARD = "hard", "Hard limit reached"
+
+    class Delivery(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "Failed (gave up)"
+        SKIPPED = "skipped", "Skipped (no webhook)"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    window = models.ForeignKey(BudgetWindow, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    limit_usd = models.DecimalField(**MONEY)
+    used_usd = models.DecimalField(**MONEY, help_text="spent + reserved when it crossed.")
+    created_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    delivery_status = models.CharField(
+        max_length=9, choices=Delivery.choices, default=Delivery.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["window", "kind"], name="alert_once_per_window_kind"),
+        ]
+        indexes = [
+            # Used by deliver_alerts: due deliveries.
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(delivery_status="pending"), name="alert_due"
+            ),
+            # Used by the dashboard summary: an org's open alerts.
+            models.Index(
+                fields=["org", "-created_at"],
+                condition=Q(acknowledged_at__isnull=True),
+                name="alert_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.budget}"
+
+
+class AlertDeliveryAttempt(models.Model):
+    """One try to deliver an alert to its webhook."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="delivery_attempts")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-attempted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.alert_id} @ {self.attempted_at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error}"

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
-from budgets.models import ApiKey, Organization, Team
+from django.db import transaction
+from django.utils import timezone
+
+from budgets.models import Alert, AlertDeliveryAttempt, ApiKey, Organization, Team
 
 
 def organization_create(
@@ -28,3 +39,141 @@ def api_key_create(
     key, secret = ApiKey.generate(org=org, team=team, is_admin=is_admin, name=name)
     key.save()
     return key, secret
+
+
+# --- Alert delivery (the outbox of budgets.Alert) ------------------------------------
+
+ALERT_MAX_ATTEMPTS = 8
+ALERT_LEASE = timedelta(minutes=2)
+ALERT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class AlertDeliveryReport:
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """The webhook body: structured fields plus a Slack-compatible `text`."""
+    budget = alert.budget
+    used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
+    what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
+    text = (
+        f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
+        f"{alert.org.slug} reached its {what}: ${alert.used_usd.normalize():f} of "
+        f"${alert.limit_usd.normalize():f} ({used_pct:.1f}%)."
+    )
+    return {
+        "text": text,
+        "alert": {
+            "id": alert.pk,
+            "kind": alert.kind,
+            "org": alert.org.slug,
+            "scope": budget.scope,
+            "subject": budget.subject_id,
+            "period": budget.period,
+            "limit_usd": f"{alert.limit_usd.normalize():f}",
+            "used_usd": f"{alert.used_usd.normalize():f}",
+            "used_pct": f"{used_pct:.1f}",
+            "soft_limit_pct": budget.soft_limit_pct,
+            "window_start": alert.window.period_start.isoformat(),
+            "resets_at": None if budget.period == "total" else alert.window.period_end.isoformat(),
+            "created_at": alert.created_at.isoformat(),
+        },
+    }
+
+
+def _claim_due_alerts(limit: int) -> list[Alert]:
+    """Take a lease on due alerts (short transaction, SKIP LOCKED), so that
+    several delivery processes never send the same alert at once and no
+    transaction stays open during an HTTP call."""
+    now = timezone.now()
+    with transaction.atomic():
+        alerts = list(
+            Alert.objects.select_for_update(skip_locked=True)
+            .filter(delivery_status=Alert.Delivery.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")[:limit]
+        )
+        Alert.objects.filter(pk__in=[a.pk for a in alerts]).update(
+            next_attempt_at=now + ALERT_LEASE
+        )
+    return list(
+        Alert.objects.filter(pk__in=[a.pk for a in alerts])
+        .select_related("org", "budget__org", "budget__team", "budget__user", "window")
+        .order_by("created_at")
+    )
+
+
+def _post_json(url: str, body: dict[str, Any]) -> int:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "Tollgate-Alerts/1"},
+    )
+    with urllib.request.urlopen(request, timeout=ALERT_TIMEOUT_SECONDS) as response:
+        return response.status
+
+
+def _backoff(attempts: int) -> timedelta:
+    """10 s, 20 s, 40 s, ... up to an hour, with jitter so retries spread out."""
+    base = min(10 * 2 ** (attempts - 1), 3600)
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def alert_deliver(alert: Alert) -> bool:
+    """One attempt; records it and schedules a retry or gives up. True if delivered."""
+    started = time.monotonic()
+    status_code: int | None = None
+    error = ""
+    try:
+        status_code = _post_json(alert.org.webhook_url, alert_payload(alert))
+    except urllib.error.HTTPError as exc:
+        status_code, error = exc.code, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        error = str(getattr(exc, "reason", exc)) or type(exc).__name__
+    ok = status_code is not None and 200 <= status_code < 300
+    now = timezone.now()
+    with transaction.atomic():
+        AlertDeliveryAttempt.objects.create(
+            alert=alert,
+            attempted_at=now,
+            status_code=status_code,
+            error=error[:1000],
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        alert.attempts += 1
+        if ok:
+            alert.delivery_status, alert.delivered_at, alert.last_error = (
+                Alert.Delivery.DELIVERED,
+                now,
+                "",
+            )
+        elif alert.attempts >= ALERT_MAX_ATTEMPTS:
+            alert.delivery_status, alert.last_error = Alert.Delivery.FAILED, error
+        else:
+            alert.next_attempt_at, alert.last_error = now + _backoff(alert.attempts), error
+        alert.save(
+            update_fields=[
+                "attempts",
+                "delivery_status",
+                "delivered_at",
+                "last_error",
+                "next_attempt_at",
+            ]
+        )
+    return ok
+
+
+def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:
+    report = AlertDeliveryReport()
+    for alert in _claim_due_alerts(limit):
+        if alert_deliver(alert):
+            report.delivered += 1
+        elif alert.delivery_status == Alert.Delivery.FAILED:
+            report.failed += 1
+        else:
+            report.retrying += 1
+    return report

@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from budgets import db, inputs
-from budgets.api import Request
+from budgets import db, inputs, metrics
+from budgets.api import Request, Response
 from budgets.auth import ApiKeyInfo
 from budgets.errors import ApiError, JsonBody, invalid
 
@@ -96,7 +97,9 @@ async def check(request: Request) -> Answer:
         result = await decide(key, d, hold=False)
     except db.StoreUnavailable:
         if not _fail_open(key):
+            metrics.DECISIONS.labels("check", "unavailable").inc()
             raise
+        metrics.DECISIONS.labels("check", "degraded").inc()
         return 200, {
             "allowed": True,
             "degraded": True,
@@ -105,8 +108,10 @@ async def check(request: Request) -> Answer:
             "budgets": [],
             "blocked_by": None,
         }
+    allowed = result["status"] != "denied"
+    metrics.DECISIONS.labels("check", "allow" if allowed else "deny").inc()
     return 200, {
-        "allowed": result["status"] != "denied",
+        "allowed": allowed,
         "estimated_cost_usd": result["amount_usd"],
         "warnings": result["warnings"],
         "budgets": result["budgets"],
@@ -122,7 +127,9 @@ async def reserve(request: Request) -> Answer:
         result = await decide(key, d, hold=True)
     except db.StoreUnavailable:
         if not _fail_open(key):
+            metrics.DECISIONS.labels("reserve", "unavailable").inc()
             raise
+        metrics.DECISIONS.labels("reserve", "degraded").inc()
         # Fail-open: the call may go ahead, but nothing was held.
         return 201, {
             "reservation_id": None,
@@ -133,6 +140,7 @@ async def reserve(request: Request) -> Answer:
             "warnings": [],
         }
     if result["status"] == "denied":
+        metrics.DECISIONS.labels("reserve", "deny").inc()
         blocked = result["blocked"]
         raise ApiError(
             402,
@@ -147,6 +155,7 @@ async def reserve(request: Request) -> Answer:
             reserved_usd=blocked["reserved_usd"],
             resets_at=blocked["resets_at"],
         )
+    metrics.DECISIONS.labels("reserve", "allow").inc()
     return 201, {
         "reservation_id": result["reservation_id"],
         "amount_usd": result["amount_usd"],
@@ -268,6 +277,10 @@ async def delete_budget(request: Request) -> Answer:
 
 async def healthz(request: Request) -> Answer:
     return 200, {"status": "ok"}
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(200, metrics.render(), {"content-type": CONTENT_TYPE_LATEST})
 
 
 async def readyz(request: Request) -> Answer:

@@ -30,6 +30,7 @@ from tracking import catalog, ingest  # noqa: E402
 ROUTES = [
     route("GET", "/healthz", budget_views.healthz, authenticated=False),
     route("GET", "/readyz", budget_views.readyz, authenticated=False),
+    route("GET", "/metrics", budget_views.prometheus_metrics, authenticated=False),
     route("POST", "/v1/budget/check", budget_views.check),
     route("POST", "/v1/budget/reservations", budget_views.reserve),
     route("POST", "/v1/budget/reservations/{reservation_id}/release", budget_views.release),

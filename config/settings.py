@@ -16,10 +16,12 @@ environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
+SECURE_TLS = env.bool("SECURE_TLS", default=False)
 if not SECRET_KEY:
-    if not DEBUG and env.bool("TOLLGATE_REQUIRE_SECRET_KEY", default=False):
-        raise environ.ImproperlyConfigured("Set SECRET_KEY in production.")
-    # Development default: stable per checkout, never used when SECRET_KEY is set.
+    if SECURE_TLS:
+        raise environ.ImproperlyConfigured("Set SECRET_KEY: SECURE_TLS=true means production.")
+    # Development default: stable per checkout, never used when SECRET_KEY is set
+    # (`manage.py check --deploy` flags it).
     SECRET_KEY = "insecure-dev-key-" + str(BASE_DIR)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
@@ -133,7 +135,6 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # --- Production hardening (manage.py check --deploy) -------------------------------
-SECURE_TLS = env.bool("SECURE_TLS", default=False)
 SESSION_COOKIE_SECURE = SECURE_TLS
 CSRF_COOKIE_SECURE = SECURE_TLS
 SECURE_SSL_REDIRECT = SECURE_TLS

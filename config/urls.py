@@ -7,5 +7,6 @@ urlpatterns = [
     # Sign-in for dashboard users (password changes and resets go through staff).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("tracking.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from budgets import db, inputs
+from budgets import db, inputs, metrics
 from budgets.api import Request
 from budgets.auth import ApiKeyInfo
 from budgets.errors import ApiError, JsonBody, invalid
@@ -25,6 +25,7 @@ MAX_TAGS = 20
 MAX_TAG_LENGTH = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 STATUSES = ("ok", "error")
+MAX_PROVIDER_LENGTH = 64  # RequestEvent.provider
 
 
 def _event_list(data: JsonBody) -> tuple[list[Any], bool]:
@@ -73,7 +74,12 @@ def _tags(value: Any, field: str) -> dict[str, str]:
                 f"Tags are strings: names of 1 to 64 "
                 f"characters, values of at most {MAX_TAG_LENGTH}.",
             )
-        inputs.identifier({"tag": name}, "tag")
+        try:
+            inputs.identifier({"tag": name}, "tag")
+        except ApiError:
+            raise invalid(
+                f"{field}.{name}"[:200], "Tag names must be valid text without control characters."
+            ) from None
         if "\x00" in tag or any(0xD800 <= ord(ch) <= 0xDFFF for ch in tag):
             raise invalid(f"{field}.{name}", "Tag values must be valid text.")
     return value
@@ -107,6 +113,11 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
     user = ident("user")
     model = ident("model", required=True)
     provider = ident("provider")
+    if provider is not None and len(provider) > MAX_PROVIDER_LENGTH:
+        raise invalid(
+            field("provider"),
+            f"'{field('provider')}' must be 1 to {MAX_PROVIDER_LENGTH} characters long.",
+        )
     buckets = normalize(raw.get("usage"), field("usage"))
     cost = None
     if raw.get("cost_usd") is not None:
@@ -195,6 +206,15 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     try:
         result = await db.fetch_value("record_events", params)
     except psycopg.Error as exc:
+        if exc.sqlstate == "22003":  # numeric_value_out_of_range
+            # Each cost is capped, but a window's spent (numeric(20, 10)) can
+            # still be taken past 10^10 by many of them.
+            raise ApiError(
+                422,
+                "invalid_field",
+                "These costs would take a budget's spend past the largest amount "
+                "Tollgate stores; nothing was stored.",
+            ) from None
         if exc.sqlstate == "TG409":
             conflicts = json.loads(exc.diag.message_detail or "[]")
             raise ApiError(
@@ -220,5 +240,8 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
         {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
         for r in result["results"]
     ]
-    new = any(not r["duplicate"] for r in results)
+    duplicates = sum(1 for r in results if r["duplicate"])
+    metrics.EVENTS.labels("new").inc(len(results) - duplicates)
+    metrics.EVENTS.labels("duplicate").inc(duplicates)
+    new = duplicates < len(results)
     return (201 if new else 200), {"results": results}

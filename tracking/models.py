@@ -114,6 +114,15 @@ class RequestEvent(models.Model):
             models.Index(fields=["org", "-started_at"], name="event_org_started"),
             # Used by aggregate_usage to find events received since its watermark.
             models.Index(fields=["received_at"], name="event_received"),
+            # Used by GET /v1/usage (query "usage" in tracking/sql/queries.sql): one
+            # org's events received after the aggregation watermark, i.e. the hours
+            # it reads raw because the rollups may miss them. Without the org in
+            # front it would walk every org's recent events.
+            models.Index(fields=["org", "received_at"], name="event_org_received"),
+            # Used by reprice (tracking/services.py, _reprice_queryset): unpriced
+            # events since a date. Partial, so the priced events, nearly all of
+            # them, cost ingest nothing here.
+            models.Index(fields=["started_at"], condition=Q(priced=False), name="event_unpriced"),
         ]
 
     def __str__(self) -> str:

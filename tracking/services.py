@@ -1,18 +1,22 @@
-"""Price catalog writes (sync ORM)."""
+"""Writes of the tracking app (sync ORM): the price catalog, hourly rollups,
+pruning and repricing of raw events."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from tracking.models import Price
+from tracking import selectors
+from tracking.models import Price, RequestEvent
 
 DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
 # The first price known for a model also prices its earlier usage.
@@ -98,4 +102,359 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
         else:
             Price.objects.create(provider=provider, model=model, effective_from=now, **fields)
             report.changed.append(model)
+    return report
+
+
+# --- Aggregation: hourly rollups --------------------------------------------------
+#
+# Watermark. The row "aggregate_usage" of AggregationState holds a time W such
+# that every event with received_at <= W is in the rollups. A pass reads the
+# database clock D first, then recomputes every (org, hour) bucket touched by an
+# event with received_at > W, whole and exactly, from the raw events, and then
+# sets W = D - AGGREGATION_LAG.
+#
+# Why the lag: ingest stamps received_at with now(), which is the start of its
+# transaction, not its commit. A transaction that started before D may commit
+# after the pass looked, with a received_at below D; the next pass still finds
+# it as long as it committed within AGGREGATION_LAG of its start. Ingest
+# transactions are one statement under a timeout of a few seconds, so two
+# minutes is a wide margin. Both sides use the database's clock, so clock skew
+# between app servers plays no part. The cost of the lag: every pass
+# recomputes the hours of the last two minutes again, and GET /v1/usage reads
+# those hours from raw events.
+#
+# Why whole buckets: recomputing an (org, hour) from its raw events makes the
+# rollup exact and the pass idempotent, whatever happened before (late events,
+# out-of-order commits, repricing, a crashed pass).
+AGGREGATION_LAG = timedelta(minutes=2)
+# Buckets per transaction: small enough to keep locks short, large enough to
+# keep round trips few.
+REFRESH_BATCH_SIZE = 50
+BEGINNING = selectors.BEGINNING
+
+Bucket = tuple[int, datetime]  # (org id, UTC hour)
+Progress = Callable[[int, int, int], None]  # (done, total, events so far)
+
+
+@dataclass
+class RefreshPlan:
+    buckets: list[Bucket]
+    # Set for an incremental pass: the watermark once the buckets are done.
+    watermark: datetime | None
+    # Late events in hours that were already pruned: not rolled up (their
+    # hour's other events are gone, so a recomputed rollup would lose them).
+    skipped_events: int = 0
+
+
+@dataclass
+class RefreshReport:
+    buckets: int = 0
+    events: int = 0
+    written: int = 0
+    removed: int = 0
+    skipped_events: int = 0
+    watermark: datetime | None = None
+
+    def add(self, other: RefreshReport) -> None:
+        self.buckets += other.buckets
+        self.events += other.events
+        self.written += other.written
+        self.removed += other.removed
+
+
+def hour_floor(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_LAG) -> RefreshPlan:
+    """The buckets a pass recomputes: those touched since the watermark, or
+    with `since` (a rebuild) every bucket from that hour on that is not pruned."""
+    pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+    if since is not None:
+        start = max(hour_floor(since), pruned_before)
+        rows = selectors.run("rebuild_buckets", {"since": start})
+        return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows], watermark=None)
+    now = selectors.database_now()
+    watermark = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
+    plan = RefreshPlan(buckets=[], watermark=now - lag)
+    for org_id, hour, events in selectors.run("changed_buckets", {"watermark": watermark}):
+        if hour < pruned_before:
+            plan.skipped_events += events
+        else:
+            plan.buckets.append((org_id, hour))
+    return plan
+
+
+def rollups_refresh_buckets(buckets: Iterable[Bucket]) -> RefreshReport:
+    """Recompute these buckets from raw events, in one transaction."""
+    buckets = sorted(set(buckets))
+    if not buckets:
+        return RefreshReport()
+    with transaction.atomic():
+        selectors.run("lock_rollups")
+        # Read under the lock: a prune that moved the horizon has committed.
+        pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+        [(count, events, written, removed)] = selectors.run(
+            "refresh_buckets",
+            {
+                "org_ids": [org_id for org_id, _ in buckets],
+                "hours": [hour for _, hour in buckets],
+                "pruned_before": pruned_before,
+            },
+        )
+    return RefreshReport(buckets=count, events=int(events), written=written, removed=removed)
+
+
+def rollups_refresh(
+    *,
+    since: datetime | None = None,
+    lag: timedelta = AGGREGATION_LAG,
+    batch_size: int = REFRESH_BATCH_SIZE,
+    progress: Progress | None = None,
+) -> RefreshReport:
+    """One pass of aggregate_usage: incremental from the watermark, or with
+    `since` a rebuild of every hour from then on (the watermark stays).
+
+    Idempotent: running it again leaves the same rows."""
+    plan = rollups_plan(since=since, lag=lag)
+    report = RefreshReport(skipped_events=plan.skipped_events)
+    total = len(plan.buckets)
+    for start in range(0, total, batch_size):
+        report.add(rollups_refresh_buckets(plan.buckets[start : start + batch_size]))
+        if progress is not None:
+            progress(min(start + batch_size, total), total, report.events)
+    if plan.watermark is not None:
+        selectors.run(
+            "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": plan.watermark}
+        )
+        report.watermark = plan.watermark
+    return report
+
+
+# --- Pruning raw events ----------------------------------------------------------
+PRUNE_BATCH_SIZE = 10_000
+
+
+class RollupsBehind(Exception):
+    """Raw events that a prune would delete are not in the rollups yet."""
+
+    def __init__(self, events: int, aggregated_through: datetime | None) -> None:
+        super().__init__(f"{events} events are not in the rollups yet")
+        self.events, self.aggregated_through = events, aggregated_through
+
+
+@dataclass
+class PrunePlan:
+    cutoff: datetime
+    # org id -> events that started before the cutoff
+    events_by_org: dict[int, int]
+    not_rolled_up: int
+    aggregated_through: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.events_by_org.values())
+
+
+def _events_not_rolled_up(cutoff: datetime) -> int:
+    [(count,)] = selectors.run(
+        "events_not_rolled_up",
+        {
+            "aggregated_through": selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING,
+            "cutoff": cutoff,
+            "pruned_before": selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING,
+        },
+    )
+    return count
+
+
+def events_prune_plan(*, older_than: timedelta) -> PrunePlan:
+    """What `prune_events` would delete. The cutoff is rounded down to a whole
+    UTC hour, so that a pruned hour has lost all its raw events, never part."""
+    cutoff = hour_floor(selectors.database_now() - older_than)
+    counts = selectors.run("count_events_before", {"cutoff": cutoff})
+    return PrunePlan(
+        cutoff=cutoff,
+        events_by_org={org_id: n for org_id, n in counts if n},
+        not_rolled_up=_events_not_rolled_up(cutoff),
+        aggregated_through=selectors.job_watermark(selectors.AGGREGATION_JOB),
+    )
+
+
+def events_prune(
+    *,
+    plan: PrunePlan,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Delete the raw events of `plan`, one batch per transaction; the rollups
+    stay. Returns how many were deleted (fewer if `should_stop` said so).
+
+    Raises RollupsBehind, and deletes nothing, when an event to delete is not
+    in the rollups: it would be lost from every report."""
+    with transaction.atomic():
+        selectors.run("lock_rollups")
+        # Again, under the lock: an aggregation or a late event since the plan.
+        not_rolled_up = _events_not_rolled_up(plan.cutoff)
+        if not_rolled_up:
+            raise RollupsBehind(not_rolled_up, plan.aggregated_through)
+        # The horizon moves first: from now on no refresh recomputes an hour
+        # before the cutoff, which would rebuild it from a half-deleted hour.
+        selectors.run("advance_watermark", {"name": selectors.PRUNE_JOB, "watermark": plan.cutoff})
+    deleted = 0
+    for org_id in sorted(plan.events_by_org):
+        while not should_stop():
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    selectors.QUERIES["delete_events_before"],
+                    {"org_id": org_id, "cutoff": plan.cutoff, "batch_size": batch_size},
+                )
+                count = cursor.rowcount
+            deleted += count
+            if progress is not None and count:
+                progress(deleted, plan.total, deleted)
+            if count < batch_size:
+                break
+    return deleted
+
+
+# --- Repricing --------------------------------------------------------------------
+REPRICE_BATCH_SIZE = 1000
+COST_QUANTUM = Decimal("1E-10")
+
+
+@dataclass
+class ModelRepricing:
+    events: int = 0
+    delta: Decimal = Decimal(0)
+
+
+@dataclass
+class RepriceReport:
+    by_model: dict[str, ModelRepricing] = field(default_factory=dict)
+    # model -> events still without a price
+    no_price: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0
+    windows_adjusted: int = 0
+    windows_created: int = 0
+    rollup_hours: int = 0
+    last_id: int = 0
+
+    @property
+    def repriced(self) -> int:
+        return sum(m.events for m in self.by_model.values())
+
+    @property
+    def delta(self) -> Decimal:
+        return sum((m.delta for m in self.by_model.values()), Decimal(0))
+
+    def add(self, other: RepriceReport) -> None:
+        for model, part in other.by_model.items():
+            mine = self.by_model.setdefault(model, ModelRepricing())
+            mine.events += part.events
+            mine.delta += part.delta
+        for model, n in other.no_price.items():
+            self.no_price[model] = self.no_price.get(model, 0) + n
+        self.unchanged += other.unchanged
+        self.windows_adjusted += other.windows_adjusted
+        self.windows_created += other.windows_created
+        self.rollup_hours += other.rollup_hours
+        self.last_id = max(self.last_id, other.last_id)
+
+
+def _reprice_queryset(
+    *, since: datetime, until: datetime | None, model: str | None, all_events: bool
+) -> QuerySet[RequestEvent]:
+    events = RequestEvent.objects.filter(started_at__gte=since)
+    if until is not None:
+        events = events.filter(started_at__lt=until)
+    if model is not None:
+        events = events.filter(model=model)
+    if not all_events:
+        # Index event_unpriced.
+        events = events.filter(priced=False)
+    return events
+
+
+def events_reprice_batch(
+    events: QuerySet[RequestEvent], *, after_id: int, batch_size: int
+) -> RepriceReport | None:
+    """Reprice the next batch of `events` (by id, after `after_id`) in one
+    transaction: the events, the rollup hours they are in and the budget
+    windows they count in change together. None when there are no more."""
+    report = RepriceReport()
+    with transaction.atomic():
+        batch = list(events.filter(id__gt=after_id).order_by("id").select_for_update()[:batch_size])
+        if not batch:
+            return None
+        report.last_id = batch[-1].id
+        changed: list[tuple[RequestEvent, Decimal]] = []
+        # Priced by the same SQL as ingest (tollgate_price_at, tollgate_cost).
+        costs = dict(selectors.run("event_costs", {"event_ids": [e.id for e in batch]}))
+        for event in batch:
+            cost = costs[event.id]
+            if cost is None:
+                report.no_price[event.model] = report.no_price.get(event.model, 0) + 1
+                continue
+            delta = cost - event.cost_usd
+            if event.priced and delta == 0:
+                report.unchanged += 1
+                continue
+            event.cost_usd, event.priced = cost, True
+            changed.append((event, delta))
+            part = report.by_model.setdefault(event.model, ModelRepricing())
+            part.events += 1
+            part.delta += delta
+        if not changed:
+            return report
+        RequestEvent.objects.bulk_update([e for e, _ in changed], ["cost_usd", "priced"])
+        report.rollup_hours = rollups_refresh_buckets(
+            (e.org_id, hour_floor(e.started_at)) for e, _ in changed
+        ).buckets
+        # Windows last: the hot path waits on their locks, so hold them briefly.
+        moved = [(e.id, d) for e, d in changed if d != 0]
+        if moved:
+            windows = selectors.run(
+                "repriced_windows",
+                {"event_pks": [pk for pk, _ in moved], "deltas": [d for _, d in moved]},
+            )
+            if windows:
+                report.windows_created = windows[0][3]
+                report.windows_adjusted = len(windows)
+                selectors.run(
+                    "adjust_windows",
+                    {
+                        "budget_ids": [w[0] for w in windows],
+                        "period_starts": [w[1] for w in windows],
+                        "deltas": [w[2] for w in windows],
+                    },
+                )
+    return report
+
+
+def events_reprice(
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    model: str | None = None,
+    all_events: bool = False,
+    batch_size: int = REPRICE_BATCH_SIZE,
+    progress: Callable[[RepriceReport], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RepriceReport:
+    """Recompute the cost of unpriced events (or, with all_events, of every
+    event) that started in [since, until), at the price in effect when each
+    started; move the difference into the budget windows they count in and
+    refresh their rollup hours. Batches are transactions: stopping between two
+    loses nothing, and a rerun carries on (repriced events are priced now)."""
+    events = _reprice_queryset(since=since, until=until, model=model, all_events=all_events)
+    report = RepriceReport()
+    while not should_stop():
+        part = events_reprice_batch(events, after_id=report.last_id, batch_size=batch_size)
+        if part is None:
+            break
+        report.add(part)
+        if progress is not None:
+            progress(report)
     return report

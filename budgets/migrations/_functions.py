@@ -9,8 +9,8 @@ FUNCTIONS = Path(__file__).resolve().parent.parent / "sql" / "functions.sql"
 
 
 def install(apps, schema_editor):
-    # On a fresh database the first of these migrations installs the newest
-    # file, whose SQL functions may read tables that later migrations create:
-    # their bodies are checked when they are called instead (as pg_dump does).
+    # An early migration installs today's text, whose SQL-language functions
+    # may name tables that later migrations create: don't check bodies now
+    # (as pg_dump does); they are checked when called.
     schema_editor.execute("SET LOCAL check_function_bodies = off")
     schema_editor.execute(FUNCTIONS.read_text())

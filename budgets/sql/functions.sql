@@ -168,6 +168,29 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     FROM tollgate_applicable(p_org, p_tz, p_team, p_user, p_at) a
 $$;
 
+-- Record an alert for each of these windows that reached its soft limit
+-- (spent + reserved >= soft_limit_pct of the limit) or its hard limit, once
+-- per window and kind: the unique index makes a repeat a no-op, also under
+-- concurrency. Called by the writers while they hold the windows' locks, so
+-- the alert commits with the change that caused it; delivery happens later,
+-- from the row (manage.py deliver_alerts), never on the hot path.
+CREATE OR REPLACE FUNCTION tollgate_raise_alerts(p_window_ids bigint[])
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO budgets_alert (org_id, budget_id, window_id, kind, limit_usd, used_usd,
+                               created_at, delivery_status, attempts, next_attempt_at,
+                               last_error)
+    SELECT b.org_id, b.id, w.id, k.kind, b.limit_usd, w.spent + w.reserved, now(),
+           CASE WHEN o.webhook_url = '' THEN 'skipped' ELSE 'pending' END, 0, now(), ''
+    FROM budgets_budgetwindow w
+    JOIN budgets_budget b ON b.id = w.budget_id
+    JOIN budgets_organization o ON o.id = b.org_id
+    CROSS JOIN (VALUES ('soft'), ('hard')) AS k(kind)
+    WHERE w.id = ANY(p_window_ids) AND b.limit_usd > 0
+      AND w.spent + w.reserved >= CASE k.kind WHEN 'hard' THEN b.limit_usd
+                                             ELSE b.limit_usd * b.soft_limit_pct / 100 END
+    ON CONFLICT (window_id, kind) DO NOTHING
+$$;
+
 -- The decision for one request. With p_hold it also takes the hold: every
 -- applicable window gets `reserved += amount` in one step, or none does.
 --
@@ -194,6 +217,7 @@ DECLARE
     v_blocked jsonb;
     v_window_ids bigint[] := '{}';
     v_missing boolean := false;
+    v_alert boolean := false;
     v_res_id uuid;
     v_expires timestamptz;
     r record;
@@ -244,10 +268,14 @@ BEGIN
 
     IF p_hold AND v_blocked IS NULL AND v_missing THEN
         -- First use of a period: create its windows, then collect every id again.
+        -- In (budget, period) order like tollgate_decide_many and
+        -- tollgate_record_events: a concurrent transaction creating the same
+        -- windows in another order would wait for this one while it waits.
         INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
         SELECT a.budget_id, a.period_start, a.period_end, 0, 0
         FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
         WHERE a.window_id IS NULL
+        ORDER BY a.budget_id, a.period_start
         ON CONFLICT (budget_id, period_start) DO NOTHING;
         SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
         FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
@@ -278,6 +306,9 @@ BEGIN
                 r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
             v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft, r.enforce, r.spent + r.reserved + v_amount);
+            -- An alert is possible only at or past the soft limit; most holds skip it.
+            v_alert := v_alert OR (r.limit_usd > 0
+                AND (r.spent + r.reserved + v_amount) * 100 >= r.soft * r.limit_usd);
         END LOOP;
         IF v_blocked IS NOT NULL THEN
             -- Lost the race for the last of the budget: deny, nothing written.
@@ -297,6 +328,9 @@ BEGIN
     END IF;
 
     UPDATE budgets_budgetwindow SET reserved = reserved + v_amount WHERE id = ANY(v_window_ids);
+    IF v_alert THEN
+        PERFORM tollgate_raise_alerts(v_window_ids);
+    END IF;
     v_expires := now() + make_interval(secs => p_ttl_seconds);
     v_res_id := gen_random_uuid();
     INSERT INTO budgets_reservation
@@ -441,6 +475,9 @@ BEGIN
     -- Django emulates on_delete=CASCADE in Python; the database's foreign key
     -- from the windows has no cascade, so they go first. Holds that still
     -- name these windows release into nothing, which is what they should do.
+    DELETE FROM budgets_alertdeliveryattempt
+    WHERE alert_id IN (SELECT id FROM budgets_alert WHERE budget_id = v_budget);
+    DELETE FROM budgets_alert WHERE budget_id = v_budget;
     DELETE FROM budgets_budgetwindow WHERE budget_id = v_budget;
     DELETE FROM budgets_budget WHERE id = v_budget;
     RETURN jsonb_build_object('status', 'deleted');
@@ -669,6 +706,7 @@ BEGIN
     UPDATE budgets_budgetwindow w SET spent = w.spent + d.cost
     FROM unnest(v_spend_ids, v_spend_costs) AS d(wid, cost)
     WHERE w.id = d.wid AND d.cost > 0;
+    PERFORM tollgate_raise_alerts(v_spend_ids);
 
     -- One result per event, in request order.
     SELECT jsonb_agg(jsonb_build_object(

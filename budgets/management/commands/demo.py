@@ -20,8 +20,9 @@ DEMO_KEY_NAME = "demo key (replaced on every `manage.py demo`)"
 
 class Command(BaseCommand):
     help = (
-        "Set up a demo: migrate, load prices, seed a demo organization, then serve "
-        "Tollgate on http://127.0.0.1:8000 (prints the admin login and an API key)."
+        "Set up a demo: migrate, load prices, seed a demo organization with a week of "
+        "traffic, then serve Tollgate on http://127.0.0.1:8000 beside the worker "
+        "(prints the admin login and an API key)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -52,18 +53,28 @@ class Command(BaseCommand):
         self.serve(addrport)
 
     def serve(self, addrport: str) -> None:
-        """Run the development server (daphne via runserver) as a child process.
+        """Run the development server (daphne via runserver) and the worker
+        (aggregation, reservation expiry, alert delivery) as child processes.
 
-        This process keeps its claim on the embedded database while the server
-        runs; on Ctrl-C both stop, and the database stops with the last of them.
+        This process keeps its claim on the embedded database while they run;
+        on Ctrl-C all of them stop, and the database stops with the last.
         """
         sys.stdout.flush()
         manage = str(settings.BASE_DIR / "manage.py")
-        server = subprocess.Popen([sys.executable, manage, "runserver", addrport])
+        children = [
+            subprocess.Popen([sys.executable, manage, "run_worker", "--aggregate-every", "10"]),
+            subprocess.Popen([sys.executable, manage, "runserver", addrport]),
+        ]
         try:
-            server.wait()
+            children[1].wait()
         except KeyboardInterrupt:
-            server.wait()
+            pass
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            for child in children:
+                child.wait()
 
     def seed(self) -> Organization:
         """The demo organization with a week of traffic (first run only)."""

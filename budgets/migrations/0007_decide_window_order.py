@@ -1,5 +1,5 @@
-"""Reinstall budgets/sql/functions.sql: tollgate_dashboard_summary (GET
-/v1/dashboard/summary) and its tollgate_iso helper."""
+"""Reinstall budgets/sql/functions.sql: tollgate_decide creates missing windows
+in budget order, like the batched holds and tollgate_record_events."""
 
 from django.db import migrations
 

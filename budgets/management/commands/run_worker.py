@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import logging
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connection
+
+from budgets.services import alerts_deliver_due
+from tracking.management.stopping import StopRequest
+from tracking.services import rollups_refresh
+
+logger = logging.getLogger("tollgate.worker")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the periodic jobs in one process with one log stream: usage aggregation "
+        "(aggregate_usage), reservation expiry and alert delivery (deliver_alerts). "
+        "Stops cleanly on SIGTERM or Ctrl-C after the current job."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=5.0,
+            help="Seconds between rounds of expiry and alert delivery.",
+        )
+        parser.add_argument(
+            "--aggregate-every",
+            type=float,
+            default=30.0,
+            help="Seconds between aggregation passes.",
+        )
+        parser.add_argument("--once", action="store_true", help="Run each job once and exit.")
+
+    def handle(self, *args, interval: float, aggregate_every: float, once: bool, **options) -> None:
+        if interval <= 0 or aggregate_every <= 0:
+            raise CommandError("--interval and --aggregate-every must be positive.")
+        self.stdout.write(
+            f"Worker started: expiry and alerts every {interval:g} s, "
+            f"aggregation every {aggregate_every:g} s."
+        )
+        next_aggregation = 0.0
+        with StopRequest() as stop:
+            while not stop.requested:
+                self.run_job("expire reservations", self.expire_reservations)
+                self.run_job("deliver alerts", self.deliver_alerts)
+                if time.monotonic() >= next_aggregation:
+                    self.run_job("aggregate usage", self.aggregate_usage)
+                    next_aggregation = time.monotonic() + aggregate_every
+                if once:
+                    return
+                stop.sleep(interval)
+            self.stdout.write(f"Worker stopped on {stop.signal_name}.")
+
+    def run_job(self, name: str, job) -> None:
+        """A failing job (database down, a bug) is logged; the others go on."""
+        try:
+            message = job()
+        except DatabaseError as exc:
+            self.stderr.write(f"[{name}] database unavailable: {exc}".strip())
+            connection.close()  # reconnect next round
+            return
+        except Exception:
+            logger.exception("[%s] failed", name)
+            return
+        if message:
+            self.stdout.write(f"[{name}] {message}")
+
+    def expire_reservations(self) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tollgate_expire_reservations(1000)")
+            expired = cursor.fetchone()[0]
+        return f"{expired} expired" if expired else ""
+
+    def deliver_alerts(self) -> str:
+        report = alerts_deliver_due()
+        if not (report.delivered or report.retrying or report.failed):
+            return ""
+        return (
+            f"{report.delivered} delivered, {report.retrying} will retry, "
+            f"{report.failed} failed for good"
+        )
+
+    def aggregate_usage(self) -> str:
+        report = rollups_refresh()
+        return f"{report.events} events into {report.buckets} hour buckets" if report.events else ""

@@ -1,0 +1,55 @@
+"""manage.py run_worker: the periodic jobs in one process."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+from django.core.management import call_command
+from django.utils import timezone
+
+from budgets.models import BudgetWindow, Reservation
+from tests.conftest import BASE_DIR, auth
+from tracking.models import HourlyRollup
+
+
+def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, make_budget):
+    budget = make_budget(org, "5")
+    held = api.post("/v1/budget/reservations", headers=auth(key), json={"estimated_cost_usd": "2"})
+    Reservation.objects.filter(pk=held.json()["reservation_id"]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    api.post("/v1/events", headers=auth(key), json={"id": "w1", "model": "m", "cost_usd": "0.5"})
+    from tracking.models import RequestEvent
+
+    # Old enough for the aggregation lag.
+    RequestEvent.objects.update(received_at=timezone.now() - timedelta(minutes=10))
+    out = io.StringIO()
+
+    call_command("run_worker", once=True, stdout=out)
+
+    assert Reservation.objects.get().status == "expired"
+    assert BudgetWindow.objects.get(budget=budget).reserved == 0
+    assert HourlyRollup.objects.get().requests == 1
+    assert "[expire reservations] 1 expired" in out.getvalue()
+
+
+def test_run_worker_stops_cleanly_on_sigterm(test_database_url, transactional_db):
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker", "--interval", "0.5"],
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DATABASE_URL": test_database_url, "TOLLGATE_NO_BOOTSTRAP": "1"},
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert "Worker stopped on SIGTERM" in output

@@ -1,0 +1,330 @@
+"""manage.py aggregate_usage: hourly rollups that equal the raw events exactly,
+incremental from a watermark, idempotent, safe for late events."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
+from django.utils import timezone
+
+from tests.conftest import BASE_DIR
+from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
+from tracking.management.commands.aggregate_usage import Command
+from tracking.models import AggregationState, HourlyRollup, RequestEvent
+from tracking.services import AGGREGATION_LAG, RefreshReport, rollups_refresh
+
+pytestmark = pytest.mark.django_db
+
+
+def row_versions() -> dict[int, str]:
+    """xmin of every rollup row: it changes when the row is rewritten."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, xmin::text FROM tracking_hourlyrollup")
+        return dict(cursor.fetchall())
+
+
+def watermark():
+    return AggregationState.objects.get(name="aggregate_usage").watermark
+
+
+def test_rollup_sums_equal_raw_sums_exactly(make_org, make_event):
+    rng = random.Random(7)
+    orgs = [make_org(), make_org()]
+    for _ in range(300):
+        make_event(
+            rng.choice(orgs),
+            team=rng.choice(["search", "support", None]),
+            user=rng.choice(["alice", "bob", None]),
+            model=rng.choice(["gpt-4o", "claude-sonnet-4", "gemini-2.5-pro"]),
+            started_at=hours_ago(rng.randrange(48), minutes=rng.uniform(0, 59.99)),
+            # Costs with all ten decimals used: a float anywhere would show.
+            cost=str(Decimal(rng.randrange(10**12)) / 10**10),
+            priced=rng.random() > 0.1,
+            status="error" if rng.random() < 0.2 else "ok",
+            input_tokens=rng.randrange(10**6),
+            cache_read_tokens=rng.randrange(10**5),
+            cache_write_tokens=rng.randrange(10**4),
+            output_tokens=rng.randrange(10**5),
+            reasoning_tokens=rng.randrange(10**4),
+        )
+
+    output = run("aggregate_usage")
+
+    assert rollups() == raw_sums()
+    assert sum(r.cost_usd for r in HourlyRollup.objects.all()) == sum(
+        e.cost_usd for e in RequestEvent.objects.all()
+    )
+    assert "300 events" in output
+
+
+def test_rerun_leaves_the_same_rows_untouched(org, make_event):
+    for hours in (1, 2, 30):
+        make_event(org, started_at=hours_ago(hours, minutes=10))
+    run("aggregate_usage")
+    before, versions = rollups(), row_versions()
+
+    run("aggregate_usage")
+    run("aggregate_usage", "--rebuild", "--since", "2000-01-01")
+
+    assert rollups() == before
+    # Not even rewritten with equal values.
+    assert row_versions() == versions
+
+
+def test_incremental_pass_recomputes_only_hours_with_new_events(org, make_event):
+    old = timezone.now() - timedelta(days=1)
+    make_event(org, started_at=hours_ago(5), received_at=old)
+    make_event(org, started_at=hours_ago(4), received_at=old)
+    run("aggregate_usage")
+    versions = row_versions()
+
+    make_event(org, started_at=hours_ago(5, minutes=30), cost="0.5")
+    report = rollups_refresh()
+
+    assert report.buckets == 1 and report.events == 2
+    assert rollups() == raw_sums()
+    rewritten = {pk for pk, v in row_versions().items() if versions.get(pk) != v}
+    assert rewritten == {HourlyRollup.objects.get(hour=hours_ago(5)).pk}
+
+
+def test_first_pass_takes_every_event_and_sets_the_watermark(org, make_event):
+    make_event(org, started_at=hours_ago(2000), received_at=timezone.now() - timedelta(days=90))
+    before = timezone.now()
+
+    run("aggregate_usage")
+
+    assert rollups() == raw_sums() and len(rollups()) == 1
+    # The database's clock minus the lag, taken when the pass began.
+    assert before - AGGREGATION_LAG - timedelta(seconds=5) < watermark() <= timezone.now()
+
+
+def test_late_commit_within_the_lag_is_picked_up(org, make_event):
+    make_event(org, started_at=hours_ago(3))
+    run("aggregate_usage")
+
+    # An ingest transaction that started (and stamped received_at) before the
+    # pass ran but committed after it: its event is older than the pass.
+    late = make_event(
+        org, started_at=hours_ago(3, minutes=20), received_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert late.received_at < timezone.now() - timedelta(seconds=30)
+    run("aggregate_usage")
+
+    assert rollups() == raw_sums()
+    assert HourlyRollup.objects.get().requests == 2
+
+
+def test_late_event_for_an_old_hour_updates_that_hour(org, make_event):
+    make_event(org, started_at=hours_ago(200), received_at=timezone.now() - timedelta(days=8))
+    run("aggregate_usage")
+
+    make_event(org, started_at=hours_ago(200, minutes=5), cost="2")
+    run("aggregate_usage")
+
+    row = HourlyRollup.objects.get()
+    assert (row.requests, row.cost_usd) == (2, Decimal("2.001"))
+
+
+def test_watermark_never_moves_back(org, make_event):
+    run("aggregate_usage")
+    first = watermark()
+    AggregationState.objects.filter(name="aggregate_usage").update(
+        watermark=first + timedelta(hours=1)
+    )
+
+    run("aggregate_usage")
+
+    assert watermark() == first + timedelta(hours=1)
+
+
+def test_rebuild_recomputes_every_hour_since_the_date(org, make_event):
+    received = timezone.now() - timedelta(days=10)
+    for hours in (100, 50, 5):
+        make_event(org, started_at=hours_ago(hours), received_at=received)
+    run("aggregate_usage")
+    # Rollups that went wrong (a bug, a manual edit): the watermark is past
+    # these events, so an incremental pass does not look at them again.
+    HourlyRollup.objects.update(cost_usd=Decimal("9"))
+    stray = HourlyRollup.objects.create(org=org, hour=hours_ago(6), model="ghost", requests=1)
+    run("aggregate_usage")
+    assert HourlyRollup.objects.filter(cost_usd=Decimal("9")).count() == 3
+
+    output = run(
+        "aggregate_usage", "--rebuild", "--since", hours_ago(60).isoformat().replace("+00:00", "Z")
+    )
+
+    costs = {r.hour: r.cost_usd for r in HourlyRollup.objects.all()}
+    assert costs == {
+        hours_ago(100): Decimal("9"),  # before --since: left alone
+        hours_ago(50): Decimal("0.001"),
+        hours_ago(5): Decimal("0.001"),
+    }
+    assert not HourlyRollup.objects.filter(pk=stray.pk).exists()
+    assert "Rebuilt 3 hours" in output
+
+
+def test_rebuild_keeps_rollups_of_hours_whose_events_were_pruned(org, make_event):
+    received = timezone.now() - timedelta(days=200)
+    make_event(org, started_at=timezone.now() - timedelta(days=120), received_at=received)
+    make_event(org, started_at=hours_ago(10), received_at=received)
+    run("aggregate_usage")
+    run("prune_events", "--older-than", "90d")
+    assert RequestEvent.objects.count() == 1
+
+    output = run("aggregate_usage", "--rebuild", "--since", "2000-01-01")
+
+    assert HourlyRollup.objects.count() == 2
+    assert "were pruned" in output
+
+
+def test_rebuild_keeps_rollups_before_an_orgs_oldest_event(org, make_event):
+    """Raw events deleted by other means than prune_events: the rollups are
+    all that is left of them, so a rebuild must not wipe them."""
+    received = timezone.now() - timedelta(days=20)
+    gone = make_event(org, started_at=hours_ago(300), received_at=received)
+    make_event(org, started_at=hours_ago(10), received_at=received)
+    run("aggregate_usage")
+    gone.delete()
+
+    run("aggregate_usage", "--rebuild", "--since", "2000-01-01")
+
+    assert HourlyRollup.objects.count() == 2
+
+
+def test_late_event_in_a_pruned_hour_is_reported_and_left_out(org, make_event):
+    received = timezone.now() - timedelta(days=200)
+    make_event(org, started_at=timezone.now() - timedelta(days=120), received_at=received)
+    run("aggregate_usage")
+    run("prune_events", "--older-than", "90d")
+    before = rollups()
+
+    make_event(org, started_at=timezone.now() - timedelta(days=120, minutes=1))
+    output = run("aggregate_usage")
+
+    assert rollups() == before
+    assert "1 late events started in hours that were already pruned" in output
+
+
+def test_progress_lines_on_long_passes(org, make_event, monkeypatch):
+    for hours in range(1, 6):
+        make_event(org, started_at=hours_ago(hours))
+    monkeypatch.setattr(Command, "progress_every", 0.0)
+
+    output = run("aggregate_usage", "--batch-size", "2")
+
+    assert "  2/5 hours, 2 events," in output
+    assert "  4/5 hours, 4 events," in output
+    assert "events/s" in output
+    assert "Aggregated 5 hours (5 events" in output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--rebuild"],
+        ["--since", "2026-01-01"],
+        ["--rebuild", "--since", "yesterday"],
+        ["--rebuild", "--since", "2026-01-01", "--follow"],
+        ["--follow", "--interval", "0"],
+        ["--batch-size", "0"],
+    ],
+)
+def test_bad_arguments_are_refused(args):
+    with pytest.raises(CommandError):
+        run("aggregate_usage", *args)
+
+
+# --- --follow ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_follow_finishes_its_pass_and_exits_cleanly_on_a_signal(
+    test_database_url, transactional_db, make_org, make_event, signum
+):
+    make_event(make_org(), started_at=hours_ago(1))
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "aggregate_usage", "--follow", "--interval", "1"],
+        cwd=BASE_DIR,
+        env={**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not HourlyRollup.objects.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no pass within 60 s"
+            time.sleep(0.1)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 0, stderr
+    assert f"Stopped on {signal.Signals(signum).name}; the last pass completed." in stdout
+    assert "Traceback" not in stderr
+    assert rollups() == raw_sums()
+
+
+@pytest.mark.slow
+def test_follow_does_not_sleep_out_its_interval_after_sigterm(test_database_url, transactional_db):
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "aggregate_usage", "--follow", "--interval", "600"],
+        cwd=BASE_DIR,
+        env={**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not AggregationState.objects.filter(name="aggregate_usage").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no pass within 60 s"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 0
+    assert time.monotonic() - started < 10
+    assert "Stopped on SIGTERM" in stdout
+
+
+def test_follow_carries_on_after_a_database_outage(monkeypatch):
+    passes: list[int] = []
+
+    def flaky_pass(self, *, since=None):
+        passes.append(1)
+        if len(passes) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        os.kill(os.getpid(), signal.SIGTERM)  # stop after this pass
+        return RefreshReport()
+
+    monkeypatch.setattr(Command, "run_pass", flaky_pass)
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("aggregate_usage", "--follow", "--interval", "0.01", stdout=out, stderr=err)
+
+    assert len(passes) == 2
+    assert "Pass failed (server closed the connection unexpectedly); retrying" in err.getvalue()
+    assert "Stopped on SIGTERM" in out.getvalue()

@@ -1,0 +1,130 @@
+"""Reads of the tracking app for reports and jobs (sync, Django's connection).
+
+The SQL lives in tracking/sql/queries.sql as named blocks; this module and
+tracking/services.py run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
+
+from django.db import connection
+
+from budgets.db import load_queries
+
+QUERIES = load_queries(Path(__file__).resolve().parent / "sql" / "queries.sql")
+
+# Rows of tracking_aggregationstate.
+AGGREGATION_JOB = "aggregate_usage"
+PRUNE_JOB = "prune_events"
+
+# Before any watermark: every event is new.
+BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
+
+GROUP_KEYS = ("team", "user", "model")
+Granularity = Literal["hour", "day"]
+
+
+def run(name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """Run a named query and return its rows (none for a statement without)."""
+    with connection.cursor() as cursor:
+        cursor.execute(QUERIES[name], params or {})
+        return cursor.fetchall() if cursor.description else []
+
+
+def job_watermark(name: str) -> datetime | None:
+    rows = run("job_watermark", {"name": name})
+    return rows[0][0] if rows else None
+
+
+def database_now() -> datetime:
+    return run("statement_time")[0][0]
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    org_id: int
+    start: datetime
+    end: datetime
+    granularity: Granularity = "hour"
+    group_by: tuple[str, ...] = ()
+    # Set for a team-limited API key: only this team's usage.
+    team: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            # See the query's comment: read first, in a statement of its own.
+            "aggregated_through": job_watermark(AGGREGATION_JOB) or BEGINNING,
+            "org_id": self.org_id,
+            "from": self.start,
+            "to": self.end,
+            "granularity": self.granularity,
+            "team": self.team,
+            "by_team": "team" in self.group_by,
+            "by_user": "user" in self.group_by,
+            "by_model": "model" in self.group_by,
+        }
+
+
+class UsageRow(TypedDict):
+    period_start: datetime
+    team: NotRequired[str | None]
+    user: NotRequired[str | None]
+    model: NotRequired[str]
+    requests: int
+    errors: int
+    unpriced_requests: int
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+
+
+USAGE_COLUMNS = (
+    "period_start",
+    "team",
+    "user",
+    "model",
+    "requests",
+    "errors",
+    "unpriced_requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+)
+
+
+def usage_columns(group_by: tuple[str, ...]) -> list[str]:
+    """The columns of a usage row: the group keys asked for, then the sums."""
+    return [c for c in USAGE_COLUMNS if c not in GROUP_KEYS or c in group_by]
+
+
+def _usage_row(values: tuple[Any, ...], group_by: tuple[str, ...]) -> UsageRow:
+    row = dict(zip(USAGE_COLUMNS, values, strict=True))
+    for key in GROUP_KEYS:
+        if key not in group_by:
+            del row[key]
+    return row  # type: ignore[return-value]
+
+
+def usage_rows(query: UsageQuery) -> list[UsageRow]:
+    return [_usage_row(values, query.group_by) for values in run("usage", query.params())]
+
+
+def usage_rows_iter(query: UsageQuery, *, chunk_size: int = 2000) -> Iterator[UsageRow]:
+    """Usage rows one by one from a server-side cursor, for streamed answers."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(QUERIES["usage"], query.params())
+        while chunk := cursor.fetchmany(chunk_size):
+            for values in chunk:
+                yield _usage_row(values, query.group_by)

@@ -1,0 +1,291 @@
+-- Named queries of the tracking app's sync side (aggregate_usage, prune_events,
+-- reprice, GET /v1/usage), run through Django's connection. Loaded once by
+-- tracking/selectors.py; parameters are %(name)s (so no other percent sign in a
+-- block, comments included: the driver formats the whole text).
+--
+-- Two rows of tracking_aggregationstate drive them:
+--   aggregate_usage: every event with received_at <= this watermark is in the
+--                    hourly rollups (see tracking/services.py, "Watermark").
+--   prune_events:    raw events that started before this hour were deleted; the
+--                    rollups of earlier hours are all that is left of them.
+
+-- lock_rollups --
+-- Serialises the writers of tracking_hourlyrollup (aggregate_usage, reprice,
+-- prune_events' horizon), one transaction at a time, so that a refresh never
+-- races a prune or another refresh of the same hour. The key is an arbitrary
+-- constant that only Tollgate uses.
+SELECT pg_advisory_xact_lock(7340021001)
+
+-- job_watermark --
+SELECT watermark FROM tracking_aggregationstate WHERE name = %(name)s
+
+-- advance_watermark --
+-- Never moves back: two aggregators may finish their passes in any order.
+INSERT INTO tracking_aggregationstate AS s (name, watermark, updated_at)
+VALUES (%(name)s, %(watermark)s, now())
+ON CONFLICT (name) DO UPDATE
+SET watermark = greatest(s.watermark, excluded.watermark), updated_at = excluded.updated_at
+
+-- statement_time --
+-- The database's clock (the one ingest stamps received_at with), taken before
+-- the snapshot of any later statement.
+SELECT statement_timestamp()
+
+-- changed_buckets --
+-- The (org, UTC hour) buckets touched by events received after the watermark.
+-- Uses index event_received.
+SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC') AS hour, count(*) AS events
+FROM tracking_requestevent e
+WHERE e.received_at > %(watermark)s
+GROUP BY 1, 2
+ORDER BY 1, 2
+
+-- rebuild_buckets --
+-- Every bucket from the given hour on that has raw events or a rollup. A rollup
+-- hour before the org's oldest raw event is left alone: its events were pruned
+-- (or deleted some other way), and the rollup is all that is left of them.
+WITH oldest AS (
+    SELECT o.id AS org_id,
+           (SELECT date_trunc('hour', min(e.started_at), 'UTC')
+            FROM tracking_requestevent e WHERE e.org_id = o.id) AS hour
+    FROM budgets_organization o
+)
+SELECT org_id, hour FROM (
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC') AS hour
+    FROM tracking_requestevent e
+    WHERE e.started_at >= %(since)s
+    UNION
+    SELECT r.org_id, r.hour
+    FROM tracking_hourlyrollup r JOIN oldest ON oldest.org_id = r.org_id
+    WHERE r.hour >= %(since)s AND r.hour >= oldest.hour
+) b
+ORDER BY org_id, hour
+
+-- refresh_buckets --
+-- Recomputes whole (org, hour) buckets from their raw events: upserts every
+-- (team, user, model) row, deletes the rows no event backs any more. Exact
+-- (numeric sums) and idempotent: an unchanged row is not even rewritten.
+-- Hours before the prune horizon are skipped: their raw events are gone.
+-- Reads events through index event_org_started, rollups through the unique
+-- index rollup_unique_bucket (org, hour, ...).
+WITH buckets AS (
+    SELECT DISTINCT b.org_id, b.hour
+    FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
+    WHERE b.hour >= %(pruned_before)s
+),
+fresh AS (
+    -- LATERAL: one index range scan per bucket. A plain join lets the planner
+    -- hash the whole events table on org_id and filter the hours afterwards.
+    SELECT b.org_id, b.hour, f.*
+    FROM buckets b
+    CROSS JOIN LATERAL (
+        SELECT e.team_id, e.user_id, e.model,
+               count(*) AS requests,
+               count(*) FILTER (WHERE e.status = 'error') AS errors,
+               count(*) FILTER (WHERE NOT e.priced) AS unpriced_requests,
+               sum(e.input_tokens) AS input_tokens,
+               sum(e.cache_read_tokens) AS cache_read_tokens,
+               sum(e.cache_write_tokens) AS cache_write_tokens,
+               sum(e.output_tokens) AS output_tokens,
+               sum(e.reasoning_tokens) AS reasoning_tokens,
+               sum(e.cost_usd) AS cost_usd
+        FROM tracking_requestevent e
+        WHERE e.org_id = b.org_id
+          AND e.started_at >= b.hour AND e.started_at < b.hour + interval '1 hour'
+        GROUP BY e.team_id, e.user_id, e.model
+    ) f
+),
+written AS (
+    INSERT INTO tracking_hourlyrollup AS r (
+        org_id, hour, team_id, user_id, model, requests, errors, unpriced_requests,
+        input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cost_usd)
+    SELECT org_id, hour, team_id, user_id, model, requests, errors, unpriced_requests,
+           input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+           cost_usd
+    FROM fresh
+    ORDER BY org_id, hour, team_id, user_id, model
+    ON CONFLICT (org_id, hour, team_id, user_id, model) DO UPDATE
+    SET requests = excluded.requests, errors = excluded.errors,
+        unpriced_requests = excluded.unpriced_requests, input_tokens = excluded.input_tokens,
+        cache_read_tokens = excluded.cache_read_tokens,
+        cache_write_tokens = excluded.cache_write_tokens, output_tokens = excluded.output_tokens,
+        reasoning_tokens = excluded.reasoning_tokens, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.errors, r.unpriced_requests, r.input_tokens, r.cache_read_tokens,
+           r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd)
+          IS DISTINCT FROM
+          (excluded.requests, excluded.errors, excluded.unpriced_requests, excluded.input_tokens,
+           excluded.cache_read_tokens, excluded.cache_write_tokens, excluded.output_tokens,
+           excluded.reasoning_tokens, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_hourlyrollup r
+    USING buckets b
+    WHERE r.org_id = b.org_id AND r.hour = b.hour
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.org_id = r.org_id AND f.hour = r.hour AND f.model = r.model
+            AND f.team_id IS NOT DISTINCT FROM r.team_id
+            AND f.user_id IS NOT DISTINCT FROM r.user_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM buckets) AS buckets,
+       (SELECT coalesce(sum(requests), 0) FROM fresh) AS events,
+       (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed
+
+-- events_not_rolled_up --
+-- Raw events that started before the cutoff and are not (surely) in the
+-- rollups yet. Events in hours already pruned never get rolled up (see
+-- refresh_buckets) and do not count. Uses index event_received.
+SELECT count(*)
+FROM tracking_requestevent e
+WHERE e.received_at > %(aggregated_through)s
+  AND e.started_at < %(cutoff)s AND e.started_at >= %(pruned_before)s
+
+-- count_events_before --
+-- Per organization, through index event_org_started.
+SELECT o.id,
+       (SELECT count(*) FROM tracking_requestevent e
+        WHERE e.org_id = o.id AND e.started_at < %(cutoff)s) AS events
+FROM budgets_organization o
+ORDER BY o.id
+
+-- delete_events_before --
+-- One batch of prune_events, found through index event_org_started.
+DELETE FROM tracking_requestevent
+WHERE id IN (SELECT e.id FROM tracking_requestevent e
+             WHERE e.org_id = %(org_id)s AND e.started_at < %(cutoff)s
+             LIMIT %(batch_size)s)
+
+-- repriced_windows --
+-- The windows that a batch of repriced events counts in, and by how much each
+-- one's spent changes: the windows of every budget that applies to the
+-- event's org, team and user, for the period (in the org's time zone) that
+-- contains the event's started_at. Creates the window rows that do not exist.
+WITH changed AS (
+    SELECT c.event_pk, c.delta
+    FROM unnest(%(event_pks)s::bigint[], %(deltas)s::numeric[]) AS c(event_pk, delta)
+),
+affected AS (
+    SELECT b.id AS budget_id, pb.period_start, pb.period_end, sum(c.delta) AS delta
+    FROM changed c
+    JOIN tracking_requestevent e ON e.id = c.event_pk
+    JOIN budgets_organization o ON o.id = e.org_id
+    JOIN budgets_budget b
+      ON b.org_id = e.org_id
+     AND (b.scope = 'org'
+          OR (b.scope = 'team' AND b.team_id = e.team_id)
+          OR (b.scope = 'user' AND b.user_id = e.user_id))
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, e.started_at) pb
+    GROUP BY 1, 2, 3
+),
+created AS (
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    SELECT budget_id, period_start, period_end, 0, 0 FROM affected
+    ORDER BY budget_id, period_start
+    ON CONFLICT (budget_id, period_start) DO NOTHING
+    RETURNING 1
+)
+SELECT a.budget_id, a.period_start, a.delta, (SELECT count(*) FROM created) AS created
+FROM affected a
+ORDER BY a.budget_id, a.period_start
+
+-- adjust_windows --
+-- Adds the deltas of repriced_windows to spent. Locks the windows in id
+-- order, like the hot path does, so that the two never deadlock. A window
+-- that never counted an event (its budget was created later) cannot go below
+-- zero.
+WITH deltas AS (
+    SELECT d.budget_id, d.period_start, d.delta
+    FROM unnest(%(budget_ids)s::bigint[], %(period_starts)s::timestamptz[], %(deltas)s::numeric[])
+         AS d(budget_id, period_start, delta)
+),
+locked AS (
+    SELECT w.id, d.delta
+    FROM budgets_budgetwindow w
+    JOIN deltas d ON d.budget_id = w.budget_id AND d.period_start = w.period_start
+    ORDER BY w.id
+    FOR UPDATE OF w
+)
+UPDATE budgets_budgetwindow w
+SET spent = greatest(w.spent + l.delta, 0)
+FROM locked l
+WHERE w.id = l.id
+
+-- usage --
+-- GET /v1/usage: spend, tokens and requests of one org per period, exact and
+-- current. An hour is read from the rollups when they are final for it, and
+-- from raw events when an event in it arrived after the aggregation watermark
+-- passed in as aggregated_through (the rollup may miss it). Hours before the prune
+-- horizon only exist as rollups.
+-- The caller reads the watermark just before, in its own statement, so that
+-- the planner sees its value and picks event_org_received (inside this query
+-- it would guess, and walk the org's whole range by started_at). A watermark
+-- that moves on in between is harmless: an older one only sends more hours
+-- to the raw events, which are always exact; and it is written after the
+-- rollups it vouches for, so it is never ahead of them.
+-- Indexes: event_org_received (the org's events after the watermark),
+-- event_org_started (raw hours), rollup_unique_bucket (rollup hours).
+WITH state AS (
+    SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
+                     WHERE name = 'prune_events'), '-infinity') AS pruned_before
+),
+limited AS (
+    -- A team-limited key sees its own team only (NULL matches no row).
+    SELECT (SELECT t.id FROM budgets_team t
+            WHERE t.org_id = %(org_id)s AND t.slug = %(team)s) AS team_id
+),
+raw_hours AS (
+    SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
+    FROM tracking_requestevent e, state s
+    WHERE e.org_id = %(org_id)s AND e.received_at > %(aggregated_through)s
+      AND e.started_at >= %(from)s AND e.started_at < %(to)s
+      AND e.started_at >= s.pruned_before
+),
+usage AS (
+    SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors, r.unpriced_requests,
+           r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens,
+           r.reasoning_tokens, r.cost_usd
+    FROM tracking_hourlyrollup r
+    WHERE r.org_id = %(org_id)s AND r.hour >= %(from)s AND r.hour < %(to)s
+      AND r.hour NOT IN (SELECT hour FROM raw_hours)
+      AND (%(team)s::text IS NULL OR r.team_id = (SELECT team_id FROM limited))
+    UNION ALL
+    SELECT h.hour, e.team_id, e.user_id, e.model, 1, (e.status = 'error')::int,
+           (NOT e.priced)::int, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
+           e.output_tokens, e.reasoning_tokens, e.cost_usd
+    FROM raw_hours h
+    JOIN tracking_requestevent e
+      ON e.org_id = %(org_id)s
+     AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
+    WHERE %(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited)
+)
+SELECT date_trunc(%(granularity)s, u.hour, 'UTC') AS period_start,
+       CASE WHEN %(by_team)s THEN t.slug END AS team,
+       CASE WHEN %(by_user)s THEN eu.external_id END AS "user",
+       CASE WHEN %(by_model)s THEN u.model END AS model,
+       sum(u.requests)::bigint AS requests,
+       sum(u.errors)::bigint AS errors,
+       sum(u.unpriced_requests)::bigint AS unpriced_requests,
+       sum(u.input_tokens)::bigint AS input_tokens,
+       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
+       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
+       sum(u.output_tokens)::bigint AS output_tokens,
+       sum(u.reasoning_tokens)::bigint AS reasoning_tokens,
+       sum(u.cost_usd) AS cost_usd
+FROM usage u
+LEFT JOIN budgets_team t ON t.id = u.team_id
+LEFT JOIN budgets_enduser eu ON eu.id = u.user_id
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
+
+-- event_costs --
+-- reprice: each event's cost at the price in effect when it started, by the
+-- same SQL functions that price events at ingest (NULL: still no price).
+SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
+                           e.output_tokens, e.reasoning_tokens)
+FROM tracking_requestevent e
+LEFT JOIN LATERAL tollgate_price_at(e.model, e.provider, e.started_at) pr ON true
+WHERE e.id = ANY(%(event_ids)s)

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from tracking import views
+
+urlpatterns = [
+    path("v1/usage", views.usage, name="usage"),
+]
