@@ -925,7 +925,28 @@ BEGIN
                        ORDER BY r.started_at DESC), '[]') FROM recent r),
         'teams', (SELECT coalesce(jsonb_agg(t.slug ORDER BY t.slug), '[]')
                   FROM budgets_team t WHERE t.org_id = p_org),
-        'alerts', '[]'::jsonb)
+        -- Open (unacknowledged) alerts, newest first (index alert_open).
+        'alerts', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', a.id, 'kind', a.kind, 'scope', bu.scope,
+                       'subject', CASE bu.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                                                ELSE u.external_id END,
+                       'period', bu.period, 'created_at', tollgate_iso(a.created_at),
+                       'limit_usd', trim_scale(a.limit_usd)::text,
+                       'used_usd', trim_scale(a.used_usd)::text,
+                       'delivery', a.delivery_status,
+                       'message', bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
+                               WHEN 'team' THEN t.slug ELSE u.external_id END
+                           || ' (' || bu.period || ') reached its ' || a.kind || ' limit: $'
+                           || trim_scale(a.used_usd) || ' of $' || trim_scale(a.limit_usd))
+                       ORDER BY a.created_at DESC, a.id DESC), '[]')
+                   FROM (SELECT * FROM budgets_alert
+                         WHERE org_id = p_org AND acknowledged_at IS NULL
+                         ORDER BY created_at DESC, id DESC LIMIT 20) a
+                   JOIN budgets_budget bu ON bu.id = a.budget_id
+                   JOIN budgets_organization o ON o.id = a.org_id
+                   LEFT JOIN budgets_team t ON t.id = bu.team_id
+                   LEFT JOIN budgets_enduser u ON u.id = bu.user_id
+                   WHERE p_team IS NULL OR t.slug = p_team))
     INTO v_summary;
     RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);
 END $$;

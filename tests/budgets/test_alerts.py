@@ -180,3 +180,18 @@ def test_deliver_alerts_follow_stops_cleanly_on_sigterm(test_database_url, trans
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
     assert "Stopped on SIGTERM" in output
+
+
+def test_open_alerts_show_on_the_dashboard_until_acknowledged(api, org, key, make_budget):
+    make_budget(org, "10", scope="team", team="search", soft_limit_pct=50)
+    reserve(api, key, "6")
+
+    shown = api.get("/v1/dashboard/summary", headers=auth(key)).json()["alerts"]
+    Alert.objects.update(acknowledged_at=timezone.now())
+    after = api.get("/v1/dashboard/summary", headers=auth(key)).json()["alerts"]
+
+    assert [(a["kind"], a["scope"], a["subject"], a["used_usd"]) for a in shown] == [
+        ("soft", "team", "search", "6")
+    ]
+    assert "team budget search (day) reached its soft limit: $6 of $10" in shown[0]["message"]
+    assert after == []

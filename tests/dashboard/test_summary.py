@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from budgets.models import BudgetWindow
+from budgets.models import Alert, BudgetWindow
 from tests.conftest import assert_error, auth
 from tests.dashboard.conftest import (
     SUMMARY,
@@ -102,7 +102,10 @@ def assert_matches_database(body: dict, org, now: datetime) -> None:
 
     newest = list(events.order_by("-started_at").values_list("event_id", flat=True)[:50])
     assert [r["id"] for r in body["recent"]] == newest
-    assert body["alerts"] == []
+    open_alerts = Alert.objects.filter(org=org, acknowledged_at__isnull=True)
+    assert [a["id"] for a in body["alerts"]] == list(
+        open_alerts.order_by("-created_at", "-id").values_list("id", flat=True)[:20]
+    )
 
 
 def test_summary_numbers_are_the_databases(api, org, key, make_budget):
