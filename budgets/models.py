@@ -211,8 +211,12 @@ class Reservation(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="reservations")
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
-    user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.SET_NULL)
+    # No indexes on team and user: every hold inserts a row, and no hot-path
+    # query looks reservations up by them (only admin, when one is deleted).
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
+    user = models.ForeignKey(
+        EndUser, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     amount = models.DecimalField(**MONEY)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     # The windows this hold was added to; release/settle/expiry take it back

@@ -206,7 +206,11 @@ CREATE OR REPLACE FUNCTION tollgate_decide(
     p_org bigint, p_tz text, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
     p_hold boolean, p_ttl_seconds integer, p_at timestamptz)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS jsonb LANGUAGE plpgsql
+-- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
+-- lookups on every call (custom plans looked cheaper), which cost more than
+-- running them (measured: 1,349 -> 841 us per hold, 896 -> 468 in a batch).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_at timestamptz := coalesce(p_at, now());
     v_team bigint;
@@ -515,7 +519,7 @@ $$;
 --            "input_tokens", "max_output_tokens", "ttl_seconds"}, ...]
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS jsonb LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_results jsonb := '[]';
     it record;
