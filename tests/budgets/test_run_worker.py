@@ -36,7 +36,8 @@ def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, ma
     assert Reservation.objects.get().status == "expired"
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
     assert HourlyRollup.objects.get().requests == 1
-    assert "[expire reservations] 1 expired" in out.getvalue()
+    # (The test server's own sweeper may have expired the hold first.)
+    assert "[aggregate usage] 1 events into 1 hour buckets" in out.getvalue()
 
 
 def test_run_worker_stops_cleanly_on_sigterm(test_database_url, transactional_db):
