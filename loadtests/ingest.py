@@ -74,6 +74,8 @@ def measure(args: argparse.Namespace, key: str) -> list[dict]:
                     "non_2xx": sum(lua["statuses"].values()) - acknowledged,
                     "stored": stored_events() - before_rows,
                     "expected": acknowledged * BATCH,
+                    # Batches still in flight when wrk stops are stored, not counted.
+                    "in_flight_max": connections * BATCH,
                     "cpu": cpu,
                 }
             )
