@@ -60,17 +60,33 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
         )
 
 
-async def decide(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> JsonBody:
+async def decide(
+    key: ApiKeyInfo, d: inputs.Decision, *, hold: bool, kind: str | None = None
+) -> JsonBody | None:
     """Run the decision; raises ApiError for unknown subjects or unpriced models.
 
     Holds go through the process's batcher (they contend for row locks);
-    checks take no locks and run directly."""
+    checks take no locks and run directly. With `kind` ("check" or
+    "reserve") the decision is counted, and an unreachable store answers per
+    fail mode: None when the org fails open, StoreUnavailable (503) otherwise."""
     params = _decide_params(key, d, hold=hold)
-    if hold and settings.HOTPATH_BATCH_INFLIGHT > 0:
-        result = await db.batcher().decide(params)
-    else:
-        result = await db.fetch_value("decide", params)
+    try:
+        if hold and settings.HOTPATH_BATCH_INFLIGHT > 0:
+            result = await db.batcher().decide(params)
+        else:
+            result = await db.fetch_value("decide", params)
+    except db.StoreUnavailable:
+        if kind is None:
+            raise
+        if not _fail_open(key):
+            metrics.DECISIONS.labels(kind, "unavailable").inc()
+            raise
+        metrics.DECISIONS.labels(kind, "degraded").inc()
+        return None
     _raise_for_lookup(result, d)
+    if kind is not None:
+        outcome = "deny" if result["status"] == "denied" else "allow"
+        metrics.DECISIONS.labels(kind, outcome).inc()
     return result
 
 
@@ -93,13 +109,8 @@ async def check(request: Request) -> Answer:
     key = request.key
     assert key is not None
     d = inputs.decision(request.json(), key_team=key.team_slug, require_amount=False)
-    try:
-        result = await decide(key, d, hold=False)
-    except db.StoreUnavailable:
-        if not _fail_open(key):
-            metrics.DECISIONS.labels("check", "unavailable").inc()
-            raise
-        metrics.DECISIONS.labels("check", "degraded").inc()
+    result = await decide(key, d, hold=False, kind="check")
+    if result is None:  # fail-open
         return 200, {
             "allowed": True,
             "degraded": True,
@@ -108,10 +119,8 @@ async def check(request: Request) -> Answer:
             "budgets": [],
             "blocked_by": None,
         }
-    allowed = result["status"] != "denied"
-    metrics.DECISIONS.labels("check", "allow" if allowed else "deny").inc()
     return 200, {
-        "allowed": allowed,
+        "allowed": result["status"] != "denied",
         "estimated_cost_usd": result["amount_usd"],
         "warnings": result["warnings"],
         "budgets": result["budgets"],
@@ -123,13 +132,8 @@ async def reserve(request: Request) -> Answer:
     key = request.key
     assert key is not None
     d = inputs.decision(request.json(), key_team=key.team_slug, require_amount=True)
-    try:
-        result = await decide(key, d, hold=True)
-    except db.StoreUnavailable:
-        if not _fail_open(key):
-            metrics.DECISIONS.labels("reserve", "unavailable").inc()
-            raise
-        metrics.DECISIONS.labels("reserve", "degraded").inc()
+    result = await decide(key, d, hold=True, kind="reserve")
+    if result is None:
         # Fail-open: the call may go ahead, but nothing was held.
         return 201, {
             "reservation_id": None,
@@ -140,7 +144,6 @@ async def reserve(request: Request) -> Answer:
             "warnings": [],
         }
     if result["status"] == "denied":
-        metrics.DECISIONS.labels("reserve", "deny").inc()
         blocked = result["blocked"]
         raise ApiError(
             402,
@@ -155,7 +158,6 @@ async def reserve(request: Request) -> Answer:
             reserved_usd=blocked["reserved_usd"],
             resets_at=blocked["resets_at"],
         )
-    metrics.DECISIONS.labels("reserve", "allow").inc()
     return 201, {
         "reservation_id": result["reservation_id"],
         "amount_usd": result["amount_usd"],
@@ -195,6 +197,7 @@ async def status(request: Request) -> Answer:
     query = {k: v for k, v in request.query.items() if k in ("team", "user")}
     d = inputs.decision(query, key_team=key.team_slug, require_amount=False)
     result = await decide(key, d, hold=False)
+    assert result is not None  # no fail mode without `kind`
     return 200, {"budgets": result["budgets"], "warnings": result["warnings"]}
 
 

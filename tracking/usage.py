@@ -113,58 +113,43 @@ def normalize(usage: Any, path: str = "usage") -> Buckets:
 
 
 def _openai_chat(usage: dict[str, Any], path: str) -> Buckets:
-    prompt = _count(usage, "prompt_tokens", path)
-    completion = _count(usage, "completion_tokens", path)
-    cached = _count(
-        _details(usage, "prompt_tokens_details", path),
-        "cached_tokens",
-        f"{path}.prompt_tokens_details",
+    return _openai(
+        usage,
+        path,
+        ("prompt_tokens", "prompt_tokens_details"),
+        ("completion_tokens", "completion_tokens_details"),
     )
-    reasoning = _count(
-        _details(usage, "completion_tokens_details", path),
-        "reasoning_tokens",
-        f"{path}.completion_tokens_details",
-    )
-    return {
-        "input_tokens": _part(
-            prompt, cached, f"{path}.prompt_tokens", f"{path}.prompt_tokens_details.cached_tokens"
-        ),
-        "cache_read_tokens": cached,
-        "cache_write_tokens": 0,
-        "output_tokens": _part(
-            completion,
-            reasoning,
-            f"{path}.completion_tokens",
-            f"{path}.completion_tokens_details.reasoning_tokens",
-        ),
-        "reasoning_tokens": reasoning,
-    }
 
 
 def _openai_responses(usage: dict[str, Any], path: str) -> Buckets:
-    given_in = _count(usage, "input_tokens", path)
-    given_out = _count(usage, "output_tokens", path)
-    cached = _count(
-        _details(usage, "input_tokens_details", path),
-        "cached_tokens",
-        f"{path}.input_tokens_details",
+    return _openai(
+        usage,
+        path,
+        ("input_tokens", "input_tokens_details"),
+        ("output_tokens", "output_tokens_details"),
     )
+
+
+def _openai(
+    usage: dict[str, Any], path: str, inputs: tuple[str, str], outputs: tuple[str, str]
+) -> Buckets:
+    """Both OpenAI APIs: cached tokens are inside the input count, reasoning
+    tokens inside the output count; only the key names differ."""
+    (in_key, in_details), (out_key, out_details) = inputs, outputs
+    given_in = _count(usage, in_key, path)
+    given_out = _count(usage, out_key, path)
+    cached = _count(_details(usage, in_details, path), "cached_tokens", f"{path}.{in_details}")
     reasoning = _count(
-        _details(usage, "output_tokens_details", path),
-        "reasoning_tokens",
-        f"{path}.output_tokens_details",
+        _details(usage, out_details, path), "reasoning_tokens", f"{path}.{out_details}"
     )
     return {
         "input_tokens": _part(
-            given_in, cached, f"{path}.input_tokens", f"{path}.input_tokens_details.cached_tokens"
+            given_in, cached, f"{path}.{in_key}", f"{path}.{in_details}.cached_tokens"
         ),
         "cache_read_tokens": cached,
         "cache_write_tokens": 0,
         "output_tokens": _part(
-            given_out,
-            reasoning,
-            f"{path}.output_tokens",
-            f"{path}.output_tokens_details.reasoning_tokens",
+            given_out, reasoning, f"{path}.{out_key}", f"{path}.{out_details}.reasoning_tokens"
         ),
         "reasoning_tokens": reasoning,
     }
