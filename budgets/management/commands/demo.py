@@ -45,7 +45,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"    curl -s -X POST {base}/v1/budget/reservations -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            '-d \'{"team": "search", "user": "alice", "estimated_cost_usd": "0.05"}\''
+            '-d \'{"team": "research", "user": "bob", "estimated_cost_usd": "0.05"}\''
         )
         self.stdout.write("")
         if no_serve:

@@ -162,25 +162,29 @@ class Command(BaseCommand):
         teams = {t: Team.objects.create(org=org, slug=t, name=t.title()) for t in TEAMS}
         for uid in USERS:
             EndUser.objects.create(org=org, external_id=uid)
-        Budget.objects.create(org=org, scope="org", period="month", limit_usd=Decimal("5000"))
-        for team, limit, period, enforce in (
-            ("search", "150", "day", True),
-            ("support", "60", "day", True),
-            ("research", "700", "week", False),
-            ("growth", "900", "month", True),
+
+        def limit(usd: str) -> Decimal:
+            return (Decimal(usd) * scale).quantize(Decimal("0.01"))
+
+        Budget.objects.create(org=org, scope="org", period="month", limit_usd=limit("120"))
+        for team, usd, period, enforce in (
+            ("search", "1.50", "day", True),
+            ("support", "1.00", "day", True),
+            ("research", "5.00", "week", False),
+            ("growth", "3.00", "month", True),
         ):
             Budget.objects.create(
                 org=org,
                 scope="team",
                 team=teams[team],
                 period=period,
-                limit_usd=Decimal(limit),
+                limit_usd=limit(usd),
                 enforce=enforce,
                 soft_limit_pct=80,
             )
         alice = EndUser.objects.get(org=org, external_id="alice")
         Budget.objects.create(
-            org=org, scope="user", user=alice, period="day", limit_usd=Decimal("25")
+            org=org, scope="user", user=alice, period="day", limit_usd=limit("0.20")
         )
         self.stdout.write(
             f"Created organization '{slug}': {len(TEAMS)} teams, {len(USERS)} users, 6 budgets."
