@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -51,21 +52,80 @@ class BudgetWindowInline(admin.TabularInline):
 
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "org", "scope", "period", "limit_usd", "enforce", "current_usage"]
+    list_display = [
+        "__str__",
+        "org",
+        "scope",
+        "period",
+        "enforce",
+        "spent",
+        "reserved",
+        "limit_usd",
+        "used_pct",
+        "resets_at",
+    ]
     list_filter = ["scope", "period", "enforce", "org"]
     search_fields = ["org__slug", "team__slug", "user__external_id"]
     autocomplete_fields = ["team", "user"]
     inlines = [BudgetWindowInline]
+    actions = ["reset_current_window"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         return super().get_queryset(request).select_related("org", "team", "user")
 
-    @admin.display(description="current window (spent + reserved)")
-    def current_usage(self, budget: Budget) -> str:
+    @admin.display(description="spent")
+    def spent(self, budget: Budget) -> str:
         window = budget.current_window()
-        if window is None:
+        return f"{window.spent.normalize():f}" if window else "0"
+
+    @admin.display(description="reserved")
+    def reserved(self, budget: Budget) -> str:
+        window = budget.current_window()
+        return f"{window.reserved.normalize():f}" if window else "0"
+
+    @admin.display(description="used %")
+    def used_pct(self, budget: Budget) -> str:
+        window = budget.current_window()
+        if window is None or not budget.limit_usd:
             return "-"
-        return format_html("{} + {}", window.spent.normalize(), window.reserved.normalize())
+        return f"{(window.spent + window.reserved) * 100 / budget.limit_usd:.1f}"
+
+    @admin.display(description="resets at")
+    def resets_at(self, budget: Budget) -> str:
+        window = budget.current_window()
+        if budget.period == Budget.Period.TOTAL:
+            return "never"
+        return f"{window.period_end:%Y-%m-%d %H:%M %Z}" if window else "-"
+
+    @admin.action(description="Reset the current window's spend (audited in the admin log)")
+    def reset_current_window(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
+        """Sets the current window's `spent` to 0; active holds stay held. The
+        previous value goes to Django's admin log (who, when, what)."""
+        count = 0
+        for budget in queryset:
+            with transaction.atomic():
+                window = (
+                    BudgetWindow.objects.select_for_update()
+                    .filter(
+                        budget=budget,
+                        period_start__lte=timezone.now(),
+                        period_end__gt=timezone.now(),
+                    )
+                    .first()
+                )
+                if window is None or window.spent == 0:
+                    continue
+                previous = window.spent
+                window.spent = 0
+                window.save(update_fields=["spent"])
+                self.log_change(
+                    request,
+                    budget,
+                    f"Reset spend of window from {window.period_start:%Y-%m-%d %H:%M} "
+                    f"(was ${previous.normalize():f}).",
+                )
+                count += 1
+        self.message_user(request, f"Reset {count} window(s).")
 
 
 @admin.register(Reservation)
@@ -73,9 +133,28 @@ class ReservationAdmin(admin.ModelAdmin):
     list_display = ["id", "org", "team", "user", "amount", "status", "created_at", "expires_at"]
     list_filter = ["status", "org"]
     readonly_fields = [f.name for f in Reservation._meta.fields] + ["window_ids"]
+    actions = ["release_selected", "expire_overdue"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.action(description="Release the selected holds")
+    def release_selected(self, request: HttpRequest, queryset: QuerySet[Reservation]) -> None:
+        released = 0
+        with connection.cursor() as cursor:
+            for reservation in queryset.filter(status=Reservation.Status.ACTIVE):
+                cursor.execute(
+                    "SELECT tollgate_release(%s, %s)", [reservation.org_id, reservation.pk]
+                )
+                released += 1
+        self.message_user(request, f"Released {released} hold(s).")
+
+    @admin.action(description="Expire every overdue hold now (whatever is selected)")
+    def expire_overdue(self, request: HttpRequest, queryset: QuerySet[Reservation]) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tollgate_expire_reservations(100000)")
+            expired = cursor.fetchone()[0]
+        self.message_user(request, f"Expired {expired} overdue hold(s).")
 
 
 @admin.register(ApiKey)

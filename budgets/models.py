@@ -170,9 +170,13 @@ class Budget(models.Model):
                 raise ValidationError("Team and user must belong to the budget's organization.")
 
     def current_window(self) -> BudgetWindow | None:
-        return (
-            self.windows.filter(period_start__lte=timezone.now()).order_by("-period_start").first()
-        )
+        """The window of the period that contains now (None before its first use)."""
+        if not hasattr(self, "_current_window"):
+            now = timezone.now()
+            self._current_window = self.windows.filter(
+                period_start__lte=now, period_end__gt=now
+            ).first()
+        return self._current_window
 
 
 class BudgetWindow(models.Model):

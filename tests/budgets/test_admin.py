@@ -55,7 +55,9 @@ def test_budget_list_shows_current_window(staff_client, make_org, make_budget):
             [org.id],
         )
     response = staff_client.get(_admin_url(Budget, "changelist"))
-    assert "0 + 1.25" in response.content.decode()
+    page = response.content.decode()
+    assert '<td class="field-reserved">1.25</td>' in page
+    assert '<td class="field-used_pct">25.0</td>' in page
     assert staff_client.get(_admin_url(Budget, "change", budget.pk)).status_code == 200
 
 
@@ -84,3 +86,48 @@ def test_revoke_action(staff_client, make_org, make_key):
     )
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_reset_window_is_audited(staff_client, make_org, make_budget):
+    from django.contrib.admin.models import LogEntry
+    from django.db import connection
+
+    org = make_org("acme")
+    budget = make_budget(org, "5")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+                       "NULL, true, 300, NULL)", [org.id])
+    BudgetWindow.objects.update(spent=2)
+
+    staff_client.post(_admin_url(Budget, "changelist"),
+                      {"action": "reset_current_window", "_selected_action": [budget.pk]})
+
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.spent == 0 and window.reserved == 1  # holds stay
+    entry = LogEntry.objects.get(object_id=str(budget.pk))
+    assert entry.user.username == "boss" and "was $2" in entry.change_message
+
+
+def test_release_and_expire_actions(staff_client, make_org, make_budget):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    org = make_org("acme")
+    budget = make_budget(org, "5")
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute("SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+                           "NULL, true, 300, NULL)", [org.id])
+    first, second = Reservation.objects.order_by("created_at", "id")
+    Reservation.objects.filter(pk=second.pk).update(expires_at=timezone.now() - timedelta(1))
+
+    staff_client.post(_admin_url(Reservation, "changelist"),
+                      {"action": "release_selected", "_selected_action": [first.pk]})
+    staff_client.post(_admin_url(Reservation, "changelist"),
+                      {"action": "expire_overdue", "_selected_action": [first.pk]})
+
+    assert Reservation.objects.get(pk=first.pk).status == "released"
+    assert Reservation.objects.get(pk=second.pk).status == "expired"
+    assert BudgetWindow.objects.get(budget=budget).reserved == 0
