@@ -95,12 +95,17 @@ def test_reset_window_is_audited(staff_client, make_org, make_budget):
     org = make_org("acme")
     budget = make_budget(org, "5")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
-                       "NULL, true, 300, NULL)", [org.id])
+        cursor.execute(
+            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+            "NULL, true, 300, NULL)",
+            [org.id],
+        )
     BudgetWindow.objects.update(spent=2)
 
-    staff_client.post(_admin_url(Budget, "changelist"),
-                      {"action": "reset_current_window", "_selected_action": [budget.pk]})
+    staff_client.post(
+        _admin_url(Budget, "changelist"),
+        {"action": "reset_current_window", "_selected_action": [budget.pk]},
+    )
 
     window = BudgetWindow.objects.get(budget=budget)
     assert window.spent == 0 and window.reserved == 1  # holds stay
@@ -118,15 +123,22 @@ def test_release_and_expire_actions(staff_client, make_org, make_budget):
     budget = make_budget(org, "5")
     with connection.cursor() as cursor:
         for _ in range(2):
-            cursor.execute("SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
-                           "NULL, true, 300, NULL)", [org.id])
+            cursor.execute(
+                "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+                "NULL, true, 300, NULL)",
+                [org.id],
+            )
     first, second = Reservation.objects.order_by("created_at", "id")
     Reservation.objects.filter(pk=second.pk).update(expires_at=timezone.now() - timedelta(1))
 
-    staff_client.post(_admin_url(Reservation, "changelist"),
-                      {"action": "release_selected", "_selected_action": [first.pk]})
-    staff_client.post(_admin_url(Reservation, "changelist"),
-                      {"action": "expire_overdue", "_selected_action": [first.pk]})
+    staff_client.post(
+        _admin_url(Reservation, "changelist"),
+        {"action": "release_selected", "_selected_action": [first.pk]},
+    )
+    staff_client.post(
+        _admin_url(Reservation, "changelist"),
+        {"action": "expire_overdue", "_selected_action": [first.pk]},
+    )
 
     assert Reservation.objects.get(pk=first.pk).status == "released"
     assert Reservation.objects.get(pk=second.pk).status == "expired"
