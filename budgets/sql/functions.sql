@@ -665,7 +665,13 @@ BEGIN
     WITH settled AS (
         UPDATE budgets_reservation r SET status = 'settled', closed_at = now()
         WHERE r.org_id = p_org AND r.status = 'active'
-          AND r.id IN (SELECT (n->>'reservation_id')::uuid FROM jsonb_array_elements(v_inserted) n)
+          -- An event of a team settles only that team's (or a teamless) hold: a
+          -- team-limited key, whose events always carry its team, cannot
+          -- settle another team's hold.
+          AND EXISTS (SELECT 1 FROM jsonb_to_recordset(v_inserted)
+                                    AS n(reservation_id uuid, team_id bigint)
+                      WHERE n.reservation_id = r.id
+                        AND (n.team_id IS NULL OR r.team_id IS NULL OR r.team_id = n.team_id))
         RETURNING r.id, r.amount, r.window_ids
     )
     SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
@@ -719,13 +725,17 @@ BEGIN
                'cost_usd', trim_scale(r.cost_usd)::text,
                'priced', r.priced,
                'duplicate', n.event_id IS NULL,
+               -- `settled`: this event settled the hold now (for a replay: the
+               -- hold is settled); `status`: the hold's state now.
                'reservation', CASE WHEN r.reservation_id IS NULL THEN NULL
                    ELSE jsonb_build_object(
                        'id', r.reservation_id,
-                       'settled', s.id IS NOT NULL,
-                       'held_usd', trim_scale((s.amount))::text,
-                       'over_hold_usd', CASE WHEN s.amount < r.cost_usd
-                                             THEN trim_scale(r.cost_usd - s.amount)::text END)
+                       'settled', CASE WHEN n.event_id IS NULL THEN res.status = 'settled'
+                                       ELSE s.id IS NOT NULL END,
+                       'status', res.status,
+                       'held_usd', trim_scale(res.amount)::text,
+                       'over_hold_usd', CASE WHEN res.status = 'settled' AND res.amount < r.cost_usd
+                                             THEN trim_scale(r.cost_usd - res.amount)::text END)
                    END)
                ORDER BY (e->>'idx')::int)
     INTO v_results
@@ -733,7 +743,8 @@ BEGIN
     JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
     LEFT JOIN jsonb_to_recordset(v_inserted) AS n(event_id text) ON n.event_id = r.event_id
     LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
-           ON s.id = r.reservation_id AND n.event_id IS NOT NULL;
+           ON s.id = r.reservation_id AND n.event_id IS NOT NULL
+    LEFT JOIN budgets_reservation res ON res.id = r.reservation_id AND res.org_id = p_org;
     RETURN jsonb_build_object('status', 'ok', 'results', v_results);
 END $$;
 

@@ -494,6 +494,7 @@ def test_event_settles_its_reservation(api, org, key, make_budget, plain_price):
     assert result["reservation"] == {
         "id": reservation_id,
         "settled": True,
+        "status": "settled",
         "held_usd": "0.05",
         "over_hold_usd": None,
     }
@@ -1192,3 +1193,40 @@ def test_body_that_is_not_json_is_400(api, key, nothing_stored):
 
     assert_error(response, 400, "malformed_json")
     nothing_stored()
+
+
+def test_replay_of_a_settling_event_reports_the_settled_hold(api, org, key, make_budget):
+    make_budget(org, "10")
+    reservation_id = reserve(api, key, "0.05")
+    event = today_event("settle-replay", reservation_id=reservation_id)
+    post(api, key, event)
+
+    replay = only_result(post(api, key, event), status=200)
+
+    assert replay["duplicate"] is True
+    assert replay["reservation"]["settled"] is True
+    assert replay["reservation"]["status"] == "settled"
+    assert replay["reservation"]["held_usd"] == "0.05"
+
+
+def test_team_limited_key_cannot_settle_another_teams_hold(api, org, key, make_key, make_budget):
+    budget = make_budget(org, "10")
+    other_team_hold = api.post(
+        "/v1/budget/reservations",
+        headers=auth(key),
+        json={"team": "research", "estimated_cost_usd": "1"},
+    ).json()
+    search_key = make_key(org, team="search")
+
+    result = only_result(
+        post(
+            api,
+            search_key,
+            today_event("cross-team", reservation_id=other_team_hold["reservation_id"]),
+        )
+    )
+
+    assert result["reservation"]["settled"] is False
+    assert result["reservation"]["status"] == "active"
+    assert Reservation.objects.get(pk=other_team_hold["reservation_id"]).status == "active"
+    assert today_window(budget).reserved == Decimal("1")
