@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +27,8 @@ import orjson
 
 from budgets import auth, db, metrics
 from budgets.errors import ApiError, JsonBody
+from config import logging as log_context
+from config.logging import new_request_id
 
 logger = logging.getLogger("tollgate.api")
 
@@ -131,7 +132,7 @@ class ApiApp:
                 send,
                 405,
                 ApiError(405, "method_not_allowed", "Method not allowed.").body(),
-                _request_id(scope),
+                new_request_id(dict(scope["headers"]).get(b"x-request-id")),
             )
         else:
             await self.fallback(scope, receive, send)
@@ -141,7 +142,9 @@ class ApiApp:
     ) -> None:
         started = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = _request_id(scope, headers)
+        request_id = new_request_id(headers.get(b"x-request-id"))
+        # Each request runs in its own task: the id stays with this request's logs.
+        log_context.request_id.set(request_id)
         extra_headers: dict[str, str] | None = None
         try:
             body = await _read_body(headers, receive)
@@ -163,7 +166,7 @@ class ApiApp:
         except ApiError as exc:
             status, payload = exc.status, exc.body()
         except db.StoreUnavailable as exc:
-            logger.warning("store unavailable request_id=%s: %s", request_id, exc)
+            logger.warning("store unavailable: %s", exc)
             status, payload = (
                 503,
                 ApiError(
@@ -171,7 +174,7 @@ class ApiApp:
                 ).body(),
             )
         except Exception:
-            logger.exception("unhandled error request_id=%s path=%s", request_id, scope["path"])
+            logger.exception("unhandled error path=%s", scope["path"])
             status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
         if isinstance(payload, bytes):  # pre-rendered (GET /metrics)
             await _send_bytes(send, status, payload, request_id, extra_headers)
@@ -189,15 +192,6 @@ class ApiApp:
                 await db.close_pool()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _request_id(scope: dict, headers: dict[bytes, bytes] | None = None) -> str:
-    if headers is None:
-        headers = dict(scope["headers"])
-    given = headers.get(b"x-request-id", b"")
-    if 0 < len(given) <= 64 and given.isascii():
-        return given.decode()
-    return uuid.uuid4().hex
 
 
 async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:

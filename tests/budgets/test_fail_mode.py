@@ -43,20 +43,31 @@ def locked_window(test_database_url, org, key, make_budget, slow_db_server):
         conn.rollback()
 
 
-def _timed_post(url: str, path: str, key: str, body: dict):
+def _timed_post(url: str, path: str, key: str, body: dict, request_id: str | None = None):
     import httpx
 
+    headers = auth(key) | ({"X-Request-Id": request_id} if request_id else {})
     started = time.monotonic()
-    response = httpx.post(url + path, json=body, headers=auth(key), timeout=10)
+    response = httpx.post(url + path, json=body, headers=headers, timeout=10)
     return response, time.monotonic() - started
 
 
 def test_fail_closed_answers_503_in_time_and_holds_nothing(slow_db_server, locked_window, key):
     response, elapsed = _timed_post(
-        slow_db_server.url, "/v1/budget/reservations", key, {"estimated_cost_usd": "2"}
+        slow_db_server.url,
+        "/v1/budget/reservations",
+        key,
+        {"estimated_cost_usd": "2"},
+        request_id="req-failmode-1",
     )
 
     assert response.status_code == 503
+    # The request id comes back, and is on the server's log line about it.
+    assert response.headers["x-request-id"] == "req-failmode-1"
+    log_line = next(
+        line for line in slow_db_server.log().splitlines() if "request_id=req-failmode-1" in line
+    )
+    assert "store unavailable" in log_line
     assert response.json()["error"]["code"] == "store_unavailable"
     assert elapsed < TIMEOUT_MS / 1000 + 0.5
     time.sleep(0.3)  # let the cancelled statement end on the server

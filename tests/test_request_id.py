@@ -1,0 +1,18 @@
+"""Every answer carries a request id: the caller's (if sane) or a new one."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/admin/login/"])
+def test_request_id_is_echoed_or_made(server, path):
+    given = httpx.get(server.url + path, headers={"X-Request-Id": "abc-123"})
+    made = httpx.get(server.url + path)
+    hostile = httpx.get(server.url + path, headers={"X-Request-Id": "x" * 65})
+
+    assert given.headers["x-request-id"] == "abc-123"
+    assert len(made.headers["x-request-id"]) == 32
+    assert hostile.headers["x-request-id"] != "x" * 65
+    assert given.status_code == made.status_code == hostile.status_code == 200
