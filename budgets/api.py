@@ -24,11 +24,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from django.conf import settings
 
 from budgets import auth, db, metrics
 from budgets.errors import ApiError, JsonBody
 from config import logging as log_context
 from config.logging import new_request_id
+from config.throttle import FailureThrottle
 
 logger = logging.getLogger("tollgate.api")
 
@@ -70,6 +72,16 @@ class Request:
         if not isinstance(data, dict):
             raise ApiError(400, "malformed_json", "The body must be a JSON object.")
         return data
+
+
+_throttle: FailureThrottle | None = None
+
+
+def _key_failures() -> FailureThrottle:
+    global _throttle
+    if _throttle is None:
+        _throttle = FailureThrottle(settings.API_AUTH_FAILURES_PER_MINUTE, 60.0)
+    return _throttle
 
 
 def _json_default(value: Any) -> str:
@@ -157,7 +169,7 @@ class ApiApp:
                 params=params,
             )
             if route_.authenticated:
-                request.key = await auth.aauthenticate(headers.get(b"authorization"))
+                request.key = await self._authenticate(headers, scope)
             answer = await route_.handler(request)
             if isinstance(answer, Response):
                 status, payload, extra_headers = answer.status, answer.payload, answer.headers
@@ -165,6 +177,8 @@ class ApiApp:
                 status, payload = answer
         except ApiError as exc:
             status, payload = exc.status, exc.body()
+            if "retry_after" in exc.extra:
+                extra_headers = {"retry-after": str(exc.extra["retry_after"])}
         except db.StoreUnavailable as exc:
             logger.warning("store unavailable: %s", exc)
             status, payload = (
@@ -182,6 +196,25 @@ class ApiApp:
             await _send_json(send, status, payload, request_id, extra_headers)
         metrics.REQUESTS.labels(route_.path, scope["method"], status).inc()
         metrics.LATENCY.labels(route_.path).observe(time.perf_counter() - started)
+
+    async def _authenticate(self, headers: dict[bytes, bytes], scope: dict) -> auth.ApiKeyInfo:
+        """The caller's key; 429 for an address that sent too many bad keys."""
+        client = (scope.get("client") or ("unknown",))[0]
+        throttle = _key_failures()
+        wait = throttle.retry_after(client)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many requests with an invalid API key; retry in {int(wait) + 1} s.",
+                retry_after=int(wait) + 1,
+            )
+        try:
+            return await auth.aauthenticate(headers.get(b"authorization"))
+        except ApiError as exc:
+            if exc.status == 401:
+                throttle.record_failure(client)
+            raise
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from budgets.errors import ApiError
 from budgets.models import Organization
+from config.throttle import FailureThrottle
 from dashboard import access
 from dashboard.summary import DEFAULT_RANGE, RANGES
 
@@ -42,3 +45,42 @@ def index(request: HttpRequest) -> HttpResponse:
             "ranges": [(r, RANGE_LABELS[r]) for r in RANGES],
         },
     )
+
+
+_login_failures: FailureThrottle | None = None
+
+
+def _login_throttle() -> FailureThrottle:
+    global _login_failures
+    if _login_failures is None:
+        _login_failures = FailureThrottle(settings.LOGIN_FAILURES_PER_15_MINUTES, 15 * 60.0)
+    return _login_failures
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's sign-in, with failed attempts limited per address and username
+    (used for the dashboard and for admin)."""
+
+    def _throttle_key(self) -> str:
+        username = self.request.POST.get("username", "")[:150].lower()
+        return f"{self.request.META.get('REMOTE_ADDR', '')}|{username}"
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        wait = _login_throttle().retry_after(self._throttle_key())
+        if wait is not None:
+            response = HttpResponse(
+                f"Too many failed sign-ins. Try again in {int(wait) // 60 + 1} minute(s).",
+                status=429,
+                content_type="text/plain",
+            )
+            response["Retry-After"] = str(int(wait) + 1)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form) -> HttpResponse:
+        _login_throttle().record_failure(self._throttle_key())
+        return super().form_invalid(form)
+
+    def form_valid(self, form) -> HttpResponse:
+        _login_throttle().reset(self._throttle_key())
+        return super().form_valid(form)
