@@ -266,7 +266,7 @@ async def _send_json(
     request_id: str,
     extra_headers: dict[str, str] | None = None,
 ) -> None:
-    headers = [(b"x-request-id", request_id.encode())]
+    headers = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff")]
     extra = {"cache-control": "no-store", **(extra_headers or {})}
     headers.extend((name.encode(), value.encode()) for name, value in extra.items())
     if payload is None:

@@ -16,3 +16,9 @@ def test_request_id_is_echoed_or_made(server, path):
     assert len(made.headers["x-request-id"]) == 32
     assert hostile.headers["x-request-id"] != "x" * 65
     assert given.status_code == made.status_code == hostile.status_code == 200
+
+
+def test_api_answers_carry_security_headers(server):
+    response = httpx.get(server.url + "/healthz")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
