@@ -106,6 +106,43 @@ def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> Live
     raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
 
 
+def manage_env(database_url: str, **env: str) -> dict[str, str]:
+    """Environment for a `manage.py` child on `database_url`, in this venv."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TOLLGATE_NO_BOOTSTRAP": "1",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+
+
+def start_manage(
+    database_url: str, *args: str, stderr: int = subprocess.STDOUT, **env: str
+) -> subprocess.Popen:
+    """`manage.py ARGS` as a child process (for long-running commands)."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=manage_env(database_url, **env),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def run_manage(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py ARGS` run to completion in a child process."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=manage_env(database_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def stop_server(server: LiveServer) -> None:
     server.process.terminate()
     try:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
-from tests.conftest import BASE_DIR
+from tests.conftest import run_manage
 
 
 def _check_deploy(test_database_url: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DATABASE_URL": test_database_url, "TOLLGATE_NO_BOOTSTRAP": "1", **env},
-    )
+    return run_manage(test_database_url, "check", "--deploy", "--fail-level", "WARNING", **env)
 
 
 def test_production_settings_pass_check_deploy(test_database_url):

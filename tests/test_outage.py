@@ -7,10 +7,7 @@ stay up), which the test stops for a few seconds and starts again.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,21 +17,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import BASE_DIR, auth, start_server, stop_server
+from tests.conftest import auth, run_manage, start_server, stop_server
 
 TIMEOUT_MS = 500
 OUTAGE_SECONDS = 3.0
 
 
 def _manage(url: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DATABASE_URL": url, "TOLLGATE_NO_BOOTSTRAP": "1"},
-    )
+    done = run_manage(url, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -20,7 +17,7 @@ from django.utils import timezone
 
 from budgets.models import Alert, AlertDeliveryAttempt
 from tests.budgets.test_concurrency import _reserve_many
-from tests.conftest import BASE_DIR, auth
+from tests.conftest import auth, start_manage
 
 
 class Receiver:
@@ -167,14 +164,7 @@ def test_unreachable_webhook_gives_up_after_max_attempts(api, org, key, make_bud
 
 
 def test_deliver_alerts_follow_stops_cleanly_on_sigterm(test_database_url, transactional_db):
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "deliver_alerts", "--follow", "--interval", "0.5"],
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url, "TOLLGATE_NO_BOOTSTRAP": "1"},
-    )
+    process = start_manage(test_database_url, "deliver_alerts", "--follow", "--interval", "0.5")
     time.sleep(2)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)

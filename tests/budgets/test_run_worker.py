@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -14,7 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from budgets.models import BudgetWindow, Reservation
-from tests.conftest import BASE_DIR, auth
+from tests.conftest import auth, start_manage
 from tracking.models import HourlyRollup
 
 
@@ -41,14 +38,7 @@ def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, ma
 
 
 def test_run_worker_stops_cleanly_on_sigterm(test_database_url, transactional_db):
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--interval", "0.5"],
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url, "TOLLGATE_NO_BOOTSTRAP": "1"},
-    )
+    process = start_manage(test_database_url, "run_worker", "--interval", "0.5")
     time.sleep(2.5)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=20)

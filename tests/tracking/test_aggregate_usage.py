@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from tests.conftest import BASE_DIR
+from tests.conftest import start_manage
 from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tracking.management.commands.aggregate_usage import Command
 from tracking.models import AggregationState, HourlyRollup, RequestEvent
@@ -254,13 +253,13 @@ def test_follow_finishes_its_pass_and_exits_cleanly_on_a_signal(
     test_database_url, transactional_db, make_org, make_event, signum
 ):
     make_event(make_org(), started_at=hours_ago(1))
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "aggregate_usage", "--follow", "--interval", "1"],
-        cwd=BASE_DIR,
-        env={**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
+    process = start_manage(
+        test_database_url,
+        "aggregate_usage",
+        "--follow",
+        "--interval",
+        "1",
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -283,13 +282,13 @@ def test_follow_finishes_its_pass_and_exits_cleanly_on_a_signal(
 
 @pytest.mark.slow
 def test_follow_does_not_sleep_out_its_interval_after_sigterm(test_database_url, transactional_db):
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "aggregate_usage", "--follow", "--interval", "600"],
-        cwd=BASE_DIR,
-        env={**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
+    process = start_manage(
+        test_database_url,
+        "aggregate_usage",
+        "--follow",
+        "--interval",
+        "600",
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         deadline = time.monotonic() + 60
