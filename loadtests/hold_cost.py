@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     reset_windows()
     rows: list[Row] = []
     started = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
     try:
         with psycopg.connect(**connection_kwargs()) as conn:
             for size in (int(s) for s in args.sizes.split(",")):
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         reset_windows()
+    load = max(load_before, os.getloadavg()[0])
+    busy = load > (os.cpu_count() or 1)
     lines = [
         "# PostgreSQL cost per hold (hot-path SQL without HTTP)",
         "",
@@ -158,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`{ORG_SLUG}`, all on its one org day window. Wall time includes the commit's "
         "WAL flush and the round trip; backend CPU is the PostgreSQL process's user + "
         "system time from /proc, which a busy machine inflates much less than wall time.",
+        "",
+        f"{'⚠ ' if busy else ''}Load average during the run: {load:.1f} on "
+        f"{os.cpu_count()} cores{' (busy: wall times are not comparable)' if busy else ''}.",
         "",
         "## Machine",
         "",
