@@ -19,37 +19,80 @@ again at the end (compare.py's scenario has only the org budget).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from loadtests import compare
-from loadtests.compare import (
-    BASE_DIR,
-    HOLD_USD,
-    ORG_DAY_LIMIT,
-    RESULTS_DIR,
-    Design,
-    Result,
-    delete_keys,
-    django_setup,
-    machine,
-)
 
-REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hot-row.md"
+REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "hot-row.md"
 HOT_TEAM = "team-01"
+WARMUP_SECONDS = 3
 
 
-def tollgate(port: int, workers: int, pool_max: int) -> Design:
-    design = next(d for d in compare.designs(port, 8, pool_max) if d.name.startswith("Tollgate"))
-    argv = list(design.argv)
+# Only compare.py's building blocks (serve, smoke_request, run_wrk, parse_wrk,
+# the CPU accounting), not its designs and results, which are its own report's.
+@dataclass(frozen=True)
+class Server:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Run:
+    server: Server
+    traffic: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    non_2xx: int = 0
+    socket_errors: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    cpu: compare.CpuShares | None = None
+    failure: str = ""
+    answered_2xx: int = 0
+    held_rows: int = 0
+    held_in_org_window: int = 0
+
+    @property
+    def clean(self) -> bool:
+        noisy = self.cpu is not None and self.cpu.other > compare.NOISY_OTHER_CPU_PCT
+        return not self.failure and not noisy and self.non_2xx == 0 and not self.socket_errors
+
+    def holds_match(self, connections: int) -> bool:
+        """Every 2xx is held (requests in flight when wrk stops are held but
+        not counted: at most one per connection, for warm-up and run)."""
+        return self.held_rows == self.held_in_org_window and (
+            self.answered_2xx <= self.held_rows <= self.answered_2xx + 2 * connections
+        )
+
+
+def tollgate(port: int, workers: int, pool_max: int) -> Server:
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "config.asgi:application",
+        "--host",
+        compare.HOST,
+        "--port",
+        str(port),
+        *compare.UVICORN_OPTIONS,
+    ]
     argv[argv.index("--workers") + 1] = str(workers)
-    return Design(
-        f"Tollgate, {workers} worker{'s' if workers > 1 else ''}",
-        design.server.replace("1 worker", f"{workers} worker{'s' if workers > 1 else ''}"),
-        argv,
-        design.env,
-    )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "HOTPATH_POOL_MIN": str(pool_max),
+        "HOTPATH_POOL_MAX": str(pool_max),
+        "LOG_LEVEL": "WARNING",
+    }
+    return Server(f"Tollgate, {workers} worker{'s' if workers > 1 else ''}", argv, env)
 
 
 def add_team_budget() -> None:
@@ -62,7 +105,7 @@ def add_team_budget() -> None:
         scope=Budget.Scope.TEAM,
         team=team,
         period=Budget.Period.DAY,
-        defaults={"limit_usd": ORG_DAY_LIMIT, "enforce": True},
+        defaults={"limit_usd": compare.ORG_DAY_LIMIT, "enforce": True},
     )
 
 
@@ -75,24 +118,42 @@ def remove_team_budget() -> None:
     ).delete()
 
 
-def run(design: Design, args: argparse.Namespace, key: str, teams: int, users: int) -> Result:
-    # run_wrk and the smoke request read these module globals at call time.
-    compare.TEAMS, compare.USERS_PER_TEAM = teams, users
-    result = compare.measure(design, args, key)
-    if not result.failure:
-        # compare.py adds up every window of the org; here a hold may also be
-        # in the team window, so count the org window alone.
-        result.held_amounts = org_window_holds()
+def run(server: Server, traffic: str, args: argparse.Namespace, key: str) -> Run:
+    result = Run(server, traffic)
+    compare.reset_windows()
+    slug = f"hot-row-{server.argv[server.argv.index('--workers') + 1]}w-{traffic.replace(' ', '-')}"
+    try:
+        with compare.serve(server, args.port, compare.RESULTS_DIR / f"{slug}.log") as process:
+            smoke = compare.smoke_request(args.port, key)
+            warmup = compare.lua_result(
+                compare.run_wrk(args.port, key, WARMUP_SECONDS, args.connections)
+            )
+            before = compare.sample_cpu()
+            output = compare.run_wrk(args.port, key, args.duration, args.connections)
+            result.cpu = compare.cpu_shares(before, compare.sample_cpu(), process.pid)
+            (compare.RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
+            compare.parse_wrk(output, result)
+    except (compare.DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
+        result.failure = str(exc)
+        return result
+    result.answered_2xx = (
+        smoke.startswith("2")
+        + compare.count_2xx(warmup["statuses"])
+        + compare.count_2xx(result.statuses)
+    )
+    result.held_rows, result.held_in_org_window = holds()
     return result
 
 
-def org_window_holds() -> int:
-    from budgets.models import Budget, BudgetWindow
+def holds() -> tuple[int, int]:
+    """(reservations, holds in the org window) of the bench org."""
+    from budgets.models import Budget, BudgetWindow, Reservation
 
+    rows = Reservation.objects.filter(org__slug=compare.ORG_SLUG).count()
     reserved = BudgetWindow.objects.get(
         budget__org__slug=compare.ORG_SLUG, budget__scope=Budget.Scope.ORG
     ).reserved
-    return int(reserved / Decimal(HOLD_USD))
+    return rows, int(reserved / Decimal(compare.HOLD_USD))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,24 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18766, help="port on 127.0.0.1")
     parser.add_argument("--pool-max", type=int, default=5, help="hot-path pool size per worker")
     args = parser.parse_args(argv)
-    django_setup()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    compare.django_setup()
+    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     spread = (compare.TEAMS, compare.USERS_PER_TEAM)
     key = compare.seed()
     add_team_budget()
-    rows: list[tuple[str, Result]] = []
+    runs: list[Run] = []
     try:
         for workers in (1, 2):
-            design = tollgate(args.port, workers, args.pool_max)
-            for label, (teams, users) in (("spread", spread), ("one team", (1, 1))):
-                print(f"== {design.name}, {label}", flush=True)
-                result = run(design, args, key, teams, users)
-                rows.append((label, result))
+            server = tollgate(args.port, workers, args.pool_max)
+            for traffic, subjects in (("spread", spread), ("one team", (1, 1))):
+                print(f"== {server.name}, {traffic}", flush=True)
+                # run_wrk and the smoke request read these globals at call time.
+                compare.TEAMS, compare.USERS_PER_TEAM = subjects
+                result = run(server, traffic, args, key)
+                runs.append(result)
                 print(f"  {result.rps:,.0f} RPS, p99 {result.p99_ms:.1f} ms {result.failure}")
     finally:
         compare.TEAMS, compare.USERS_PER_TEAM = spread
-        delete_keys()
+        compare.delete_keys()
         remove_team_budget()
     lines = [
         "# Hot row: every hold on one team vs. spread over 200 subjects",
@@ -130,37 +193,39 @@ def main(argv: list[str] | None = None) -> int:
         "| server | traffic | RPS | p50 ms | p99 ms | non-2xx | CPU server / Postgres / other |",
         "|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {r.design.name}{'' if r.clean and not r.noisy else ' ⚠'} | {label} "
+            f"| {r.server.name}{'' if r.clean else ' ⚠'} | {r.traffic} "
             f"| {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.non_2xx} "
             f"| {compare._cpu_cells(r.cpu)} |"
             if not r.failure
-            else f"| {r.design.name} | {label} | FAILED: {r.failure} | | | | |"
-            for label, r in rows
+            else f"| {r.server.name} | {r.traffic} | FAILED: {r.failure} | | | | |"
+            for r in runs
         ),
         "",
-        f"- ${HOLD_USD} holds, `POST /v1/budget/reservations`, org `{compare.ORG_SLUG}` with "
-        f"an org day budget and a team day budget on `{HOT_TEAM}` (both ${ORG_DAY_LIMIT:,}, "
-        "never reached). spread: 20 teams x 10 users, so only the org window is shared; "
-        f"one team: every hold from `{HOT_TEAM}` and one user, so every hold locks the "
-        "same two windows (org and team).",
+        f"- ${compare.HOLD_USD} holds, `POST /v1/budget/reservations`, org "
+        f"`{compare.ORG_SLUG}` with an org day budget and a team day budget on `{HOT_TEAM}` "
+        f"(both ${compare.ORG_DAY_LIMIT:,}, never reached). spread: {spread[0]} teams x "
+        f"{spread[1]} users, so only the org window is shared; one team: every hold from "
+        f"`{HOT_TEAM}` and one user, so every hold locks the same two windows (org and team).",
         f"- `wrk -t2 -c{args.connections} -d{args.duration}s`, after a smoke request and "
-        "3 s of warm-up, each row in a fresh server process; CPU as in issue2-compare.md "
-        "(⚠: other processes used more than 10% of a core, or errors).",
+        f"{WARMUP_SECONDS} s of warm-up, each row in a fresh server process; CPU as in "
+        "issue2-compare.md (⚠: other processes used more than "
+        f"{compare.NOISY_OTHER_CPU_PCT:.0f}% of a core, or errors).",
         *(
-            f"- ⚠ {r.design.name}, {label}: {r.answered_2xx:,} answers 2xx, the database "
-            f"holds {r.held_rows:,} reservations: MISMATCH"
-            for label, r in rows
+            f"- ⚠ {r.server.name}, {r.traffic}: {r.answered_2xx:,} answers 2xx, the database "
+            f"holds {r.held_rows:,} reservations and {r.held_in_org_window:,} holds in the org "
+            "window: MISMATCH"
+            for r in runs
             if not r.failure and not r.holds_match(args.connections)
         ),
         "",
         "## Machine",
         "",
-        *machine(),
+        *compare.machine(),
         "",
     ]
     REPORT_PATH.write_text("\n".join(lines))
-    print(f"Written to {REPORT_PATH.relative_to(BASE_DIR)}")
-    ok = all(r.clean and r.holds_match(args.connections) for _, r in rows)
+    print(f"Written to {REPORT_PATH.relative_to(compare.BASE_DIR)}")
+    ok = all(r.clean and r.holds_match(args.connections) for r in runs)
     return 0 if ok else 1
 
 
