@@ -58,6 +58,8 @@ DASHBOARD_EVENTS = 20_000
 VIEWER = "loadtest-viewer"
 KEY_NAME = "loadtests.run_locust"
 QUICK_SECONDS = 60
+# Stages a scenario runs beyond TG_DURATION (mixed's warm-up).
+EXTRA_SECONDS = 15
 # Above this share of a core, locust (one Python process) is the bottleneck.
 GENERATOR_BOUND_PCT = 90.0
 
@@ -227,7 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    timeout=args.duration + 60,
+                    timeout=args.duration + EXTRA_SECONDS + 60,
                 )
                 returncode = done.returncode
             except subprocess.TimeoutExpired:

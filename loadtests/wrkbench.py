@@ -116,3 +116,27 @@ def flags(m: Measurement) -> str:
     if not m.failure and not m.clean:
         marks.append(f"⚠ {m.non_2xx} non-2xx, {m.socket_errors} socket errors")
     return f" ({', '.join(marks)})" if marks else ""
+
+
+def median_run(runs: list[Measurement]) -> Measurement:
+    """The run with the median RPS of several rounds of the same configuration
+    (a real run, so its percentiles and CPU belong together), with every
+    round's RPS in `extra["rounds_rps"]`. A failed round makes the result fail."""
+    failed = next((m for m in runs if m.failure), None)
+    if failed is not None:
+        return failed
+    ordered = sorted(runs, key=lambda m: m.rps)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.extra["rounds_rps"] = [round(m.rps) for m in runs]
+    return chosen
+
+
+def rounds_cell(m: Measurement) -> str:
+    rounds = m.extra.get("rounds_rps", [])
+    return ", ".join(f"{r:,}" for r in rounds) if len(rounds) > 1 else ""
+
+
+def round_orders(items: list, rounds: int) -> list[list]:
+    """Forward, backward, forward...: a machine that gets busier or quieter
+    during the run does not always favour the same configuration."""
+    return [items if r % 2 == 0 else items[::-1] for r in range(rounds)]
