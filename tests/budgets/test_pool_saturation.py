@@ -3,8 +3,8 @@
 The pool is pinned for real: a tiny pool (2 connections) whose connections
 both run `pg_sleep` issued through that same pool, for longer than a
 request's time budget. Requests that arrive meanwhile wait in the pool's queue
-for at most BUDGET_DB_TIMEOUT_MS (the pool checkout shares the request's one
-time budget), then answer per fail mode: 503 `store_unavailable` (closed) or
+for at most HOTPATH_POOL_TIMEOUT (shorter than BUDGET_DB_TIMEOUT_MS, the
+budget for a slow query), then answer per fail mode: 503 `store_unavailable` (closed) or
 allowed with `"degraded": true` (open). Once the sleeps end the same process
 serves normally again.
 
@@ -27,8 +27,11 @@ from budgets.models import Reservation
 from tests.conftest import auth
 
 POOL_MAX = 2
-TIMEOUT_MS = 300
-SLEEP_SECONDS = 2.0
+POOL_TIMEOUT = 0.3
+# Longer than the pool timeout: a request that got a connection could wait
+# this long for a slow query; one that got none must not.
+DB_TIMEOUT_MS = 1500
+SLEEP_SECONDS = 2.5
 # Scheduling slack on a loaded 2-core box (test_fail_mode.py allows the same).
 SLACK_SECONDS = 0.5
 BURST = 40
@@ -38,8 +41,8 @@ BURST = 40
 def tiny_pool(settings, transactional_db):
     settings.HOTPATH_POOL_MIN = POOL_MAX
     settings.HOTPATH_POOL_MAX = POOL_MAX
-    settings.BUDGET_DB_TIMEOUT_MS = TIMEOUT_MS
-    settings.HOTPATH_POOL_TIMEOUT = TIMEOUT_MS / 1000
+    settings.BUDGET_DB_TIMEOUT_MS = DB_TIMEOUT_MS
+    settings.HOTPATH_POOL_TIMEOUT = POOL_TIMEOUT
     settings.API_KEY_CACHE_SECONDS = 60.0
     # A fresh pool with these settings (close_pool is idempotent; each
     # asyncio.run below opens its own on first use and closes it at the end).
@@ -129,10 +132,11 @@ def _assert_bounded(outcome: dict) -> None:
     assert outcome["queued"] >= 1  # requests waited in the pool's queue
     # ...and every request still answered within its time budget, all of them
     # together too: nothing queued behind anything else.
-    limit = TIMEOUT_MS / 1000 + SLACK_SECONDS
+    limit = POOL_TIMEOUT + SLACK_SECONDS
+    assert limit < DB_TIMEOUT_MS / 1000
     assert outcome["burst_seconds"] < limit
     for _response, elapsed in outcome["answers"]:
-        assert TIMEOUT_MS / 1000 * 0.8 <= elapsed < limit
+        assert POOL_TIMEOUT * 0.8 <= elapsed < limit
 
 
 def test_saturated_pool_fails_closed_fast_and_recovers(tiny_pool, org, key, make_budget):
