@@ -124,19 +124,35 @@ class Stage:
 # The phase the shape is in now; users read it (e.g. dashboard users idle
 # outside the "with dashboard" phase) and the recorder files responses under it.
 current_phase = {"name": "start"}
+# Dashboard users that have signed in (the mixed scenario's warm-up waits for them).
+signed_in = {"count": 0}
 
 
 class StagedShape(LoadTestShape):
-    """Runs `stages()` one after another, then stops the test."""
+    """Runs `stages()` one after another, then stops the test. A subclass may
+    hold the first stage until `warmed_up()` (at most WARMUP_LIMIT seconds)."""
 
     abstract = True
+    WARMUP_LIMIT = 120.0
 
     def stages(self) -> list[Stage]:
         raise NotImplementedError
 
+    def warmed_up(self) -> bool:
+        return True
+
     def tick(self) -> tuple[int, float] | None:
         elapsed = self.get_run_time()
-        for stage in self.stages():
+        stages = self.stages()
+        if not getattr(self, "_warm", False):
+            first = stages[0]
+            if elapsed < first.seconds or (not self.warmed_up() and elapsed < self.WARMUP_LIMIT):
+                current_phase["name"] = first.name
+                return first.users, first.spawn_rate
+            self._warm = True
+            self._warm_offset = elapsed - first.seconds
+        elapsed -= self._warm_offset
+        for stage in stages:
             if elapsed < stage.seconds:
                 current_phase["name"] = stage.name
                 return stage.users, stage.spawn_rate

@@ -28,6 +28,7 @@ from loadtests.locust_common import (
     current_phase,
     event_body,
     pick_subject,
+    signed_in,
     team_slug,
     user_id,
 )
@@ -137,6 +138,8 @@ class DashboardUser(HttpUser):
         ) as response:
             if response.status_code != 302:
                 response.failure(f"login {response.status_code}: {response.text[:160]}")
+                return
+        signed_in["count"] += 1
 
     def _idle(self) -> bool:
         return self.only_in_phase is not None and current_phase["name"] != self.only_in_phase

@@ -58,8 +58,8 @@ DASHBOARD_EVENTS = 20_000
 VIEWER = "loadtest-viewer"
 KEY_NAME = "loadtests.run_locust"
 QUICK_SECONDS = 60
-# Stages a scenario runs beyond TG_DURATION (mixed's warm-up).
-EXTRA_SECONDS = 15
+# Stages a scenario runs beyond TG_DURATION (mixed's warm-up, at most).
+EXTRA_SECONDS = 120
 # Above this share of a core, locust (one Python process) is the bottleneck.
 GENERATOR_BOUND_PCT = 90.0
 
