@@ -28,6 +28,7 @@ from loadtests.locust_common import (
     current_phase,
     event_body,
     pick_subject,
+    reserve_body,
     signed_in,
     team_slug,
     user_id,
@@ -52,7 +53,7 @@ class GatewayUser(FastHttpUser):
         team, user = pick_subject()
         with self.client.post(
             RESERVATIONS,
-            json={"team": team, "user": user, "model": "gpt-4o", "estimated_cost_usd": "0.002"},
+            json=reserve_body(team, user),
             headers=self.headers,
             name="reserve",
             catch_response=True,
