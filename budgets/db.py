@@ -182,7 +182,10 @@ async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = N
 async def _fetch_one(
     pool: AsyncConnectionPool, sql: str, params: dict[str, Any], timeout: float
 ) -> Any:
-    async with pool.connection(timeout=timeout) as conn:
+    # A full pool answers within HOTPATH_POOL_TIMEOUT (PoolTimeout, then 503 or
+    # fail-open) even when the request's budget for a slow query is longer.
+    checkout = min(timeout, settings.HOTPATH_POOL_TIMEOUT)
+    async with pool.connection(timeout=checkout) as conn:
         cursor = await conn.execute(sql, params)
         return await cursor.fetchone()
 
