@@ -27,7 +27,7 @@ def test_every_round_trip_waits_and_is_counted(proxy):
         host="127.0.0.1",
         port=proxy.port,
         dbname=dbname,
-        user="postgres",
+        user=connection.settings_dict["USER"] or "postgres",
         sslmode="disable",
         autocommit=True,
     ) as conn:
