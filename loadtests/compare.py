@@ -1,7 +1,7 @@
 """The side-by-side benchmark of issue 5 §2: the reservation hot path next to its alternatives.
 
     .venv/bin/python -m loadtests.compare            # everything, ~12-15 min
-    .venv/bin/python -m loadtests.compare --quick    # smoke run, ~2-3 min
+    .venv/bin/python -m loadtests.compare --quick    # smoke run, ~2-4 min
     .venv/bin/python -m loadtests.compare --designs sync,tollgate --modes rates --rates 100,500
 
 Runs four designs back to back on this machine, each in a fresh server
@@ -1169,7 +1169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run (~2-3 min): 5 s closed loop, rates 100 and 1000 for 3 s each",
+        help="smoke run (~2-4 min): 4 s closed loop, rates 100 and 1000 for 3 s each "
+        "(100 only with the slow database)",
     )
     parser.add_argument(
         "--designs",
@@ -1187,6 +1188,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate-duration", type=float, help="seconds per fixed-rate run (10)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per run (2)")
     parser.add_argument("--rates", type=_csv(float), help="offered rates (100,300,500,1000)")
+    parser.add_argument(
+        "--slow-rates", type=_csv(float), help="offered rates with the slow database (--rates)"
+    )
     parser.add_argument(
         "--floor-extra-rates",
         type=_csv(float),
@@ -1212,7 +1216,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = {
-        "duration": 5,
+        "duration": 4,
+        "slow_rates": [100],
         "rate_duration": 3,
         "warmup": 1,
         "rates": [100, 1000],
@@ -1230,6 +1235,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.slow_rates is None:
+        args.slow_rates = args.rates
     if args.output is None:
         everything = set(args.designs) == set(DESIGN_KEYS) and set(args.modes) == set(MODES)
         # Only a full run replaces the committed report.
@@ -1347,7 +1354,7 @@ def measure_slow(run: Run, args: argparse.Namespace, key: str) -> None:
     from loadtests.slowdb import DelayProxy, socket_path
 
     modes = [m for m in args.modes if m in ("closed", "rates")] or ["closed", "rates"]
-    slow_args = argparse.Namespace(**{**vars(args), "modes": modes})
+    slow_args = argparse.Namespace(**{**vars(args), "modes": modes, "rates": args.slow_rates})
     ensure_port_free(args.proxy_port)
     proxy = DelayProxy(
         args.proxy_port, socket_path(connection.get_connection_params()), args.slow_delay_ms
