@@ -17,8 +17,9 @@ takes an idle connection (the most recently used, so spare ones go idle and
 close); with none idle, a new one is opened, up to --max-connections; beyond
 that it waits in a queue, still on the clock. A request not answered within
 --timeout of its scheduled time counts as a timeout (its connection is
-closed) and as an infinite latency, so p99 reads "timeout" once more than 1%
-of requests time out. Requests are spread over the same bench teams and users
+closed). Timeouts, lost connections and non-2xx answers count as infinitely
+slow in the percentiles (null in the result), so p99 reads "failed" once more
+than 1% of requests failed: a fast 429 or 503 is not a fast decision. Requests are spread over the same bench teams and users
 as loadtests/reservations.lua.
 
 Its own cost is printed with the result: CPU used (share of one core) and
@@ -74,7 +75,7 @@ class Tally:
     """What one phase (warm-up or run) saw."""
 
     scheduled: int = 0
-    latencies_ms: list[float] = field(default_factory=list)  # answered requests
+    latencies_ms: list[float] = field(default_factory=list)  # of 2xx answers
     send_lag_ms: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=lambda: {"connect": 0, "read": 0, "timeout": 0})
@@ -113,7 +114,8 @@ class Connection(asyncio.Protocol):
         scheduled, tally = self.scheduled, self.tally
         self.scheduled = self.tally = None
         if scheduled is not None and tally is not None:
-            tally.latencies_ms.append((time.monotonic() - scheduled) * 1000)
+            if status.startswith("2"):
+                tally.latencies_ms.append((time.monotonic() - scheduled) * 1000)
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
         self.generator.done(self)
 
@@ -259,11 +261,13 @@ def percentile(sorted_ms: list[float], p: float) -> float:
 
 
 def summary(tally: Tally, rate: float, seconds: float, cpu_seconds: float) -> dict[str, Any]:
-    failed = sum(tally.errors.values())
-    # Failures are infinitely slow: a percentile that lands on one says "timeout".
+    answered = sum(tally.statuses.values())
+    ok = len(tally.latencies_ms)
+    failed = sum(tally.errors.values()) + answered - ok
+    # A timeout, a lost connection or a non-2xx answer is no decision: it is
+    # infinitely slow, and a percentile that lands on one says so (None).
     latencies = sorted(tally.latencies_ms) + [math.inf] * failed
     lag = sorted(tally.send_lag_ms)
-    ok = sum(n for code, n in tally.statuses.items() if code.startswith("2"))
 
     def finite(value: float) -> float | None:
         return None if math.isinf(value) else round(value, 3)
@@ -272,7 +276,7 @@ def summary(tally: Tally, rate: float, seconds: float, cpu_seconds: float) -> di
         "rate": rate,
         "duration_s": seconds,
         "scheduled": tally.scheduled,
-        "answered": len(tally.latencies_ms),
+        "answered": answered,
         "ok": ok,
         "statuses": tally.statuses,
         "errors": tally.errors,

@@ -19,7 +19,7 @@ class _StallingServer(asyncio.Protocol):
     """HTTP/1.1 keep-alive; answers at once, except that the whole server
     freezes once (like a GC pause or a lock) for `stall` seconds."""
 
-    def __init__(self, stall_at: list[float], stall: float, answer: bool) -> None:
+    def __init__(self, stall_at: list[float], stall: float, answer: bytes | None) -> None:
         self.stall_at, self.stall, self.answer = stall_at, stall, answer
         self.parser = httptools.HttpRequestParser(self)
 
@@ -30,15 +30,19 @@ class _StallingServer(asyncio.Protocol):
         self.parser.feed_data(data)
 
     def on_message_complete(self) -> None:
-        if not self.answer:
+        if self.answer is None:
             return
         if self.stall_at and time.monotonic() >= self.stall_at[0]:
             self.stall_at.clear()
             time.sleep(self.stall)  # blocks the server's event loop on purpose
-        self.transport.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+        self.transport.write(self.answer)
 
 
-def _serve(stall_after: float, stall: float, answer: bool = True) -> Iterator[int]:
+CREATED = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+TOO_MANY = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def _serve(stall_after: float, stall: float, answer: bytes | None = CREATED) -> Iterator[int]:
     loop = asyncio.new_event_loop()
     stall_at = [time.monotonic() + stall_after]
     server = loop.run_until_complete(
@@ -62,7 +66,12 @@ def stalling_port() -> Iterator[int]:
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    yield from _serve(stall_after=1e9, stall=0, answer=False)
+    yield from _serve(stall_after=1e9, stall=0, answer=None)
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    yield from _serve(stall_after=1e9, stall=0, answer=TOO_MANY)
 
 
 def _run(port: int, *extra: str) -> dict:
@@ -89,3 +98,12 @@ def test_unanswered_requests_are_timeouts_and_infinitely_slow(silent_port):
     assert result["answered"] == 0
     assert result["errors"]["timeout"] == 50
     assert result["p50_ms"] is None and result["p99_ms"] is None
+
+
+def test_fast_error_answers_are_failures_not_fast_decisions(refusing_port):
+    result = _run(refusing_port, "--rate", "50", "--duration", "1")
+
+    assert result["answered"] == 50
+    assert result["ok"] == 0
+    assert result["statuses"] == {"429": 50}
+    assert result["p50_ms"] is None
