@@ -31,6 +31,7 @@ PATHS = {"reserve": "/v1/budget/reservations", "check": "/v1/budget/check"}
 
 def design(port: int, size: int) -> compare.Design:
     return compare.Design(
+        "tollgate",
         f"pool {size}",
         f"uvicorn 1 worker, pool {size}",
         [
@@ -82,7 +83,7 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
     lines += [
         "",
         f"- `wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {compare.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
+        f"after {wrkbench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
         f"row; org `{compare.ORG_SLUG}` of loadtests/compare.py ({compare.TEAMS} teams x "
         f"{compare.USERS_PER_TEAM} users, one org day budget).",
         "- reserve: holds go through the batcher, at most `HOTPATH_BATCH_INFLIGHT` (2) calls "

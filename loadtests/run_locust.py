@@ -167,6 +167,7 @@ def server_design(workers: int, port: int, pool_max: int | None) -> compare.Desi
     if pool_max is not None:
         env["HOTPATH_POOL_MAX"] = str(pool_max)
     return compare.Design(
+        "tollgate",
         "Tollgate",
         f"uvicorn, httptools + uvloop, {workers} worker(s)",
         [

@@ -53,6 +53,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
             "daphne",
             1,
             compare.Design(
+                "tollgate",
                 "daphne",
                 "daphne 1 process (no worker option)",
                 [python, "-m", "daphne", "-b", HOST, "-p", str(port), "-v", "0", app],
@@ -66,6 +67,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
                 "uvicorn",
                 workers,
                 compare.Design(
+                    "tollgate",
                     f"uvicorn x{workers}",
                     f"uvicorn --workers {workers} --loop uvloop --http httptools",
                     [
@@ -96,6 +98,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
                 "granian",
                 workers,
                 compare.Design(
+                    "tollgate",
                     f"granian x{workers}",
                     f"granian --interface asgi --workers {workers} --loop uvloop",
                     [
@@ -226,7 +229,7 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
         f"{compare.TEAMS} teams x {compare.USERS_PER_TEAM} users of org `{compare.ORG_SLUG}` "
         "with one org day budget (every hold locks the same window row); "
         f"`wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {compare.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
+        f"after {wrkbench.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
         f"Hot-path pool {args.pool} per worker (`HOTPATH_POOL_MIN=HOTPATH_POOL_MAX`).",
         f"- {args.rounds} rounds, the order reversed every other round; each row is the round "
         "with the median RPS (its percentiles and CPU), the rounds' RPS beside it. RPS counts "

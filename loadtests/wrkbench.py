@@ -14,6 +14,8 @@ from typing import Any
 from loadtests import compare
 
 HOST = compare.HOST
+# wrk runs this long before each measured run (connections, caches, plans).
+WARMUP_SECONDS = 3
 
 
 @dataclass
@@ -77,7 +79,7 @@ def measure(
     path: str = compare.PATH,
     seconds: int,
     connections: int,
-    warmup: int = compare.WARMUP_SECONDS,
+    warmup: int = WARMUP_SECONDS,
     before_load: Any = None,
 ) -> Measurement:
     """Fresh windows, the server up, `before_load(port)` if given (its result
