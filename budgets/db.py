@@ -23,6 +23,8 @@ from django.db import connections
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from budgets import metrics
+
 logger = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -56,7 +58,44 @@ _LIBPQ_KEYS = {
 
 
 class StoreUnavailable(Exception):
-    """PostgreSQL could not answer within the hot path's time budget."""
+    """PostgreSQL could not answer within the hot path's time budget.
+
+    The API answers it with 503 `store_unavailable` (or fails open); a bad
+    request is an `ApiError` (4xx) and never becomes this.
+    """
+
+
+# Queries that may safely run twice, so a transient driver error (the pooled
+# connection died: server restart, pg_terminate_backend, a failover) is retried
+# on a fresh connection instead of failing the request. Only reads, and the
+# decision that holds nothing (check, status), whose only writes are idempotent
+# upserts (a team, user or window registered on first sight). Never writes
+# that may have committed: when the connection breaks after the server
+# committed a hold, a release or an event batch but before the answer
+# arrived, running it again would hold twice or turn the answer into a
+# duplicate; those fail with 503 and the caller decides (events are retried
+# by id, which is idempotent end to end).
+RETRYABLE = frozenset(
+    {
+        "alert_counts",
+        "authenticate_key",
+        "list_budgets",
+        "price_catalog",
+        "dashboard_session",
+        "dashboard_user",
+        "dashboard_summary",
+        "dashboard_breakdown",
+        "ping",
+    }
+)
+READ_RETRIES = 2
+
+
+def _retryable(name: str, params: dict[str, Any]) -> bool:
+    return name in RETRYABLE or (name == "decide" and params.get("hold") is False)
+
+
+RETRY_BACKOFF = 0.02  # seconds; full jitter over 0..base * 2**attempt
 
 
 def connection_kwargs() -> dict[str, Any]:
@@ -167,24 +206,46 @@ async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = N
     if timeout is None:
         timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
     pool = await get_pool()
-    task = asyncio.ensure_future(_fetch_one(pool, QUERIES[name], params, timeout))
+    retries = READ_RETRIES if _retryable(name, params) else 0
+    task = asyncio.ensure_future(_fetch_one(pool, name, params, timeout, retries))
     done, _ = await asyncio.wait((task,), timeout=timeout)
     if not done:
         task.cancel()
         task.add_done_callback(_consume_result)
+        metrics.STORE_UNAVAILABLE.labels("timeout").inc()
         raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms")
     try:
         return task.result()
-    except (PoolTimeout, psycopg.OperationalError) as exc:
+    except PoolTimeout as exc:
+        metrics.STORE_UNAVAILABLE.labels("pool_timeout").inc()
+        raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+    except psycopg.OperationalError as exc:
+        metrics.STORE_UNAVAILABLE.labels("error").inc()
         raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
 
 async def _fetch_one(
-    pool: AsyncConnectionPool, sql: str, params: dict[str, Any], timeout: float
+    pool: AsyncConnectionPool, name: str, params: dict[str, Any], timeout: float, retries: int
 ) -> Any:
-    async with pool.connection(timeout=timeout) as conn:
-        cursor = await conn.execute(sql, params)
-        return await cursor.fetchone()
+    """One query on a pooled connection; up to `retries` more attempts, each on
+    another connection after a jittered pause, when the driver fails (never on
+    a pool timeout: no connection came, waiting again would only be later).
+    The caller's time budget bounds all attempts together."""
+    attempt = 0
+    while True:
+        try:
+            async with pool.connection(timeout=timeout) as conn:
+                cursor = await conn.execute(QUERIES[name], params)
+                return await cursor.fetchone()
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError as exc:
+            if attempt >= retries:
+                raise
+            attempt += 1
+            metrics.READ_RETRIES.labels(name).inc()
+            logger.info("retrying %s after %s (attempt %d)", name, type(exc).__name__, attempt)
+            await asyncio.sleep(random.uniform(0, RETRY_BACKOFF * 2**attempt))
 
 
 def _consume_result(task: asyncio.Future) -> None:
