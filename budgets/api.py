@@ -168,6 +168,7 @@ class ApiApp:
                 body=body,
                 params=params,
             )
+            db.start_request_clock()  # key lookup and handler share the time budget
             if route_.authenticated:
                 request.key = await self._authenticate(headers, scope)
             answer = await route_.handler(request)

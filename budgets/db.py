@@ -10,9 +10,11 @@ is one transaction, and a result means the data is committed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,33 @@ _LIBPQ_KEYS = {
     "connect_timeout",
     "target_session_attrs",
 }
+
+
+# When the database time of the request being served runs out (monotonic
+# seconds), set by the API for each request: a request that needs two calls
+# (a key lookup, then its decision) still answers within BUDGET_DB_TIMEOUT_MS
+# in all, not within twice that when the database does not answer.
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_deadline", default=None
+)
+
+
+def start_request_clock() -> None:
+    request_deadline.set(time.monotonic() + settings.BUDGET_DB_TIMEOUT_MS / 1000)
+
+
+def _time_left(timeout: float | None) -> float:
+    """`timeout` (default BUDGET_DB_TIMEOUT_MS), cut to what the request has left;
+    raises StoreUnavailable when nothing is left."""
+    if timeout is None:
+        timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+    deadline = request_deadline.get()
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+    if timeout <= 0:
+        metrics.STORE_UNAVAILABLE.labels("timeout").inc()
+        raise StoreUnavailable("the request's database time is used up")
+    return timeout
 
 
 class StoreUnavailable(Exception):
@@ -150,7 +179,9 @@ async def get_pool() -> AsyncConnectionPool:
         return _pool
     _pool, _pool_loop = pool, loop
     await pool.open(wait=False)
-    _sweeper = loop.create_task(_sweep_expired_reservations())
+    # A fresh context: not the request id and deadline of the request that
+    # happened to open the pool.
+    _sweeper = loop.create_task(_sweep_expired_reservations(), context=contextvars.Context())
     return pool
 
 
@@ -203,8 +234,7 @@ async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = N
     cancels the statement on the server, so nothing is written) without
     waiting for the cancellation to finish.
     """
-    if timeout is None:
-        timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+    timeout = _time_left(timeout)
     pool = await get_pool()
     retries = READ_RETRIES if _retryable(name, params) else 0
     task = asyncio.ensure_future(_fetch_one(pool, name, params, timeout, retries))
@@ -274,8 +304,7 @@ class DecisionBatcher:
         self.inflight = 0
 
     async def decide(self, item: dict[str, Any], timeout: float | None = None) -> Any:
-        if timeout is None:
-            timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+        timeout = _time_left(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((item, future, loop.time() + timeout))
@@ -292,7 +321,10 @@ class DecisionBatcher:
         del self.pending[:size]
         if batch:
             self.inflight += 1
-            loop.create_task(self._run(batch, loop))
+            # A fresh context: a batch serves many requests, and its time is
+            # its earliest request's (below), not that of whichever request
+            # (or earlier batch) launched it.
+            loop.create_task(self._run(batch, loop), context=contextvars.Context())
 
     async def _run(
         self,

@@ -54,7 +54,10 @@ class PoolCollector(Collector):
         ("pool_max", "Most connections the hot-path pool may open (HOTPATH_POOL_MAX)."),
         ("pool_size", "Connections open (or opening) in the hot-path pool."),
         ("pool_available", "Idle connections in the hot-path pool."),
-        ("in_use", "Hot-path pool connections lent out to requests now."),
+        (
+            "in_use",
+            "Hot-path pool connections not idle: lent out to requests, or being reopened.",
+        ),
         ("requests_waiting", "Requests waiting for a pooled connection."),
         ("requests_errors", "Requests that got no connection (timeout, error) since start."),
         ("connections_errors", "Failed connection attempts since start."),

@@ -17,8 +17,7 @@ import psycopg
 import pytest
 
 from budgets.models import BudgetWindow, Reservation
-from tests.conftest import auth
-from tests.test_metrics import _samples, _value
+from tests.conftest import auth, metric, scrape_metrics
 
 TIMEOUT_MS = 4000
 
@@ -58,7 +57,7 @@ def _in_thread(call) -> tuple[threading.Thread, dict]:
 
 
 def test_check_is_retried_when_its_connection_dies(retry_server, org, key, test_database_url):
-    before = _samples(retry_server)
+    before = scrape_metrics(retry_server.url)
     with httpx.Client(base_url=retry_server.url, timeout=10) as client:
         assert client.get("/v1/budget/status", headers=auth(key)).status_code == 200  # warm key
         with psycopg.connect(test_database_url, autocommit=True) as admin:
@@ -79,14 +78,14 @@ def test_check_is_retried_when_its_connection_dies(retry_server, org, key, test_
                 _kill_blocked_hotpath_backend(admin)
                 blocker.rollback()
             thread.join(10)
-    after = _samples(retry_server)
+    after = scrape_metrics(retry_server.url)
 
     response = outcome["response"]
     assert response.status_code == 200, response.text
     assert response.json()["allowed"] is True
     assert "degraded" not in response.json()  # answered by the database, not fail-open
     assert outcome["took"] < TIMEOUT_MS / 1000
-    retried = _value(after, "tollgate_read_retries_total", query="decide") - _value(
+    retried = metric(after, "tollgate_read_retries_total", query="decide") - metric(
         before, "tollgate_read_retries_total", query="decide"
     )
     assert retried == 1
