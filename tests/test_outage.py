@@ -235,6 +235,7 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
         while (pool_after := _pool(live.url))["in_use"] != 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         backends = _hotpath_backends(cluster.url)
+        counted = scrape_metrics(live.url)
     finally:
         stop_server(live)
 
@@ -256,6 +257,23 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
     # Answers after the restart are real again (not degraded, not 503).
     late = [a for a in answers if a.started > restarted + recovered_in + 0.5]
     assert late and all(a.status in (200, 201) and "degraded" not in a.body for a in late)
+
+    # /metrics counted what happened.
+    for kind in ("check", "reserve"):
+        for outcome in ("allow", "degraded", "unavailable"):
+            assert metric(counted, "tollgate_decisions_total", kind=kind, outcome=outcome) > 0
+    assert (
+        metric(counted, "tollgate_store_unavailable_total", reason="timeout")
+        + metric(counted, "tollgate_store_unavailable_total", reason="error")
+        + metric(counted, "tollgate_store_unavailable_total", reason="pool_timeout")
+        > 0
+    )
+    assert metric(counted, "tollgate_hotpath_connections_errors") > 0  # reconnects failed
+    # Each acknowledged event was counted once, as new or (when an attempt
+    # answered 503 had committed after all) as a duplicate on its retry.
+    assert metric(counted, "tollgate_events_total", result="new") + metric(
+        counted, "tollgate_events_total", result="duplicate"
+    ) == len(load.acknowledged)
 
     # The pool stayed within bounds and gave every connection back.
     # (During the outage requests_waiting also counts requests that already
