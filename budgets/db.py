@@ -118,13 +118,11 @@ RETRYABLE = frozenset(
     }
 )
 READ_RETRIES = 2
+RETRY_BACKOFF = 0.02  # seconds; full jitter over 0..base * 2**attempt
 
 
 def _retryable(name: str, params: dict[str, Any]) -> bool:
     return name in RETRYABLE or (name == "decide" and params.get("hold") is False)
-
-
-RETRY_BACKOFF = 0.02  # seconds; full jitter over 0..base * 2**attempt
 
 
 def connection_kwargs() -> dict[str, Any]:
