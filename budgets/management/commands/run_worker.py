@@ -39,13 +39,13 @@ class Command(BaseCommand):
     def handle(self, *args, interval: float, aggregate_every: float, once: bool, **options) -> None:
         if interval <= 0 or aggregate_every <= 0:
             raise CommandError("--interval and --aggregate-every must be positive.")
-        logger.info(
-            "Worker started: expiry and alerts every %g s, aggregation every %g s.",
-            interval,
-            aggregate_every,
-        )
         next_aggregation = 0.0
         with StopRequest() as stop:
+            logger.info(
+                "Worker started: expiry and alerts every %g s, aggregation every %g s.",
+                interval,
+                aggregate_every,
+            )
             while not stop.requested:
                 self.run_job("expire reservations", self.expire_reservations)
                 self.run_job("deliver alerts", self.deliver_alerts)
