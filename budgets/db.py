@@ -281,6 +281,9 @@ def _consume_result(task: asyncio.Future) -> None:
         logger.debug("abandoned query ended with %r", task.exception())
 
 
+_BATCH_GRACE = 0.1  # seconds
+
+
 class DecisionBatcher:
     """Sends the holds that arrive while earlier ones are in flight as one call.
 
@@ -309,13 +312,26 @@ class DecisionBatcher:
         if self.inflight < settings.HOTPATH_BATCH_INFLIGHT:
             self._launch(loop)
         try:
-            return await asyncio.wait_for(future, timeout)
+            # The batch answers by this request's deadline (its call has that
+            # timeout); the grace only guards against a lost batch. Giving up
+            # exactly at the deadline instead would race the batch: a hold
+            # committed a moment before would be answered 503 and stay held.
+            return await asyncio.wait_for(future, timeout + _BATCH_GRACE)
         except TimeoutError:
             raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms") from None
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         size = settings.HOTPATH_BATCH_MAX
-        batch = [entry for entry in self.pending[:size] if not entry[1].done()]
+        now = loop.time()
+        batch = []
+        for entry in self.pending[:size]:
+            future, deadline = entry[1], entry[2]
+            if future.done():
+                continue
+            if deadline <= now:  # its time ran out while it queued: not sent
+                future.set_exception(StoreUnavailable("no answer within the time budget"))
+                continue
+            batch.append(entry)
         del self.pending[:size]
         if batch:
             self.inflight += 1
