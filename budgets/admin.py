@@ -18,6 +18,7 @@ from budgets.models import (
     Reservation,
     Team,
 )
+from config.paginators import LargeTablePaginator
 
 
 @admin.register(Organization)
@@ -132,6 +133,9 @@ class BudgetAdmin(admin.ModelAdmin):
 class ReservationAdmin(admin.ModelAdmin):
     list_display = ["id", "org", "team", "user", "amount", "status", "created_at", "expires_at"]
     list_filter = ["status", "org"]
+    list_select_related = ["org", "team", "user"]
+    paginator = LargeTablePaginator
+    show_full_result_count = False
     readonly_fields = [f.name for f in Reservation._meta.fields] + ["window_ids"]
     actions = ["release_selected", "expire_overdue"]
 

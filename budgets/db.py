@@ -259,10 +259,13 @@ async def _fetch_one(
     another connection after a jittered pause, when the driver fails (never on
     a pool timeout: no connection came, waiting again would only be later).
     The caller's time budget bounds all attempts together."""
+    # A full pool answers within HOTPATH_POOL_TIMEOUT (PoolTimeout, then 503 or
+    # fail-open) even when the request's budget for a slow query is longer.
+    checkout = min(timeout, settings.HOTPATH_POOL_TIMEOUT)
     attempt = 0
     while True:
         try:
-            async with pool.connection(timeout=timeout) as conn:
+            async with pool.connection(timeout=checkout) as conn:
                 cursor = await conn.execute(QUERIES[name], params)
                 return await cursor.fetchone()
         except PoolTimeout:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from config.paginators import LargeTablePaginator
 from tracking.models import HourlyRollup, Price, RequestEvent
 
 
@@ -25,16 +26,31 @@ class RequestEventAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "priced", "org"]
     search_fields = ["event_id", "model"]
+    list_select_related = ["org", "team", "user"]
+    paginator = LargeTablePaginator
+    show_full_result_count = False
     readonly_fields = [f.name for f in RequestEvent._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def get_ordering(self, request) -> list[str]:
+        # One org's events come newest first from its (org, started_at) index;
+        # across orgs that index cannot order them, so the unfiltered list
+        # shows the newest received (primary key order) instead of sorting
+        # the whole table.
+        if "org__id__exact" in request.GET:
+            return ["-started_at"]
+        return ["-id"]
 
 
 @admin.register(HourlyRollup)
 class HourlyRollupAdmin(admin.ModelAdmin):
     list_display = ["hour", "org", "team", "user", "model", "requests", "cost_usd"]
     list_filter = ["org"]
+    list_select_related = ["org", "team", "user"]
+    paginator = LargeTablePaginator
+    show_full_result_count = False
     readonly_fields = [f.name for f in HourlyRollup._meta.fields]
 
     def has_add_permission(self, request) -> bool:

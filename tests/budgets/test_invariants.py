@@ -2,7 +2,7 @@
 across tiers and periods keep the budget windows' invariants.
 
 Drives the same SQL functions as the hot path (tollgate_decide,
-tollgate_release, tollgate_record_events, tollgate_expire_reservations) with
+tollgate_decide_many, tollgate_release, tollgate_record_events, tollgate_expire_reservations) with
 hypothesis' rule-based state machine, and after every step checks:
 - holds never take an enforced window's spent + active holds over its limit
   (an event may: real cost always counts);
@@ -84,6 +84,37 @@ class BudgetMachine(RuleBasedStateMachine):
         )
         assert result["status"] in ("held", "denied")
         return result.get("reservation_id") or "denied"
+
+    @rule(
+        target=holds,
+        items=st.lists(
+            st.tuples(st.sampled_from([*TEAMS, None]), st.sampled_from([*USERS, None]), CENTS),
+            min_size=2,
+            max_size=5,
+        ),
+    )
+    def hold_batch(self, items):
+        """Several holds decided together, as the server batches concurrent ones."""
+        batch = [
+            {
+                "org_id": self.org.id,
+                "tz": self.org.time_zone,
+                "strict": False,
+                "team": team,
+                "user": user,
+                "amount": str(amount),
+                "model": None,
+                "input_tokens": None,
+                "max_output_tokens": None,
+                "ttl_seconds": 300,
+            }
+            for team, user, amount in items
+        ]
+        results = _call("SELECT tollgate_decide_many(%s::jsonb)", [json.dumps(batch)])
+        assert [r["status"] in ("held", "denied") for r in results] == [True] * len(items)
+        # The bundle takes one of them to release, settle or expire later; the
+        # others stay active, and the invariants count them like any hold.
+        return next((r["reservation_id"] for r in results if r["status"] == "held"), "denied")
 
     @rule(hold=holds)
     def release(self, hold):

@@ -1,0 +1,179 @@
+"""PostgreSQL's own cost of a hold, without HTTP: what caps the hot path.
+
+    .venv/bin/python -m loadtests.hold_cost [--seconds 3] [--sizes 1,8,32,64]
+
+Calls the hot path's SQL directly (one connection, autocommit, the same
+parameters DecisionBatcher sends) for the bench org of loadtests/compare.py:
+`decide` for single holds and `decide_many` with batches of each size. For
+each it reports wall time and the PostgreSQL backend's CPU time per hold (read
+from /proc/<backend pid>/stat, so other processes on a busy machine change it
+far less than wall time; resolution one clock tick, hence a few seconds per
+size). Writes the table to docs/benchmarks/hold-cost.md. The bench org's
+reservations and windows are deleted before and after.
+
+Only the embedded (or local) PostgreSQL is used: the backend's CPU is read
+from /proc, so the database must run on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtests.compare import (
+    BASE_DIR,
+    HOLD_USD,
+    ORG_SLUG,
+    TEAMS,
+    USERS_PER_TEAM,
+    delete_keys,
+    django_setup,
+    machine,
+    reset_windows,
+    seed,
+)
+
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hold-cost.md"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    query: str
+    batch: int
+    holds: int
+    wall_us: float
+    cpu_us: float
+
+
+def backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def items(org_id: int, tz: str, start: int, count: int) -> list[dict]:
+    subjects = [(t, u) for t in range(1, TEAMS + 1) for u in range(1, USERS_PER_TEAM + 1)]
+    out = []
+    for n in range(start, start + count):
+        t, u = subjects[n % len(subjects)]
+        out.append(
+            {
+                "org_id": org_id,
+                "tz": tz,
+                "strict": False,
+                "team": f"team-{t:02d}",
+                "user": f"user-{t:02d}-{u:02d}",
+                "model": None,
+                "amount": HOLD_USD,
+                "input_tokens": None,
+                "max_output_tokens": None,
+                "hold": True,
+                "ttl_seconds": 300,
+                "at": None,
+            }
+        )
+    return out
+
+
+def measure(conn, sql_decide: str, sql_many: str, org, size: int, seconds: float) -> Row:
+    from psycopg.types.json import Jsonb
+
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    n = 0
+
+    def call() -> None:
+        nonlocal n
+        batch = items(org.id, org.time_zone, n, size)
+        n += size
+        if size == 1:
+            result = conn.execute(sql_decide, batch[0]).fetchone()[0]
+            assert result["status"] == "held", result
+        else:
+            results = conn.execute(sql_many, {"items": Jsonb(batch)}).fetchone()[0]
+            assert all(r["status"] == "held" for r in results), results[:1]
+
+    for _ in range(max(3, 64 // size)):  # warm-up: plans cached, prepared
+        call()
+    holds_before, cpu_before, started = n, backend_cpu(pid), time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        call()
+    wall = time.perf_counter() - started
+    cpu = backend_cpu(pid) - cpu_before
+    holds = n - holds_before
+    name = "decide" if size == 1 else "decide_many"
+    return Row(name, size, holds, wall / holds * 1e6, cpu / holds * 1e6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.hold_cost", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per size")
+    parser.add_argument("--sizes", default="1,8,32,64", help="batch sizes (1 = single decide)")
+    args = parser.parse_args(argv)
+    django_setup()
+    import psycopg
+
+    from budgets.db import QUERIES, connection_kwargs
+    from budgets.models import Organization
+
+    seed()
+    delete_keys()
+    org = Organization.objects.get(slug=ORG_SLUG)
+    reset_windows()
+    rows: list[Row] = []
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
+    try:
+        with psycopg.connect(**connection_kwargs()) as conn:
+            for size in (int(s) for s in args.sizes.split(",")):
+                row = measure(
+                    conn, QUERIES["decide"], QUERIES["decide_many"], org, size, args.seconds
+                )
+                rows.append(row)
+                print(
+                    f"{row.query} x{row.batch}: {row.holds} holds, "
+                    f"{row.wall_us:.0f} us wall, {row.cpu_us:.0f} us PostgreSQL CPU per hold",
+                    flush=True,
+                )
+    finally:
+        reset_windows()
+    load = max(load_before, os.getloadavg()[0])
+    busy = load > (os.cpu_count() or 1)
+    lines = [
+        "# PostgreSQL cost per hold (hot-path SQL without HTTP)",
+        "",
+        f"Generated by `.venv/bin/python -m loadtests.hold_cost --seconds {args.seconds:g} "
+        f"--sizes {args.sizes}` on {started:%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| query | holds per call | holds | wall µs / hold | backend CPU µs / hold |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| `{r.query}` | {r.batch} | {r.holds:,} | {r.wall_us:,.0f} | {r.cpu_us:,.0f} |"
+            for r in rows
+        ),
+        "",
+        f"One connection in autocommit (one transaction per call, as the server runs them), "
+        f"${HOLD_USD} holds spread over the {TEAMS} x {USERS_PER_TEAM} subjects of org "
+        f"`{ORG_SLUG}`, all on its one org day window. Wall time includes the commit's "
+        "WAL flush and the round trip; backend CPU is the PostgreSQL process's user + "
+        "system time from /proc, which a busy machine inflates much less than wall time.",
+        "",
+        f"{'⚠ ' if busy else ''}Load average during the run: {load:.1f} on "
+        f"{os.cpu_count()} cores{' (busy: wall times are not comparable)' if busy else ''}.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+    ]
+    REPORT_PATH.write_text("\n".join(lines))
+    print(f"Written to {REPORT_PATH.relative_to(BASE_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

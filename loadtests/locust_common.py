@@ -1,0 +1,251 @@
+"""What the locust scenarios share: the localhost guard, the subjects of the
+load org, the gateway's request bodies, a staged load shape, and a recorder
+that keeps every response time per phase so that a report can give exact
+percentiles for "sustained" and "burst" (or "without" and "with dashboard")
+separately, which locust's own cumulative statistics cannot.
+
+Imported by the locustfiles (loadtests/budget_burst.py, ingest_batches.py,
+dashboard_views.py, mixed.py) and never by the wrapper (loadtests/run_locust.py),
+which must not import locust: it monkey-patches the standard library.
+
+Environment (set by the wrapper; defaults for a hand-run locust):
+    TOLLGATE_API_KEY        API key of the load org (required)
+    TG_DURATION             seconds of the whole shape
+    TG_RATE                 target rate of the scenario's main traffic (see each file)
+    TG_TEAMS, TG_USERS_PER_TEAM, TG_HOT_TEAMS, TG_HOT_SHARE   subjects, see below
+    TG_VIEWER_USER, TG_VIEWER_PASSWORD   dashboard login (dashboard and mixed)
+    TG_REPORT_JSON          where to write the per-phase results (optional)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from locust import LoadTestShape, events
+
+RESERVATIONS = "/v1/budget/reservations"
+EVENTS = "/v1/events"
+
+TEAMS = int(os.environ.get("TG_TEAMS", "100"))
+USERS_PER_TEAM = int(os.environ.get("TG_USERS_PER_TEAM", "20"))
+HOT_TEAMS = int(os.environ.get("TG_HOT_TEAMS", "3"))
+# Share of the gateway traffic that goes to the hot teams (the rest is spread
+# evenly over all teams): a few teams doing most of the spending.
+HOT_SHARE = float(os.environ.get("TG_HOT_SHARE", "0.5"))
+RELEASE_SHARE = float(os.environ.get("TG_RELEASE_SHARE", "0.02"))
+HOLD_USD = "0.002"
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def api_headers() -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {os.environ['TOLLGATE_API_KEY']}",
+        "Content-Type": "application/json",
+    }
+
+
+@events.test_start.add_listener
+def _only_localhost(environment: Any, **kwargs: Any) -> None:
+    # A load test pointed at a shared or production host by mistake does harm.
+    host = urlsplit(environment.host or "")
+    if host.scheme != "http" or host.hostname != "127.0.0.1":
+        raise SystemExit(f"--host must be http://127.0.0.1:<port>, not {environment.host!r}")
+    if not os.environ.get("TOLLGATE_API_KEY"):
+        raise SystemExit("Set TOLLGATE_API_KEY to an API key of the load org.")
+
+
+# --- Subjects and bodies -------------------------------------------------------------
+
+
+def team_slug(t: int) -> str:
+    return f"t{t:03d}"
+
+
+def user_id(t: int, u: int) -> str:
+    return f"t{t:03d}-u{u:02d}"
+
+
+def pick_subject() -> tuple[str, str]:
+    """(team, user): HOT_SHARE of the calls go to teams 1..HOT_TEAMS, the rest
+    anywhere among the TEAMS teams."""
+    if HOT_TEAMS and random.random() < HOT_SHARE:
+        t = random.randint(1, HOT_TEAMS)
+    else:
+        t = random.randint(1, TEAMS)
+    return team_slug(t), user_id(t, random.randint(1, USERS_PER_TEAM))
+
+
+def reserve_body(team: str, user: str) -> dict[str, Any]:
+    return {"team": team, "user": user, "model": "gpt-4o", "estimated_cost_usd": HOLD_USD}
+
+
+def event_body(team: str, user: str, reservation_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"lc-{uuid.uuid4().hex}",
+        "team": team,
+        "user": user,
+        "model": "gpt-4o",
+        "provider": "openai",
+        "usage": {
+            "prompt_tokens": random.randint(200, 2000),
+            "completion_tokens": random.randint(50, 600),
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+        "latency_ms": random.randint(300, 3000),
+        "status": "ok",
+    }
+    if reservation_id is not None:
+        body["reservation_id"] = reservation_id
+    return body
+
+
+# --- Phases --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    seconds: float
+    users: int
+    spawn_rate: float
+
+
+# The phase the shape is in now; users read it (e.g. dashboard users idle
+# outside the "with dashboard" phase) and the recorder files responses under it.
+current_phase = {"name": "start"}
+# Dashboard users that have signed in (the mixed scenario's warm-up waits for them).
+signed_in = {"count": 0}
+
+
+class StagedShape(LoadTestShape):
+    """Runs `stages()` one after another, then stops the test. A subclass may
+    hold the first stage until `warmed_up()` (at most WARMUP_LIMIT seconds)."""
+
+    abstract = True
+    WARMUP_LIMIT = 120.0
+
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def warmed_up(self) -> bool:
+        return True
+
+    def tick(self) -> tuple[int, float] | None:
+        elapsed = self.get_run_time()
+        stages = self.stages()
+        if not getattr(self, "_warm", False):
+            first = stages[0]
+            if elapsed < first.seconds or (not self.warmed_up() and elapsed < self.WARMUP_LIMIT):
+                current_phase["name"] = first.name
+                return first.users, first.spawn_rate
+            self._warm = True
+            self._warm_offset = elapsed - first.seconds
+        elapsed -= self._warm_offset
+        for stage in stages:
+            if elapsed < stage.seconds:
+                current_phase["name"] = stage.name
+                return stage.users, stage.spawn_rate
+            elapsed -= stage.seconds
+        return None
+
+
+def split_duration(total: float, shares: list[float], minimum: float = 5.0) -> list[float]:
+    """Seconds of each stage: `shares` of `total`, none shorter than `minimum`."""
+    return [max(minimum, total * share) for share in shares]
+
+
+# --- Recorder ----------------------------------------------------------------------------
+
+
+class Recorder:
+    """Every response time (ms) and failure per (phase, request name)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, str], list[float]] = {}
+        self.failures: dict[tuple[str, str], int] = {}
+        self.errors: dict[str, int] = {}
+        self.phase_seconds: dict[str, list[float]] = {}  # phase -> [first, last] monotonic
+
+    def add(self, name: str, response_time: float, exception: Any) -> None:
+        phase = current_phase["name"]
+        now = time.monotonic()
+        span = self.phase_seconds.setdefault(phase, [now, now])
+        span[1] = now
+        self.times.setdefault((phase, name), []).append(response_time)
+        if exception is not None:
+            self.failures[(phase, name)] = self.failures.get((phase, name), 0) + 1
+            message = str(exception)[:160]
+            self.errors[message] = self.errors.get(message, 0) + 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for (phase, name), times in self.times.items():
+            first, last = self.phase_seconds[phase]
+            ordered = sorted(times)
+            rows.append(
+                {
+                    "phase": phase,
+                    "name": name,
+                    "requests": len(ordered),
+                    "failures": self.failures.get((phase, name), 0),
+                    "seconds": last - first,
+                    "rps": len(ordered) / max(last - first, 1e-9),
+                    "p50_ms": percentile(ordered, 50),
+                    "p95_ms": percentile(ordered, 95),
+                    "p99_ms": percentile(ordered, 99),
+                    "max_ms": ordered[-1],
+                }
+            )
+        return rows
+
+    def print_summary(self) -> None:
+        print(
+            f"\n{'phase':<22} {'request':<26} {'reqs':>7} {'rps':>7} {'fail%':>6} "
+            f"{'p50':>7} {'p95':>7} {'p99':>7}"
+        )
+        for r in self.rows():
+            fail = 100 * r["failures"] / r["requests"]
+            print(
+                f"{r['phase']:<22} {r['name']:<26} {r['requests']:>7} {r['rps']:>7.1f} "
+                f"{fail:>6.2f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f}"
+            )
+        for message, count in sorted(self.errors.items(), key=lambda item: -item[1])[:10]:
+            print(f"  error x{count}: {message}")
+
+    def dump(self, path: str) -> None:
+        with open(path, "w") as out:
+            json.dump({"rows": self.rows(), "errors": self.errors}, out, indent=1)
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of a sorted list."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+recorder = Recorder()
+
+
+@events.request.add_listener
+def _record(name: str, response_time: float, exception: Any, **kwargs: Any) -> None:
+    recorder.add(name, response_time, exception)
+
+
+@events.test_stop.add_listener
+def _report(environment: Any, **kwargs: Any) -> None:
+    recorder.print_summary()
+    path = os.environ.get("TG_REPORT_JSON")
+    if path:
+        recorder.dump(path)

@@ -1,0 +1,414 @@
+"""Run one locust scenario headless against a fresh local Tollgate, and report.
+
+    .venv/bin/python -m loadtests.run_locust SCENARIO [--quick | --duration S] [--rate R]
+
+SCENARIO is one of: budget_burst, ingest, dashboard, mixed (see the
+locustfiles named in SCENARIOS below for what each does and its default
+rate and length). The script
+
+1. starts (or joins) the embedded PostgreSQL and sets up the load org
+   `loadtest` once: 100 teams x 20 users, an org day budget and a day budget per
+   team (never reached, so every hold takes the full path), 20,000 events of
+   the last 7 days (aggregated) for the dashboard to show, a staff login with
+   a fresh random password and a fresh API key per run;
+2. starts one Tollgate worker (uvicorn, uvloop + httptools, as in production)
+   on 127.0.0.1:PORT;
+3. runs locust headless with the scenario's load shape, bounded in time
+   (the shape stops the test; the process is killed 60 s after it should have
+   ended);
+4. writes locust's CSV files to docs/benchmarks/locust/SCENARIO_*.csv and a
+   markdown report with exact per-phase percentiles, error rate, achieved rates
+   and the CPU used by the server, PostgreSQL, locust and everything else
+   (a run is flagged ⚠ when other processes used more than 10% of a core) to
+   docs/benchmarks/locust-SCENARIO.md;
+5. stops the server (also on Ctrl-C, SIGTERM or an error).
+
+Exit status 1 when more than --max-error-pct of the requests failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from loadtests import compare
+
+BASE_DIR = compare.BASE_DIR
+REPORT_DIR = BASE_DIR / "docs" / "benchmarks"
+CSV_DIR = REPORT_DIR / "locust"
+HOST = compare.HOST  # never configurable
+
+ORG_SLUG = "loadtest"
+TEAMS = 100
+USERS_PER_TEAM = 20
+HOT_TEAMS = 3
+LIMIT = Decimal("1000000000")
+DASHBOARD_EVENTS = 20_000
+VIEWER = "loadtest-viewer"
+KEY_NAME = "loadtests.run_locust"
+QUICK_SECONDS = 60
+# Stages a scenario runs beyond TG_DURATION (mixed's warm-up, at most).
+EXTRA_SECONDS = 120
+# Above this share of a core, locust (one Python process) is the bottleneck.
+GENERATOR_BOUND_PCT = 90.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    locustfile: str
+    seconds: int  # default length of the whole shape
+    rate: float  # default TG_RATE
+    rate_unit: str
+    hot_path: tuple[str, ...]  # request names whose percentiles headline the report
+
+
+SCENARIOS = {
+    "budget_burst": Scenario(
+        "loadtests/budget_burst.py",
+        390,
+        100,
+        "reservations/s (burst: 3x)",
+        ("reserve", "event (settles hold)"),
+    ),
+    "ingest": Scenario(
+        "loadtests/ingest_batches.py", 300, 10, "batches of 100 events/s", ("events batch of 100",)
+    ),
+    "dashboard": Scenario(
+        "loadtests/dashboard_views.py",
+        300,
+        10,
+        "signed-in users, ~1 load/s each",
+        ("summary 24h", "summary 7d", "dashboard page"),
+    ),
+    "mixed": Scenario(
+        "loadtests/mixed.py",
+        360,
+        100,
+        "reservations/s + 2 batches/s + 10 dashboard users in the middle third",
+        ("reserve", "event (settles hold)"),
+    ),
+}
+
+
+# --- Setup ------------------------------------------------------------------------------
+
+
+def setup_org() -> tuple[str, str]:
+    """The load org (created once, topped up to its events), a fresh API key
+    and a fresh password for the staff login. Returns (key, password)."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from budgets.models import ApiKey, Budget, EndUser, Organization, Team
+    from budgets.services import api_key_create, organization_create
+    from dashboard.models import Membership
+    from tracking.management.commands.seed_demo import Command as SeedDemo
+    from tracking.models import Price, RequestEvent
+
+    if not Price.objects.filter(model="gpt-4o").exists():
+        call_command("load_prices", verbosity=0)
+    org = Organization.objects.filter(slug=ORG_SLUG).first() or organization_create(
+        slug=ORG_SLUG, name="Load test"
+    )
+    Team.objects.bulk_create(
+        [Team(org=org, slug=f"t{t:03d}") for t in range(1, TEAMS + 1)], ignore_conflicts=True
+    )
+    EndUser.objects.bulk_create(
+        [
+            EndUser(org=org, external_id=f"t{t:03d}-u{u:02d}")
+            for t in range(1, TEAMS + 1)
+            for u in range(1, USERS_PER_TEAM + 1)
+        ],
+        ignore_conflicts=True,
+    )
+    Budget.objects.get_or_create(
+        org=org, scope="org", period="day", defaults={"limit_usd": LIMIT, "enforce": True}
+    )
+    for team in Team.objects.filter(org=org, slug__startswith="t"):
+        Budget.objects.get_or_create(
+            org=org, scope="team", team=team, period="day", defaults={"limit_usd": LIMIT}
+        )
+    have = RequestEvent.objects.filter(org=org).count()
+    if have < DASHBOARD_EVENTS:
+        print(f"Seeding {DASHBOARD_EVENTS - have:,} events of the last 7 days…", flush=True)
+        SeedDemo().seed_events(org, days=7, count=DASHBOARD_EVENTS - have, seed=7)
+    call_command("aggregate_usage", verbosity=0)
+
+    password = secrets.token_urlsafe(16)
+    viewer, _ = User.objects.get_or_create(username=VIEWER)
+    viewer.is_staff = viewer.is_superuser = True
+    viewer.set_password(password)
+    viewer.save()
+    Membership.objects.update_or_create(user=viewer, defaults={"org": org})
+
+    ApiKey.objects.filter(org=org, name=KEY_NAME).delete()
+    _key, secret = api_key_create(org=org, name=KEY_NAME)
+    return secret, password
+
+
+# --- Run ----------------------------------------------------------------------------------
+
+
+def server_design(workers: int, port: int, pool_max: int | None) -> compare.Design:
+    options = list(compare.UVICORN_OPTIONS)
+    options[options.index("--workers") + 1] = str(workers)
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
+    if pool_max is not None:
+        env["HOTPATH_POOL_MAX"] = str(pool_max)
+    return compare.Design(
+        "Tollgate",
+        f"uvicorn, httptools + uvloop, {workers} worker(s)",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            *options,
+        ],
+        env,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    scenario = SCENARIOS[args.scenario]
+    key, password = setup_org()
+    design = server_design(args.workers, args.port, args.pool_max)
+    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    CSV_DIR.mkdir(parents=True, exist_ok=True)
+    phases_json = compare.RESULTS_DIR / f"locust-{args.scenario}.phases.json"
+    phases_json.unlink(missing_ok=True)
+    locust_log = compare.RESULTS_DIR / f"locust-{args.scenario}.log"
+    env = {
+        **os.environ,
+        "TOLLGATE_API_KEY": key,
+        "TG_DURATION": str(args.duration),
+        "TG_RATE": str(args.rate),
+        "TG_TEAMS": str(TEAMS),
+        "TG_USERS_PER_TEAM": str(USERS_PER_TEAM),
+        "TG_HOT_TEAMS": str(HOT_TEAMS),
+        "TG_VIEWER_USER": VIEWER,
+        "TG_VIEWER_PASSWORD": password,
+        "TG_REPORT_JSON": str(phases_json),
+        "TG_DASHBOARD_ADMIN": "0" if args.no_admin else "1",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        scenario.locustfile,
+        "--headless",
+        "--host",
+        f"http://{HOST}:{args.port}",
+        "--csv",
+        str(CSV_DIR / args.scenario),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    server_log = compare.RESULTS_DIR / f"locust-{args.scenario}.server.log"
+    with compare.serve(design, args.port, server_log) as server:
+        print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
+        before = compare.sample_cpu()
+        with locust_log.open("w") as log:
+            try:
+                done = subprocess.run(
+                    argv,
+                    cwd=BASE_DIR,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=args.duration + EXTRA_SECONDS + 60,
+                )
+                returncode = done.returncode
+            except subprocess.TimeoutExpired:
+                returncode = -1
+        after = compare.sample_cpu()
+        cpu = compare.cpu_shares(before, after, server.pid)
+        elapsed = after.at - before.at
+        locust_cpu = 100 * (after.reaped_children - before.reaped_children) / elapsed
+    if not phases_json.exists():
+        raise SystemExit(f"locust wrote no results (exit {returncode}); see {locust_log}")
+    results = json.loads(phases_json.read_text())
+    results.update(
+        cpu=cpu,
+        locust_cpu=locust_cpu,
+        locust_exit=returncode,
+        elapsed=elapsed,
+        server_log=server_log,
+    )
+    return results
+
+
+# --- Report -------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, results: dict[str, Any], started: datetime) -> str:
+    # Not `import locust`: that monkey-patches threading (gevent) in this process.
+    locust_version = importlib.metadata.version("locust")
+    scenario = SCENARIOS[args.scenario]
+    rows = results["rows"]
+    cpu = results["cpu"]
+    total = sum(r["requests"] for r in rows)
+    failures = sum(r["failures"] for r in rows)
+    error_pct = 100 * failures / total if total else 100.0
+    noisy = cpu.other > compare.NOISY_OTHER_CPU_PCT
+    generator_bound = results["locust_cpu"] > GENERATOR_BOUND_PCT
+    command = f".venv/bin/python -m loadtests.run_locust {args.scenario}" + (
+        " --quick" if args.quick else f" --duration {args.duration}"
+    )
+    if args.rate != scenario.rate:
+        command += f" --rate {args.rate:g}"
+    if args.pool_max is not None:
+        command += f" --pool-max {args.pool_max}"
+    if args.no_admin:
+        command += " --no-admin"
+    lines = [
+        f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
+        "",
+        f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} UTC "
+        f"({results['elapsed']:.0f} s of load). Locustfile: `{scenario.locustfile}`; "
+        f"rate: {args.rate:g} {scenario.rate_unit}; one Tollgate worker "
+        f"({args.workers} uvicorn process(es), uvloop + httptools, "
+        f"{'default hot-path pool' if args.pool_max is None else f'HOTPATH_POOL_MAX={args.pool_max}'}); "
+        f"raw CSV: `docs/benchmarks/locust/{args.scenario}_stats.csv` (and `_failures`, "
+        "`_exceptions`, `_stats_history`).",
+        "",
+        "| phase | request | requests | rate /s | errors | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['phase']} | {r['name']} | {r['requests']:,} | {r['rps']:.1f} "
+            f"| {r['failures']} ({100 * r['failures'] / r['requests']:.2f}%) "
+            f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} |"
+        )
+    lines += ["", f"- Error rate over the run: **{error_pct:.2f}%** ({failures:,} of {total:,})."]
+    for message, count in sorted(results["errors"].items(), key=lambda item: -item[1])[:5]:
+        lines.append(f"  - x{count}: `{message}`")
+    lines += hot_path_lines(args.scenario, rows, scenario.hot_path)
+    lines += [
+        f"- CPU (share of one core): server {cpu.server:.0f}%, PostgreSQL "
+        f"{'n/a' if cpu.postgres is None else f'{cpu.postgres:.0f}%'}, locust "
+        f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
+    ]
+    if generator_bound:
+        lines.append(
+            f"- ⚠ locust used {results['locust_cpu']:.0f}% of a core: the load generator, "
+            "not the server, may cap the achieved rate and inflate latencies."
+        )
+    if noisy:
+        lines.append(
+            f"- ⚠ other processes used {cpu.other:.0f}% of a core during the run: the machine "
+            "was not quiet; the numbers are provisional."
+        )
+    if args.quick:
+        lines.append("- ⚠ `--quick` smoke run: phases are seconds long, percentiles are rough.")
+    lines += [
+        "- Percentiles are exact (nearest rank over every response of the phase, recorded by "
+        "`loadtests/locust_common.py`); a phase's rate is its responses over its span. Locust "
+        "measures from its side, so its own scheduling delay is included.",
+        "",
+        "## Machine",
+        "",
+        *compare.machine(),
+        f"- locust {locust_version} (one process; FastHttpUser for API clients, "
+        "HttpUser for signed-in dashboard users)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def hot_path_lines(scenario: str, rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]:
+    """For mixed: the reservation p99 without and with dashboard load."""
+    if scenario != "mixed":
+        return []
+    by_phase = {r["phase"]: r for r in rows if r["name"] == "reserve"}
+    alone = [by_phase[p] for p in ("hot path alone", "hot path alone again") if p in by_phase]
+    loaded = by_phase.get("with dashboard")
+    if not alone or loaded is None:
+        return ["- ⚠ a phase is missing: no comparison."]
+    base = max(r["p99_ms"] for r in alone)
+    without = " / ".join(f"{r['p99_ms']:.1f}" for r in alone)
+    return [
+        f"- **Reservation p99 without dashboard load: {without} ms "
+        f"(before / after); with it: {loaded['p99_ms']:.1f} ms** "
+        f"({loaded['p99_ms'] / base:.2f}x the worse of the two)."
+    ]
+
+
+# --- Main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.run_locust",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=int, help="seconds of the whole load shape")
+    length.add_argument(
+        "--quick", action="store_true", help=f"a {QUICK_SECONDS} s smoke run of the same shape"
+    )
+    parser.add_argument("--rate", type=float, help="the scenario's main rate (TG_RATE)")
+    parser.add_argument("--port", type=int, default=18770, help=f"port on {HOST}")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--pool-max", type=int, help="the server's HOTPATH_POOL_MAX (default: the setting's)"
+    )
+    parser.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="dashboard users leave out Django admin's event list (summary and page only)",
+    )
+    parser.add_argument("--max-error-pct", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    if args.duration is None:
+        args.duration = QUICK_SECONDS if args.quick else scenario.seconds
+    if args.rate is None:
+        args.rate = scenario.rate
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    compare.django_setup()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    try:
+        results = run(args)
+    except compare.DesignFailed as exc:
+        print(f"run_locust: {exc}", file=sys.stderr)
+        return 1
+    text = report(args, results, started)
+    path = REPORT_DIR / f"locust-{args.scenario}.md"
+    path.write_text(text)
+    print(text)
+    print(f"Written to {path.relative_to(BASE_DIR)} in {time.monotonic() - t0:.0f} s")
+    total = sum(r["requests"] for r in results["rows"])
+    failures = sum(r["failures"] for r in results["rows"])
+    return 0 if total and 100 * failures / total <= args.max_error_pct else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

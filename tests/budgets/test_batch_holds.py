@@ -1,0 +1,179 @@
+"""Batched holds (tollgate_decide_many): the items of one batch are decided in
+order, each seeing the holds of the items before it, and every item gets the
+answer a single hold (tollgate_decide) would have given in its place.
+
+The server sends a batch only when holds arrive while earlier ones are in
+flight, which a test cannot time; these tests call the SQL function directly,
+as the server does (budgets/db.py, DecisionBatcher)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from budgets.models import Alert, BudgetWindow, Organization, Reservation, Team
+
+
+def _item(org: Organization, amount: str | None, *, team=None, user=None, **extra) -> dict:
+    return {
+        "org_id": org.id,
+        "tz": org.time_zone,
+        "strict": org.strict,
+        "team": team,
+        "user": user,
+        "amount": amount,
+        "model": None,
+        "input_tokens": None,
+        "max_output_tokens": None,
+        "ttl_seconds": 300,
+        **extra,
+    }
+
+
+def decide_many(items: list[dict]) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tollgate_decide_many(%s::jsonb)", [json.dumps(items)])
+        value = cursor.fetchone()[0]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def decide_one(item: dict) -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL)",
+            [
+                item["org_id"],
+                item["tz"],
+                item["strict"],
+                item["team"],
+                item["user"],
+                item["amount"],
+                item["model"],
+                item["input_tokens"],
+                item["max_output_tokens"],
+                item["ttl_seconds"],
+            ],
+        )
+        value = cursor.fetchone()[0]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _statuses(results: list[dict]) -> list[str]:
+    return [r["status"] for r in results]
+
+
+def test_denied_middle_item_changes_nothing_and_a_later_smaller_one_fits(make_org, make_budget):
+    org = make_org()
+    budget = make_budget(org, "1.00")
+
+    results = decide_many([_item(org, a) for a in ("0.60", "0.50", "0.30", "0.20")])
+
+    assert _statuses(results) == ["held", "denied", "held", "denied"]
+    blocked = results[1]["blocked"]
+    # The denied item saw the first hold, and only it.
+    assert (blocked["scope"], blocked["reserved_usd"], blocked["limit_usd"]) == ("org", "0.6", "1")
+    assert results[2]["budgets"][0]["reserved_usd"] == "0.9"
+    assert results[3]["blocked"]["reserved_usd"] == "0.9"
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.reserved == Decimal("0.90")
+    assert sorted(Reservation.objects.values_list("amount", flat=True)) == [
+        Decimal("0.30"),
+        Decimal("0.60"),
+    ]
+
+
+def test_items_of_different_orgs_in_one_batch_count_against_their_own_org(make_org, make_budget):
+    acme, globex = make_org(), make_org()
+    acme_budget = make_budget(acme, "1.00")
+    globex_budget = make_budget(globex, "0.50", scope="team", team="ops")
+
+    results = decide_many(
+        [
+            _item(acme, "0.40", team="ops"),
+            _item(globex, "0.40", team="ops"),
+            _item(acme, "0.40", team="ops"),
+            _item(globex, "0.20", team="ops"),  # globex's team budget is full
+            _item(acme, "0.30", team="ops"),  # acme's org budget is full
+            _item(globex, "0.10", team="ops"),
+        ]
+    )
+
+    assert _statuses(results) == ["held", "held", "held", "denied", "denied", "held"]
+    assert results[3]["blocked"]["scope"] == "team"
+    assert results[4]["blocked"]["scope"] == "org"
+    assert BudgetWindow.objects.get(budget=acme_budget).reserved == Decimal("0.80")
+    assert BudgetWindow.objects.get(budget=globex_budget).reserved == Decimal("0.50")
+    # Each org registered its own team "ops"; the reservations point at them.
+    held = Reservation.objects.order_by("amount")
+    assert {(r.org_id, r.team.org_id) for r in held} == {(acme.id, acme.id), (globex.id, globex.id)}
+    assert Team.objects.filter(slug="ops").count() == 2
+
+
+def test_every_item_gets_the_answer_a_single_hold_would_give(make_org, make_budget):
+    """The same sequence once through tollgate_decide (one by one) and once
+    as one batch, in one transaction (so now() and the expiries are equal):
+    the answers, the windows and the reservations are the same."""
+    org = make_org(time_zone="Europe/Berlin")
+    strict = make_org(strict=True)
+    make_budget(org, "3.00")
+    make_budget(org, "5.00", period="month", soft_limit_pct=50)
+    make_budget(org, "1.00", scope="team", team="search")
+    make_budget(org, "0.50", scope="team", team="ads", period="week", enforce=False)
+    make_budget(org, "0.40", scope="user", user="alice", soft_limit_pct=90)
+    make_budget(org, "0", scope="user", user="mallory", period="total")
+    make_budget(strict, "1.00", scope="team", team="known")
+    items = [
+        _item(org, "0.25", team="search", user="alice"),
+        _item(org, "0.20", team="search", user="alice"),
+        _item(org, "0", team="ads", user="mallory"),
+        _item(org, "0.01", team="ads", user="mallory"),
+        _item(strict, "0.10", team="unknown"),
+        _item(strict, "0.30", team="known", user="nobody"),
+        _item(strict, "0.30", team="known"),
+        _item(org, "0.70", team="ads", user="bob", ttl_seconds=60),
+        _item(org, "0.60", team="search", user="carol"),
+        _item(org, "0.10", team="search", user="alice"),
+        _item(org, None, team="new-team", user="new-user", model="gpt-x", input_tokens=10),
+        _item(org, "2.00", team="ads"),
+        _item(org, "0.05"),
+    ]
+
+    def snapshot() -> tuple:
+        windows = sorted(
+            (w.budget_id, w.period_start, w.spent, w.reserved) for w in BudgetWindow.objects.all()
+        )
+        holds = sorted(
+            (r.org_id, r.team.slug if r.team else "", r.amount, r.expires_at, r.model)
+            for r in Reservation.objects.select_related("team")
+        )
+        alerts = sorted((a.budget_id, a.kind) for a in Alert.objects.all())
+        return windows, holds, alerts
+
+    def without_ids(results: list[dict]) -> list[dict]:
+        return [{**r, "reservation_id": "…"} if "reservation_id" in r else r for r in results]
+
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        one_by_one = [decide_one(item) for item in items]
+        expected = snapshot()
+        transaction.savepoint_rollback(savepoint)
+        batched = decide_many(items)
+        assert without_ids(batched) == without_ids(one_by_one)
+        assert snapshot() == expected
+    assert set(_statuses(batched)) == {"held", "denied", "not_found", "unpriced"}
+
+
+def test_alerts_of_a_batch_are_raised_once_per_window_and_kind(make_org, make_budget):
+    org = make_org()
+    budget = make_budget(org, "1.00", soft_limit_pct=50)
+
+    decide_many([_item(org, "0.30"), _item(org, "0.30"), _item(org, "0.40"), _item(org, "0.01")])
+
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.reserved == Decimal("1.00")
+    assert sorted(Alert.objects.filter(window=window).values_list("kind", flat=True)) == [
+        "hard",
+        "soft",
+    ]
