@@ -128,7 +128,7 @@ class ApiApp:
             return
         path: str = scope["path"]
         if scope["type"] != "http" or not path.startswith(self.prefixes):
-            await self.fallback(scope, receive, send)
+            await self._fall_back(scope, receive, send)
             return
         matched_path = False
         for candidate in self.routes:
@@ -147,7 +147,14 @@ class ApiApp:
                 new_request_id(dict(scope["headers"]).get(b"x-request-id")),
             )
         else:
-            await self.fallback(scope, receive, send)
+            await self._fall_back(scope, receive, send)
+
+    async def _fall_back(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            # Set here, not only in RequestIdMiddleware (which reuses it):
+            # Django logs 4xx/5xx answers after its middleware has returned.
+            log_context.request_id.set(new_request_id(dict(scope["headers"]).get(b"x-request-id")))
+        await self.fallback(scope, receive, send)
 
     async def _serve(
         self, route_: Route, params: dict[str, str], scope: dict, receive: Callable, send: Callable
@@ -168,6 +175,7 @@ class ApiApp:
                 body=body,
                 params=params,
             )
+            db.start_request_clock()  # key lookup and handler share the time budget
             if route_.authenticated:
                 request.key = await self._authenticate(headers, scope)
             answer = await route_.handler(request)

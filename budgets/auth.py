@@ -5,6 +5,9 @@ Keys look like `tg_<lookup id>_<secret>`. The row is found by the public
 lookup id and the SHA-256 of the whole key is compared in constant time.
 Verified keys are cached per process for API_KEY_CACHE_SECONDS (default 30 s),
 so a warm key costs no query; a revoked key stops working within that time.
+While the database does not answer, a key verified before keeps its last
+verified state past that time: an organization that fails open must still be
+recognised during an outage (and revocation cannot be read then anyway).
 """
 
 from __future__ import annotations
@@ -87,7 +90,15 @@ def _active(info: ApiKeyInfo) -> ApiKeyInfo:
 
 async def aauthenticate(header: bytes | None) -> ApiKeyInfo:
     lookup_id, digest = _credentials(header.decode("latin-1") if header else None)
-    info = _cached(digest) or _remember(digest, await _aload(lookup_id, digest))
+    info = _cached(digest)
+    if info is None:
+        try:
+            info = _remember(digest, await _aload(lookup_id, digest))
+        except db.StoreUnavailable:
+            stale = _cache.get(digest)
+            if stale is None:
+                raise
+            info = stale[0]
     return _active(info)
 
 

@@ -10,9 +10,11 @@ is one transaction, and a result means the data is committed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from django.conf import settings
 from django.db import connections
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from budgets import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +59,70 @@ _LIBPQ_KEYS = {
 }
 
 
+# When the database time of the request being served runs out (monotonic
+# seconds), set by the API for each request: a request that needs two calls
+# (a key lookup, then its decision) still answers within BUDGET_DB_TIMEOUT_MS
+# in all, not within twice that when the database does not answer.
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_deadline", default=None
+)
+
+
+def start_request_clock() -> None:
+    request_deadline.set(time.monotonic() + settings.BUDGET_DB_TIMEOUT_MS / 1000)
+
+
+def _time_left(timeout: float | None) -> float:
+    """`timeout` (default BUDGET_DB_TIMEOUT_MS), cut to what the request has left;
+    raises StoreUnavailable when nothing is left."""
+    if timeout is None:
+        timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+    deadline = request_deadline.get()
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+    if timeout <= 0:
+        metrics.STORE_UNAVAILABLE.labels("timeout").inc()
+        raise StoreUnavailable("the request's database time is used up")
+    return timeout
+
+
 class StoreUnavailable(Exception):
-    """PostgreSQL could not answer within the hot path's time budget."""
+    """PostgreSQL could not answer within the hot path's time budget.
+
+    The API answers it with 503 `store_unavailable` (or fails open); a bad
+    request is an `ApiError` (4xx) and never becomes this.
+    """
+
+
+# Queries that may safely run twice, so a transient driver error (the pooled
+# connection died: server restart, pg_terminate_backend, a failover) is retried
+# on a fresh connection instead of failing the request. Only reads, and the
+# decision that holds nothing (check, status), whose only writes are idempotent
+# upserts (a team, user or window registered on first sight). Never writes
+# that may have committed: when the connection breaks after the server
+# committed a hold, a release or an event batch but before the answer
+# arrived, running it again would hold twice or turn the answer into a
+# duplicate; those fail with 503 and the caller decides (events are retried
+# by id, which is idempotent end to end).
+RETRYABLE = frozenset(
+    {
+        "alert_counts",
+        "authenticate_key",
+        "list_budgets",
+        "price_catalog",
+        "dashboard_session",
+        "dashboard_user",
+        "dashboard_summary",
+        "dashboard_breakdown",
+        "ping",
+    }
+)
+READ_RETRIES = 2
+RETRY_BACKOFF = 0.02  # seconds; full jitter over 0..base * 2**attempt
+
+
+def _retryable(name: str, params: dict[str, Any]) -> bool:
+    return name in RETRYABLE or (name == "decide" and params.get("hold") is False)
 
 
 def connection_kwargs() -> dict[str, Any]:
@@ -111,7 +177,9 @@ async def get_pool() -> AsyncConnectionPool:
         return _pool
     _pool, _pool_loop = pool, loop
     await pool.open(wait=False)
-    _sweeper = loop.create_task(_sweep_expired_reservations())
+    # A fresh context: not the request id and deadline of the request that
+    # happened to open the pool.
+    _sweeper = loop.create_task(_sweep_expired_reservations(), context=contextvars.Context())
     return pool
 
 
@@ -164,35 +232,59 @@ async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = N
     cancels the statement on the server, so nothing is written) without
     waiting for the cancellation to finish.
     """
-    if timeout is None:
-        timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+    timeout = _time_left(timeout)
     pool = await get_pool()
-    task = asyncio.ensure_future(_fetch_one(pool, QUERIES[name], params, timeout))
+    retries = READ_RETRIES if _retryable(name, params) else 0
+    task = asyncio.ensure_future(_fetch_one(pool, name, params, timeout, retries))
     done, _ = await asyncio.wait((task,), timeout=timeout)
     if not done:
         task.cancel()
         task.add_done_callback(_consume_result)
+        metrics.STORE_UNAVAILABLE.labels("timeout").inc()
         raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms")
     try:
         return task.result()
-    except (PoolTimeout, psycopg.OperationalError) as exc:
+    except PoolTimeout as exc:
+        metrics.STORE_UNAVAILABLE.labels("pool_timeout").inc()
+        raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+    except psycopg.OperationalError as exc:
+        metrics.STORE_UNAVAILABLE.labels("error").inc()
         raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
 
 async def _fetch_one(
-    pool: AsyncConnectionPool, sql: str, params: dict[str, Any], timeout: float
+    pool: AsyncConnectionPool, name: str, params: dict[str, Any], timeout: float, retries: int
 ) -> Any:
+    """One query on a pooled connection; up to `retries` more attempts, each on
+    another connection after a jittered pause, when the driver fails (never on
+    a pool timeout: no connection came, waiting again would only be later).
+    The caller's time budget bounds all attempts together."""
     # A full pool answers within HOTPATH_POOL_TIMEOUT (PoolTimeout, then 503 or
     # fail-open) even when the request's budget for a slow query is longer.
     checkout = min(timeout, settings.HOTPATH_POOL_TIMEOUT)
-    async with pool.connection(timeout=checkout) as conn:
-        cursor = await conn.execute(sql, params)
-        return await cursor.fetchone()
+    attempt = 0
+    while True:
+        try:
+            async with pool.connection(timeout=checkout) as conn:
+                cursor = await conn.execute(QUERIES[name], params)
+                return await cursor.fetchone()
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError as exc:
+            if attempt >= retries:
+                raise
+            attempt += 1
+            metrics.READ_RETRIES.labels(name).inc()
+            logger.info("retrying %s after %s (attempt %d)", name, type(exc).__name__, attempt)
+            await asyncio.sleep(random.uniform(0, RETRY_BACKOFF * 2**attempt))
 
 
 def _consume_result(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("abandoned query ended with %r", task.exception())
+
+
+_BATCH_GRACE = 0.1  # seconds
 
 
 class DecisionBatcher:
@@ -216,25 +308,40 @@ class DecisionBatcher:
         self.inflight = 0
 
     async def decide(self, item: dict[str, Any], timeout: float | None = None) -> Any:
-        if timeout is None:
-            timeout = settings.BUDGET_DB_TIMEOUT_MS / 1000
+        timeout = _time_left(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((item, future, loop.time() + timeout))
         if self.inflight < settings.HOTPATH_BATCH_INFLIGHT:
             self._launch(loop)
         try:
-            return await asyncio.wait_for(future, timeout)
+            # The batch answers by this request's deadline (its call has that
+            # timeout); the grace only guards against a lost batch. Giving up
+            # exactly at the deadline instead would race the batch: a hold
+            # committed a moment before would be answered 503 and stay held.
+            return await asyncio.wait_for(future, timeout + _BATCH_GRACE)
         except TimeoutError:
             raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms") from None
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         size = settings.HOTPATH_BATCH_MAX
-        batch = [entry for entry in self.pending[:size] if not entry[1].done()]
+        now = loop.time()
+        batch = []
+        for entry in self.pending[:size]:
+            future, deadline = entry[1], entry[2]
+            if future.done():
+                continue
+            if deadline <= now:  # its time ran out while it queued: not sent
+                future.set_exception(StoreUnavailable("no answer within the time budget"))
+                continue
+            batch.append(entry)
         del self.pending[:size]
         if batch:
             self.inflight += 1
-            loop.create_task(self._run(batch, loop))
+            # A fresh context: a batch serves many requests, and its time is
+            # its earliest request's (below), not that of whichever request
+            # (or earlier batch) launched it.
+            loop.create_task(self._run(batch, loop), context=contextvars.Context())
 
     async def _run(
         self,

@@ -2,17 +2,19 @@
 
 With several worker processes each exposes its own numbers; scrape every
 worker (or run one worker per container), as usual for uvicorn/gunicorn.
+Alert deliveries happen in `run_worker`, another process: /metrics reports
+them from the database (`tollgate_alerts`), so any server process has them and
+they survive restarts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from budgets import db
 
 REQUESTS = Counter(
     "tollgate_http_requests",
@@ -32,20 +34,51 @@ DECISIONS = Counter(
     ["kind", "outcome"],
 )
 EVENTS = Counter("tollgate_events", "Recorded events: new or duplicate.", ["result"])
+STORE_UNAVAILABLE = Counter(
+    "tollgate_store_unavailable",
+    "Hot-path database calls that got no answer: reason timeout (BUDGET_DB_TIMEOUT_MS), "
+    "pool_timeout (no pooled connection in time) or error (driver error).",
+    ["reason"],
+)
+READ_RETRIES = Counter(
+    "tollgate_read_retries",
+    "Reads retried on a fresh connection after a transient driver error.",
+    ["query"],
+)
 
 
 class PoolCollector(Collector):
     """The hot-path pool's own statistics, read at scrape time."""
 
+    GAUGES = (
+        ("pool_max", "Most connections the hot-path pool may open (HOTPATH_POOL_MAX)."),
+        ("pool_size", "Connections open (or opening) in the hot-path pool."),
+        ("pool_available", "Idle connections in the hot-path pool."),
+        (
+            "in_use",
+            "Hot-path pool connections not idle: lent out to requests, or being reopened.",
+        ),
+        ("requests_waiting", "Requests waiting for a pooled connection."),
+        ("requests_errors", "Requests that got no connection (timeout, error) since start."),
+        ("connections_errors", "Failed connection attempts since start."),
+        ("connections_lost", "Connections found broken by the pool's check since start."),
+        ("returns_bad", "Connections returned broken and discarded since start."),
+    )
+
+    def describe(self) -> Iterator[Metric]:
+        # Registration asks for the names before budgets.db (which counts its
+        # timeouts in this module) has finished importing.
+        return self._gauges({})
+
     def collect(self) -> Iterator[Metric]:
+        from budgets import db
+
         stats = db.pool_stats()
-        for name, help_text in (
-            ("pool_size", "Connections open in the hot-path pool."),
-            ("pool_available", "Idle connections in the hot-path pool."),
-            ("requests_waiting", "Requests waiting for a pooled connection."),
-            ("requests_errors", "Requests that got no connection (timeout, error) since start."),
-            ("connections_errors", "Failed connection attempts since start."),
-        ):
+        stats["in_use"] = stats.get("pool_size", 0) - stats.get("pool_available", 0)
+        return self._gauges(stats)
+
+    def _gauges(self, stats: dict[str, int]) -> Iterator[Metric]:
+        for name, help_text in self.GAUGES:
             gauge = GaugeMetricFamily(f"tollgate_hotpath_{name}", help_text)
             gauge.add_metric([], stats.get(name, 0))
             yield gauge
@@ -54,5 +87,35 @@ class PoolCollector(Collector):
 REGISTRY.register(PoolCollector())
 
 
-def render() -> bytes:
-    return generate_latest(REGISTRY)
+def render(alerts: dict[str, Any] | None = None) -> bytes:
+    """The registry in text format, plus the alert gauges when `alerts` (from
+    the `alert_counts` query: {status: {"alerts": n, "attempts": n}}) is known;
+    a scrape while the database is down leaves them out."""
+    text = generate_latest(REGISTRY)
+    if alerts is None:
+        return text
+    return text + generate_latest(_AlertCounts(alerts))
+
+
+class _AlertCounts(Collector):
+    def __init__(self, counts: dict[str, Any]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        alerts = GaugeMetricFamily(
+            "tollgate_alerts",
+            "Budget alerts by delivery status (pending, delivered, failed, skipped), "
+            "from the database.",
+            labels=["delivery"],
+        )
+        attempts = GaugeMetricFamily(
+            "tollgate_alert_delivery_attempts",
+            "Webhook delivery attempts made for the alerts of each delivery status.",
+            labels=["delivery"],
+        )
+        for status in ("pending", "delivered", "failed", "skipped"):
+            row = self.counts.get(status, {})
+            alerts.add_metric([status], row.get("alerts", 0))
+            attempts.add_metric([status], row.get("attempts", 0))
+        yield alerts
+        yield attempts

@@ -283,7 +283,11 @@ async def healthz(request: Request) -> Answer:
 
 
 async def prometheus_metrics(request: Request) -> Response:
-    return Response(200, metrics.render(), {"content-type": CONTENT_TYPE_LATEST})
+    try:
+        alerts = await db.fetch_value("alert_counts", {})
+    except db.StoreUnavailable:
+        alerts = None  # the process's own metrics still answer during an outage
+    return Response(200, metrics.render(alerts), {"content-type": CONTENT_TYPE_LATEST})
 
 
 async def readyz(request: Request) -> Answer:

@@ -248,6 +248,25 @@ def make_budget() -> Callable[..., Budget]:
     return factory
 
 
+def scrape_metrics(url: str) -> dict[tuple[str, tuple], float]:
+    """GET /metrics of the server at `url`: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    """One sample of a scrape_metrics() result (0 when absent)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
 def assert_error(
     response: httpx.Response, status: int, code: str, field: str | None = None
 ) -> dict:

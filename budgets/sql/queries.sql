@@ -98,3 +98,15 @@ FROM (SELECT id, slug, time_zone FROM budgets_organization
         AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
       ORDER BY slug
       LIMIT 1) o
+
+-- alert_counts --
+-- GET /metrics: alerts by delivery status and the delivery attempts made,
+-- read from the table because another process (run_worker) delivers them.
+SELECT coalesce(
+    jsonb_object_agg(delivery_status, jsonb_build_object('alerts', n, 'attempts', attempts)),
+    '{}'::jsonb)
+FROM (
+    SELECT delivery_status, count(*) AS n, coalesce(sum(attempts), 0) AS attempts
+    FROM budgets_alert
+    GROUP BY delivery_status
+) AS counts

@@ -165,10 +165,13 @@ def test_unreachable_webhook_gives_up_after_max_attempts(api, org, key, make_bud
 
 def test_deliver_alerts_follow_stops_cleanly_on_sigterm(test_database_url, transactional_db):
     process = start_manage(test_database_url, "deliver_alerts", "--follow", "--interval", "0.5")
-    time.sleep(2)
+    # Signal it once it runs its loop (startup takes seconds on a loaded box).
+    started = process.stdout.readline()
+    assert "Delivering alerts every 0.5 s" in started, started
+    time.sleep(1)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
-    assert process.returncode == 0, output
+    assert process.returncode == 0, started + output
     assert "Stopped on SIGTERM" in output
 
 

@@ -123,3 +123,51 @@ def test_check_fails_open_too(slow_db_server, org, key, make_budget, test_databa
     assert response.json()["allowed"] is True
     assert response.json()["degraded"] is True
     assert elapsed < TIMEOUT_MS / 1000 + 0.5
+
+
+@pytest.fixture(scope="module")
+def open_by_default_server(live_server_factory):
+    return live_server_factory(BUDGET_DB_TIMEOUT_MS=str(TIMEOUT_MS), BUDGET_FAIL_MODE="open")
+
+
+def test_server_default_open_and_org_override_closed(
+    open_by_default_server, make_org, make_key, make_budget, test_database_url
+):
+    """BUDGET_FAIL_MODE is the default; an organization's own setting wins."""
+    import httpx
+
+    by_default, strict = make_org("default-open"), make_org("own-closed")
+    strict.fail_mode = "closed"
+    strict.save()
+    keys = {org.slug: make_key(org) for org in (by_default, strict)}
+    windows = []
+    with httpx.Client(base_url=open_by_default_server.url) as client:
+        for org in (by_default, strict):
+            budget = make_budget(org, "10")
+            held = client.post(
+                "/v1/budget/reservations",
+                headers=auth(keys[org.slug]),
+                json={"estimated_cost_usd": "1"},
+            )
+            assert held.status_code == 201  # creates the window, warms the key
+            windows.append(BudgetWindow.objects.get(budget=budget).id)
+    with psycopg.connect(test_database_url) as conn:
+        conn.execute("SELECT 1 FROM budgets_budgetwindow WHERE id = ANY(%s) FOR UPDATE", [windows])
+        answers = {
+            slug: _timed_post(
+                open_by_default_server.url,
+                "/v1/budget/reservations",
+                key,
+                {"estimated_cost_usd": "2"},
+            )
+            for slug, key in keys.items()
+        }
+        conn.rollback()
+
+    degraded, degraded_took = answers["default-open"]
+    assert degraded.status_code == 201 and degraded.json()["degraded"] is True
+    closed, closed_took = answers["own-closed"]
+    assert closed.status_code == 503
+    assert closed.json()["error"]["code"] == "store_unavailable"
+    assert max(degraded_took, closed_took) < TIMEOUT_MS / 1000 + 0.5
+    assert Reservation.objects.count() == 2  # only the holds made before the lock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import signal
 import time
 from datetime import timedelta
@@ -15,7 +14,7 @@ from tests.conftest import auth, start_manage
 from tracking.models import HourlyRollup
 
 
-def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, make_budget):
+def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, make_budget, caplog):
     budget = make_budget(org, "5")
     held = api.post("/v1/budget/reservations", headers=auth(key), json={"estimated_cost_usd": "2"})
     Reservation.objects.filter(pk=held.json()["reservation_id"]).update(
@@ -26,21 +25,24 @@ def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, ma
 
     # Old enough for the aggregation lag.
     RequestEvent.objects.update(received_at=timezone.now() - timedelta(minutes=10))
-    out = io.StringIO()
+    caplog.set_level("INFO", logger="tollgate.worker")
 
-    call_command("run_worker", once=True, stdout=out)
+    call_command("run_worker", once=True)
 
     assert Reservation.objects.get().status == "expired"
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
     assert HourlyRollup.objects.get().requests == 1
     # (The test server's own sweeper may have expired the hold first.)
-    assert "[aggregate usage] 1 events into 1 hour buckets" in out.getvalue()
+    assert "[aggregate usage] 1 events into 1 hour buckets" in caplog.messages
 
 
 def test_run_worker_stops_cleanly_on_sigterm(test_database_url, transactional_db):
     process = start_manage(test_database_url, "run_worker", "--interval", "0.5")
-    time.sleep(2.5)
+    # Signal it once it runs its loop (startup takes seconds on a loaded box).
+    started = process.stdout.readline()
+    assert "Worker started" in started, started
+    time.sleep(1)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=20)
-    assert process.returncode == 0, output
+    assert process.returncode == 0, started + output
     assert "Worker stopped on SIGTERM" in output

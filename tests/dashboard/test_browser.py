@@ -125,6 +125,11 @@ def drive_browser(
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The Content-Security-Policy must not block anything the page needs.
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         data_requests: list[str] = []
         page.on(
             "request",

@@ -28,6 +28,7 @@ class Command(BaseCommand):
             self.deliver_once()
             return
         with StopRequest() as stop:
+            self.stdout.write(f"Delivering alerts every {interval:g} s.")
             while not stop.requested:
                 try:
                     self.deliver_once()

@@ -17,7 +17,8 @@ class Command(BaseCommand):
     help = (
         "Run the periodic jobs in one process with one log stream: usage aggregation "
         "(aggregate_usage), reservation expiry and alert delivery (deliver_alerts). "
-        "Stops cleanly on SIGTERM or Ctrl-C after the current job."
+        "Stops cleanly on SIGTERM or Ctrl-C after the current job. Reports go to the "
+        "log (logger tollgate.worker, in LOG_FORMAT), not to stdout."
     )
 
     def add_arguments(self, parser) -> None:
@@ -38,12 +39,13 @@ class Command(BaseCommand):
     def handle(self, *args, interval: float, aggregate_every: float, once: bool, **options) -> None:
         if interval <= 0 or aggregate_every <= 0:
             raise CommandError("--interval and --aggregate-every must be positive.")
-        self.stdout.write(
-            f"Worker started: expiry and alerts every {interval:g} s, "
-            f"aggregation every {aggregate_every:g} s."
-        )
         next_aggregation = 0.0
         with StopRequest() as stop:
+            logger.info(
+                "Worker started: expiry and alerts every %g s, aggregation every %g s.",
+                interval,
+                aggregate_every,
+            )
             while not stop.requested:
                 self.run_job("expire reservations", self.expire_reservations)
                 self.run_job("deliver alerts", self.deliver_alerts)
@@ -53,21 +55,24 @@ class Command(BaseCommand):
                 if once:
                     return
                 stop.sleep(interval)
-            self.stdout.write(f"Worker stopped on {stop.signal_name}.")
+            logger.info("Worker stopped on %s.", stop.signal_name)
 
     def run_job(self, name: str, job) -> None:
-        """A failing job (database down, a bug) is logged; the others go on."""
+        """A failing job (database down, a bug) is logged; the others go on.
+        Each line names its job (also as the field `job` in JSON logs)."""
         try:
             message = job()
         except DatabaseError as exc:
-            self.stderr.write(f"[{name}] database unavailable: {exc}".strip())
+            logger.warning(
+                "[%s] database unavailable: %s", name, str(exc).strip(), extra={"job": name}
+            )
             connection.close()  # reconnect next round
             return
         except Exception:
-            logger.exception("[%s] failed", name)
+            logger.exception("[%s] failed", name, extra={"job": name})
             return
         if message:
-            self.stdout.write(f"[{name}] {message}")
+            logger.info("[%s] %s", name, message, extra={"job": name})
 
     def expire_reservations(self) -> str:
         with connection.cursor() as cursor:
