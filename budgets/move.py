@@ -284,7 +284,7 @@ def _server_identity(conn: psycopg.Connection) -> tuple[Any, ...]:
     return (system, database)
 
 
-def _canonical(conn: psycopg.Connection) -> None:
+def canonical_text(conn: psycopg.Connection) -> None:
     """Fix the text form of values for the current transaction (SET LOCAL, so it
     works through a transaction-mode pooler too)."""
     for name, value in CANONICAL_SETTINGS.items():
@@ -302,7 +302,7 @@ def _tables(conn: psycopg.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _describe(conn: psycopg.Connection, name: str) -> Table:
+def describe_table(conn: psycopg.Connection, name: str) -> Table:
     columns = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
         " WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0"
@@ -559,12 +559,12 @@ def _move(
     src.autocommit = False
     src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     src.read_only = True
-    _canonical(src)
-    tables = [_describe(src, name) for name in order if name not in SKIPPED]
+    canonical_text(src)
+    tables = [describe_table(src, name) for name in order if name not in SKIPPED]
     target_tables = _tables(tgt)
     for table in tables:
         if table.name in target_tables:
-            theirs = _describe(tgt, table.name)
+            theirs = describe_table(tgt, table.name)
             if theirs.signature != table.signature:
                 raise MoveError(
                     f"Table {table.name} has other columns on the target than on the source."
@@ -580,7 +580,7 @@ def _move(
     else:
         out(f"Copying {len(tables)} tables in foreign-key order, in one transaction ...")
         with tgt.transaction():
-            _canonical(tgt)
+            canonical_text(tgt)
             _replace_generated_rows(src, tgt, out)
             results = [
                 _copy_table(src, tgt, table, batch_rows=batch_rows, out=out) for table in tables
@@ -594,7 +594,7 @@ def _move(
     tgt.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     tgt.read_only = True
     with tgt.transaction():
-        _canonical(tgt)
+        canonical_text(tgt)
         for table, result in zip(tables, results, strict=True):
             if table.name in target_tables or not dry_run:
                 result.target_rows, result.target_digest = table_digest(tgt, table)
