@@ -33,7 +33,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.sessions.models import Session
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from psycopg import sql
@@ -365,6 +365,18 @@ def table_digest(conn: psycopg.Connection, table: Table) -> tuple[int, str]:
     return rows, digest.hexdigest()
 
 
+def _read(
+    conn: psycopg.Connection, table: Table, side: str, batch_rows: int, out: Output
+) -> tuple[int, str]:
+    """table_digest, reporting long tables."""
+    started = time.monotonic()
+    rows, digest = table_digest(conn, table)
+    if rows >= batch_rows:
+        seconds = time.monotonic() - started
+        out(f"  {table.name:<32} {rows:>12,} rows read on the {side} ({seconds:.1f} s)")
+    return rows, digest
+
+
 def _count(conn: psycopg.Connection, name: str) -> int:
     query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))
     return conn.execute(query).fetchone()[0]
@@ -378,18 +390,29 @@ def _copy_table(
     batch_rows: int,
     out: Output,
 ) -> TableResult:
+    """Stream the table's rows from the source into the target in batches.
+
+    A table that already holds rows gets them through a temporary table and
+    `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (about twice as fast as
+    `executemany`, docs/benchmarks/move.md). An empty one, the usual case on a
+    first run, takes `COPY` straight into the table, another ~1.5x: it cannot
+    hold a conflicting row, since the source satisfies the same unique
+    constraints and the lock keeps other writers out until the commit.
+    """
     result = TableResult(name=table.name)
     total = _count(src, table.name)
-    batch_table = sql.Identifier("tollgate_move_batch")
+    target = sql.Identifier(table.name)
     columns = sql.SQL(", ").join(map(sql.Identifier, table.columns))
-    tgt.execute(
-        sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {})").format(
-            batch_table, sql.Identifier(table.name)
-        )
-    )
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(batch_table, columns)
+    tgt.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+    empty = tgt.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target)).fetchone()[0]
+    batch_table = sql.Identifier("tollgate_move_batch")
+    if empty:
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)
+    else:
+        tgt.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {})").format(batch_table, target))
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(batch_table, columns)
     insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-        sql.Identifier(table.name), columns, columns, batch_table
+        target, columns, columns, batch_table
     )
     digest = hashlib.sha256()
     batch: list[Any] = []
@@ -398,8 +421,11 @@ def _copy_table(
     def flush() -> None:
         with tgt.cursor().copy(copy_in) as copy:
             copy.write(b"".join(batch))
-        result.copied += tgt.execute(insert).rowcount
-        tgt.execute(sql.SQL("TRUNCATE {}").format(batch_table))
+        if empty:
+            result.copied += len(batch)
+        else:
+            result.copied += tgt.execute(insert).rowcount
+            tgt.execute(sql.SQL("TRUNCATE {}").format(batch_table))
         batch.clear()
 
     with src.cursor().copy(_select(table)) as source_rows:
@@ -416,7 +442,8 @@ def _copy_table(
                 )
     if batch:
         flush()
-    tgt.execute(sql.SQL("DROP TABLE {}").format(batch_table))
+    if not empty:
+        tgt.execute(sql.SQL("DROP TABLE {}").format(batch_table))
     result.source_digest = digest.hexdigest()
     elapsed = time.monotonic() - started
     out(
@@ -513,7 +540,14 @@ def move_data(
             with _connect(target_params, f"target {report.target}") as tgt:
                 if _server_identity(src) == _server_identity(tgt):
                     raise MoveError("The target is the source database itself.")
-                _move(src, tgt, report, order=order, batch_rows=batch_rows, out=out)
+                try:
+                    _move(src, tgt, report, order=order, batch_rows=batch_rows, out=out)
+                except (psycopg.Error, DatabaseError) as exc:
+                    raise MoveError(
+                        f"The move failed: {str(exc).strip()}. The copy is one transaction, "
+                        "committed whole or not at all; run move_data again once the cause "
+                        "is fixed."
+                    ) from exc
     finally:
         _unregister_target()
     report.seconds = time.monotonic() - started
@@ -545,9 +579,12 @@ def _move(
         report.pending_migrations = len(code - _applied_migrations(tgt, _tables(tgt)))
     else:
         out(f"Migrating {report.target} ...")
+        phase = time.monotonic()
+        before = _applied_migrations(tgt, _tables(tgt))
         call_command("migrate", database=TARGET_ALIAS, interactive=False, verbosity=0)
         connections[TARGET_ALIAS].close()
         target_applied = _applied_migrations(tgt, _tables(tgt))
+        out(f"  {len(target_applied - before)} applied ({time.monotonic() - phase:.1f} s)")
         if target_applied != source_applied:
             only_target = sorted(f"{a}.{n}" for a, n in target_applied - source_applied)
             raise MoveError(
@@ -575,10 +612,11 @@ def _move(
         results = []
         for table in tables:
             result = TableResult(name=table.name)
-            result.source_rows, result.source_digest = table_digest(src, table)
+            result.source_rows, result.source_digest = _read(src, table, "source", batch_rows, out)
             results.append(result)
     else:
         out(f"Copying {len(tables)} tables in foreign-key order, in one transaction ...")
+        phase = time.monotonic()
         with tgt.transaction():
             canonical_text(tgt)
             _replace_generated_rows(src, tgt, out)
@@ -587,9 +625,12 @@ def _move(
             ]
             _reset_sequences(tgt, tables)
         src.rollback()
-        for table in tables:
+        new = sum(r.copied for r in results)
+        out(f"  committed {new:,} new rows ({time.monotonic() - phase:.1f} s)")
+        for table in tables:  # fresh statistics for the planner
             tgt.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table.name)))
         out("Verifying: row counts and SHA-256 digests of the target ...")
+    phase = time.monotonic()
 
     tgt.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     tgt.read_only = True
@@ -597,7 +638,11 @@ def _move(
         canonical_text(tgt)
         for table, result in zip(tables, results, strict=True):
             if table.name in target_tables or not dry_run:
-                result.target_rows, result.target_digest = table_digest(tgt, table)
+                result.target_rows, result.target_digest = _read(
+                    tgt, table, "target", batch_rows, out
+                )
     if dry_run:
         src.rollback()
+    else:
+        out(f"  done ({time.monotonic() - phase:.1f} s)")
     report.tables = results

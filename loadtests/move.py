@@ -10,10 +10,10 @@ than seed_demo), then:
 
 1. copies `tracking_requestevent` alone into a migrated, empty target three
    ways, each in one transaction: COPY into a temporary table + INSERT ...
-   SELECT ... ON CONFLICT DO NOTHING in batches (what move_data does);
-   batched `executemany` of INSERT ... ON CONFLICT DO NOTHING (psycopg
-   pipelines it); and a plain COPY into the table (no conflict handling: the
-   floor, for reference);
+   SELECT ... ON CONFLICT DO NOTHING in batches (what move_data does for a
+   table that already holds rows); batched `executemany` of INSERT ... ON
+   CONFLICT DO NOTHING (psycopg pipelines it); and COPY straight into the
+   table (what move_data does for an empty table);
 2. runs `manage.py move_data --to ...` end to end (migrate, copy every table,
    verify both sides' digests) into a new database and reports its wall time.
 
@@ -166,14 +166,18 @@ def _strategy_plain_copy(src, tgt, table, batch: int) -> int:
 
 STRATEGIES: dict[str, tuple[str, Callable]] = {
     "copy_insert": (
-        "COPY into a temp table + INSERT … SELECT … ON CONFLICT DO NOTHING (move_data)",
+        "COPY into a temp table + INSERT … SELECT … ON CONFLICT DO NOTHING"
+        " (move_data, table that holds rows)",
         _strategy_copy_insert,
     ),
     "executemany": (
         "executemany INSERT … ON CONFLICT DO NOTHING (psycopg pipeline)",
         _strategy_executemany,
     ),
-    "plain_copy": ("plain COPY into the table (no conflict handling; floor)", _strategy_plain_copy),
+    "plain_copy": (
+        "COPY straight into the table (move_data, empty table; no conflict handling)",
+        _strategy_plain_copy,
+    ),
 }
 
 
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_seconds = time.monotonic() - started
         machine_lines = machine(version, load_before)
         strategies = []
-        for name in args.strategies.split(","):
+        for name in filter(None, args.strategies.split(",")):
             print(f"Strategy {name} ...", flush=True)
             target = dst_pg.create_database(f"strategy_{name}")
             strategies.append(measure_strategy(name, source, target, args.batch, roots))

@@ -173,6 +173,17 @@ def test_move_copies_every_table_and_a_rerun_copies_nothing(
     assert "(0 new)" in again.stdout
     assert _digests(test_database_url) == before
 
+    # Rows missing on the target (say, a table emptied by hand) are filled in.
+    with psycopg.connect(target) as conn:
+        conn.execute(
+            "DELETE FROM tracking_requestevent WHERE id IN"
+            " (SELECT id FROM tracking_requestevent ORDER BY id DESC LIMIT 7)"
+        )
+    resumed = _move(test_database_url, target)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "(7 new)" in resumed.stdout
+    assert _digests(target) == before
+
     # The moved data works: a server on the target takes the copied key, holds
     # and records spend (new ids come after the copied ones: sequences were reset).
     live = start_server(target, tmp_path)
