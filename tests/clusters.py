@@ -29,13 +29,16 @@ class Cluster:
         auth = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
         return f"postgresql://{auth}/{database}?host={quote(self.socket_dir, safe='/')}"
 
-    def create_database(self, name: str) -> str:
-        """A new, empty database; returns its URL."""
+    def create_database(self, name: str, *, owner: str = "postgres") -> str:
+        """A new, empty database (owned by `owner`, a login role created on first
+        use); returns the owner's URL for it. Names are the tests' own identifiers."""
         with psycopg.connect(
             host=self.socket_dir, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is the test's own identifier
-        return self.url(name)
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]).fetchone():
+                conn.execute(f'CREATE ROLE "{owner}" LOGIN')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return self.url(name, user=owner)
 
     def stop(self) -> None:
         with self.server._lock:
