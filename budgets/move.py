@@ -10,11 +10,12 @@ The target is migrated with this code's migrations, then every table is copied
 in one transaction, each after the tables its foreign keys point to: rows
 stream from the source's `COPY ... TO STDOUT` into a temporary table on the
 target (`COPY ... FROM STDIN`), then `INSERT ... SELECT ... ON CONFLICT DO
-NOTHING`, in batches. Rows already on the target are left alone, so a run can
-be repeated. Last, both sides are read back in primary-key order and each
-table's rows (COPY's text form, under the same session settings on both
-servers) are hashed with SHA-256: equal row counts and digests prove the
-target holds the source's rows, byte for byte.
+NOTHING`, in batches (straight into the table when it is empty). Rows already
+on the target are left alone, so a run can be repeated; an interrupted run
+(Ctrl-C, SIGTERM, a lost connection) commits nothing. Last, both sides are
+read back in primary-key order and each table's rows (COPY's text form, under
+the same session settings on both servers) are hashed with SHA-256: equal row
+counts and digests prove the target holds the source's rows, byte for byte.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def copy_order() -> list[str]:
             f.related_model._meta.db_table
             for f in model._meta.concrete_fields
             if f.is_relation and f.related_model is not None
-        } - {own}
+        } & set(tables) - {own}
     order: list[str] = []
     placed: set[str] = set()
     pending = list(dict.fromkeys(tables))
