@@ -224,10 +224,8 @@ def measure_move(source: str, target: str, batch: int, roots: set[int]) -> dict:
 
 
 def _summary(output: str) -> list[str]:
-    """The command's closing table (from its header line on)."""
-    lines = output.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("table ")), 0)
-    return [line for line in lines[start:] if line.strip()]
+    """The command's output without its per-batch progress lines."""
+    return [line for line in output.splitlines() if line.strip() and "rows/s" not in line]
 
 
 def _postmaster(pg) -> int:
@@ -293,7 +291,7 @@ def report(args, machine_lines, generate_seconds, strategies, move) -> str:
         f"| … of which copying `{EVENTS_TABLE}` (source digest computed on the way) |"
         f" {events_copy} | |",
         "",
-        "The command's summary:",
+        "The command's output (per-batch progress lines left out):",
         "",
         "```",
         *_summary(move["output"]),
