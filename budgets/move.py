@@ -588,10 +588,15 @@ def _move(
         target_applied = _applied_migrations(tgt, _tables(tgt))
         out(f"  {len(target_applied - before)} applied ({time.monotonic() - phase:.1f} s)")
         if target_applied != source_applied:
-            only_target = sorted(f"{a}.{n}" for a, n in target_applied - source_applied)
+
+            def names(migrations: set[tuple[str, str]]) -> str:
+                return ", ".join(sorted(f"{a}.{n}" for a, n in migrations)) or "none"
+
             raise MoveError(
-                "The target has migrations the source does not: "
-                f"{', '.join(only_target) or '(none)'}; it belongs to another version."
+                "The two databases have other migrations applied (only on the source: "
+                f"{names(source_applied - target_applied)}; only on the target: "
+                f"{names(target_applied - source_applied)}): they belong to other versions "
+                "of Tollgate."
             )
 
     # One snapshot of the source for the copy and its digests.
