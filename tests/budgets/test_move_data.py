@@ -297,3 +297,21 @@ def test_content_types_that_migrate_numbered_otherwise_are_replaced(
     assert "Replacing what migrate created on the target" in done.stdout
     for table in ("django_content_type", "auth_permission", "django_admin_log"):
         assert _rows(target, table) == _rows(test_database_url, table), table
+
+
+def test_a_source_from_another_version_is_refused(test_database_url, transactional_db, target):
+    with psycopg.connect(test_database_url) as conn:
+        conn.execute(
+            "INSERT INTO django_migrations (app, name, applied)"
+            " VALUES ('budgets', '9999_from_the_future', now())"
+        )
+    try:
+        done = _move(test_database_url, target)
+    finally:
+        with psycopg.connect(test_database_url) as conn:
+            conn.execute("DELETE FROM django_migrations WHERE name = '9999_from_the_future'")
+
+    assert done.returncode != 0
+    assert "only on the source: budgets.9999_from_the_future" in done.stderr
+    with psycopg.connect(target) as conn:  # migrated, but not one row copied
+        assert conn.execute("SELECT count(*) FROM budgets_organization").fetchone()[0] == 0
