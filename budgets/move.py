@@ -397,7 +397,7 @@ def _copy_table(
     `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (2-2.5x as fast as
     `executemany`, docs/benchmarks/move.md). An empty one, the usual case on a
     first run, takes `COPY` straight into the table, which skips writing and
-    reading every row twice (1.03-1.5x faster in two noisy runs): it cannot
+    reading every row twice (1.03-1.5x faster in three noisy runs): it cannot
     hold a conflicting row, since the source satisfies the same unique
     constraints and the lock keeps other writers out until the commit.
     """
