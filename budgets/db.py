@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,12 @@ def connection_kwargs() -> dict[str, Any]:
 
 
 _pool: AsyncConnectionPool | None = None
+# When each pooled connection was opened or last given back (_check_if_idle).
+_returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = (
+    weakref.WeakKeyDictionary()
+)
+# A connection given back less than this long ago is lent again unchecked.
+CHECK_IDLE_SECONDS = 1.0
 _pool_loop: asyncio.AbstractEventLoop | None = None
 _sweeper: asyncio.Task | None = None
 
@@ -168,7 +175,9 @@ async def get_pool() -> AsyncConnectionPool:
         min_size=settings.HOTPATH_POOL_MIN,
         max_size=settings.HOTPATH_POOL_MAX,
         timeout=settings.HOTPATH_POOL_TIMEOUT,
-        check=AsyncConnectionPool.check_connection,
+        check=_check_if_idle,
+        configure=_stamp_fresh,
+        reset=_stamp_fresh,
         name="hotpath",
         open=False,
     )
@@ -181,6 +190,26 @@ async def get_pool() -> AsyncConnectionPool:
     # happened to open the pool.
     _sweeper = loop.create_task(_sweep_expired_reservations(), context=contextvars.Context())
     return pool
+
+
+async def _stamp_fresh(conn: psycopg.AsyncConnection) -> None:
+    """Called by the pool on a new connection and on every one given back."""
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn: psycopg.AsyncConnection) -> None:
+    """Check a connection before lending it only if it sat idle for a while.
+
+    Checking every loan (`AsyncConnectionPool.check_connection`) costs a
+    round trip per request: with the database 20 ms away it doubled the
+    latency of a hold (loadtests/slowdb.py counted 2 round trips per request).
+    A connection in steady use was working a moment ago; one that sat idle is
+    the kind a restart, PgBouncer or a firewall may have closed meanwhile. A
+    busy connection broken by a restart fails its one request (503, or
+    `degraded` when failing open; reads are retried) and the pool drops it.
+    """
+    if time.monotonic() - _returned_at.get(conn, 0.0) >= CHECK_IDLE_SECONDS:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def pool_stats() -> dict[str, int]:
