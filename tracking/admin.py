@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from tracking.models import HourlyRollup, Price, RequestEvent
+from tracking.models import DailyRollup, HourlyRollup, Price, RequestEvent
 
 
 @admin.register(Price)
@@ -36,6 +36,16 @@ class HourlyRollupAdmin(admin.ModelAdmin):
     list_display = ["hour", "org", "team", "user", "model", "requests", "cost_usd"]
     list_filter = ["org"]
     readonly_fields = [f.name for f in HourlyRollup._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(DailyRollup)
+class DailyRollupAdmin(admin.ModelAdmin):
+    list_display = ["day", "org", "team", "user", "model", "requests", "cost_usd"]
+    list_filter = ["org"]
+    readonly_fields = [f.name for f in DailyRollup._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False
