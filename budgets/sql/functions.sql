@@ -810,12 +810,12 @@ $$;
 -- ends and the days that (3) and (4) leave out.
 --
 -- Indexes: daily_rollup_unique_bucket (org, day, …) and rollup_unique_bucket
--- (org, hour, …) for the rollups, event_org_received for the events after
--- the watermark (a short tail), event_org_started for the raw hours.
+-- (org, hour, …) for the rollups, event_received for the events after the
+-- watermark (a short tail), event_org_started for the raw hours.
 --
 -- The watermarks are arguments (see tollgate_dashboard_watermarks) so that the
 -- planner sees their values: the tail after the aggregation watermark is then
--- found through event_org_received, not by reading the org's whole range.
+-- found through event_received, not by reading the org's whole range.
 DROP FUNCTION IF EXISTS tollgate_dashboard_usage(
     bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
