@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from config.paginators import LargeTablePaginator
-from tracking.models import HourlyRollup, Price, RequestEvent
+from tracking.models import DailyRollup, HourlyRollup, Price, RequestEvent
 
 
 @admin.register(Price)
@@ -52,6 +52,19 @@ class HourlyRollupAdmin(admin.ModelAdmin):
     paginator = LargeTablePaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in HourlyRollup._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(DailyRollup)
+class DailyRollupAdmin(admin.ModelAdmin):
+    list_display = ["day", "org", "team", "user", "model", "requests", "cost_usd"]
+    list_filter = ["org"]
+    list_select_related = ["org", "team", "user"]
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    readonly_fields = [f.name for f in DailyRollup._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,4 +1,4 @@
-"""Prices (and, later, request events and rollups)."""
+"""Prices, request events, and their hourly and daily rollups."""
 
 from __future__ import annotations
 
@@ -166,6 +166,63 @@ class HourlyRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org_id} {self.hour:%Y-%m-%d %H}h {self.model}"
+
+
+class DailyRollup(models.Model):
+    """Usage per (org, team, user, model) and local day of the org: the sum of
+    the hourly rollups whose hour starts in that day (a day of 23 or 25 hours
+    on a DST change). Written by the same transactions that write the hourly
+    rows (tracking/services.py), so the two never disagree; only in the time
+    zone that DailyRollupZone names for the org.
+
+    It serves the dashboard's day ranges, which would otherwise sum ~640 hourly
+    rows per day. Tokens are left out: the dashboard shows none, and
+    GET /v1/usage groups by UTC day, not local day, so it reads the hourly rows."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    team = models.ForeignKey(
+        "budgets.Team", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
+    user = models.ForeignKey(
+        "budgets.EndUser", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
+    model = models.CharField(max_length=128)
+    day = models.DateTimeField(help_text="Start of the local day (local midnight, as an instant).")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "day", "team", "user", "model"],
+                name="daily_rollup_unique_bucket",
+                nulls_distinct=False,
+            ),
+        ]
+        # The unique index (org, day, …) also serves the dashboard, which reads
+        # one org's days in a range.
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.day:%Y-%m-%d} {self.model}"
+
+
+class DailyRollupZone(models.Model):
+    """The time zone in which an org's daily rollups are built. The dashboard
+    reads them only when it is the org's time zone now; otherwise (a new org,
+    a changed time zone) it sums hourly rollups until aggregate_usage has
+    rebuilt the days in the new zone."""
+
+    org = models.OneToOneField(
+        "budgets.Organization", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    time_zone = models.CharField(max_length=64)
+    built_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.org_id} days in {self.time_zone}"
 
 
 class AggregationState(models.Model):

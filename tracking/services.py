@@ -1,5 +1,5 @@
-"""Writes of the tracking app (sync ORM): the price catalog, hourly rollups,
-pruning and repricing of raw events."""
+"""Writes of the tracking app (sync ORM): the price catalog, hourly and daily
+rollups, pruning and repricing of raw events."""
 
 from __future__ import annotations
 
@@ -126,6 +126,15 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # Why whole buckets: recomputing an (org, hour) from its raw events makes the
 # rollup exact and the pass idempotent, whatever happened before (late events,
 # out-of-order commits, repricing, a crashed pass).
+#
+# Daily rollups (the org's local days, for the dashboard's day ranges) are
+# sums of hourly ones, never of raw events: the transaction that recomputes
+# some hours re-sums their days right after (query refresh_days), so the two
+# tables agree at every commit and the watermark covers both. They exist in
+# one time zone per org (DailyRollupZone): a pass first builds, whole, the
+# days of every org that has none in its current time zone (a new org, a
+# changed zone); until then the dashboard sums that org's hourly rows.
+# Pruning deletes raw events only, so it leaves both kinds of rollups alone.
 AGGREGATION_LAG = timedelta(minutes=2)
 # Buckets per transaction: small enough to keep locks short, large enough to
 # keep round trips few.
@@ -152,6 +161,9 @@ class RefreshReport:
     events: int = 0
     written: int = 0
     removed: int = 0
+    # Local days re-summed after their hours, and orgs whose days were built whole.
+    days: int = 0
+    day_builds: int = 0
     skipped_events: int = 0
     watermark: datetime | None = None
 
@@ -160,6 +172,7 @@ class RefreshReport:
         self.events += other.events
         self.written += other.written
         self.removed += other.removed
+        self.days += other.days
 
 
 def hour_floor(at: datetime) -> datetime:
@@ -186,23 +199,37 @@ def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_
 
 
 def rollups_refresh_buckets(buckets: Iterable[Bucket]) -> RefreshReport:
-    """Recompute these buckets from raw events, in one transaction."""
+    """Recompute these buckets from raw events, and then their local days from
+    the hourly rollups, in one transaction."""
     buckets = sorted(set(buckets))
     if not buckets:
         return RefreshReport()
+    org_ids, hours = [org_id for org_id, _ in buckets], [hour for _, hour in buckets]
     with transaction.atomic():
         selectors.run("lock_rollups")
         # Read under the lock: a prune that moved the horizon has committed.
         pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
         [(count, events, written, removed)] = selectors.run(
             "refresh_buckets",
-            {
-                "org_ids": [org_id for org_id, _ in buckets],
-                "hours": [hour for _, hour in buckets],
-                "pruned_before": pruned_before,
-            },
+            {"org_ids": org_ids, "hours": hours, "pruned_before": pruned_before},
         )
-    return RefreshReport(buckets=count, events=int(events), written=written, removed=removed)
+        # A statement of its own: it must see the hours just written.
+        [(days, _, _)] = selectors.run("refresh_days", {"org_ids": org_ids, "hours": hours})
+    return RefreshReport(
+        buckets=count, events=int(events), written=written, removed=removed, days=days
+    )
+
+
+def daily_rollups_build(*, all_orgs: bool = False) -> int:
+    """Build the daily rollups of every org that has none in its current time
+    zone (of every org with `all_orgs`), whole, from its hourly rollups; one
+    transaction per org. Returns how many orgs were built."""
+    org_ids = [org_id for (org_id,) in selectors.run("day_zones_to_build", {"all_orgs": all_orgs})]
+    for org_id in org_ids:
+        with transaction.atomic():
+            selectors.run("lock_rollups")
+            selectors.run("build_days", {"org_id": org_id})
+    return len(org_ids)
 
 
 def rollups_refresh(
@@ -213,16 +240,23 @@ def rollups_refresh(
     progress: Progress | None = None,
 ) -> RefreshReport:
     """One pass of aggregate_usage: incremental from the watermark, or with
-    `since` a rebuild of every hour from then on (the watermark stays).
+    `since` a rebuild of every hour from then on (the watermark stays) and of
+    every org's local days.
 
     Idempotent: running it again leaves the same rows."""
     plan = rollups_plan(since=since, lag=lag)
     report = RefreshReport(skipped_events=plan.skipped_events)
+    if since is None:
+        # First, so that the hours refreshed below re-sum these orgs' days too.
+        report.day_builds = daily_rollups_build()
     total = len(plan.buckets)
     for start in range(0, total, batch_size):
         report.add(rollups_refresh_buckets(plan.buckets[start : start + batch_size]))
         if progress is not None:
             progress(min(start + batch_size, total), total, report.events)
+    if since is not None:
+        # Last, from the rebuilt hours; cheap next to them (a day sums ~24 rows per key).
+        report.day_builds = daily_rollups_build(all_orgs=True)
     if plan.watermark is not None:
         selectors.run(
             "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": plan.watermark}

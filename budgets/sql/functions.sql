@@ -984,23 +984,44 @@ LANGUAGE sql STABLE AS $$
         WHEN 'mtd' THEN b.month END AS range_from) f
 $$;
 
--- Usage of one org (one team when p_team is set) per hour, team, user and
--- model in [p_lo, p_hi): the hourly rollups where they are final, raw events
--- elsewhere. An hour in which an event arrived after the aggregation
--- watermark (every event received up to it is in the rollups) is read from
+-- Usage of one org (one team when p_team is set) per bucket, team, user and
+-- model in [p_lo, p_hi). A bucket is a UTC hour, or with p_days a whole local
+-- day (its start) of p_tz that the daily rollups can serve; the result is the
+-- same either way, only the number of rows read differs (~640 a day instead
+-- of ~640 an hour with the demo data).
+--
+-- Hours: the hourly rollups where they are final, raw events elsewhere. An
+-- hour in which an event arrived after the aggregation watermark (every
+-- event received up to it is in the rollups) is read from
 -- tracking_requestevent, because its rollup may miss that event; hours
 -- before the prune horizon only exist as rollups. The rule of GET /v1/usage.
--- Indexes: rollup_unique_bucket (org, hour, …) for the rollups,
--- event_received for the events after the watermark (a short tail),
--- event_org_started for the raw hours.
+--
+-- Days: tracking_dailyrollup holds, per local day, the sum of the hourly
+-- rollups whose hour starts in that day, written in the same transactions
+-- as they are. A day comes from there when (1) the org's days are built in
+-- p_tz (tracking_dailyrollupzone; after a change of time zone, not until
+-- aggregate_usage has rebuilt them), (2) it lies wholly in [p_lo, p_hi), so
+-- never today until it is over, (3) it has no raw hour, since the daily row
+-- would miss the same events as the hourly one, and (4) no time of p_cuts
+-- falls inside it: the caller filters buckets by those times (a trailing
+-- week that starts at an hour), and a day row cannot be split.
+-- Everything else is read hour by hour as above: the partial days at both
+-- ends and the days that (3) and (4) leave out.
+--
+-- Indexes: daily_rollup_unique_bucket (org, day, …) and rollup_unique_bucket
+-- (org, hour, …) for the rollups, event_received for the events after the
+-- watermark (a short tail), event_org_started for the raw hours.
 --
 -- The watermarks are arguments (see tollgate_dashboard_watermarks) so that the
 -- planner sees their values: the tail after the aggregation watermark is then
 -- found through event_received, not by reading the org's whole range.
+DROP FUNCTION IF EXISTS tollgate_dashboard_usage(
+    bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
     p_org bigint, p_team bigint, p_lo timestamptz, p_hi timestamptz,
-    p_aggregated timestamptz, p_pruned timestamptz)
-RETURNS TABLE (hour timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
+    p_aggregated timestamptz, p_pruned timestamptz,
+    p_days boolean, p_tz text, p_cuts timestamptz[])
+RETURNS TABLE (bucket timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
                errors bigint, unpriced bigint, cost numeric)
 LANGUAGE sql STABLE AS $$
     WITH raw_hours AS MATERIALIZED (
@@ -1008,13 +1029,60 @@ LANGUAGE sql STABLE AS $$
         FROM tracking_requestevent e
         WHERE e.received_at > p_aggregated AND e.org_id = p_org
           AND e.started_at >= greatest(p_lo, p_pruned) AND e.started_at < p_hi
+    ),
+    -- [days_lo, days_hi): the whole local days in [p_lo, p_hi), or nothing.
+    -- A local day is 23 to 25 hours long, so 26 hours after a day's start
+    -- lies in the next day.
+    whole AS (
+        SELECT CASE WHEN date_trunc('day', p_lo, p_tz) = p_lo THEN p_lo
+                    ELSE date_trunc('day', date_trunc('day', p_lo, p_tz) + interval '26 hours',
+                                    p_tz) END AS lo,
+               date_trunc('day', p_hi, p_tz) AS hi
+    ),
+    span AS MATERIALIZED (
+        SELECT CASE WHEN served THEN w.lo ELSE p_hi END AS days_lo,
+               CASE WHEN served THEN w.hi ELSE p_hi END AS days_hi
+        FROM whole w
+        CROSS JOIN LATERAL (SELECT p_days AND w.lo < w.hi AND EXISTS (
+            SELECT 1 FROM tracking_dailyrollupzone z
+            WHERE z.org_id = p_org AND z.time_zone = p_tz) AS served) x
+    ),
+    -- Whole days read hour by hour all the same: (3) and (4) above.
+    hourly_days AS MATERIALIZED (
+        SELECT date_trunc('day', h.hour, p_tz) AS day FROM raw_hours h
+        UNION
+        SELECT date_trunc('day', c, p_tz) FROM unnest(p_cuts) c
+        WHERE date_trunc('day', c, p_tz) <> c
+    ),
+    hour_ranges AS (
+        SELECT p_lo AS lo, s.days_lo AS hi FROM span s
+        UNION ALL
+        SELECT s.days_hi, p_hi FROM span s
+        UNION ALL
+        SELECT d.day, date_trunc('day', d.day + interval '26 hours', p_tz)
+        FROM hourly_days d, span s
+        WHERE d.day >= s.days_lo AND d.day < s.days_hi
     )
+    SELECT d.day, d.team_id, d.user_id, d.model, d.requests, d.errors, d.unpriced_requests,
+           d.cost_usd
+    FROM tracking_dailyrollup d, span s
+    WHERE d.org_id = p_org AND d.day >= s.days_lo AND d.day < s.days_hi
+      AND d.day NOT IN (SELECT day FROM hourly_days)
+      AND (p_team IS NULL OR d.team_id = p_team)
+    UNION ALL
+    -- Per range, an index range scan of the hourly rollups. OFFSET 0 keeps
+    -- the subquery from being pulled up into a join, which the planner
+    -- (not knowing how narrow the ranges are) ran as a scan of all the
+    -- org's hourly rows, filtered afterwards.
     SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors, r.unpriced_requests,
            r.cost_usd
-    FROM tracking_hourlyrollup r
-    WHERE r.org_id = p_org AND r.hour >= p_lo AND r.hour < p_hi
-      AND r.hour NOT IN (SELECT hour FROM raw_hours)
-      AND (p_team IS NULL OR r.team_id = p_team)
+    FROM hour_ranges x
+    CROSS JOIN LATERAL (
+        SELECT r.* FROM tracking_hourlyrollup r
+        WHERE r.org_id = p_org AND r.hour >= x.lo AND r.hour < x.hi
+          AND r.hour NOT IN (SELECT hour FROM raw_hours)
+          AND (p_team IS NULL OR r.team_id = p_team)
+        OFFSET 0) r
     UNION ALL
     -- Per raw hour, an index range scan of that hour (a grouped LATERAL is
     -- not flattened: as a plain join, a misjudged number of raw hours made
@@ -1075,11 +1143,16 @@ BEGIN
     END IF;
     SELECT * INTO w FROM tollgate_dashboard_watermarks();
 
+    -- Hours and whole local days: the KPIs below filter by day starts
+    -- (range, today, month) and by the two times passed as cuts (the
+    -- trailing week and the 24h range start at an hour), so that a day row
+    -- is never split.
     WITH hourly AS (
-        SELECT u.hour, sum(u.requests) AS requests, sum(u.errors) AS errors,
+        SELECT u.bucket AS hour, sum(u.requests) AS requests, sum(u.errors) AS errors,
                sum(u.unpriced) AS unpriced, sum(u.cost) AS cost
-        FROM tollgate_dashboard_usage(p_org, v_team, b.lo, b.hi, w.aggregated, w.pruned) u
-        GROUP BY u.hour
+        FROM tollgate_dashboard_usage(p_org, v_team, b.lo, b.hi, w.aggregated, w.pruned,
+                                      true, p_tz, ARRAY[b.week, b.range_from]) u
+        GROUP BY u.bucket
     ),
     kpis AS (
         SELECT coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.range_from), 0) AS spend,
@@ -1174,9 +1247,9 @@ CREATE OR REPLACE FUNCTION tollgate_dashboard_breakdown(
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan
 SET work_mem = '32MB'
--- Grouping ~100k rollup rows by (bucket, team, user, model): the planner,
--- misled by the raw tail's estimate, sorts them (89 ms at 10M events) where
--- hashing takes 58 ms.
+-- Grouping tens of thousands of rollup rows: the planner, misled by the raw
+-- tail's estimate, sorts them (89 ms at 10M events, when it was ~100k rows)
+-- where hashing takes 58 ms.
 SET enable_sort = off AS $$
 DECLARE
     v_team bigint;
@@ -1193,14 +1266,22 @@ BEGIN
     SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()));
     SELECT * INTO w FROM tollgate_dashboard_watermarks();
 
-    -- The range at bucket granularity: everything below reads this small set.
-    WITH grid AS MATERIALIZED (
-        SELECT CASE WHEN p_range = '24h' THEN u.hour
-                    ELSE date_trunc('day', u.hour, p_tz) END AS bucket,
-               u.team_id, u.user_id, u.model, sum(u.requests) AS requests, sum(u.cost) AS cost
-        FROM tollgate_dashboard_usage(p_org, v_team, b.range_from, b.hi, w.aggregated,
-                                      w.pruned) u
-        GROUP BY 1, 2, 3, 4
+    -- The range's usage summed five ways in one pass (hashed grouping
+    -- sets), into the small set that everything below reads. set_id is
+    -- GROUPING(bucket, team_id, user_id, model), a bit set for each column
+    -- that a set does not group by: 3 = (bucket, team), 6 = (bucket, model)
+    -- for the chart; 11 = team, 13 = user, 14 = model for the top lists.
+    WITH sums AS MATERIALIZED (
+        SELECT GROUPING(g.bucket, g.team_id, g.user_id, g.model) AS set_id,
+               g.bucket, g.team_id, g.user_id, g.model,
+               sum(g.requests) AS requests, sum(g.cost) AS cost
+        FROM (SELECT CASE WHEN p_range = '24h' THEN u.bucket
+                          ELSE date_trunc('day', u.bucket, p_tz) END AS bucket,
+                     u.team_id, u.user_id, u.model, u.requests, u.cost
+              FROM tollgate_dashboard_usage(p_org, v_team, b.range_from, b.hi, w.aggregated,
+                                            w.pruned, p_range <> '24h', p_tz, '{}') u) g
+        GROUP BY GROUPING SETS ((g.bucket, g.team_id), (g.bucket, g.model), (g.team_id),
+                                (g.user_id), (g.model))
     ),
     -- Every bucket, also those without spend: UTC hours, or local days
     -- stepped in local time (a day is not always 24 hours).
@@ -1214,10 +1295,9 @@ BEGIN
         WHERE p_range <> '24h'
     ),
     stacked AS (
-        SELECT g.bucket, CASE WHEN v_team IS NULL THEN t.slug ELSE g.model END AS key,
-               sum(g.cost) AS cost
-        FROM grid g LEFT JOIN budgets_team t ON v_team IS NULL AND t.id = g.team_id
-        GROUP BY 1, 2
+        SELECT s.bucket, CASE WHEN v_team IS NULL THEN t.slug ELSE s.model END AS key, s.cost
+        FROM sums s LEFT JOIN budgets_team t ON v_team IS NULL AND t.id = s.team_id
+        WHERE s.set_id = CASE WHEN v_team IS NULL THEN 3 ELSE 6 END
     ),
     ranked AS (
         SELECT s.key, row_number() OVER (ORDER BY sum(s.cost) DESC, s.key NULLS LAST) AS rank
@@ -1240,18 +1320,18 @@ BEGIN
         FROM (SELECT DISTINCT key, other, rank FROM stacks) k
     ),
     top_teams AS (
-        SELECT t.slug AS id, sum(g.cost) AS cost, sum(g.requests) AS requests
-        FROM grid g LEFT JOIN budgets_team t ON t.id = g.team_id
-        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+        SELECT t.slug AS id, s.cost, s.requests
+        FROM sums s LEFT JOIN budgets_team t ON t.id = s.team_id
+        WHERE s.set_id = 11 ORDER BY 2 DESC, 1 LIMIT 10
     ),
     top_users AS (
-        SELECT u.external_id AS id, sum(g.cost) AS cost, sum(g.requests) AS requests
-        FROM grid g LEFT JOIN budgets_enduser u ON u.id = g.user_id
-        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+        SELECT u.external_id AS id, s.cost, s.requests
+        FROM sums s LEFT JOIN budgets_enduser u ON u.id = s.user_id
+        WHERE s.set_id = 13 ORDER BY 2 DESC, 1 LIMIT 10
     ),
     top_models AS (
-        SELECT g.model AS id, sum(g.cost) AS cost, sum(g.requests) AS requests
-        FROM grid g GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+        SELECT s.model AS id, s.cost, s.requests
+        FROM sums s WHERE s.set_id = 14 ORDER BY 2 DESC, 1 LIMIT 10
     )
     SELECT jsonb_build_object(
         'chart', jsonb_build_object(

@@ -10,10 +10,10 @@
 --                    rollups of earlier hours are all that is left of them.
 
 -- lock_rollups --
--- Serialises the writers of tracking_hourlyrollup (aggregate_usage, reprice,
--- prune_events' horizon), one transaction at a time, so that a refresh never
--- races a prune or another refresh of the same hour. The key is an arbitrary
--- constant that only Tollgate uses.
+-- Serialises the writers of tracking_hourlyrollup and tracking_dailyrollup
+-- (aggregate_usage, reprice, prune_events' horizon), one transaction at a
+-- time, so that a refresh never races a prune or another refresh of the same
+-- hour or day. The key is an arbitrary constant that only Tollgate uses.
 SELECT pg_advisory_xact_lock(7340021001)
 
 -- job_watermark --
@@ -134,6 +134,120 @@ SELECT (SELECT count(*) FROM buckets) AS buckets,
        (SELECT coalesce(sum(requests), 0) FROM fresh) AS events,
        (SELECT count(*) FROM written) AS written,
        (SELECT count(*) FROM removed) AS removed
+
+-- refresh_days --
+-- Re-sums the local days of these (org, hour) buckets from the hourly
+-- rollups, in the time zone the org's days are built in (orgs without one
+-- are skipped: day_zones_to_build builds them whole). Run in the transaction
+-- that refreshed the hours, after it, so that daily and hourly rollups never
+-- disagree. A day is the hours that start in it (23 to 25 of them; 26 hours
+-- after a day's start lies in the next day). Idempotent like refresh_buckets.
+-- Reads the hourly rollups through rollup_unique_bucket (org, hour, ...).
+WITH days AS (
+    SELECT DISTINCT b.org_id, date_trunc('day', b.hour, z.time_zone) AS day, z.time_zone
+    FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
+    JOIN tracking_dailyrollupzone z ON z.org_id = b.org_id
+),
+fresh AS (
+    SELECT d.org_id, d.day, f.*
+    FROM days d
+    CROSS JOIN LATERAL (
+        SELECT r.team_id, r.user_id, r.model,
+               sum(r.requests) AS requests, sum(r.errors) AS errors,
+               sum(r.unpriced_requests) AS unpriced_requests, sum(r.cost_usd) AS cost_usd
+        FROM tracking_hourlyrollup r
+        WHERE r.org_id = d.org_id AND r.hour >= d.day
+          AND r.hour < date_trunc('day', d.day + interval '26 hours', d.time_zone)
+        GROUP BY r.team_id, r.user_id, r.model
+    ) f
+),
+written AS (
+    INSERT INTO tracking_dailyrollup AS r (
+        org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd)
+    SELECT org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd
+    FROM fresh
+    ORDER BY org_id, day, team_id, user_id, model
+    ON CONFLICT (org_id, day, team_id, user_id, model) DO UPDATE
+    SET requests = excluded.requests, errors = excluded.errors,
+        unpriced_requests = excluded.unpriced_requests, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.errors, r.unpriced_requests, r.cost_usd)
+          IS DISTINCT FROM
+          (excluded.requests, excluded.errors, excluded.unpriced_requests, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_dailyrollup r
+    USING days d
+    WHERE r.org_id = d.org_id AND r.day = d.day
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.org_id = r.org_id AND f.day = r.day AND f.model = r.model
+            AND f.team_id IS NOT DISTINCT FROM r.team_id
+            AND f.user_id IS NOT DISTINCT FROM r.user_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM days) AS days,
+       (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed
+
+-- day_zones_to_build --
+-- Orgs whose daily rollups are not built in their time zone: new ones, and
+-- those whose time zone changed (every org when all_orgs is set: a rebuild).
+SELECT o.id
+FROM budgets_organization o
+LEFT JOIN tracking_dailyrollupzone z ON z.org_id = o.id
+WHERE %(all_orgs)s OR z.time_zone IS DISTINCT FROM o.time_zone
+ORDER BY o.id
+
+-- build_days --
+-- Every daily rollup of one org, re-summed from its hourly rollups in the
+-- org's time zone, which becomes the zone of its days. Rows of other days
+-- (another time zone's, or hours no longer there) are deleted; unchanged
+-- rows are not rewritten.
+WITH org AS (
+    SELECT o.id AS org_id, o.time_zone FROM budgets_organization o WHERE o.id = %(org_id)s
+),
+fresh AS (
+    SELECT r.org_id, date_trunc('day', r.hour, o.time_zone) AS day, r.team_id, r.user_id,
+           r.model, sum(r.requests) AS requests, sum(r.errors) AS errors,
+           sum(r.unpriced_requests) AS unpriced_requests, sum(r.cost_usd) AS cost_usd
+    FROM tracking_hourlyrollup r JOIN org o ON o.org_id = r.org_id
+    GROUP BY 1, 2, 3, 4, 5
+),
+written AS (
+    INSERT INTO tracking_dailyrollup AS r (
+        org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd)
+    SELECT org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd
+    FROM fresh
+    ORDER BY org_id, day, team_id, user_id, model
+    ON CONFLICT (org_id, day, team_id, user_id, model) DO UPDATE
+    SET requests = excluded.requests, errors = excluded.errors,
+        unpriced_requests = excluded.unpriced_requests, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.errors, r.unpriced_requests, r.cost_usd)
+          IS DISTINCT FROM
+          (excluded.requests, excluded.errors, excluded.unpriced_requests, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_dailyrollup r
+    WHERE r.org_id = %(org_id)s
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.day = r.day AND f.model = r.model
+            AND f.team_id IS NOT DISTINCT FROM r.team_id
+            AND f.user_id IS NOT DISTINCT FROM r.user_id)
+    RETURNING 1
+),
+zone AS (
+    INSERT INTO tracking_dailyrollupzone AS z (org_id, time_zone, built_at)
+    SELECT org_id, time_zone, now() FROM org
+    ON CONFLICT (org_id) DO UPDATE SET time_zone = excluded.time_zone, built_at = excluded.built_at
+    RETURNING 1
+)
+SELECT (SELECT count(DISTINCT day) FROM fresh) AS days,
+       (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed,
+       (SELECT count(*) FROM zone) AS zones
 
 -- events_not_rolled_up --
 -- Raw events that started before the cutoff and are not (surely) in the

@@ -14,7 +14,8 @@ from tracking.services import AGGREGATION_LAG, RefreshReport, rollups_refresh
 
 class Command(BaseCommand):
     help = (
-        "Roll raw request events up into hourly usage per (org, team, user, model). "
+        "Roll raw request events up into hourly usage per (org, team, user, model), and "
+        "that into daily usage in each org's local days. "
         "Incremental: recomputes only the hours that got events since the last run "
         f"(and those of the last {int(AGGREGATION_LAG.total_seconds() // 60)} minutes again, "
         "for transactions that commit late). Idempotent. --rebuild --since DATE recomputes "
@@ -29,7 +30,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rebuild",
             action="store_true",
-            help="Recompute every hour from --since on, not only the changed ones.",
+            help=(
+                "Recompute every hour from --since on, not only the changed ones, and "
+                "every org's local days."
+            ),
         )
         parser.add_argument(
             "--since",
@@ -81,8 +85,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{'Rebuilt' if since else 'Aggregated'} {report.buckets} hours "
             f"({report.events} events, {report.events / elapsed:.0f} events/s): "
-            f"{report.written} rollup rows written, {report.removed} removed."
+            f"{report.written} rollup rows written, {report.removed} removed; "
+            f"{report.days} local days re-summed."
         )
+        if report.day_builds:
+            self.stdout.write(
+                f"Built the daily rollups of {report.day_builds} organization(s) in their "
+                "time zone."
+            )
         if report.watermark is not None:
             self.stdout.write(
                 f"Events received up to {report.watermark:%Y-%m-%d %H:%M:%S}Z are in."

@@ -1,0 +1,238 @@
+"""Scale benchmark (issue 5 §4): dashboard summary latency and aggregation
+throughput on the data already in the database.
+
+    .venv/bin/python -m loadtests.scale --org demo --label 10m \\
+        [--requests 100] [--team search] [--rebuild-days 7] [--increment 100000] \\
+        [--increment-days 1] [--port 18790]
+
+On the database that the settings point at (the checkout's embedded
+PostgreSQL, or DATABASE_URL), for the org `--org` (made by `seed_demo`):
+
+1. `aggregate_usage`: a pass that catches up with every event not yet rolled
+   up (timed; on a fresh seed it is the first, full aggregation);
+2. `--rebuild` of the last `--rebuild-days` days: every hour recomputed from
+   raw events (events/s of a full recomputation; rows are not rewritten);
+3. `seed_demo --events N --days D` more events (by default over the last
+   day, as late-arriving traffic would), then an incremental pass: the hours
+   they touched are recomputed whole, from all their events, so the report
+   gives both the new events per second and the events re-read per second;
+4. ANALYZE of the rollup tables (autovacuum's job on a live system), then
+   one uvicorn worker (like the other benchmarks), an API key, and
+   `bench_summary` for every range, org-wide and for `--team`
+   (sequential requests: latency, not throughput).
+
+Writes docs/benchmarks/scale-<label>.md with the machine, the load average
+before and after (flagged as noisy when it exceeds the number of cores), and
+prints the same. Only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from loadtests import compare
+
+RESULTS = compare.BASE_DIR / "docs" / "benchmarks"
+BENCH_LINE = re.compile(
+    r"^(?P<label>.+?)\s+n=\d+\s+p50\s+(?P<p50>[\d.]+) ms\s+p95\s+(?P<p95>[\d.]+) ms\s+"
+    r"p99\s+(?P<p99>[\d.]+) ms\s+max\s+(?P<max>[\d.]+) ms",
+    re.MULTILINE,
+)
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+def noisy() -> bool:
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+def counts(org: str) -> dict[str, int]:
+    from tracking.models import DailyRollup, HourlyRollup, RequestEvent
+
+    return {
+        "events": RequestEvent.objects.filter(org__slug=org).count(),
+        "hourly rollup rows": HourlyRollup.objects.filter(org__slug=org).count(),
+        "daily rollup rows": DailyRollup.objects.filter(org__slug=org).count(),
+    }
+
+
+def timed_pass(**kwargs) -> dict[str, float]:
+    from tracking.services import rollups_refresh
+
+    started = time.monotonic()
+    report = rollups_refresh(**kwargs)
+    seconds = time.monotonic() - started
+    return {
+        "hours": report.buckets,
+        "days": report.days,
+        "events": report.events,
+        "seconds": seconds,
+        "events_per_s": report.events / seconds if seconds else 0.0,
+    }
+
+
+def seed_more(org: str, events: int, days: int) -> float:
+    from django.core.management import call_command
+
+    started = time.monotonic()
+    call_command(
+        "seed_demo", org=org, events=events, days=days, seed=int(time.time()), stdout=io.StringIO()
+    )
+    return time.monotonic() - started
+
+
+def bench(args: argparse.Namespace, key: str) -> list[dict[str, str]]:
+    from django.core.management import call_command
+
+    design = compare.designs(args.port, threads=8, pool_max=10)[-1]
+    log = compare.RESULTS_DIR / "scale.server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with compare.serve(design, args.port, log):
+        for team in ("", args.team):
+            out = io.StringIO()
+            call_command(
+                "bench_summary",
+                url=f"http://{compare.HOST}:{args.port}",
+                key=key,
+                requests=args.requests,
+                team=team,
+                stdout=out,
+            )
+            print(out.getvalue(), end="", flush=True)
+            rows += [m.groupdict() for m in BENCH_LINE.finditer(out.getvalue())]
+    return rows
+
+
+def analyze() -> None:
+    """Planner statistics for the rollups just written, as autovacuum would
+    gather them on a live system: a bench right after a bulk build would
+    otherwise measure plans made on an empty table's estimates."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tracking_hourlyrollup, tracking_dailyrollup")
+
+
+def api_key(org: str) -> str:
+    from budgets.models import Organization
+    from budgets.services import api_key_create
+
+    return api_key_create(org=Organization.objects.get(slug=org), name="loadtests.scale")[1]
+
+
+def report(args, started, machine_load, sizes, passes, seed_seconds, rows, end_load, was_noisy):
+    lines = [
+        f"# Scale ({args.label}): dashboard summary and aggregation",
+        "",
+        f"Generated by `.venv/bin/python -m loadtests.scale --org {args.org} --label {args.label} "
+        f"--requests {args.requests} --team {args.team} --rebuild-days {args.rebuild_days} "
+        f"--increment {args.increment} --increment-days {args.increment_days}` on {started:%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Data of org `{args.org}` after the run: "
+        + ", ".join(f"{v:,} {k}" for k, v in sizes.items())
+        + ".",
+        "",
+        f"Load average before: {machine_load}; after: {end_load}."
+        + (
+            " **Noisy run**: the load exceeded the number of cores, so the latencies are "
+            "inflated by other work."
+            if was_noisy
+            else ""
+        ),
+        "",
+        "## Aggregation (`rollups_refresh`, what `aggregate_usage` runs)",
+        "",
+        "| pass | hours | local days re-summed | events re-read | seconds | events re-read/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in passes:
+        lines.append(
+            f"| {name} | {p['hours']:,} | {p['days']:,} | {p['events']:,} | "
+            f"{p['seconds']:.1f} | {p['events_per_s']:,.0f} |"
+        )
+    increment = passes[-1][1]
+    lines += [
+        "",
+        f"The incremental pass took in {args.increment:,} new events in "
+        f"{increment['seconds']:.1f} s: {args.increment / increment['seconds']:,.0f} new "
+        "events/s (it recomputes the touched hours whole, hence more events re-read).",
+    ]
+    lines += [
+        "",
+        f"`seed_demo --events {args.increment} --days {args.increment_days}` before the incremental pass took "
+        f"{seed_seconds:.1f} s ({args.increment / seed_seconds:,.0f} events/s through the "
+        "ingest function, one connection).",
+        "",
+        f"## GET /v1/dashboard/summary, {args.requests} sequential requests per row",
+        "",
+        "| request | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['p50']} | {r['p95']} | {r['p99']} | {r['max']} |")
+    lines += ["", "## Machine", "", *compare.machine(), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--org", default="demo")
+    parser.add_argument("--label", default="local")
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--team", default="search")
+    parser.add_argument("--rebuild-days", type=int, default=7)
+    parser.add_argument("--increment", type=int, default=100_000)
+    parser.add_argument("--increment-days", type=int, default=1)
+    parser.add_argument("--port", type=int, default=18790)
+    args = parser.parse_args(argv)
+    compare.django_setup()
+    started = datetime.now(UTC)
+    machine_load, was_noisy = load(), noisy()
+    print(f"Load average: {machine_load}", flush=True)
+
+    # No aggregation lag here or below: the data is at rest (the seed has
+    # committed), and a lagging watermark would leave the last two minutes of
+    # the seed to be read raw by the bench, or recomputed by the next pass.
+    passes = [("catch-up (first pass on a fresh seed)", timed_pass(lag=timedelta(0)))]
+    print(f"catch-up: {passes[-1]}", flush=True)
+    since = datetime.now(UTC) - timedelta(days=args.rebuild_days)
+    passes.append((f"--rebuild of the last {args.rebuild_days} days", timed_pass(since=since)))
+    print(f"rebuild: {passes[-1]}", flush=True)
+    seed_seconds = seed_more(args.org, args.increment, args.increment_days)
+    passes.append(
+        (f"incremental after {args.increment:,} new events", timed_pass(lag=timedelta(0)))
+    )
+    print(f"incremental: {passes[-1]}", flush=True)
+
+    analyze()
+    rows = bench(args, api_key(args.org))
+    was_noisy = was_noisy or noisy()
+    text = report(
+        args,
+        started,
+        machine_load,
+        counts(args.org),
+        passes,
+        seed_seconds,
+        rows,
+        load(),
+        was_noisy,
+    )
+    path = RESULTS / f"scale-{args.label}.md"
+    path.write_text(text)
+    print(f"Wrote {path.relative_to(compare.BASE_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
