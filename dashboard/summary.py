@@ -22,6 +22,14 @@ from dashboard import access
 RANGES = ("24h", "7d", "30d", "mtd")
 DEFAULT_RANGE = "7d"
 
+# Summaries being computed in this process, by what they show. Everyone who
+# watches the same org, range and team while one is being computed gets its
+# answer instead of starting another: ten people on one dashboard cost the
+# database one summary, not ten (and leave its CPU to the hot path). The
+# answer is at most one computation old, as if the request had come a moment
+# earlier; nothing is kept once it is sent.
+_in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
+
 
 class Kpis(TypedDict):
     spend_usd: str  # in the range
@@ -115,18 +123,36 @@ async def _scope(request: Request, team: str | None, org: str | None) -> dict[st
     return {"org_id": org_id, "org_slug": org_slug, "team": team}
 
 
+async def _compute(params: dict[str, Any]) -> tuple[Any, Any]:
+    # Two statements on two pooled connections at once, so that their two
+    # aggregations over the rollups use two cores; one `at` gives both the
+    # same bounds.
+    return tuple(
+        await asyncio.gather(
+            db.fetch_one("dashboard_summary", params), db.fetch_one("dashboard_breakdown", params)
+        )
+    )
+
+
+async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any, Any]:
+    key = (params["org_id"], params["org_slug"], params["team"], range_)
+    shared = _in_flight.get(key)
+    if shared is None:
+        params = {**params, "range": range_, "at": datetime.now(UTC)}
+        # Its own task: a caller that disconnects must not cancel the others' answer.
+        shared = asyncio.ensure_future(_compute(params))
+        _in_flight[key] = shared
+        shared.add_done_callback(lambda _: _in_flight.pop(key, None))
+    # shield: one waiter cancelled (client gone) leaves the computation running.
+    return await asyncio.shield(shared)
+
+
 async def summary(request: Request) -> tuple[int, Summary]:
     range_ = _range(request)
     team = _query_value(request, "team")
     org = _query_value(request, "org")
     params = await _scope(request, team, org)
-    # Two statements on two pooled connections at once, so that their two
-    # aggregations over the rollups use two cores; one `at` gives both the
-    # same bounds.
-    params.update(range=range_, at=datetime.now(UTC))
-    row, breakdown = await asyncio.gather(
-        db.fetch_one("dashboard_summary", params), db.fetch_one("dashboard_breakdown", params)
-    )
+    row, breakdown = await _shared_computation(params, range_)
     if row is None or breakdown is None or row[0] != breakdown[0]:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result = row[1]

@@ -1,0 +1,70 @@
+"""Identical summaries requested at the same time are computed once.
+
+The summary's statements are held up by a lock on a table they read; while
+they wait, more people open the same dashboard. PostgreSQL shows how many
+summary statements are waiting: the first request's two, not two per request.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import auth
+from tests.dashboard.conftest import SUMMARY
+
+WAITING = """
+    SELECT count(*) FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND query LIKE '%%tollgate_dashboard_%%'
+"""
+
+
+@pytest.fixture(scope="module")
+def patient_server(live_server_factory):
+    # Time enough to wait on the lock; keys stay cached (their lookup reads
+    # the locked table too).
+    return live_server_factory(BUDGET_DB_TIMEOUT_MS="15000", API_KEY_CACHE_SECONDS="300")
+
+
+def _waiting(conn: psycopg.Connection, expected: int) -> int:
+    deadline = time.monotonic() + 5
+    while True:
+        count = conn.execute(WAITING).fetchone()[0]
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def test_concurrent_identical_summaries_share_one_computation(
+    patient_server, test_database_url, org, key
+):
+    with httpx.Client(base_url=patient_server.url, timeout=30) as api:
+        assert api.get(SUMMARY, params={"range": "7d"}, headers=auth(key)).status_code == 200
+
+        def fetch(params: dict) -> httpx.Response:
+            with httpx.Client(base_url=patient_server.url, timeout=30) as own:
+                return own.get(SUMMARY, params=params, headers=auth(key))
+
+        with psycopg.connect(test_database_url, autocommit=True) as watcher:
+            with psycopg.connect(test_database_url) as locker:
+                locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
+                with ThreadPoolExecutor(10) as pool:
+                    same = [pool.submit(fetch, {"range": "7d"}) for _ in range(8)]
+                    assert _waiting(watcher, 2) == 2
+                    other = pool.submit(fetch, {"range": "24h"})
+                    # The other range is a computation of its own.
+                    assert _waiting(watcher, 4) == 4
+                    time.sleep(0.5)  # stragglers of the eight would show up here
+                    assert watcher.execute(WAITING).fetchone()[0] == 4
+                    locker.rollback()
+                    answers = [f.result() for f in same]
+                    other_answer = other.result()
+
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len({a.json()["generated_at"] for a in answers}) == 1
+    assert other_answer.status_code == 200
+    assert other_answer.json()["range"] == "24h"
