@@ -140,6 +140,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Database sessions that refuse keys Django never issues (a NUL was a 500).
+SESSION_ENGINE = "config.sessions"
 
 # --- Production hardening (manage.py check --deploy) -------------------------------
 SESSION_COOKIE_SECURE = SECURE_TLS

@@ -30,7 +30,8 @@ from budgets.errors import ApiError
 from budgets.models import Organization
 from dashboard.models import Membership
 
-DB_SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Engines that keep sessions in django_session, which the pool can read.
+DB_SESSION_ENGINES = ("config.sessions", "django.contrib.sessions.backends.db")
 _SESSION_KEY = re.compile(r"[a-z0-9]{8,40}")
 
 
@@ -86,7 +87,7 @@ def _session_store_class() -> type:
 async def aauthenticate_session(cookie_header: bytes | None) -> DashboardUser:
     """The signed-in dashboard user of a request's session cookie (one or two
     primary-key reads on the pool). Raises ApiError 401 when there is none."""
-    if settings.SESSION_ENGINE != DB_SESSION_ENGINE:
+    if settings.SESSION_ENGINE not in DB_SESSION_ENGINES:
         # The pool reads django_session; another engine would need its own reader.
         raise ApiError(401, "unauthenticated", "Send an API key: 'Authorization: Bearer <key>'.")
     cookies = parse_cookie(cookie_header.decode("latin-1")) if cookie_header else {}

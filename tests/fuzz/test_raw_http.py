@@ -167,7 +167,7 @@ def check_raw(framing: str, answer: Answer, request: bytes) -> None:
         assert answer.status in (400, 413, 414, 431) and framing != "exact", where
 
 
-EXAMPLES, MINIMUM = 60, 500
+EXAMPLES, MINIMUM = 80, 500
 
 
 def test_malformed_framing(server, world):
