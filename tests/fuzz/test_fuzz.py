@@ -18,20 +18,20 @@ from tests.fuzz import cases
 from tests.fuzz.conftest import COMPLETED, COUNTS, snapshot
 
 # (examples, minimum requests) per test; an example is a list of 4-12
-# requests (about 6.4 on average). The minimums add up to 10,000.
+# requests (6-7 on average). The minimums add up to 10,000.
 QUOTAS = {
-    "test_check": (180, 1050),
-    "test_reservations": (180, 1050),
-    "test_one_event": (200, 1200),
-    "test_event_batches": (173, 1100),
-    "test_put_budget": (173, 1100),
-    "test_delete_budget": (111, 700),
-    "test_release": (111, 700),
-    "test_status_query": (111, 700),
-    "test_usage_query": (132, 700),
-    "test_summary_query": (111, 700),
-    "test_prices_and_budget_list": (79, 500),
-    "test_wrong_methods": (79, 500),
+    "test_check": (189, 1050),
+    "test_reservations": (189, 1050),
+    "test_one_event": (216, 1200),
+    "test_event_batches": (198, 1100),
+    "test_put_budget": (198, 1100),
+    "test_delete_budget": (126, 700),
+    "test_release": (126, 700),
+    "test_status_query": (126, 700),
+    "test_usage_query": (136, 700),
+    "test_summary_query": (126, 700),
+    "test_prices_and_budget_list": (90, 500),
+    "test_wrong_methods": (90, 500),
 }
 
 
