@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 from tests.fuzz import values as v
 from tracking.usage import ANTHROPIC, GEMINI, NORMALIZED, OPENAI_CHAT, OPENAI_RESPONSES, PLAIN
 
-MISSING = object()  # the field is left out
+
+class _Missing:
+    # A constant repr: hypothesis seeds a derandomized run from the strategies'
+    # repr, and object()'s holds a memory address that differs between runs.
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()  # the field is left out
 
 
 @functools.cache
