@@ -23,14 +23,14 @@ QUOTAS = {
     "test_check": (164, 1050),
     "test_reservations": (164, 1050),
     "test_one_event": (179, 1200),
-    "test_event_batches": (159, 1100),
+    "test_event_batches": (172, 1100),
     "test_put_budget": (187, 1100),
     "test_delete_budget": (124, 700),
     "test_release": (119, 700),
     "test_status_query": (110, 700),
     "test_usage_query": (107, 700),
-    "test_summary_query": (105, 700),
-    "test_prices_and_budget_list": (74, 500),
+    "test_summary_query": (126, 700),
+    "test_prices_and_budget_list": (88, 500),
     "test_wrong_methods": (84, 500),
 }
 
