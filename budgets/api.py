@@ -13,6 +13,7 @@ for any failure, which becomes the one error shape of API.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from django.conf import settings
@@ -63,6 +64,8 @@ class Request:
         """The body as a JSON object; money-safe (numbers with a fraction become Decimal)."""
         try:
             data = _DECODER.decode(self.body.decode("utf-8"))
+        except RepeatedName as exc:
+            raise ApiError(400, "malformed_json", str(exc)) from None
         except (ValueError, RecursionError):
             raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
         except ArithmeticError:
@@ -94,8 +97,46 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class RepeatedName(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique. JSON leaves repeats undefined and
+    parsers differ (first or last wins): a proxy that checked one value while
+    Tollgate used the other could be walked past, so a repeat is refused."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise RepeatedName(f"The name {json.dumps(name)} appears twice in one object.")
+            seen.add(name)
+    return obj
+
+
 # Built once: json.loads with arguments builds a new decoder on every call.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object
+)
+
+
+def _text(raw: bytes) -> str:
+    """Percent-decoded UTF-8; bytes that are not UTF-8 stay as lone surrogates
+    (surrogateescape), which validation refuses as invalid text, instead of
+    turning into U+FFFD, which would pass and make different names collide."""
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def _query(raw: bytes) -> dict[str, str]:
+    """The query string as parse_qsl reads it (the last value of a name wins,
+    blank values are dropped), decoded like the path (`_text`)."""
+    query: dict[str, str] = {}
+    for pair in raw.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if value:
+            query[_text(name.replace(b"+", b" "))] = _text(value.replace(b"+", b" "))
+    return query
 
 
 @dataclass(frozen=True)
@@ -130,6 +171,11 @@ class ApiApp:
         if scope["type"] != "http" or not path.startswith(self.prefixes):
             await self._fall_back(scope, receive, send)
             return
+        # The server decoded the path with U+FFFD for bytes that are not UTF-8;
+        # the route's parameters are taken from the raw bytes instead.
+        raw_path = scope.get("raw_path")
+        if raw_path is not None:
+            path = _text(raw_path)
         matched_path = False
         for candidate in self.routes:
             match = candidate.pattern.match(path)
@@ -170,7 +216,7 @@ class ApiApp:
             request = Request(
                 method=scope["method"],
                 path=scope["path"],
-                query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+                query=_query(scope.get("query_string", b"")),
                 headers=headers,
                 body=body,
                 params=params,
@@ -241,8 +287,18 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
         raise ApiError(413, "payload_too_large", "The body is larger than 1 MiB.")
     chunks: list[bytes] = []
     size = 0
+    # A client that announces a body and stops sending it would hold the
+    # request open for ever (the server has no read timeout of its own).
+    limit = settings.API_BODY_TIMEOUT_SECONDS
+    deadline = asyncio.get_running_loop().time() + limit
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise ApiError(
+                408, "request_timeout", f"The body did not arrive within {limit:g} s."
+            ) from None
         if message["type"] == "http.disconnect":
             raise ApiError(400, "malformed_json", "The client disconnected before the body ended.")
         chunk = message.get("body", b"")

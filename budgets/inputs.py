@@ -20,6 +20,9 @@ SCOPES = ("org", "team", "user")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 PERIODS = ("day", "week", "month", "total")
+# A decimal string: sign, ASCII digits, point, exponent. Python's Decimal also
+# takes "1_000", " 1 " and other scripts' digits ("١٢"); API.md's amounts do not.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 def identifier(data: dict[str, Any], name: str, *, required: bool = False) -> str | None:
@@ -46,7 +49,7 @@ def money(value: Any, name: str) -> Decimal:
     up to 10 decimal places (a hold is never smaller than asked)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         raise invalid(name, f"'{name}' must be a number or a decimal string.")
-    if isinstance(value, str) and (not value or len(value) > 40):
+    if isinstance(value, str) and (len(value) > 40 or not _DECIMAL.fullmatch(value)):
         raise invalid(name, f"'{name}' must be a decimal number of US dollars.")
     try:
         amount = Decimal(value)

@@ -11,6 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -75,6 +76,16 @@ async def decide(
             result = await db.batcher().decide(params)
         else:
             result = await db.fetch_value("decide", params)
+    except psycopg.errors.NumericValueOutOfRange:
+        # Each amount is capped, but holds on a monitor-only budget (never
+        # denied) can still take its window's reserved past numeric(20, 10).
+        raise ApiError(
+            422,
+            "invalid_field",
+            "This hold would take a budget's reserved amount past the largest amount "
+            "Tollgate stores; nothing was held.",
+            field="estimated_cost_usd" if d.amount is not None else "estimate",
+        ) from None
     except db.StoreUnavailable:
         if kind is None:
             raise

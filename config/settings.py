@@ -104,6 +104,8 @@ if BUDGET_FAIL_MODE not in ("open", "closed"):
 BUDGET_DB_TIMEOUT_MS = env.int("BUDGET_DB_TIMEOUT_MS", default=2000)
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=30.0)
 RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
+# Seconds a client has to send a request's whole body before 408.
+API_BODY_TIMEOUT_SECONDS = env.float("API_BODY_TIMEOUT_SECONDS", default=10.0)
 # Failed API-key checks per client address per minute before 429 (per process).
 API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=120)
 # Failed sign-ins per address and username per 15 minutes before 429.
@@ -139,6 +141,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Database sessions that refuse keys Django never issues (a NUL was a 500).
+SESSION_ENGINE = "config.sessions"
 
 # --- Production hardening (manage.py check --deploy) -------------------------------
 SESSION_COOKIE_SECURE = SECURE_TLS

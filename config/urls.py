@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views import defaults
 
+from budgets.errors import ApiError
 from dashboard.views import ThrottledLoginView
 
 urlpatterns = [
@@ -25,3 +28,35 @@ urlpatterns = [
     path("", include("tracking.urls")),
     path("", include("dashboard.urls")),
 ]
+
+
+# Requests under /v1/ that reach Django (unknown API routes, /v1/usage) get
+# API.md's error shape, not an HTML page.
+
+
+def _api_error(request: HttpRequest, error: ApiError) -> HttpResponse | None:
+    if not request.path.startswith("/v1/"):
+        return None
+    response = JsonResponse(error.body(), status=error.status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    error = ApiError(404, "not_found", "No API endpoint has this path.")
+    return _api_error(request, error) or defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    error = ApiError(400, "malformed_query", "The request could not be read.")
+    return _api_error(request, error) or defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    error = ApiError(500, "internal_error", "Internal error.")
+    return _api_error(request, error) or defaults.server_error(request)
+
+
+handler404 = not_found
+handler400 = bad_request
+handler500 = server_error

@@ -15,6 +15,7 @@ and the HMAC of the password hash (a password change ends other sessions).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -29,7 +30,9 @@ from budgets.errors import ApiError
 from budgets.models import Organization
 from dashboard.models import Membership
 
-DB_SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Engines that keep sessions in django_session, which the pool can read.
+DB_SESSION_ENGINES = ("config.sessions", "django.contrib.sessions.backends.db")
+_SESSION_KEY = re.compile(r"[a-z0-9]{8,40}")
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,14 @@ def _session_store_class() -> type:
 async def aauthenticate_session(cookie_header: bytes | None) -> DashboardUser:
     """The signed-in dashboard user of a request's session cookie (one or two
     primary-key reads on the pool). Raises ApiError 401 when there is none."""
-    if settings.SESSION_ENGINE != DB_SESSION_ENGINE:
+    if settings.SESSION_ENGINE not in DB_SESSION_ENGINES:
         # The pool reads django_session; another engine would need its own reader.
         raise ApiError(401, "unauthenticated", "Send an API key: 'Authorization: Bearer <key>'.")
     cookies = parse_cookie(cookie_header.decode("latin-1")) if cookie_header else {}
     session_key = cookies.get(settings.SESSION_COOKIE_NAME)
-    if not session_key or len(session_key) > 40:
+    # Django's keys are 32 of [a-z0-9]; anything else (a quoted cookie can
+    # carry "\000", a NUL that PostgreSQL text refuses) is no session.
+    if not session_key or not _SESSION_KEY.fullmatch(session_key):
         raise _signed_out()
     session_data = await db.fetch_value("dashboard_session", {"session_key": session_key})
     if session_data is None:

@@ -49,7 +49,8 @@ def _event_list(data: JsonBody) -> tuple[list[Any], bool]:
 def _started_at(value: Any, field: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 40:
+    # Python 3.11's fromisoformat stops reading at a NUL: "…Z\x00junk" parses.
+    if not isinstance(value, str) or len(value) > 40 or not value.isprintable():
         raise invalid(field, f"'{field}' must be an ISO-8601 time with offset.")
     try:
         moment = datetime.fromisoformat(value)
@@ -129,7 +130,10 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
     reservation_id = raw.get("reservation_id")
     if reservation_id is not None:
         try:
-            reservation_id = str(uuid.UUID(str(reservation_id)))
+            if not isinstance(reservation_id, str):
+                # str() of a 32-digit number would pass as a UUID.
+                raise ValueError
+            reservation_id = str(uuid.UUID(reservation_id))
         except ValueError:
             raise invalid(
                 field("reservation_id"), f"'{field('reservation_id')}' must be a reservation id."

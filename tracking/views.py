@@ -17,6 +17,8 @@ from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.utils import timezone
@@ -71,6 +73,15 @@ def api_get(view: Callable[[ApiRequest], HttpResponse]) -> Callable[[HttpRequest
             return view(request)  # type: ignore[arg-type]
         except ApiError as exc:
             return _error(exc)
+        except TooManyFieldsSent:
+            return _error(
+                ApiError(
+                    400,
+                    "malformed_query",
+                    f"The query string has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+                    "parameters.",
+                )
+            )
         except OperationalError:
             logger.exception("usage: database error")
             return _error(
@@ -136,6 +147,9 @@ def _moment(params: QueryDict, name: str) -> datetime | None:
         return None
     if "T" in value:
         value = _UNENCODED_PLUS.sub(r"+\1", value)
+    if not value.isprintable():
+        # Python 3.11's fromisoformat stops reading at a NUL.
+        raise invalid(name, f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z.")
     try:
         parsed = datetime.fromisoformat(value)
         return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -177,7 +191,8 @@ def _hour_ceil(at: datetime) -> datetime:
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime: its %Y writes year 1 as "1", not "0001".
+    return at.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def _money(amount: Any) -> str:

@@ -6,6 +6,7 @@ and nothing reaches the database (no team, user, window or reservation rows).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -142,6 +143,11 @@ FIELD_CASES = [
         id="cost-exponent-out-of-range-string",
     ),
     pytest.param({"estimated_cost_usd": "1" * 41}, "estimated_cost_usd", id="cost-41-digits"),
+    # Python's Decimal takes these; a decimal string of API.md does not (were accepted).
+    pytest.param({"estimated_cost_usd": "1_000"}, "estimated_cost_usd", id="cost-underscore"),
+    pytest.param({"estimated_cost_usd": "١٢"}, "estimated_cost_usd", id="cost-arabic-digits"),
+    pytest.param({"estimated_cost_usd": " 1"}, "estimated_cost_usd", id="cost-leading-space"),
+    pytest.param({"estimated_cost_usd": "1\n"}, "estimated_cost_usd", id="cost-newline"),
     # ttl_seconds
     pytest.param({"ttl_seconds": "60"}, "ttl_seconds", id="ttl-string"),
     pytest.param({"ttl_seconds": 1.5}, "ttl_seconds", id="ttl-float"),
@@ -280,6 +286,14 @@ MALFORMED_BODIES = [
     pytest.param(b"[" * DEEP, id="deep-arrays"),
     pytest.param(b'{"a":' * DEEP, id="deep-objects"),
     pytest.param(b'{"team": ' + b"[" * DEEP + b"]" * DEEP + b"}", id="deep-closed-arrays"),
+    # A repeated name: parsers differ on which value wins (the last one did).
+    pytest.param(
+        b'{"team": 5, "team": "fresh-team", "estimated_cost_usd": "1"}', id="repeated-name"
+    ),
+    pytest.param(
+        b'{"estimate": {"input_tokens": -1, "input_tokens": 5}, "model": "m"}',
+        id="repeated-nested-name",
+    ),
 ]
 
 
@@ -351,10 +365,15 @@ def test_wrong_method_on_a_known_route_is_405_in_the_error_shape(
     nothing_written()
 
 
-def test_unknown_route_under_v1_is_404(api, key):
-    response = api.post("/v1/budget/nothing-here", headers=auth(key), json=VALID)
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/budget/nothing-here", "/v1/nothing", "/v1/budgets/team/a%2Fb/day", "/v1/budgets//x/day"],
+)
+def test_unknown_route_under_v1_is_404_in_the_error_shape(api, key, path):
+    # Django answers these; it sent an HTML page.
+    response = api.post(path, headers=auth(key), json=VALID)
 
-    assert response.status_code == 404
+    assert_error(response, 404, "not_found")
 
 
 # --- Managing budgets -----------------------------------------------------------------
@@ -427,4 +446,89 @@ def test_put_budget_with_malformed_body_is_400(api, admin_key, nothing_written, 
     response = api.put("/v1/budgets/team/search/day", content=content, headers=headers)
 
     assert_error(response, 400, "malformed_json")
+    nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        pytest.param("team=caf%E9", "team", id="latin-1-escape"),
+        pytest.param("team=%FF%FE", "team", id="not-utf8"),
+        pytest.param("user=%ED%A0%80", "user", id="encoded-surrogate"),
+    ],
+)
+def test_query_that_is_not_utf8_is_422_not_a_replacement_character(
+    api, key, nothing_written, query, field
+):
+    # Decoded with U+FFFD, "caf%E9" and "caf%E8" both registered team "caf\ufffd".
+    response = api.get(f"/v1/budget/status?{query}", headers=auth(key))
+
+    assert_error(response, 422, "invalid_field", field)
+    nothing_written()
+
+
+def test_query_in_utf8_is_read_as_utf8(api, key, budgeted):
+    response = api.get("/v1/budget/status?team=caf%C3%A9", headers=auth(key))
+
+    assert response.status_code == 200, response.text
+    assert Team.objects.filter(slug="café").exists()
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+@pytest.mark.parametrize("segment", ["caf%E9", "%FF", "%C0%AF"])
+def test_budget_path_that_is_not_utf8_is_422(api, admin_key, nothing_written, method, segment):
+    response = api.request(
+        method, f"/v1/budgets/team/{segment}/day", headers=auth(admin_key), json={"limit_usd": "5"}
+    )
+
+    assert_error(response, 422, "invalid_field", "id")
+    nothing_written()
+
+
+def test_release_path_that_is_not_utf8_is_404(api, key, nothing_written):
+    response = api.post("/v1/budget/reservations/%FF/release", headers=auth(key))
+
+    assert_error(response, 404, "not_found")
+    nothing_written()
+
+
+@pytest.fixture
+def monitored(org, make_budget):
+    make_budget(org, "1000000000", period="total", enforce=False)
+    return org
+
+
+def test_holds_past_the_largest_storable_amount_are_422_not_500(api, key, monitored):
+    # A monitor-only budget never denies, so holds of the largest amount pile
+    # up until the window's reserved (numeric(20, 10)) cannot hold them.
+    body = {"team": "search", "estimated_cost_usd": "1000000000", "ttl_seconds": 3600}
+    answers = [post_json(api, RESERVE, key, body) for _ in range(11)]
+
+    assert [a.status_code for a in answers[:9]] == [201] * 9
+    for answer in answers[9:]:
+        assert_error(answer, 422, "invalid_field", "estimated_cost_usd")
+    assert Reservation.objects.filter(status="active").count() == 9
+    assert BudgetWindow.objects.get().reserved == 9 * 10**9
+
+
+@pytest.fixture
+def slow_server(live_server_factory):
+    return live_server_factory(API_BODY_TIMEOUT_SECONDS="0.5")
+
+
+def test_a_body_that_stops_arriving_is_408_not_a_hang(slow_server, key, nothing_written):
+    host, port = slow_server.url.removeprefix("http://").split(":")
+    body = json.dumps(VALID).encode()
+    head = (
+        f"POST {CHECK} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 10}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body)  # ten bytes short, and the connection stays open
+        answer = b""
+        while b"request_timeout" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"code":"request_timeout"' in answer
     nothing_written()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.dashboard.conftest import PASSWORD
 
 
@@ -104,3 +106,11 @@ def test_page_script_and_styles_are_served(api):
         response = api.get(path)
         assert response.status_code == 200
         assert kind in response.headers["content-type"]
+
+
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/", "/"])
+def test_a_session_cookie_with_an_escaped_nul_is_no_session_not_a_500(client, db, path):
+    # A quoted cookie may escape a NUL, which PostgreSQL text refuses.
+    response = client.get(path, HTTP_COOKIE='sessionid="\\000abcdefgh"')
+
+    assert response.status_code in (200, 302)

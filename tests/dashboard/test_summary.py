@@ -296,6 +296,9 @@ def test_staff_switch_between_orgs(api, org, key, make_user, make_org, make_key)
         pytest.param("sessionid=nonsense", id="unknown-session"),
         pytest.param("sessionid=" + "x" * 300, id="oversized"),
         pytest.param("othercookie=1", id="other-cookie"),
+        # A quoted cookie may escape a NUL, which PostgreSQL text refuses (was a 500).
+        pytest.param('sessionid="\\000abcdefgh"', id="escaped-nul"),
+        pytest.param("sessionid=' OR 1=1 --", id="sql"),
     ],
 )
 def test_without_a_valid_session_or_key_it_is_401(api, org, cookie):

@@ -1073,9 +1073,18 @@ BAD_EVENTS = [
     pytest.param({"started_at": FAR_FUTURE}, "started_at", id="started-far-future"),
     pytest.param({"started_at": "1999-12-31T23:59:59Z"}, "started_at", id="started-1999"),
     pytest.param({"started_at": "0001-01-01T00:00:00+01:00"}, "started_at", id="started-year-1"),
+    # fromisoformat stops reading at a NUL (was accepted as 2026-03-10T12:00Z).
+    pytest.param({"started_at": "2026-03-10T12:00:00Z\x00junk"}, "started_at", id="started-nul"),
+    pytest.param({"cost_usd": "1_000"}, "cost_usd", id="cost-underscore"),
     pytest.param({"reservation_id": "not-a-uuid"}, "reservation_id", id="reservation-garbage"),
     pytest.param({"reservation_id": 12345}, "reservation_id", id="reservation-number"),
     pytest.param({"reservation_id": True}, "reservation_id", id="reservation-bool"),
+    # str() of it is 32 hex digits, which uuid.UUID took (was accepted).
+    pytest.param(
+        {"reservation_id": 12345678901234567890123456789012},
+        "reservation_id",
+        id="reservation-32-digit-number",
+    ),
     pytest.param({"tags": "feature"}, "tags", id="tags-string"),
     pytest.param({"tags": ["a"]}, "tags", id="tags-list"),
     pytest.param({"tags": {f"k{i}": "v" for i in range(21)}}, "tags", id="tags-21"),

@@ -396,6 +396,9 @@ def test_other_methods_are_405(api, key):
         ({"granularity": "week"}, "granularity"),
         ({"format": "xml"}, "format"),
         ({"group_by": "team,provider"}, "group_by"),
+        # Python 3.11's fromisoformat stops reading at a NUL.
+        ({"from": "2026-11-01T00:00:00Z\x00junk"}, "from"),
+        ({"to": "2026-11-01\x00"}, "to"),
     ],
 )
 def test_bad_parameters_are_422_naming_the_parameter(api, key, params, field):
@@ -412,3 +415,26 @@ def test_rollups_are_untouched_by_reading(api, org, key, make_event):
     get(api, key, format="json", **window())
 
     assert list(HourlyRollup.objects.values()) == before
+
+
+def test_too_many_parameters_is_400_in_the_error_shape(api, key):
+    # Django refuses more than DATA_UPLOAD_MAX_NUMBER_FIELDS (was an HTML page).
+    query = "&".join(f"p{i}=1" for i in range(1001))
+
+    response = api.get(f"{USAGE}?{query}", headers=auth(key))
+
+    assert_error(response, 400, "malformed_query")
+
+
+def test_a_range_in_year_one_is_written_with_four_digits(api, key):
+    response = api.get(
+        USAGE,
+        params={"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T05:00:00Z"},
+        headers=auth(key),
+    )
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["from"], response.json()["to"]) == (
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T05:00:00Z",
+    )
