@@ -220,11 +220,16 @@ def designs(args: argparse.Namespace, database_url: str | None = None) -> list[D
 def django_setup() -> None:
     """Load settings first: that starts (or joins) the embedded PostgreSQL and
     puts its DATABASE_URL into os.environ, which every server started here
-    inherits, so all designs use the same database."""
+    inherits, so all designs use the same database. Then migrate it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
+    from django.core.management import call_command
 
     django.setup()
+    # The hot path's SQL functions live in migrations: a database left behind
+    # by an older checkout would measure the old functions under the new code
+    # (it happened: a whole comparison ran on the previous decide_many).
+    call_command("migrate", verbosity=0)
 
 
 def seed(key_name: str = "loadtests.compare") -> str:

@@ -179,6 +179,11 @@ def test_hot_path_through_pgbouncer_transaction_mode(
             },
         )
         status = api.get("/v1/budget/status", params={"team": "search"}, headers=auth(key))
+        # The dashboard's summary: two statements at once on two pooled connections.
+        summaries = [
+            api.get("/v1/dashboard/summary", params={"range": r}, headers=auth(key))
+            for r in ("24h", "7d", "30d", "mtd")
+        ]
 
     assert put.status_code == 200
     assert check.status_code == 200 and check.json()["allowed"] is True
@@ -190,6 +195,10 @@ def test_hot_path_through_pgbouncer_transaction_mode(
     assert budgets["team"]["spent_usd"] == "0.5" and budgets["team"]["reserved_usd"] == "0"
     assert RequestEvent.objects.count() == 50
     assert Reservation.objects.get(pk=settle_hold.json()["reservation_id"]).status == "settled"
+    for summary in summaries:
+        assert summary.status_code == 200, summary.text
+        assert summary.json()["kpis"]["requests"] == 50
+        assert summary.json()["recent"][0]["id"].startswith("pgb-")
     # The traffic really went through PgBouncer.
     assert _transactions(pgbouncer) - before >= 8
     assert "prepared statement" not in pooled_server.log()
