@@ -294,6 +294,33 @@ def holds_in_database() -> tuple[int, int]:
 # --- Servers ---------------------------------------------------------------------------
 
 
+def tollgate_design(port: int, *, workers: int = 1, pool_max: int | None = None) -> Design:
+    """Tollgate alone, for the harnesses that measure only it (ingest, scale,
+    locust, servers and pool sizes)."""
+    options = list(UVICORN_OPTIONS)
+    options[options.index("--workers") + 1] = str(workers)
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
+    if pool_max is not None:
+        env["HOTPATH_POOL_MAX"] = str(pool_max)
+    return Design(
+        "tollgate",
+        "Tollgate",
+        f"uvicorn, httptools + uvloop, {workers} worker(s)",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            *options,
+        ],
+        env,
+    )
+
+
 class DesignFailed(Exception):
     """The server of a design did not start or did not answer."""
 

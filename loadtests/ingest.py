@@ -17,7 +17,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare
+from loadtests import compare, wrkbench
 
 REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "ingest.md"
 LUA_SCRIPT = compare.BASE_DIR / "loadtests" / "ingest.lua"
@@ -50,11 +50,11 @@ def stored_events() -> int:
 
 
 def measure(args: argparse.Namespace, key: str) -> list[dict]:
-    design = compare.designs(args.port, threads=8, pool_max=args.pool)[-1]
+    design = compare.tollgate_design(args.port, pool_max=args.pool)
     rows = []
     log = compare.RESULTS_DIR / "ingest.server.log"
     with compare.serve(design, args.port, log) as server:
-        run_wrk(args.port, key, compare.WARMUP_SECONDS, 2)
+        run_wrk(args.port, key, wrkbench.WARMUP_SECONDS, 2)
         for connections in args.connections:
             before_rows = stored_events()
             before_cpu = compare.sample_cpu()

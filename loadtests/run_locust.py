@@ -161,28 +161,7 @@ def setup_org() -> tuple[str, str]:
 
 
 def server_design(workers: int, port: int, pool_max: int | None) -> compare.Design:
-    options = list(compare.UVICORN_OPTIONS)
-    options[options.index("--workers") + 1] = str(workers)
-    env = {"DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
-    if pool_max is not None:
-        env["HOTPATH_POOL_MAX"] = str(pool_max)
-    return compare.Design(
-        "tollgate",
-        "Tollgate",
-        f"uvicorn, httptools + uvloop, {workers} worker(s)",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            *options,
-        ],
-        env,
-    )
+    return compare.tollgate_design(port, workers=workers, pool_max=pool_max)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

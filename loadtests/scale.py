@@ -93,7 +93,7 @@ def seed_more(org: str, events: int, days: int) -> float:
 def bench(args: argparse.Namespace, key: str) -> list[dict[str, str]]:
     from django.core.management import call_command
 
-    design = compare.designs(args.port, threads=8, pool_max=10)[-1]
+    design = compare.tollgate_design(args.port, pool_max=10)
     log = compare.RESULTS_DIR / "scale.server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     rows = []
