@@ -63,7 +63,10 @@ class Command(BaseCommand):
         manage = str(settings.BASE_DIR / "manage.py")
         children = [
             subprocess.Popen([sys.executable, manage, "run_worker", "--aggregate-every", "10"]),
-            subprocess.Popen([sys.executable, manage, "runserver", addrport]),
+            # No autoreloader: its parent process, sent SIGTERM while waiting
+            # on the server it restarts, could hang in subprocess' wait (seen
+            # with `timeout demo`), keeping the embedded database up.
+            subprocess.Popen([sys.executable, manage, "runserver", "--noreload", addrport]),
         ]
         try:
             children[1].wait()
