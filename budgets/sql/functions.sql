@@ -790,6 +790,13 @@ DECLARE
     v_missing boolean;
     v_unhold_ids bigint[];
     v_unhold_amounts numeric[];
+    v_replayed jsonb := '[]';
+    v_replay_ids text[];
+    -- Reservations are read by id (`id = ANY`), never joined to the input.
+    v_hold_ids uuid[] := ARRAY(SELECT DISTINCT (e->>'reservation_id')::uuid
+                               FROM jsonb_array_elements(p_events) e
+                               WHERE e->>'reservation_id' IS NOT NULL);
+    v_settle_ids uuid[];
 BEGIN
     IF NOT p_strict THEN
         PERFORM tollgate_team_id(p_org, x.team, true)
@@ -842,28 +849,42 @@ BEGIN
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
 
-    -- Ids that were not inserted exist already: same payload = replay, else conflict.
-    SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
-                     ORDER BY (e->>'idx')::int)
-    INTO v_conflicts
-    FROM jsonb_array_elements(p_events) e
-    JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
-    WHERE r.payload_hash <> e->>'payload_hash'
-      AND NOT (e->>'event_id' = ANY(ARRAY(SELECT n->>'event_id'
-                                          FROM jsonb_array_elements(v_inserted) n)));
-    IF v_conflicts IS NOT NULL THEN
-        RAISE EXCEPTION 'event id reused with a different payload'
-            USING ERRCODE = 'TG409', DETAIL = v_conflicts::text;
+    -- Ids that were not inserted exist already: same payload = replay, else
+    -- conflict. Only they are read back (new events answer from RETURNING):
+    -- the usual batch of new events reads nothing here. That read has a plan
+    -- risk: for an org newer than the table's statistics, the planner sees ~1
+    -- row for org_id and may walk the whole org through event_org_received.
+    v_replay_ids := ARRAY(SELECT e->>'event_id' FROM jsonb_array_elements(p_events) e
+                          EXCEPT
+                          SELECT n->>'event_id' FROM jsonb_array_elements(v_inserted) n);
+    IF cardinality(v_replay_ids) > 0 THEN
+        SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO v_replayed
+        FROM (SELECT event_id, cost_usd, priced, reservation_id, payload_hash
+              FROM tracking_requestevent
+              WHERE org_id = p_org AND event_id = ANY(v_replay_ids)) r;
+        SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
+                         ORDER BY (e->>'idx')::int)
+        INTO v_conflicts
+        FROM jsonb_array_elements(p_events) e
+        JOIN jsonb_to_recordset(v_replayed) AS r(event_id text, payload_hash text)
+          ON r.event_id = e->>'event_id'
+        WHERE r.payload_hash <> e->>'payload_hash';
+        IF v_conflicts IS NOT NULL THEN
+            RAISE EXCEPTION 'event id reused with a different payload'
+                USING ERRCODE = 'TG409', DETAIL = v_conflicts::text;
+        END IF;
     END IF;
 
     -- Settle the holds named by new events (each hold once, however many events name it).
+    v_settle_ids := ARRAY(SELECT DISTINCT (n->>'reservation_id')::uuid
+                          FROM jsonb_array_elements(v_inserted) n
+                          WHERE n->>'reservation_id' IS NOT NULL ORDER BY 1);
     PERFORM 1 FROM budgets_reservation
-    WHERE org_id = p_org AND id IN (SELECT (n->>'reservation_id')::uuid
-                                    FROM jsonb_array_elements(v_inserted) n)
+    WHERE id = ANY(v_settle_ids) AND org_id = p_org
     ORDER BY id FOR UPDATE;
     WITH settled AS (
         UPDATE budgets_reservation r SET status = 'settled', closed_at = now()
-        WHERE r.org_id = p_org AND r.status = 'active'
+        WHERE r.id = ANY(v_settle_ids) AND r.org_id = p_org AND r.status = 'active'
           -- An event of a team settles only that team's (or a teamless) hold: a
           -- team-limited key, whose events always carry its team, cannot
           -- settle another team's hold.
@@ -923,14 +944,14 @@ BEGIN
                'id', r.event_id,
                'cost_usd', trim_scale(r.cost_usd)::text,
                'priced', r.priced,
-               'duplicate', n.event_id IS NULL,
+               'duplicate', NOT r.new,
                -- `settled`: this event settled the hold now (for a replay: the
                -- hold is settled); `status`: the hold's state now.
                'reservation', CASE WHEN r.reservation_id IS NULL THEN NULL
                    ELSE jsonb_build_object(
                        'id', r.reservation_id,
-                       'settled', CASE WHEN n.event_id IS NULL THEN res.status = 'settled'
-                                       ELSE s.id IS NOT NULL END,
+                       'settled', CASE WHEN r.new THEN s.id IS NOT NULL
+                                       ELSE res.status = 'settled' END,
                        'status', res.status,
                        'held_usd', trim_scale(res.amount)::text,
                        'over_hold_usd', CASE WHEN res.status = 'settled' AND res.amount < r.cost_usd
@@ -939,11 +960,19 @@ BEGIN
                ORDER BY (e->>'idx')::int)
     INTO v_results
     FROM jsonb_array_elements(p_events) e
-    JOIN tracking_requestevent r ON r.org_id = p_org AND r.event_id = e->>'event_id'
-    LEFT JOIN jsonb_to_recordset(v_inserted) AS n(event_id text) ON n.event_id = r.event_id
+    JOIN (SELECT n.*, true AS new
+          FROM jsonb_to_recordset(v_inserted)
+               AS n(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+          UNION ALL
+          SELECT p.*, false
+          FROM jsonb_to_recordset(v_replayed)
+               AS p(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+         ) r ON r.event_id = e->>'event_id'
     LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
-           ON s.id = r.reservation_id AND n.event_id IS NOT NULL
-    LEFT JOIN budgets_reservation res ON res.id = r.reservation_id AND res.org_id = p_org;
+           ON s.id = r.reservation_id AND r.new
+    -- A replay's stored reservation is the one it names (same payload hash).
+    LEFT JOIN (SELECT id, status, amount FROM budgets_reservation
+               WHERE id = ANY(v_hold_ids) AND org_id = p_org) res ON res.id = r.reservation_id;
     RETURN jsonb_build_object('status', 'ok', 'results', v_results);
 END $$;
 
