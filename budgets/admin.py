@@ -133,7 +133,7 @@ class BudgetAdmin(admin.ModelAdmin):
 class ReservationAdmin(admin.ModelAdmin):
     list_display = ["id", "org", "team", "user", "amount", "status", "created_at", "expires_at"]
     list_filter = ["status", "org"]
-    list_select_related = ["org", "team", "user"]
+    list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in Reservation._meta.fields] + ["window_ids"]

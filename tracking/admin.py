@@ -26,7 +26,7 @@ class RequestEventAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "priced", "org"]
     search_fields = ["event_id", "model"]
-    list_select_related = ["org", "team", "user"]
+    list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in RequestEvent._meta.fields]
@@ -48,7 +48,7 @@ class RequestEventAdmin(admin.ModelAdmin):
 class HourlyRollupAdmin(admin.ModelAdmin):
     list_display = ["hour", "org", "team", "user", "model", "requests", "cost_usd"]
     list_filter = ["org"]
-    list_select_related = ["org", "team", "user"]
+    list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in HourlyRollup._meta.fields]
@@ -61,7 +61,7 @@ class HourlyRollupAdmin(admin.ModelAdmin):
 class DailyRollupAdmin(admin.ModelAdmin):
     list_display = ["day", "org", "team", "user", "model", "requests", "cost_usd"]
     list_filter = ["org"]
-    list_select_related = ["org", "team", "user"]
+    list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in DailyRollup._meta.fields]
