@@ -418,6 +418,7 @@ class CpuShares:
     server: float
     postgres: float | None  # None: not the embedded server, so not measured
     other: float  # everything outside this benchmark
+    worker: float | None = None  # `manage.py run_worker`, where a run has one
 
 
 def sample_cpu() -> CpuSample:
@@ -463,16 +464,23 @@ def _descendants(root: int, procs: dict[int, tuple[int, int, float]]) -> set[int
     return found & procs.keys()
 
 
-def cpu_shares(before: CpuSample, after: CpuSample, server_group: int) -> CpuShares:
+def cpu_shares(
+    before: CpuSample, after: CpuSample, server_group: int, worker_group: int | None = None
+) -> CpuShares:
     def used(pids: set[int]) -> float:
         return sum(after.procs[p][2] - before.procs.get(p, (0, 0, 0.0))[2] for p in pids)
 
+    def group(pgrp: int) -> set[int]:
+        return {pid for pid, (_, g, _) in after.procs.items() if g == pgrp}
+
     elapsed = after.at - before.at
-    server = used({pid for pid, (_, pgrp, _) in after.procs.items() if pgrp == server_group})
+    server = used(group(server_group))
+    worker = None if worker_group is None else used(group(worker_group))
     postmaster = postmaster_pid()
     postgres = used(_descendants(postmaster, after.procs)) if postmaster in after.procs else None
     ours = (
         server
+        + (worker or 0.0)
         + (postgres or 0.0)
         + used({os.getpid()} & after.procs.keys())
         + (after.reaped_children - before.reaped_children)
@@ -482,6 +490,7 @@ def cpu_shares(before: CpuSample, after: CpuSample, server_group: int) -> CpuSha
         server=100 * server / elapsed,
         postgres=None if postgres is None else 100 * postgres / elapsed,
         other=100 * other / elapsed,
+        worker=None if worker is None else 100 * worker / elapsed,
     )
 
 

@@ -11,17 +11,20 @@ rate and length). The script
    team (never reached, so every hold takes the full path), 20,000 events of
    the last 7 days (aggregated) for the dashboard to show, a staff login with
    a fresh random password and a fresh API key per run;
-2. starts one Tollgate worker (uvicorn, uvloop + httptools, as in production)
-   on 127.0.0.1:PORT;
+2. starts one Tollgate server process (uvicorn, uvloop + httptools, as in
+   production) on 127.0.0.1:PORT, and `manage.py run_worker` beside it with
+   its defaults (expiry and alerts every 5 s, aggregation every 30 s), as a
+   deployment runs them: the dashboard reads rollups plus the raw events the
+   worker has not aggregated yet;
 3. runs locust headless with the scenario's load shape, bounded in time
    (the shape stops the test; the process is killed 60 s after it should have
    ended);
 4. writes locust's CSV files to docs/benchmarks/locust/SCENARIO_*.csv and a
    markdown report with exact per-phase percentiles, error rate, achieved rates
-   and the CPU used by the server, PostgreSQL, locust and everything else
+   and the CPU used by the server, the worker, PostgreSQL, locust and everything else
    (a run is flagged ⚠ when other processes used more than 10% of a core) to
    docs/benchmarks/locust-SCENARIO.md;
-5. stops the server (also on Ctrl-C, SIGTERM or an error).
+5. stops the server and the worker (also on Ctrl-C, SIGTERM or an error).
 
 Exit status 1 when more than --max-error-pct of the requests failed.
 """
@@ -29,6 +32,7 @@ Exit status 1 when more than --max-error-pct of the requests failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -37,9 +41,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from loadtests import compare
@@ -164,6 +170,23 @@ def server_design(workers: int, port: int, pool_max: int | None) -> compare.Desi
     return compare.tollgate_design(port, workers=workers, pool_max=pool_max)
 
 
+@contextlib.contextmanager
+def run_worker(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py run_worker` with its defaults for the duration of the block."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker"],
+            cwd=BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its CPU is counted apart
+        )
+        try:
+            yield process
+        finally:
+            compare.stop(process)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scenario = SCENARIOS[args.scenario]
     key, password = setup_org()
@@ -202,7 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "WARNING",
     ]
     server_log = compare.RESULTS_DIR / f"locust-{args.scenario}.server.log"
-    with compare.serve(design, args.port, server_log) as server:
+    worker_log = compare.RESULTS_DIR / f"locust-{args.scenario}.worker.log"
+    with compare.serve(design, args.port, server_log) as server, run_worker(worker_log) as worker:
         print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
         before = compare.sample_cpu()
         with locust_log.open("w") as log:
@@ -219,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 returncode = -1
         after = compare.sample_cpu()
-        cpu = compare.cpu_shares(before, after, server.pid)
+        cpu = compare.cpu_shares(before, after, server.pid, worker.pid)
         elapsed = after.at - before.at
         locust_cpu = 100 * (after.reaped_children - before.reaped_children) / elapsed
     if not phases_json.exists():
@@ -283,7 +307,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         lines.append(f"  - x{count}: `{message}`")
     lines += hot_path_lines(args.scenario, rows, scenario.hot_path)
     lines += [
-        f"- CPU (share of one core): server {cpu.server:.0f}%, PostgreSQL "
+        f"- CPU (share of one core): server {cpu.server:.0f}%, worker {cpu.worker:.0f}%, "
+        "PostgreSQL "
         f"{'n/a' if cpu.postgres is None else f'{cpu.postgres:.0f}%'}, locust "
         f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
     ]
