@@ -316,27 +316,37 @@ def _consume_result(task: asyncio.Future) -> None:
 _BATCH_GRACE = 0.1  # seconds
 
 
-class DecisionBatcher:
-    """Sends the holds that arrive while earlier ones are in flight as one call.
+class Batcher:
+    """Sends the requests that arrive while earlier ones are in flight as one call.
 
-    Every hold locks the windows it touches until its transaction commits, so
-    holds on a shared budget (every request of an org hits the org's window)
-    run one after another, each paying a commit. With at most
-    HOTPATH_BATCH_INFLIGHT calls in flight per process, the requests that
-    arrive meanwhile queue here and go together in the next call
-    (tollgate_decide_many): one lock and one commit for the whole batch. At low
-    load a batch is a single request and nothing waits.
+    Every write locks the budget windows it touches until its transaction
+    commits, so writes on a shared budget (every request of an org hits the
+    org's window) run one after another, each paying a commit. With at most
+    HOTPATH_BATCH_INFLIGHT calls in flight, the requests that arrive
+    meanwhile queue here and go together in the next call: one lock and one
+    commit for the whole batch. At low load a batch is a single request and
+    nothing waits.
 
     Each request still gets one round trip, and its own answer within its own
     timeout: a batch is cancelled (so nothing of it commits) when its earliest
-    request's time is up.
+    request's time is up. Subclasses say how a batch is sent (`send`) and
+    which requests may share one (`fits`).
     """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[dict[str, Any], asyncio.Future, float]] = []
+        self.pending: list[tuple[Any, asyncio.Future, float]] = []
         self.inflight = 0
 
-    async def decide(self, item: dict[str, Any], timeout: float | None = None) -> Any:
+    async def send(self, items: list[Any], timeout: float) -> list[Any]:
+        """One result per item, in order; an exception instance in a result's
+        place is raised to that item's caller alone."""
+        raise NotImplementedError
+
+    def fits(self, batch: list[Any], item: Any) -> bool:
+        """Whether `item` may join the items already in `batch`."""
+        return len(batch) < settings.HOTPATH_BATCH_MAX
+
+    async def submit(self, item: Any, timeout: float | None = None) -> Any:
         timeout = _time_left(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -346,25 +356,28 @@ class DecisionBatcher:
         try:
             # The batch answers by this request's deadline (its call has that
             # timeout); the grace only guards against a lost batch. Giving up
-            # exactly at the deadline instead would race the batch: a hold
-            # committed a moment before would be answered 503 and stay held.
+            # exactly at the deadline instead would race the batch: a write
+            # committed a moment before would be answered 503 and stay.
             return await asyncio.wait_for(future, timeout + _BATCH_GRACE)
         except TimeoutError:
             raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms") from None
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
-        size = settings.HOTPATH_BATCH_MAX
         now = loop.time()
-        batch = []
-        for entry in self.pending[:size]:
-            future, deadline = entry[1], entry[2]
+        batch: list[tuple[Any, asyncio.Future, float]] = []
+        waiting = []
+        for entry in self.pending:
+            item, future, deadline = entry
             if future.done():
                 continue
             if deadline <= now:  # its time ran out while it queued: not sent
                 future.set_exception(StoreUnavailable("no answer within the time budget"))
                 continue
-            batch.append(entry)
-        del self.pending[:size]
+            if self.fits([queued for queued, _, _ in batch], item):
+                batch.append(entry)
+            else:  # the next batch's, in arrival order
+                waiting.append(entry)
+        self.pending = waiting
         if batch:
             self.inflight += 1
             # A fresh context: a batch serves many requests, and its time is
@@ -374,18 +387,18 @@ class DecisionBatcher:
 
     async def _run(
         self,
-        batch: list[tuple[dict[str, Any], asyncio.Future, float]],
+        batch: list[tuple[Any, asyncio.Future, float]],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         try:
             timeout = max(min(deadline for _, _, deadline in batch) - loop.time(), 0.001)
-            if len(batch) == 1:
-                results = [await fetch_value("decide", batch[0][0], timeout)]
-            else:
-                items = [_batch_item(item) for item, _, _ in batch]
-                results = await fetch_value("decide_many", {"items": Jsonb(items)}, timeout)
+            results = await self.send([item for item, _, _ in batch], timeout)
             for (_, future, _), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
         except Exception as exc:
             for _, future, _ in batch:
@@ -395,6 +408,19 @@ class DecisionBatcher:
             self.inflight -= 1
             while self.pending and self.inflight < settings.HOTPATH_BATCH_INFLIGHT:
                 self._launch(loop)
+
+
+class DecisionBatcher(Batcher):
+    """Holds of any org, decided together by tollgate_decide_many."""
+
+    async def decide(self, item: dict[str, Any], timeout: float | None = None) -> Any:
+        return await self.submit(item, timeout)
+
+    async def send(self, items: list[dict[str, Any]], timeout: float) -> list[Any]:
+        if len(items) == 1:
+            return [await fetch_value("decide", items[0], timeout)]
+        batch = [_batch_item(item) for item in items]
+        return await fetch_value("decide_many", {"items": Jsonb(batch)}, timeout)
 
 
 def _batch_item(params: dict[str, Any]) -> dict[str, Any]:

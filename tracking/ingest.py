@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import psycopg
+from django.conf import settings
+from psycopg.types.json import Jsonb
 
 from budgets import db, inputs, metrics
 from budgets.api import Request
@@ -197,47 +200,151 @@ def validate(data: JsonBody, key: ApiKeyInfo) -> tuple[list[dict[str, Any]], boo
     return events, batched
 
 
+class _Rejected(Exception):
+    """A call's own answer that fails only that call (409, 404, 422)."""
+
+
+class EventBatcher(db.Batcher):
+    """Event requests of one org, recorded together by one tollgate_record_events.
+
+    A single event that settles a hold locks the org's window like a hold
+    does; sent one transaction each, they ran one after another on that row
+    and the holds queued behind them. A batch is atomic in SQL, but requests
+    are not atomic together: when a combined call is rejected (one request
+    reuses an event id with another payload, names an unknown team in a
+    strict org, or overflows), nothing of it is stored and each request is
+    sent again alone, so that only the faulty one gets the error.
+    """
+
+    def __init__(self, org_id: int, time_zone: str, strict: bool) -> None:
+        super().__init__()
+        self.params = {"org_id": org_id, "tz": time_zone, "strict": strict}
+
+    def fits(self, batch: list[list[dict[str, Any]]], item: list[dict[str, Any]]) -> bool:
+        # Two requests naming one event id or one hold go to separate calls:
+        # each gets the answer it would get alone (duplicate, settled or not).
+        if not super().fits(batch, item):
+            return False
+        if sum(len(events) for events in batch) + len(item) > MAX_BATCH:
+            return False
+        taken = {e["event_id"] for events in batch for e in events}
+        holds = {e["reservation_id"] for events in batch for e in events} - {None}
+        return not any(
+            e["event_id"] in taken
+            or (e["reservation_id"] is not None and e["reservation_id"] in holds)
+            for e in item
+        )
+
+    async def send(self, items: list[list[dict[str, Any]]], timeout: float) -> list[Any]:
+        if len(items) == 1:
+            return [await self._record_or_rejection(items[0], timeout)]
+        deadline = time.monotonic() + timeout
+        combined: list[dict[str, Any]] = []
+        offsets = []
+        for events in items:
+            offset = len(combined)
+            offsets.append(offset)
+            combined.extend({**event, "idx": offset + event["idx"]} for event in events)
+        try:
+            result = await self._record(combined, timeout)
+        except _Rejected:
+            result = None
+        if result is None:
+            # Each alone, one after another (they contend for the same rows).
+            return [
+                await self._record_or_rejection(events, max(deadline - time.monotonic(), 0.001))
+                for events in items
+            ]
+        answers = []
+        for events, offset in zip(items, offsets, strict=True):
+            mine = result["results"][offset : offset + len(events)]
+            answers.append(
+                {"status": "ok", "results": [{**r, "idx": r["idx"] - offset} for r in mine]}
+            )
+        return answers
+
+    async def record(self, events: list[dict[str, Any]]) -> dict[str, Any] | ApiError:
+        """The result of recording one request's events, or the ApiError it gets."""
+        if settings.HOTPATH_BATCH_INFLIGHT > 0:
+            return await self.submit(events)
+        return await self._record_or_rejection(events, None)
+
+    async def _record_or_rejection(
+        self, events: list[dict[str, Any]], timeout: float | None
+    ) -> Any:
+        try:
+            return await self._record(events, timeout)
+        except _Rejected as exc:
+            return exc.args[0]
+
+    async def _record(self, events: list[dict[str, Any]], timeout: float | None) -> dict[str, Any]:
+        """The function's result; raises _Rejected(ApiError) for an answer that
+        rejects the call (nothing of it is stored)."""
+        try:
+            result = await db.fetch_value(
+                "record_events", {**self.params, "events": Jsonb(events)}, timeout
+            )
+        except psycopg.Error as exc:
+            rejection = _rejection(exc)
+            if rejection is None:
+                raise
+            raise _Rejected(rejection) from None
+        if result["status"] == "not_found":
+            errors = result["errors"]
+            raise _Rejected(
+                ApiError(
+                    404,
+                    "not_found",
+                    f"Unknown {errors[0]['field']} (this organization does "
+                    "not register new ones); nothing was stored.",
+                    errors=errors,
+                )
+            )
+        return result
+
+
+def _rejection(exc: psycopg.Error) -> ApiError | None:
+    if exc.sqlstate == "22003":  # numeric_value_out_of_range
+        # Each cost is capped, but a window's spent (numeric(20, 10)) can
+        # still be taken past 10^10 by many of them.
+        return ApiError(
+            422,
+            "invalid_field",
+            "These costs would take a budget's spend past the largest amount "
+            "Tollgate stores; nothing was stored.",
+        )
+    if exc.sqlstate == "TG409":
+        conflicts = json.loads(exc.diag.message_detail or "[]")
+        return ApiError(
+            409,
+            "conflict",
+            "An event id was reused with a different payload; nothing was stored.",
+            field=None,
+            conflicts=conflicts,
+        )
+    return None
+
+
+_batchers: dict[tuple[int, str, bool], EventBatcher] = {}
+
+
+def _batcher(key: ApiKeyInfo) -> EventBatcher:
+    """The process's batcher for the key's org (one per org: one call records
+    events of one org)."""
+    org = (key.org_id, key.time_zone, key.strict)
+    batcher = _batchers.get(org)
+    if batcher is None:
+        batcher = _batchers[org] = EventBatcher(*org)
+    return batcher
+
+
 async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     key = request.key
     assert key is not None
     events, _batched = validate(request.json(), key)
-    params = {
-        "org_id": key.org_id,
-        "tz": key.time_zone,
-        "strict": key.strict,
-        "events": psycopg.types.json.Jsonb(events),
-    }
-    try:
-        result = await db.fetch_value("record_events", params)
-    except psycopg.Error as exc:
-        if exc.sqlstate == "22003":  # numeric_value_out_of_range
-            # Each cost is capped, but a window's spent (numeric(20, 10)) can
-            # still be taken past 10^10 by many of them.
-            raise ApiError(
-                422,
-                "invalid_field",
-                "These costs would take a budget's spend past the largest amount "
-                "Tollgate stores; nothing was stored.",
-            ) from None
-        if exc.sqlstate == "TG409":
-            conflicts = json.loads(exc.diag.message_detail or "[]")
-            raise ApiError(
-                409,
-                "conflict",
-                "An event id was reused with a different payload; nothing was stored.",
-                field=None,
-                conflicts=conflicts,
-            ) from None
-        raise
-    if result["status"] == "not_found":
-        errors = result["errors"]
-        raise ApiError(
-            404,
-            "not_found",
-            f"Unknown {errors[0]['field']} (this organization does "
-            "not register new ones); nothing was stored.",
-            errors=errors,
-        )
+    result = await _batcher(key).record(events)
+    if isinstance(result, ApiError):
+        raise result
     # Committed: open dashboards hear of it, without ingest waiting for them.
     live.publish_events(key, events, result["results"])
     results = [

@@ -1,0 +1,243 @@
+"""Event requests of one org that arrive while earlier ones are in flight are
+recorded by one call (tracking/ingest.py, EventBatcher), and each request
+still gets the answer it would get alone.
+
+The test makes the queue that load makes: it holds the org's budget window
+locked from another connection, so that the first calls (one per in-flight
+slot) wait on it, and the requests after them queue in the batcher. Rows
+inserted by one transaction share their xmin, which shows which requests
+went together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from django.test import override_settings
+
+from budgets import db
+from budgets.auth import ApiKeyInfo
+from budgets.errors import ApiError
+from budgets.models import BudgetWindow, Organization
+from tracking import ingest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INFLIGHT = 2
+
+
+def key_of(org: Organization) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        key_id=0, org_id=org.id, org_slug=org.slug, time_zone=org.time_zone,
+        strict=org.strict, fail_mode="", team_slug=None, is_admin=False, revoked=False,
+    )  # fmt: skip
+
+
+def one_event(key: ApiKeyInfo, event_id: str, **extra: Any) -> list[dict[str, Any]]:
+    raw = {
+        "id": event_id,
+        "team": "search",
+        "user": "alice",
+        "model": "gpt-4o",
+        "cost_usd": "0.01",
+        **extra,
+    }
+    events, _ = ingest.validate(raw, key)
+    return events
+
+
+def record(key: ApiKeyInfo, events: list[dict[str, Any]]) -> Awaitable[Any]:
+    return ingest._batcher(key).record(events)
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        try:
+            return await scenario()
+        finally:
+            await db.close_pool()
+            ingest._batchers.clear()
+
+    with override_settings(HOTPATH_BATCH_INFLIGHT=INFLIGHT, BUDGET_DB_TIMEOUT_MS=20_000):
+        return asyncio.run(main())
+
+
+async def behind_a_locked_window(
+    org: Organization, key: ApiKeyInfo, blocked: list, queued: list
+) -> tuple[list[Any], list[Any]]:
+    """Send `blocked` (one per in-flight slot) while the org's window is
+    locked, then `queued`; unlock when all have been submitted. Returns
+    (answers of blocked, answers of queued), exceptions included."""
+    window = await asyncio.to_thread(
+        lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
+    )
+    locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+    try:
+        await locker.execute("BEGIN")
+        await locker.execute(
+            "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
+        )
+        first = [asyncio.ensure_future(record(key, events)) for events in blocked]
+        await _until_waiting_on_locks(locker, len(blocked))
+        then = [asyncio.ensure_future(record(key, events)) for events in queued]
+        await asyncio.sleep(0.05)
+        assert len(ingest._batcher(key).pending) == len(queued)
+        await locker.execute("COMMIT")
+        return (
+            await asyncio.gather(*first, return_exceptions=True),
+            await asyncio.gather(*then, return_exceptions=True),
+        )
+    finally:
+        await locker.close()
+
+
+async def _until_waiting_on_locks(conn: psycopg.AsyncConnection, count: int) -> None:
+    for _ in range(200):
+        # The locker is inside its transaction, which keeps one snapshot of
+        # the statistics unless told to drop it.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%tollgate_record_events%'"
+        )
+        if (await cur.fetchone())[0] >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} calls never waited on the window lock")
+
+
+def xmins(org: Organization, event_ids: list[str]) -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_id, xmin::text FROM tracking_requestevent"
+            " WHERE org_id = %s AND event_id = ANY(%s)",
+            [org.id, event_ids],
+        )
+        by_id = dict(cursor.fetchall())
+    return [int(by_id[event_id]) for event_id in event_ids]
+
+
+@pytest.fixture
+def org(make_org, make_budget) -> Organization:
+    org = make_org("acme")
+    make_budget(org, "100")
+    return org
+
+
+def first_event(key: ApiKeyInfo) -> None:
+    """Creates the org's window (the tests lock it)."""
+    result = run(lambda: record(key, one_event(key, "warm-up")))
+    assert result["status"] == "ok"
+
+
+def test_requests_queued_behind_a_call_are_recorded_by_one_call(org):
+    key = key_of(org)
+    first_event(key)
+    blocked_ids = [f"blocked-{n}" for n in range(INFLIGHT)]
+    queued_ids = [f"queued-{n}" for n in range(6)]
+
+    blocked, queued = run(
+        lambda: behind_a_locked_window(
+            org,
+            key,
+            [one_event(key, i) for i in blocked_ids],
+            [one_event(key, i) for i in queued_ids],
+        )
+    )
+
+    for answer, event_id in zip(blocked + queued, blocked_ids + queued_ids, strict=True):
+        assert answer["status"] == "ok"
+        assert [(r["idx"], r["id"], r["duplicate"]) for r in answer["results"]] == [
+            (0, event_id, False)
+        ]
+    assert len(set(xmins(org, queued_ids))) == 1  # one transaction
+    assert len(set(xmins(org, blocked_ids))) == INFLIGHT  # one each
+    window = BudgetWindow.objects.get(budget__org=org, budget__scope="org")
+    assert window.spent == Decimal("0.01") * (1 + INFLIGHT + 6)
+
+
+def test_a_conflicting_request_fails_alone(org):
+    key = key_of(org)
+    first_event(key)
+    # "warm-up" again with another payload: 409 for that request only.
+    conflicting = one_event(key, "warm-up", cost_usd="0.02")
+    queued_ids = ["q-1", "q-2", "q-3"]
+
+    _, queued = run(
+        lambda: behind_a_locked_window(
+            org,
+            key,
+            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [one_event(key, "q-1"), conflicting, one_event(key, "q-2"), one_event(key, "q-3")],
+        )
+    )
+
+    assert isinstance(queued[1], ApiError) and queued[1].status == 409
+    assert [a["results"][0]["id"] for a in (queued[0], queued[2], queued[3])] == queued_ids
+    assert len(xmins(org, queued_ids)) == 3  # stored, each by its own call after the rejection
+
+
+def test_one_event_id_in_two_requests_is_not_combined(org):
+    key = key_of(org)
+    first_event(key)
+
+    _, queued = run(
+        lambda: behind_a_locked_window(
+            org,
+            key,
+            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [one_event(key, "twice"), one_event(key, "twice")],
+        )
+    )
+
+    # Two calls, in flight together: either may commit first, as without batching.
+    assert sorted(a["results"][0]["duplicate"] for a in queued) == [False, True]
+
+
+def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
+    key = key_of(org)
+    first_event(key)
+
+    async def hold() -> str:
+        result = await db.fetch_value(
+            "decide",
+            {
+                "org_id": org.id,
+                "tz": org.time_zone,
+                "strict": False,
+                "team": "search",
+                "user": "alice",
+                "model": None,
+                "amount": Decimal("0.05"),
+                "input_tokens": None,
+                "max_output_tokens": None,
+                "hold": True,
+                "ttl_seconds": 300,
+                "at": None,
+            },
+        )
+        return result["reservation_id"]
+
+    reservation = run(hold)
+
+    _, queued = run(
+        lambda: behind_a_locked_window(
+            org,
+            key,
+            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [
+                one_event(key, "settles", reservation_id=reservation),
+                one_event(key, "too-late", reservation_id=reservation),
+            ],
+        )
+    )
+
+    assert sorted(a["results"][0]["reservation"]["settled"] for a in queued) == [False, True]
+    assert xmins(org, ["settles"]) != xmins(org, ["too-late"])
