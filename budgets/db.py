@@ -365,6 +365,7 @@ class Batcher:
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         batch: list[tuple[Any, asyncio.Future, float]] = []
+        items: list[Any] = []
         waiting = []
         for entry in self.pending:
             item, future, deadline = entry
@@ -373,8 +374,9 @@ class Batcher:
             if deadline <= now:  # its time ran out while it queued: not sent
                 future.set_exception(StoreUnavailable("no answer within the time budget"))
                 continue
-            if self.fits([queued for queued, _, _ in batch], item):
+            if self.fits(items, item):
                 batch.append(entry)
+                items.append(item)
             else:  # the next batch's, in arrival order
                 waiting.append(entry)
         self.pending = waiting
@@ -412,9 +414,6 @@ class Batcher:
 
 class DecisionBatcher(Batcher):
     """Holds of any org, decided together by tollgate_decide_many."""
-
-    async def decide(self, item: dict[str, Any], timeout: float | None = None) -> Any:
-        return await self.submit(item, timeout)
 
     async def send(self, items: list[dict[str, Any]], timeout: float) -> list[Any]:
         if len(items) == 1:

@@ -73,7 +73,7 @@ async def decide(
     params = _decide_params(key, d, hold=hold)
     try:
         if hold and settings.HOTPATH_BATCH_INFLIGHT > 0:
-            result = await db.batcher().decide(params)
+            result = await db.batcher().submit(params)
         else:
             result = await db.fetch_value("decide", params)
     except psycopg.errors.NumericValueOutOfRange:

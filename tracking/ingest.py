@@ -200,10 +200,6 @@ def validate(data: JsonBody, key: ApiKeyInfo) -> tuple[list[dict[str, Any]], boo
     return events, batched
 
 
-class _Rejected(Exception):
-    """A call's own answer that fails only that call (409, 404, 422)."""
-
-
 class EventBatcher(db.Batcher):
     """Event requests of one org, recorded together by one tollgate_record_events.
 
@@ -237,7 +233,7 @@ class EventBatcher(db.Batcher):
 
     async def send(self, items: list[list[dict[str, Any]]], timeout: float) -> list[Any]:
         if len(items) == 1:
-            return [await self._record_or_rejection(items[0], timeout)]
+            return [await self._record_or_error(items[0], timeout)]
         deadline = time.monotonic() + timeout
         combined: list[dict[str, Any]] = []
         offsets = []
@@ -247,12 +243,10 @@ class EventBatcher(db.Batcher):
             combined.extend({**event, "idx": offset + event["idx"]} for event in events)
         try:
             result = await self._record(combined, timeout)
-        except _Rejected:
-            result = None
-        if result is None:
+        except ApiError:
             # Each alone, one after another (they contend for the same rows).
             return [
-                await self._record_or_rejection(events, max(deadline - time.monotonic(), 0.001))
+                await self._record_or_error(events, max(deadline - time.monotonic(), 0.001))
                 for events in items
             ]
         answers = []
@@ -263,23 +257,24 @@ class EventBatcher(db.Batcher):
             )
         return answers
 
-    async def record(self, events: list[dict[str, Any]]) -> dict[str, Any] | ApiError:
-        """The result of recording one request's events, or the ApiError it gets."""
+    async def record(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The result of recording one request's events; raises the ApiError
+        (409, 404, 422) that request gets."""
         if settings.HOTPATH_BATCH_INFLIGHT > 0:
             return await self.submit(events)
-        return await self._record_or_rejection(events, None)
+        return await self._record(events, None)
 
-    async def _record_or_rejection(
-        self, events: list[dict[str, Any]], timeout: float | None
-    ) -> Any:
+    async def _record_or_error(self, events: list[dict[str, Any]], timeout: float) -> Any:
+        """A batch's answer for one request: its result, or its ApiError (which
+        the Batcher raises to that request alone)."""
         try:
             return await self._record(events, timeout)
-        except _Rejected as exc:
-            return exc.args[0]
+        except ApiError as exc:
+            return exc
 
     async def _record(self, events: list[dict[str, Any]], timeout: float | None) -> dict[str, Any]:
-        """The function's result; raises _Rejected(ApiError) for an answer that
-        rejects the call (nothing of it is stored)."""
+        """The function's result; raises ApiError for an answer that rejects
+        the call (nothing of it is stored)."""
         try:
             result = await db.fetch_value(
                 "record_events", {**self.params, "events": Jsonb(events)}, timeout
@@ -288,17 +283,15 @@ class EventBatcher(db.Batcher):
             rejection = _rejection(exc)
             if rejection is None:
                 raise
-            raise _Rejected(rejection) from None
+            raise rejection from None
         if result["status"] == "not_found":
             errors = result["errors"]
-            raise _Rejected(
-                ApiError(
-                    404,
-                    "not_found",
-                    f"Unknown {errors[0]['field']} (this organization does "
-                    "not register new ones); nothing was stored.",
-                    errors=errors,
-                )
+            raise ApiError(
+                404,
+                "not_found",
+                f"Unknown {errors[0]['field']} (this organization does "
+                "not register new ones); nothing was stored.",
+                errors=errors,
             )
         return result
 
@@ -343,8 +336,6 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     assert key is not None
     events, _batched = validate(request.json(), key)
     result = await _batcher(key).record(events)
-    if isinstance(result, ApiError):
-        raise result
     # Committed: open dashboards hear of it, without ingest waiting for them.
     live.publish_events(key, events, result["results"])
     results = [
