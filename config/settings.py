@@ -102,6 +102,15 @@ BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
 if BUDGET_FAIL_MODE not in ("open", "closed"):
     raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")
 BUDGET_DB_TIMEOUT_MS = env.int("BUDGET_DB_TIMEOUT_MS", default=2000)
+# How far aggregate_usage stays behind the database clock, for ingest
+# transactions that commit after a pass with an earlier received_at (see
+# tracking/services.py, "Watermark"): far above the longest of them.
+AGGREGATION_LAG_SECONDS = env.int("AGGREGATION_LAG_SECONDS", default=120)
+if AGGREGATION_LAG_SECONDS * 1000 <= BUDGET_DB_TIMEOUT_MS:
+    raise environ.ImproperlyConfigured(
+        "AGGREGATION_LAG_SECONDS must be longer than BUDGET_DB_TIMEOUT_MS (keep it well "
+        "above): a shorter lag can leave out events whose transaction committed late."
+    )
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=30.0)
 RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
 # Seconds a client has to send a request's whole body before 408.

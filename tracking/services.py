@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -108,24 +109,33 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # --- Aggregation: hourly rollups --------------------------------------------------
 #
 # Watermark. The row "aggregate_usage" of AggregationState holds a time W such
-# that every event with received_at <= W is in the rollups. A pass reads the
-# database clock D first, then recomputes every (org, hour) bucket touched by an
-# event with received_at > W, whole and exactly, from the raw events, and then
-# sets W = D - AGGREGATION_LAG.
+# that the rollups hold exactly the events with received_at <= W: every one of
+# them, and none received later. Readers (GET /v1/usage, the dashboard) add the
+# raw tail, the events received after W, to the rollups; so they are exact
+# and current, and what they read from raw events is a few minutes of them,
+# whatever the hour's size.
+#
+# A pass reads the database clock D, sets N = D - lag (AGGREGATION_LAG_SECONDS,
+# two minutes by default), recomputes every (org, hour) bucket touched by an
+# event with W < received_at <= N from that bucket's events received up to N,
+# and sets W = N: all in one transaction, so that a reader sees the rollups
+# and the watermark that vouches for them together (its statement's snapshot
+# has both or neither).
 #
 # Why the lag: ingest stamps received_at with now(), which is the start of its
 # transaction, not its commit. A transaction that started before D may commit
-# after the pass looked, with a received_at below D; the next pass still finds
-# it as long as it committed within AGGREGATION_LAG of its start. Ingest
+# after the pass looked; as long as it committed within the lag of its
+# start, its received_at is above N, so the next pass takes it. Ingest
 # transactions are one statement under a timeout of a few seconds, so two
 # minutes is a wide margin. Both sides use the database's clock, so clock skew
-# between app servers plays no part. The cost of the lag: every pass
-# recomputes the hours of the last two minutes again, and GET /v1/usage reads
-# those hours from raw events.
+# between app servers plays no part. The cost of the lag: readers add two
+# minutes of raw events, plus those received since the last pass.
 #
 # Why whole buckets: recomputing an (org, hour) from its raw events makes the
 # rollup exact and the pass idempotent, whatever happened before (late events,
-# out-of-order commits, repricing, a crashed pass).
+# out-of-order commits, repricing, a crashed pass). Every other writer of
+# rollups (a rebuild, reprice) recomputes buckets the same way, up to the W it
+# reads under the rollups' lock.
 #
 # Daily rollups (the org's local days, for the dashboard's day ranges) are
 # sums of hourly ones, never of raw events: the transaction that recomputes
@@ -135,7 +145,10 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # days of every org that has none in its current time zone (a new org, a
 # changed zone); until then the dashboard sums that org's hourly rows.
 # Pruning deletes raw events only, so it leaves both kinds of rollups alone.
-AGGREGATION_LAG = timedelta(minutes=2)
+def aggregation_lag() -> timedelta:
+    return timedelta(seconds=settings.AGGREGATION_LAG_SECONDS)
+
+
 # Buckets per transaction: small enough to keep locks short, large enough to
 # keep round trips few.
 REFRESH_BATCH_SIZE = 50
@@ -179,7 +192,7 @@ def hour_floor(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_LAG) -> RefreshPlan:
+def rollups_plan(*, since: datetime | None = None, lag: timedelta | None = None) -> RefreshPlan:
     """The buckets a pass recomputes: those touched since the watermark, or
     with `since` (a rebuild) every bucket from that hour on that is not pruned."""
     pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
@@ -189,8 +202,11 @@ def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_
         return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows], watermark=None)
     now = selectors.database_now()
     watermark = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
-    plan = RefreshPlan(buckets=[], watermark=now - lag)
-    for org_id, hour, events in selectors.run("changed_buckets", {"watermark": watermark}):
+    # Never back: a watermark set ahead of the clock (by hand) stays.
+    lag = aggregation_lag() if lag is None else lag
+    plan = RefreshPlan(buckets=[], watermark=max(watermark, now - lag))
+    changed = selectors.run("changed_buckets", {"watermark": watermark, "through": plan.watermark})
+    for org_id, hour, events in changed:
         if hour < pruned_before:
             plan.skipped_events += events
         else:
@@ -198,8 +214,11 @@ def rollups_plan(*, since: datetime | None = None, lag: timedelta = AGGREGATION_
     return plan
 
 
-def rollups_refresh_buckets(buckets: Iterable[Bucket]) -> RefreshReport:
-    """Recompute these buckets from raw events, and then their local days from
+def rollups_refresh_buckets(
+    buckets: Iterable[Bucket], *, through: datetime | None = None
+) -> RefreshReport:
+    """Recompute these buckets from their raw events received up to `through`
+    (by default the aggregation watermark), and then their local days from
     the hourly rollups, in one transaction."""
     buckets = sorted(set(buckets))
     if not buckets:
@@ -207,11 +226,19 @@ def rollups_refresh_buckets(buckets: Iterable[Bucket]) -> RefreshReport:
     org_ids, hours = [org_id for org_id, _ in buckets], [hour for _, hour in buckets]
     with transaction.atomic():
         selectors.run("lock_rollups")
-        # Read under the lock: a prune that moved the horizon has committed.
+        # Read under the lock: a prune that moved the horizon, or a pass that
+        # moved the watermark, has committed.
         pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+        if through is None:
+            through = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
         [(count, events, written, removed)] = selectors.run(
             "refresh_buckets",
-            {"org_ids": org_ids, "hours": hours, "pruned_before": pruned_before},
+            {
+                "org_ids": org_ids,
+                "hours": hours,
+                "pruned_before": pruned_before,
+                "through": through,
+            },
         )
         # A statement of its own: it must see the hours just written.
         [(days, _, _)] = selectors.run("refresh_days", {"org_ids": org_ids, "hours": hours})
@@ -235,33 +262,46 @@ def daily_rollups_build(*, all_orgs: bool = False) -> int:
 def rollups_refresh(
     *,
     since: datetime | None = None,
-    lag: timedelta = AGGREGATION_LAG,
+    lag: timedelta | None = None,
     batch_size: int = REFRESH_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> RefreshReport:
-    """One pass of aggregate_usage: incremental from the watermark, or with
-    `since` a rebuild of every hour from then on (the watermark stays) and of
-    every org's local days.
+    """One pass of aggregate_usage: incremental from the watermark, in one
+    transaction; or with `since` a rebuild of every hour from then on (the
+    watermark stays), a transaction per batch, and of every org's local days.
 
     Idempotent: running it again leaves the same rows."""
-    plan = rollups_plan(since=since, lag=lag)
-    report = RefreshReport(skipped_events=plan.skipped_events)
-    if since is None:
-        # First, so that the hours refreshed below re-sum these orgs' days too.
-        report.day_builds = daily_rollups_build()
-    total = len(plan.buckets)
-    for start in range(0, total, batch_size):
-        report.add(rollups_refresh_buckets(plan.buckets[start : start + batch_size]))
-        if progress is not None:
-            progress(min(start + batch_size, total), total, report.events)
     if since is not None:
+        plan = rollups_plan(since=since)
+        report = _refresh_in_batches(plan, batch_size, progress)
         # Last, from the rebuilt hours; cheap next to them (a day sums ~24 rows per key).
         report.day_builds = daily_rollups_build(all_orgs=True)
-    if plan.watermark is not None:
+        return report
+    # First, so that the hours refreshed below re-sum these orgs' days too.
+    day_builds = daily_rollups_build()
+    with transaction.atomic():
+        # Under the lock from the start: a second aggregator waits, and then
+        # plans from the watermark this pass leaves.
+        selectors.run("lock_rollups")
+        plan = rollups_plan(lag=lag)
+        report = _refresh_in_batches(plan, batch_size, progress)
         selectors.run(
             "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": plan.watermark}
         )
-        report.watermark = plan.watermark
+    report.day_builds, report.watermark = day_builds, plan.watermark
+    return report
+
+
+def _refresh_in_batches(
+    plan: RefreshPlan, batch_size: int, progress: Progress | None
+) -> RefreshReport:
+    report = RefreshReport(skipped_events=plan.skipped_events)
+    total = len(plan.buckets)
+    for start in range(0, total, batch_size):
+        batch = plan.buckets[start : start + batch_size]
+        report.add(rollups_refresh_buckets(batch, through=plan.watermark))
+        if progress is not None:
+            progress(min(start + batch_size, total), total, report.events)
     return report
 
 

@@ -1019,31 +1019,30 @@ $$;
 -- same either way, only the number of rows read differs (~640 a day instead
 -- of ~640 an hour with the demo data).
 --
--- Hours: the hourly rollups where they are final, raw events elsewhere. An
--- hour in which an event arrived after the aggregation watermark (every
--- event received up to it is in the rollups) is read from
--- tracking_requestevent, because its rollup may miss that event; hours
--- before the prune horizon only exist as rollups. The rule of GET /v1/usage.
+-- The rollups plus the raw tail: the rollups hold exactly the events received
+-- up to the aggregation watermark p_aggregated, the tail is the events
+-- received after it (a few minutes of them), read from tracking_requestevent
+-- and bucketed by hour. Late events in hours before the prune horizon are in
+-- neither. The rule of GET /v1/usage. The caller reads p_aggregated in the
+-- same snapshot as this query (a STABLE function), so the two agree.
 --
 -- Days: tracking_dailyrollup holds, per local day, the sum of the hourly
 -- rollups whose hour starts in that day, written in the same transactions
 -- as they are. A day comes from there when (1) the org's days are built in
 -- p_tz (tracking_dailyrollupzone; after a change of time zone, not until
 -- aggregate_usage has rebuilt them), (2) it lies wholly in [p_lo, p_hi), so
--- never today until it is over, (3) it has no raw hour, since the daily row
--- would miss the same events as the hourly one, and (4) no time of p_cuts
--- falls inside it: the caller filters buckets by those times (a trailing
--- week that starts at an hour), and a day row cannot be split.
--- Everything else is read hour by hour as above: the partial days at both
--- ends and the days that (3) and (4) leave out.
+-- never today until it is over, and (3) no time of p_cuts falls inside it:
+-- the caller filters buckets by those times (a trailing week that starts at
+-- an hour), and a day row cannot be split. Everything else is read hour by
+-- hour from the hourly rollups: the partial days at both ends and the days
+-- that (3) leaves out.
 --
 -- Indexes: daily_rollup_unique_bucket (org, day, …) and rollup_unique_bucket
--- (org, hour, …) for the rollups, event_received for the events after the
--- watermark (a short tail), event_org_started for the raw hours.
+-- (org, hour, …) for the rollups, event_org_received for the tail.
 --
 -- The watermarks are arguments (see tollgate_dashboard_watermarks) so that the
 -- planner sees their values: the tail after the aggregation watermark is then
--- found through event_received, not by reading the org's whole range.
+-- found through event_org_received, not by reading the org's whole range.
 DROP FUNCTION IF EXISTS tollgate_dashboard_usage(
     bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
@@ -1053,16 +1052,10 @@ CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
 RETURNS TABLE (bucket timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
                errors bigint, unpriced bigint, cost numeric)
 LANGUAGE sql STABLE AS $$
-    WITH raw_hours AS MATERIALIZED (
-        SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
-        FROM tracking_requestevent e
-        WHERE e.received_at > p_aggregated AND e.org_id = p_org
-          AND e.started_at >= greatest(p_lo, p_pruned) AND e.started_at < p_hi
-    ),
     -- [days_lo, days_hi): the whole local days in [p_lo, p_hi), or nothing.
     -- A local day is 23 to 25 hours long, so 26 hours after a day's start
     -- lies in the next day.
-    whole AS (
+    WITH whole AS (
         SELECT CASE WHEN date_trunc('day', p_lo, p_tz) = p_lo THEN p_lo
                     ELSE date_trunc('day', date_trunc('day', p_lo, p_tz) + interval '26 hours',
                                     p_tz) END AS lo,
@@ -1076,11 +1069,9 @@ LANGUAGE sql STABLE AS $$
             SELECT 1 FROM tracking_dailyrollupzone z
             WHERE z.org_id = p_org AND z.time_zone = p_tz) AS served) x
     ),
-    -- Whole days read hour by hour all the same: (3) and (4) above.
+    -- Whole days read hour by hour all the same: (3) above.
     hourly_days AS MATERIALIZED (
-        SELECT date_trunc('day', h.hour, p_tz) AS day FROM raw_hours h
-        UNION
-        SELECT date_trunc('day', c, p_tz) FROM unnest(p_cuts) c
+        SELECT DISTINCT date_trunc('day', c, p_tz) AS day FROM unnest(p_cuts) c
         WHERE date_trunc('day', c, p_tz) <> c
     ),
     hour_ranges AS (
@@ -1109,24 +1100,17 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL (
         SELECT r.* FROM tracking_hourlyrollup r
         WHERE r.org_id = p_org AND r.hour >= x.lo AND r.hour < x.hi
-          AND r.hour NOT IN (SELECT hour FROM raw_hours)
           AND (p_team IS NULL OR r.team_id = p_team)
         OFFSET 0) r
     UNION ALL
-    -- Per raw hour, an index range scan of that hour (a grouped LATERAL is
-    -- not flattened: as a plain join, a misjudged number of raw hours made
-    -- the planner read all of the org's events instead).
-    SELECT h.hour, x.team_id, x.user_id, x.model, x.requests, x.errors, x.unpriced, x.cost
-    FROM raw_hours h
-    CROSS JOIN LATERAL (
-        SELECT e.team_id, e.user_id, e.model, count(*) AS requests,
-               count(*) FILTER (WHERE e.status = 'error') AS errors,
-               count(*) FILTER (WHERE NOT e.priced) AS unpriced, sum(e.cost_usd) AS cost
-        FROM tracking_requestevent e
-        WHERE e.org_id = p_org
-          AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
-          AND (p_team IS NULL OR e.team_id = p_team)
-        GROUP BY 1, 2, 3) x
+    SELECT date_trunc('hour', e.started_at, 'UTC'), e.team_id, e.user_id, e.model, count(*),
+           count(*) FILTER (WHERE e.status = 'error'), count(*) FILTER (WHERE NOT e.priced),
+           sum(e.cost_usd)
+    FROM tracking_requestevent e
+    WHERE e.org_id = p_org AND e.received_at > p_aggregated
+      AND e.started_at >= greatest(p_lo, p_pruned) AND e.started_at < p_hi
+      AND (p_team IS NULL OR e.team_id = p_team)
+    GROUP BY 1, 2, 3, 4
 $$;
 
 -- aggregate_usage's watermark (every event received up to it is in the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -73,7 +74,15 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
             headers=auth(secret),
         )
         assert released.status_code == 200, released.text
-    done = run_manage(test_database_url, "aggregate_usage")
+    # A pass takes events received more than the lag ago: a lag of 1 s (it
+    # must exceed the request timeout) and a pause, instead of two minutes.
+    time.sleep(1.1)
+    done = run_manage(
+        test_database_url,
+        "aggregate_usage",
+        AGGREGATION_LAG_SECONDS="1",
+        BUDGET_DB_TIMEOUT_MS="500",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     # An alert delivery that failed (nothing listens there).

@@ -216,7 +216,7 @@ def test_days_give_the_same_summary_as_hours_and_raw_events(make_org, time_zone,
 def test_whole_days_are_read_from_the_daily_rollups(make_org):
     """The test above would pass if no day were ever read from the daily
     table. An altered daily row shows it is (for whole days only), and that
-    a day with an event after the watermark is read hour by hour instead."""
+    an event after the watermark in that day adds to the row."""
     org = make_org("acme", time_zone="Europe/Berlin")
     at = datetime(2026, 4, 20, 13, 0, tzinfo=UTC)
     add_events(org, random.Random(1), at, 800, received_at=LONG_AGO)
@@ -230,8 +230,9 @@ def test_whole_days_are_read_from_the_daily_rollups(make_org):
     hourly = summary_at(org, "24h", None, at)["chart"]
 
     assert Decimal(altered) < Decimal(exact)
-    tail_event(org, "late", day + timedelta(hours=2), "0")
-    assert summary_at(org, "7d", None, at)["kpis"]["spend_usd"] == exact
+    tail_event(org, "late", day + timedelta(hours=2), "0.75")
+    late = summary_at(org, "7d", None, at)["kpis"]["spend_usd"]
+    assert Decimal(late) == Decimal(altered) + Decimal("0.75")
     assert summary_at(org, "24h", None, at)["chart"] == hourly
 
 

@@ -26,6 +26,13 @@ def hours_ago(hours: float, *, minutes: float = 0) -> datetime:
 
 
 @pytest.fixture
+def no_lag(settings):
+    """Passes of aggregate_usage take every event committed before them, as
+    they would once the aggregation lag (two minutes) is over."""
+    settings.AGGREGATION_LAG_SECONDS = 0
+
+
+@pytest.fixture
 def make_event() -> Callable[..., RequestEvent]:
     def factory(
         org: Organization,

@@ -21,7 +21,7 @@ from tests.conftest import start_manage
 from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tracking.management.commands.aggregate_usage import Command
 from tracking.models import AggregationState, HourlyRollup, RequestEvent
-from tracking.services import AGGREGATION_LAG, RefreshReport, rollups_refresh
+from tracking.services import RefreshReport, aggregation_lag, rollups_refresh
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def watermark():
     return AggregationState.objects.get(name="aggregate_usage").watermark
 
 
-def test_rollup_sums_equal_raw_sums_exactly(make_org, make_event):
+def test_rollup_sums_equal_raw_sums_exactly(make_org, make_event, no_lag):
     rng = random.Random(7)
     orgs = [make_org(), make_org()]
     for _ in range(300):
@@ -81,7 +81,7 @@ def test_rerun_leaves_the_same_rows_untouched(org, make_event):
     assert row_versions() == versions
 
 
-def test_incremental_pass_recomputes_only_hours_with_new_events(org, make_event):
+def test_incremental_pass_recomputes_only_hours_with_new_events(org, make_event, no_lag):
     old = timezone.now() - timedelta(days=1)
     make_event(org, started_at=hours_ago(5), received_at=old)
     make_event(org, started_at=hours_ago(4), received_at=old)
@@ -105,26 +105,41 @@ def test_first_pass_takes_every_event_and_sets_the_watermark(org, make_event):
 
     assert rollups() == raw_sums() and len(rollups()) == 1
     # The database's clock minus the lag, taken when the pass began.
-    assert before - AGGREGATION_LAG - timedelta(seconds=5) < watermark() <= timezone.now()
+    assert before - aggregation_lag() - timedelta(seconds=5) < watermark() <= timezone.now()
 
 
-def test_late_commit_within_the_lag_is_picked_up(org, make_event):
-    make_event(org, started_at=hours_ago(3))
+def test_late_commit_within_the_lag_is_picked_up(org, make_event, settings):
+    settings.AGGREGATION_LAG_SECONDS = 2  # two minutes in production
+    make_event(org, started_at=hours_ago(3), received_at=timezone.now() - timedelta(minutes=5))
     run("aggregate_usage")
+    passed = watermark()
 
     # An ingest transaction that started (and stamped received_at) before the
     # pass ran but committed after it: its event is older than the pass.
     late = make_event(
-        org, started_at=hours_ago(3, minutes=20), received_at=timezone.now() - timedelta(minutes=1)
+        org, started_at=hours_ago(3, minutes=20), received_at=timezone.now() - timedelta(seconds=1)
     )
-    assert late.received_at < timezone.now() - timedelta(seconds=30)
+    assert late.received_at > passed
+    time.sleep(2.5)  # the lag
     run("aggregate_usage")
 
     assert rollups() == raw_sums()
     assert HourlyRollup.objects.get().requests == 2
 
 
-def test_late_event_for_an_old_hour_updates_that_hour(org, make_event):
+def test_events_inside_the_lag_wait_for_a_later_pass(org, make_event):
+    make_event(org, started_at=hours_ago(3), received_at=timezone.now() - timedelta(minutes=5))
+    make_event(org, started_at=hours_ago(3, minutes=1), cost="0.5")
+
+    run("aggregate_usage")
+
+    # Exactly the events received up to the watermark: the one of just now
+    # is the raw tail that readers add.
+    assert watermark() < RequestEvent.objects.get(cost_usd=Decimal("0.5")).received_at
+    assert [(r.requests, r.cost_usd) for r in HourlyRollup.objects.all()] == [(1, Decimal("0.001"))]
+
+
+def test_late_event_for_an_old_hour_updates_that_hour(org, make_event, no_lag):
     make_event(org, started_at=hours_ago(200), received_at=timezone.now() - timedelta(days=8))
     run("aggregate_usage")
 
@@ -201,7 +216,7 @@ def test_rebuild_keeps_rollups_before_an_orgs_oldest_event(org, make_event):
     assert HourlyRollup.objects.count() == 2
 
 
-def test_late_event_in_a_pruned_hour_is_reported_and_left_out(org, make_event):
+def test_late_event_in_a_pruned_hour_is_reported_and_left_out(org, make_event, no_lag):
     received = timezone.now() - timedelta(days=200)
     make_event(org, started_at=timezone.now() - timedelta(days=120), received_at=received)
     run("aggregate_usage")
@@ -215,7 +230,7 @@ def test_late_event_in_a_pruned_hour_is_reported_and_left_out(org, make_event):
     assert "1 late events started in hours that were already pruned" in output
 
 
-def test_progress_lines_on_long_passes(org, make_event, monkeypatch):
+def test_progress_lines_on_long_passes(org, make_event, monkeypatch, no_lag):
     for hours in range(1, 6):
         make_event(org, started_at=hours_ago(hours))
     monkeypatch.setattr(Command, "progress_every", 0.0)
@@ -252,7 +267,7 @@ def test_bad_arguments_are_refused(args):
 def test_follow_finishes_its_pass_and_exits_cleanly_on_a_signal(
     test_database_url, transactional_db, make_org, make_event, signum
 ):
-    make_event(make_org(), started_at=hours_ago(1))
+    make_event(make_org(), started_at=hours_ago(1), received_at=hours_ago(1))
     process = start_manage(
         test_database_url,
         "aggregate_usage",

@@ -20,7 +20,8 @@ from tests.tracking.test_reprice import make_price
 from tracking.models import DailyRollup, DailyRollupZone, HourlyRollup, RequestEvent
 from tracking.services import daily_rollups_build, rollups_refresh
 
-pytestmark = pytest.mark.django_db
+# Passes take the events just made.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
 
 LONG_AGO = timezone.now() - timedelta(days=400)
 ZONES = (

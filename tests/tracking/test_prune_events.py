@@ -13,7 +13,8 @@ from tests.tracking.conftest import rollups, run
 from tracking.management.commands.prune_events import Command
 from tracking.models import AggregationState, HourlyRollup, RequestEvent
 
-pytestmark = pytest.mark.django_db
+# Passes take the events just made.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
 
 
 def days_ago(days: float):

@@ -17,7 +17,8 @@ from budgets.models import BudgetWindow
 from tests.tracking.conftest import raw_sums, rollups, run
 from tracking.models import HourlyRollup, Price, RequestEvent
 
-pytestmark = pytest.mark.django_db
+# Passes take the events just made.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -339,6 +340,7 @@ def test_batches_cover_every_event(org, make_event):
             priced=False,
         )
     make_event(org, model="unknown", started_at=midnight_days_ago(1), cost="0", priced=False)
+    run("aggregate_usage")
 
     output = run("reprice", "--since", "2000-01-01", "--batch-size", "2")
 

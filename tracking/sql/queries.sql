@@ -4,8 +4,9 @@
 -- block, comments included: the driver formats the whole text).
 --
 -- Two rows of tracking_aggregationstate drive them:
---   aggregate_usage: every event with received_at <= this watermark is in the
---                    hourly rollups (see tracking/services.py, "Watermark").
+--   aggregate_usage: the hourly rollups hold exactly the events with
+--                    received_at <= this watermark (see tracking/services.py,
+--                    "Watermark"); later ones are the raw tail.
 --   prune_events:    raw events that started before this hour were deleted; the
 --                    rollups of earlier hours are all that is left of them.
 
@@ -32,11 +33,11 @@ SET watermark = greatest(s.watermark, excluded.watermark), updated_at = excluded
 SELECT statement_timestamp()
 
 -- changed_buckets --
--- The (org, UTC hour) buckets touched by events received after the watermark.
--- Uses index event_received.
+-- The (org, UTC hour) buckets touched by events received after the watermark
+-- and up to the next one. Uses index event_received.
 SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC') AS hour, count(*) AS events
 FROM tracking_requestevent e
-WHERE e.received_at > %(watermark)s
+WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
 GROUP BY 1, 2
 ORDER BY 1, 2
 
@@ -62,7 +63,8 @@ SELECT org_id, hour FROM (
 ORDER BY org_id, hour
 
 -- refresh_buckets --
--- Recomputes whole (org, hour) buckets from their raw events: upserts every
+-- Recomputes (org, hour) buckets from their raw events received up to
+-- `through` (the aggregation watermark they are written under): upserts every
 -- (team, user, model) row, deletes the rows no event backs any more. Exact
 -- (numeric sums) and idempotent: an unchanged row is not even rewritten.
 -- Hours before the prune horizon are skipped: their raw events are gone.
@@ -92,6 +94,7 @@ fresh AS (
         FROM tracking_requestevent e
         WHERE e.org_id = b.org_id
           AND e.started_at >= b.hour AND e.started_at < b.hour + interval '1 hour'
+          AND e.received_at <= %(through)s
         GROUP BY e.team_id, e.user_id, e.model
     ) f
 ),
@@ -330,33 +333,28 @@ WHERE w.id = l.id
 
 -- usage --
 -- GET /v1/usage: spend, tokens and requests of one org per period, exact and
--- current. An hour is read from the rollups when they are final for it, and
--- from raw events when an event in it arrived after the aggregation watermark
--- passed in as aggregated_through (the rollup may miss it). Hours before the prune
--- horizon only exist as rollups.
--- The caller reads the watermark just before, in its own statement, so that
--- the planner sees its value and picks event_org_received (inside this query
--- it would guess, and walk the org's whole range by started_at). A watermark
--- that moves on in between is harmless: an older one only sends more hours
--- to the raw events, which are always exact; and it is written after the
--- rollups it vouches for, so it is never ahead of them.
--- Indexes: event_org_received (the org's events after the watermark),
--- event_org_started (raw hours), rollup_unique_bucket (rollup hours).
+-- current: the hourly rollups, which hold exactly the events received up to
+-- the aggregation watermark passed in as aggregated_through, plus the raw
+-- tail, the events received after it. Late events in hours before the prune
+-- horizon are in neither (see refresh_buckets).
+-- The tail starts at the watermark this statement sees: a pass advances it
+-- in the transaction that writes the rollups it vouches for, so the two
+-- always agree. The caller also passes the watermark it read just before, in
+-- a statement of its own, as aggregated_through: never later than the one
+-- seen here (it only moves on), it bounds the index range, so that the
+-- planner sees a value and picks event_org_received (with only the value
+-- read here it would guess, and walk the org's whole range by started_at).
+-- Indexes: event_org_received (the tail), rollup_unique_bucket (rollups).
 WITH state AS (
     SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
-                     WHERE name = 'prune_events'), '-infinity') AS pruned_before
+                     WHERE name = 'prune_events'), '-infinity') AS pruned_before,
+           coalesce((SELECT watermark FROM tracking_aggregationstate
+                     WHERE name = 'aggregate_usage'), '-infinity') AS aggregated
 ),
 limited AS (
     -- A team-limited key sees its own team only (NULL matches no row).
     SELECT (SELECT t.id FROM budgets_team t
             WHERE t.org_id = %(org_id)s AND t.slug = %(team)s) AS team_id
-),
-raw_hours AS (
-    SELECT DISTINCT date_trunc('hour', e.started_at, 'UTC') AS hour
-    FROM tracking_requestevent e, state s
-    WHERE e.org_id = %(org_id)s AND e.received_at > %(aggregated_through)s
-      AND e.started_at >= %(from)s AND e.started_at < %(to)s
-      AND e.started_at >= s.pruned_before
 ),
 usage AS (
     SELECT r.hour, r.team_id, r.user_id, r.model, r.requests, r.errors, r.unpriced_requests,
@@ -364,17 +362,17 @@ usage AS (
            r.reasoning_tokens, r.cost_usd
     FROM tracking_hourlyrollup r
     WHERE r.org_id = %(org_id)s AND r.hour >= %(from)s AND r.hour < %(to)s
-      AND r.hour NOT IN (SELECT hour FROM raw_hours)
       AND (%(team)s::text IS NULL OR r.team_id = (SELECT team_id FROM limited))
     UNION ALL
-    SELECT h.hour, e.team_id, e.user_id, e.model, 1, (e.status = 'error')::int,
-           (NOT e.priced)::int, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
-           e.output_tokens, e.reasoning_tokens, e.cost_usd
-    FROM raw_hours h
-    JOIN tracking_requestevent e
-      ON e.org_id = %(org_id)s
-     AND e.started_at >= h.hour AND e.started_at < h.hour + interval '1 hour'
-    WHERE %(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited)
+    SELECT date_trunc('hour', e.started_at, 'UTC'), e.team_id, e.user_id, e.model, 1,
+           (e.status = 'error')::int, (NOT e.priced)::int, e.input_tokens, e.cache_read_tokens,
+           e.cache_write_tokens, e.output_tokens, e.reasoning_tokens, e.cost_usd
+    FROM tracking_requestevent e, state s
+    WHERE e.org_id = %(org_id)s AND e.received_at > %(aggregated_through)s
+      AND e.received_at > s.aggregated
+      AND e.started_at >= %(from)s AND e.started_at < %(to)s
+      AND e.started_at >= s.pruned_before
+      AND (%(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited))
 )
 SELECT date_trunc(%(granularity)s, u.hour, 'UTC') AS period_start,
        CASE WHEN %(by_team)s THEN t.slug END AS team,

@@ -9,7 +9,7 @@ from django.db import InterfaceError, OperationalError, connection
 from tracking import selectors
 from tracking.management import arguments
 from tracking.management.stopping import StopRequest
-from tracking.services import AGGREGATION_LAG, RefreshReport, rollups_refresh
+from tracking.services import RefreshReport, rollups_refresh
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         "Roll raw request events up into hourly usage per (org, team, user, model), and "
         "that into daily usage in each org's local days. "
         "Incremental: recomputes only the hours that got events since the last run "
-        f"(and those of the last {int(AGGREGATION_LAG.total_seconds() // 60)} minutes again, "
+        "up to AGGREGATION_LAG_SECONDS ago (events received since are left for the next run, "
         "for transactions that commit late). Idempotent. --rebuild --since DATE recomputes "
         "every hour from DATE on; --follow keeps running (SIGTERM or Ctrl-C: finish the "
         "current pass, then exit)."

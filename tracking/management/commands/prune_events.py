@@ -3,12 +3,12 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tracking.management import arguments
 from tracking.management.stopping import StopRequest
 from tracking.services import (
-    AGGREGATION_LAG,
     PRUNE_BATCH_SIZE,
     PrunePlan,
     RollupsBehind,
@@ -85,7 +85,7 @@ class Command(BaseCommand):
         return deleted, stop.signal_name
 
     def refusal(self, events: int) -> str:
-        lag = int(AGGREGATION_LAG.total_seconds())
+        lag = settings.AGGREGATION_LAG_SECONDS
         return (
             f"{events} of these events are not in the hourly rollups yet; deleting them would "
             "lose them from every report. Run `python3 manage.py aggregate_usage` first "
