@@ -102,9 +102,10 @@ BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
 if BUDGET_FAIL_MODE not in ("open", "closed"):
     raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")
 BUDGET_DB_TIMEOUT_MS = env.int("BUDGET_DB_TIMEOUT_MS", default=2000)
-# How far aggregate_usage stays behind the database clock, for ingest
-# transactions that commit after a pass with an earlier received_at (see
-# tracking/services.py, "Watermark"): far above the longest of them.
+# The furthest a transaction still running holds aggregate_usage's watermark
+# back: it waits for ingest transactions that commit after a pass with an
+# earlier received_at (see tracking/services.py, "Watermark"). Far above the
+# longest of them.
 AGGREGATION_LAG_SECONDS = env.int("AGGREGATION_LAG_SECONDS", default=120)
 if AGGREGATION_LAG_SECONDS * 1000 <= BUDGET_DB_TIMEOUT_MS:
     raise environ.ImproperlyConfigured(

@@ -115,21 +115,25 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # and current, and what they read from raw events is a few minutes of them,
 # whatever the hour's size.
 #
-# A pass reads the database clock D, sets N = D - lag (AGGREGATION_LAG_SECONDS,
-# two minutes by default), recomputes every (org, hour) bucket touched by an
-# event with W < received_at <= N from that bucket's events received up to N,
-# and sets W = N: all in one transaction, so that a reader sees the rollups
-# and the watermark that vouches for them together (its statement's snapshot
-# has both or neither).
+# A pass sets a new watermark N (below), recomputes every (org, hour) bucket
+# touched by an event with W < received_at <= N from that bucket's events
+# received up to N, and sets W = N: all in one transaction, so that a reader
+# sees the rollups and the watermark that vouches for them together (its
+# statement's snapshot has both or neither).
 #
-# Why the lag: ingest stamps received_at with now(), which is the start of its
-# transaction, not its commit. A transaction that started before D may commit
-# after the pass looked; as long as it committed within the lag of its
-# start, its received_at is above N, so the next pass takes it. Ingest
-# transactions are one statement under a timeout of a few seconds, so two
-# minutes is a wide margin. Both sides use the database's clock, so clock skew
-# between app servers plays no part. The cost of the lag: readers add two
-# minutes of raw events, plus those received since the last pass.
+# Where N is: ingest stamps received_at with now(), which is the start of its
+# transaction, not its commit, so a transaction that is still running may yet
+# commit events stamped with its start. N is therefore just before the start
+# of the oldest transaction running in the database (pg_stat_activity), and
+# at most a second (SETTLE) before the database clock D: the events received
+# up to N have all committed. A transaction that runs longer than the lag
+# (AGGREGATION_LAG_SECONDS, two minutes by default), or one this role cannot
+# see, holds N back no further than D - lag: ingest transactions are one
+# statement under a timeout of a few seconds, so that is a wide margin, and
+# the only case in which a late commit could be missed. Both sides use the
+# database's clock, so clock skew between app servers plays no part. What
+# readers add from raw events is then the events received since the last
+# pass, plus about a second.
 #
 # Why whole buckets: recomputing an (org, hour) from its raw events makes the
 # rollup exact and the pass idempotent, whatever happened before (late events,
@@ -145,6 +149,12 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # days of every org that has none in its current time zone (a new org, a
 # changed zone); until then the dashboard sums that org's hourly rows.
 # Pruning deletes raw events only, so it leaves both kinds of rollups alone.
+
+# See query pass_bound: how long a transaction's start may take to show in
+# pg_stat_activity, with a wide margin.
+SETTLE = timedelta(seconds=1)
+
+
 def aggregation_lag() -> timedelta:
     return timedelta(seconds=settings.AGGREGATION_LAG_SECONDS)
 
@@ -200,11 +210,11 @@ def rollups_plan(*, since: datetime | None = None, lag: timedelta | None = None)
         start = max(hour_floor(since), pruned_before)
         rows = selectors.run("rebuild_buckets", {"since": start})
         return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows], watermark=None)
-    now = selectors.database_now()
     watermark = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
-    # Never back: a watermark set ahead of the clock (by hand) stays.
     lag = aggregation_lag() if lag is None else lag
-    plan = RefreshPlan(buckets=[], watermark=max(watermark, now - lag))
+    [(bound,)] = selectors.run("pass_bound", {"lag": lag, "settle": min(SETTLE, lag)})
+    # Never back: a watermark set ahead of the clock (by hand) stays.
+    plan = RefreshPlan(buckets=[], watermark=max(watermark, bound))
     changed = selectors.run("changed_buckets", {"watermark": watermark, "through": plan.watermark})
     for org_id, hour, events in changed:
         if hour < pruned_before:

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
@@ -108,33 +109,72 @@ def test_first_pass_takes_every_event_and_sets_the_watermark(org, make_event):
     assert before - aggregation_lag() - timedelta(seconds=5) < watermark() <= timezone.now()
 
 
-def test_late_commit_within_the_lag_is_picked_up(org, make_event, settings):
+def rolled_up_requests() -> int:
+    return sum(r.requests for r in HourlyRollup.objects.all())
+
+
+def insert_event(conn: psycopg.Connection, org_id: int, started_at, cost: str) -> None:
+    """An event stored the way ingest stores it: received_at = now(), the
+    start of the transaction it is inserted in."""
+    conn.execute(
+        "INSERT INTO tracking_requestevent (org_id, event_id, model, provider, started_at, "
+        "received_at, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
+        "reasoning_tokens, cost_usd, priced, status, tags, payload_hash) "
+        "VALUES (%s, %s, 'gpt-4o', 'openai', %s, now(), 1, 0, 0, 1, 0, %s, true, 'ok', '{}', '')",
+        [org_id, f"late-{cost}", started_at, cost],
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_transaction_holds_the_watermark_before_its_start(
+    test_database_url, org, make_event
+):
+    """An ingest transaction that stamped received_at (its start) before a
+    pass and commits after it: the pass leaves the watermark before that
+    start, so the next pass takes its event."""
+    make_event(org, started_at=hours_ago(3), received_at=timezone.now() - timedelta(minutes=5))
+    with psycopg.connect(test_database_url) as ingest:
+        insert_event(ingest, org.id, hours_ago(3, minutes=20), "0.5")
+        [(started,)] = ingest.execute("SELECT now()").fetchall()
+        time.sleep(1.5)  # past SETTLE: only the running transaction holds the pass back
+        run("aggregate_usage")
+        assert watermark() < started
+        assert rolled_up_requests() == 1
+        ingest.commit()
+
+    run("aggregate_usage")
+
+    assert watermark() > started
+    assert rollups() == raw_sums()
+    assert rolled_up_requests() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_older_than_the_lag_holds_the_watermark_back_no_further(
+    test_database_url, org, make_event, settings
+):
     settings.AGGREGATION_LAG_SECONDS = 2  # two minutes in production
     make_event(org, started_at=hours_ago(3), received_at=timezone.now() - timedelta(minutes=5))
-    run("aggregate_usage")
-    passed = watermark()
+    with psycopg.connect(test_database_url) as stuck:
+        [(started,)] = stuck.execute("SELECT now()").fetchall()
+        time.sleep(2.5)
+        before = timezone.now()
+        run("aggregate_usage")
+        stuck.rollback()
 
-    # An ingest transaction that started (and stamped received_at) before the
-    # pass ran but committed after it: its event is older than the pass.
-    late = make_event(
-        org, started_at=hours_ago(3, minutes=20), received_at=timezone.now() - timedelta(seconds=1)
-    )
-    assert late.received_at > passed
-    time.sleep(2.5)  # the lag
-    run("aggregate_usage")
-
-    assert rollups() == raw_sums()
-    assert HourlyRollup.objects.get().requests == 2
+    assert started < watermark()
+    assert before - timedelta(seconds=2.5) < watermark() <= before - timedelta(seconds=1.5)
+    assert HourlyRollup.objects.get().requests == 1
 
 
-def test_events_inside_the_lag_wait_for_a_later_pass(org, make_event):
+def test_events_of_the_last_second_wait_for_a_later_pass(org, make_event):
     make_event(org, started_at=hours_ago(3), received_at=timezone.now() - timedelta(minutes=5))
     make_event(org, started_at=hours_ago(3, minutes=1), cost="0.5")
 
     run("aggregate_usage")
 
     # Exactly the events received up to the watermark: the one of just now
-    # is the raw tail that readers add.
+    # (inside SETTLE) is the raw tail that readers add.
     assert watermark() < RequestEvent.objects.get(cost_usd=Decimal("0.5")).received_at
     assert [(r.requests, r.cost_usd) for r in HourlyRollup.objects.all()] == [(1, Decimal("0.001"))]
 

@@ -32,6 +32,24 @@ SET watermark = greatest(s.watermark, excluded.watermark), updated_at = excluded
 -- the snapshot of any later statement.
 SELECT statement_timestamp()
 
+-- pass_bound --
+-- How far a pass may move the aggregation watermark: to just before the start
+-- of the oldest other transaction still running in this database (it may yet
+-- insert events stamped with its start), and at most to the database clock
+-- minus `settle`; but never less far than the clock minus `lag`, so that one
+-- long transaction cannot hold the rollups back for longer than that. A
+-- session of another role shows neither state nor start unless this role may
+-- read all statistics: it counts as running since forever, which leaves the lag.
+-- A transaction that has not shown up yet (its start is published a moment
+-- after it is taken) started after the clock minus `settle`.
+SELECT greatest(
+    statement_timestamp() - %(lag)s,
+    least(statement_timestamp() - %(settle)s,
+          (SELECT min(coalesce(a.xact_start, '-infinity')) - interval '1 microsecond'
+           FROM pg_stat_activity a
+           WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+             AND a.pid <> pg_backend_pid() AND a.state IS DISTINCT FROM 'idle')))
+
 -- changed_buckets --
 -- The (org, UTC hour) buckets touched by events received after the watermark
 -- and up to the next one. Uses index event_received.

@@ -16,9 +16,9 @@ class Command(BaseCommand):
     help = (
         "Roll raw request events up into hourly usage per (org, team, user, model), and "
         "that into daily usage in each org's local days. "
-        "Incremental: recomputes only the hours that got events since the last run "
-        "up to AGGREGATION_LAG_SECONDS ago (events received since are left for the next run, "
-        "for transactions that commit late). Idempotent. --rebuild --since DATE recomputes "
+        "Incremental: recomputes only the hours that got events since the last run, up to "
+        "just before the oldest transaction still running (it may yet commit events), and at "
+        "most AGGREGATION_LAG_SECONDS behind. Idempotent. --rebuild --since DATE recomputes "
         "every hour from DATE on; --follow keeps running (SIGTERM or Ctrl-C: finish the "
         "current pass, then exit)."
     )

@@ -85,11 +85,11 @@ class Command(BaseCommand):
         return deleted, stop.signal_name
 
     def refusal(self, events: int) -> str:
-        lag = settings.AGGREGATION_LAG_SECONDS
         return (
             f"{events} of these events are not in the hourly rollups yet; deleting them would "
             "lose them from every report. Run `python3 manage.py aggregate_usage` first "
-            f"(events received in the last {lag} s before it runs count only on its next run)."
+            "(events received in the second before it runs, or by a transaction still running, "
+            f"count only on a later run; at most {settings.AGGREGATION_LAG_SECONDS} s later)."
         )
 
     def progress(self, done: int, total: int, events: int) -> None:
