@@ -419,6 +419,7 @@ class CpuShares:
     postgres: float | None  # None: not the embedded server, so not measured
     other: float  # everything outside this benchmark
     worker: float | None = None  # `manage.py run_worker`, where a run has one
+    admin: float | None = None  # a second server for /admin/, where a run has one
 
 
 def sample_cpu() -> CpuSample:
@@ -465,7 +466,11 @@ def _descendants(root: int, procs: dict[int, tuple[int, int, float]]) -> set[int
 
 
 def cpu_shares(
-    before: CpuSample, after: CpuSample, server_group: int, worker_group: int | None = None
+    before: CpuSample,
+    after: CpuSample,
+    server_group: int,
+    worker_group: int | None = None,
+    admin_group: int | None = None,
 ) -> CpuShares:
     def used(pids: set[int]) -> float:
         return sum(after.procs[p][2] - before.procs.get(p, (0, 0, 0.0))[2] for p in pids)
@@ -476,11 +481,13 @@ def cpu_shares(
     elapsed = after.at - before.at
     server = used(group(server_group))
     worker = None if worker_group is None else used(group(worker_group))
+    admin = None if admin_group is None else used(group(admin_group))
     postmaster = postmaster_pid()
     postgres = used(_descendants(postmaster, after.procs)) if postmaster in after.procs else None
     ours = (
         server
         + (worker or 0.0)
+        + (admin or 0.0)
         + (postgres or 0.0)
         + used({os.getpid()} & after.procs.keys())
         + (after.reaped_children - before.reaped_children)
@@ -491,6 +498,7 @@ def cpu_shares(
         postgres=None if postgres is None else 100 * postgres / elapsed,
         other=100 * other / elapsed,
         worker=None if worker is None else 100 * worker / elapsed,
+        admin=None if admin is None else 100 * admin / elapsed,
     )
 
 

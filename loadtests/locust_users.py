@@ -40,6 +40,9 @@ INGEST_BATCH = 100
 DASHBOARD_LOADS_PER_USER = 1.0
 # TG_DASHBOARD_ADMIN=0 leaves Django admin's event list out of the dashboard load.
 DASHBOARD_ADMIN = os.environ.get("TG_DASHBOARD_ADMIN", "1") != "0"
+# Where admin's pages are served, when not by the hot path's server (run_locust
+# --admin-server): the session cookie is the host's, whatever the port.
+ADMIN_URL = os.environ.get("TG_ADMIN_URL", "")
 
 
 class GatewayUser(FastHttpUser):
@@ -169,4 +172,4 @@ class DashboardUser(HttpUser):
     def admin_events(self) -> None:
         if self._idle() or not DASHBOARD_ADMIN:
             return
-        self.client.get("/admin/tracking/requestevent/", name="admin event list")
+        self.client.get(f"{ADMIN_URL}/admin/tracking/requestevent/", name="admin event list")

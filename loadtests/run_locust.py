@@ -187,6 +187,19 @@ def run_worker(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
             compare.stop(process)
 
 
+@contextlib.contextmanager
+def admin_server(args: argparse.Namespace, log_path: Path) -> Iterator[subprocess.Popen | None]:
+    """With --admin-server, a second server (one process) on the next port,
+    which the dashboard users' admin pages go to: Django admin's rendering then
+    runs beside the hot path, not in its process."""
+    if not args.admin_server:
+        yield None
+        return
+    design = server_design(1, args.port + 1, args.pool_max)
+    with compare.serve(design, args.port + 1, log_path) as process:
+        yield process
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scenario = SCENARIOS[args.scenario]
     key, password = setup_org()
@@ -208,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "TG_VIEWER_PASSWORD": password,
         "TG_REPORT_JSON": str(phases_json),
         "TG_DASHBOARD_ADMIN": "0" if args.no_admin else "1",
+        "TG_ADMIN_URL": f"http://{HOST}:{args.port + 1}" if args.admin_server else "",
     }
     argv = [
         sys.executable,
@@ -226,7 +240,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     server_log = compare.RESULTS_DIR / f"locust-{args.scenario}.server.log"
     worker_log = compare.RESULTS_DIR / f"locust-{args.scenario}.worker.log"
-    with compare.serve(design, args.port, server_log) as server, run_worker(worker_log) as worker:
+    admin_log = compare.RESULTS_DIR / f"locust-{args.scenario}.admin-server.log"
+    with (
+        compare.serve(design, args.port, server_log) as server,
+        run_worker(worker_log) as worker,
+        admin_server(args, admin_log) as admin,
+    ):
         print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
         before = compare.sample_cpu()
         with locust_log.open("w") as log:
@@ -243,7 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 returncode = -1
         after = compare.sample_cpu()
-        cpu = compare.cpu_shares(before, after, server.pid, worker.pid)
+        cpu = compare.cpu_shares(
+            before, after, server.pid, worker.pid, None if admin is None else admin.pid
+        )
         elapsed = after.at - before.at
         locust_cpu = 100 * (after.reaped_children - before.reaped_children) / elapsed
     if not phases_json.exists():
@@ -282,6 +303,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         command += f" --pool-max {args.pool_max}"
     if args.no_admin:
         command += " --no-admin"
+    if args.admin_server:
+        command += " --admin-server"
     lines = [
         f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
         "",
@@ -307,7 +330,9 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         lines.append(f"  - x{count}: `{message}`")
     lines += hot_path_lines(args.scenario, rows, scenario.hot_path)
     lines += [
-        f"- CPU (share of one core): server {cpu.server:.0f}%, worker {cpu.worker:.0f}%, "
+        f"- CPU (share of one core): server {cpu.server:.0f}%, "
+        + ("" if cpu.admin is None else f"admin server {cpu.admin:.0f}%, ")
+        + f"worker {cpu.worker:.0f}%, "
         "PostgreSQL "
         f"{'n/a' if cpu.postgres is None else f'{cpu.postgres:.0f}%'}, locust "
         f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
@@ -382,6 +407,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-admin",
         action="store_true",
         help="dashboard users leave out Django admin's event list (summary and page only)",
+    )
+    parser.add_argument(
+        "--admin-server",
+        action="store_true",
+        help="serve Django admin's pages from a second server process on PORT+1, as a "
+        "deployment that routes /admin/ apart does",
     )
     parser.add_argument("--max-error-pct", type=float, default=1.0)
     args = parser.parse_args(argv)
