@@ -82,9 +82,16 @@ def _exit_on_sigterm() -> None:
         return
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+            signal.signal(signal.SIGTERM, _exit)
     except ValueError:  # not the main thread
         pass
+
+
+def _exit(signum, frame) -> None:
+    # Once: a second SIGTERM (a process group signalled twice) must not break
+    # into the atexit hook that is stopping the server.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
 
 
 def database_url(pgdata: Path, database: str = "tollgate") -> str:
