@@ -158,7 +158,9 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
 
 @pytest.fixture(scope="session")
-def live_server_factory(test_database_url, tmp_path_factory) -> Iterator[Callable[..., LiveServer]]:
+def live_server_factory(
+    test_database_url, tmp_path_factory, django_db_blocker
+) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def factory(**env: str) -> LiveServer:
@@ -169,6 +171,23 @@ def live_server_factory(test_database_url, tmp_path_factory) -> Iterator[Callabl
     yield factory
     for server in servers:
         stop_server(server)
+    with django_db_blocker.unblock():
+        wait_for_other_sessions_to_end()
+
+
+def wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
+    """A stopped server's backends exit a moment after it does. The test
+    database is dropped next, which PostgreSQL refuses while any remain."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
