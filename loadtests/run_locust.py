@@ -195,9 +195,13 @@ def admin_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproces
     if not args.admin_server:
         yield None
         return
-    design = server_design(1, args.port + 1, args.pool_max)
-    with compare.serve(design, args.port + 1, log_path) as process:
+    design = server_design(1, admin_port(args), args.pool_max)
+    with compare.serve(design, admin_port(args), log_path) as process:
         yield process
+
+
+def admin_port(args: argparse.Namespace) -> int:
+    return args.port + 1
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -221,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "TG_VIEWER_PASSWORD": password,
         "TG_REPORT_JSON": str(phases_json),
         "TG_DASHBOARD_ADMIN": "0" if args.no_admin else "1",
-        "TG_ADMIN_URL": f"http://{HOST}:{args.port + 1}" if args.admin_server else "",
+        "TG_ADMIN_URL": f"http://{HOST}:{admin_port(args)}" if args.admin_server else "",
     }
     argv = [
         sys.executable,
