@@ -291,6 +291,7 @@ async def _fetch_one(
     # A full pool answers within HOTPATH_POOL_TIMEOUT (PoolTimeout, then 503 or
     # fail-open) even when the request's budget for a slow query is longer.
     checkout = min(timeout, settings.HOTPATH_POOL_TIMEOUT)
+    _mark_query_started()
     attempt = 0
     while True:
         try:
@@ -315,17 +316,38 @@ def _consume_result(task: asyncio.Future) -> None:
 
 _BATCH_GRACE = 0.1  # seconds
 
+# Set in each batch's context (Batcher._launch): resolved when the batch's
+# query starts, so that the batch before it hands out its answers only then.
+_query_started: contextvars.ContextVar[asyncio.Future | None] = contextvars.ContextVar(
+    "query_started", default=None
+)
+
+
+def _mark_query_started() -> None:
+    started = _query_started.get()
+    if started is not None and not started.done():
+        started.set_result(None)
+
 
 class Batcher:
-    """Sends the requests that arrive while earlier ones are in flight as one call.
+    """Sends the requests that arrive while an earlier call is in flight as one call.
 
     Every write locks the budget windows it touches until its transaction
     commits, so writes on a shared budget (every request of an org hits the
-    org's window) run one after another, each paying a commit. With at most
-    HOTPATH_BATCH_INFLIGHT calls in flight, the requests that arrive
-    meanwhile queue here and go together in the next call: one lock and one
-    commit for the whole batch. At low load a batch is a single request and
-    nothing waits.
+    org's window) run one after another, each paying a commit. With one call
+    in flight, the requests that arrive meanwhile queue here and go together
+    in the next call: one lock and one commit for the whole batch. At low
+    load a batch is a single request and nothing waits.
+
+    The server and PostgreSQL work in turn on alternate batches: when a call
+    returns, the next batch's query is sent before this batch's answers are
+    handed out (handing them out wakes every request of the batch, and the
+    event loop would run them all, writing their responses, before a query
+    sent afterwards left; PostgreSQL would wait meanwhile). A second call
+    (up to HOTPATH_BATCH_INFLIGHT) starts only when a full batch
+    (HOTPATH_BATCH_MAX requests) waits: starting one whenever a slot was free
+    filled the second slot with single requests while all the others queued
+    behind them.
 
     Each request still gets one round trip, and its own answer within its own
     timeout: a batch is cancelled (so nothing of it commits) when its earliest
@@ -339,19 +361,28 @@ class Batcher:
 
     async def send(self, items: list[Any], timeout: float) -> list[Any]:
         """One result per item, in order; an exception instance in a result's
-        place is raised to that item's caller alone."""
+        place is raised to that item's caller alone. Runs its query through
+        `fetch_one` (or `fetch_value`) without awaiting anything else first."""
         raise NotImplementedError
 
     def fits(self, batch: list[Any], item: Any) -> bool:
         """Whether `item` may join the items already in `batch`."""
         return len(batch) < settings.HOTPATH_BATCH_MAX
 
+    def _may_launch(self) -> bool:
+        if self.inflight == 0:
+            return True
+        return (
+            self.inflight < settings.HOTPATH_BATCH_INFLIGHT
+            and len(self.pending) >= settings.HOTPATH_BATCH_MAX
+        )
+
     async def submit(self, item: Any, timeout: float | None = None) -> Any:
         timeout = _time_left(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((item, future, loop.time() + timeout))
-        if self.inflight < settings.HOTPATH_BATCH_INFLIGHT:
+        if self._may_launch():
             self._launch(loop)
         try:
             # The batch answers by this request's deadline (its call has that
@@ -362,7 +393,9 @@ class Batcher:
         except TimeoutError:
             raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms") from None
 
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _launch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
+        """Start a call with the waiting requests that fit in one batch;
+        returns a future resolved when its query starts (None: nothing sent)."""
         now = loop.time()
         batch: list[tuple[Any, asyncio.Future, float]] = []
         items: list[Any] = []
@@ -380,36 +413,52 @@ class Batcher:
             else:  # the next batch's, in arrival order
                 waiting.append(entry)
         self.pending = waiting
-        if batch:
-            self.inflight += 1
-            # A fresh context: a batch serves many requests, and its time is
-            # its earliest request's (below), not that of whichever request
-            # (or earlier batch) launched it.
-            loop.create_task(self._run(batch, loop), context=contextvars.Context())
+        if not batch:
+            return None
+        self.inflight += 1
+        started = loop.create_future()
+        # A fresh context: a batch serves many requests, and its time is its
+        # earliest request's (below), not that of whichever request (or
+        # earlier batch) launched it.
+        context = contextvars.Context()
+        context.run(_query_started.set, started)
+        loop.create_task(self._run(batch, started, loop), context=context)
+        return started
 
     async def _run(
         self,
         batch: list[tuple[Any, asyncio.Future, float]],
+        started: asyncio.Future,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        results: list[Any] | Exception
         try:
             timeout = max(min(deadline for _, _, deadline in batch) - loop.time(), 0.001)
             results = await self.send([item for item, _, _ in batch], timeout)
-            for (_, future, _), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
         except Exception as exc:
+            results = exc
+        finally:
+            if not started.done():
+                started.set_result(None)
+            self.inflight -= 1
+            next_started = None
+            while self.pending and self._may_launch():
+                launched = self._launch(loop)
+                next_started = next_started or launched
+        if next_started is not None:
+            await next_started
+        if isinstance(results, Exception):
             for _, future, _ in batch:
                 if not future.done():
-                    future.set_exception(exc)
-        finally:
-            self.inflight -= 1
-            while self.pending and self.inflight < settings.HOTPATH_BATCH_INFLIGHT:
-                self._launch(loop)
+                    future.set_exception(results)
+            return
+        for (_, future, _), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 class DecisionBatcher(Batcher):

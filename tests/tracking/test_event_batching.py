@@ -3,15 +3,15 @@ recorded by one call (tracking/ingest.py, EventBatcher), and each request
 still gets the answer it would get alone.
 
 The test makes the queue that load makes: it holds the org's budget window
-locked from another connection, so that the first calls (one per in-flight
-slot) wait on it, and the requests after them queue in the batcher. Rows
-inserted by one transaction share their xmin, which shows which requests
-went together.
+locked from another connection, so that the first call waits on it, and the
+requests after it queue in the batcher. Rows inserted by one transaction
+share their xmin, which shows which requests went together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,7 @@ from tracking import ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-INFLIGHT = 2
+INFLIGHT = 2  # the default: a second call only for a full batch
 
 
 def key_of(org: Organization) -> ApiKeyInfo:
@@ -70,9 +70,9 @@ def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
 async def behind_a_locked_window(
     org: Organization, key: ApiKeyInfo, blocked: list, queued: list
 ) -> tuple[list[Any], list[Any]]:
-    """Send `blocked` (one per in-flight slot) while the org's window is
-    locked, then `queued`; unlock when all have been submitted. Returns
-    (answers of blocked, answers of queued), exceptions included."""
+    """Send `blocked` (the calls in flight) while the org's window is locked,
+    then `queued`; unlock when all have been submitted. Returns (answers of
+    blocked, answers of queued), exceptions included."""
     window = await asyncio.to_thread(
         lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
     )
@@ -140,7 +140,7 @@ def first_event(key: ApiKeyInfo) -> None:
 def test_requests_queued_behind_a_call_are_recorded_by_one_call(org):
     key = key_of(org)
     first_event(key)
-    blocked_ids = [f"blocked-{n}" for n in range(INFLIGHT)]
+    blocked_ids = ["blocked"]
     queued_ids = [f"queued-{n}" for n in range(6)]
 
     blocked, queued = run(
@@ -158,9 +158,9 @@ def test_requests_queued_behind_a_call_are_recorded_by_one_call(org):
             (0, event_id, False)
         ]
     assert len(set(xmins(org, queued_ids))) == 1  # one transaction
-    assert len(set(xmins(org, blocked_ids))) == INFLIGHT  # one each
+    assert set(xmins(org, queued_ids)) != set(xmins(org, blocked_ids))
     window = BudgetWindow.objects.get(budget__org=org, budget__scope="org")
-    assert window.spent == Decimal("0.01") * (1 + INFLIGHT + 6)
+    assert window.spent == Decimal("0.01") * (1 + 1 + 6)
 
 
 def test_a_conflicting_request_fails_alone(org):
@@ -174,7 +174,7 @@ def test_a_conflicting_request_fails_alone(org):
         lambda: behind_a_locked_window(
             org,
             key,
-            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [one_event(key, "blocked")],
             [one_event(key, "q-1"), conflicting, one_event(key, "q-2"), one_event(key, "q-3")],
         )
     )
@@ -192,7 +192,7 @@ def test_one_event_id_in_two_requests_is_not_combined(org):
         lambda: behind_a_locked_window(
             org,
             key,
-            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [one_event(key, "blocked")],
             [one_event(key, "twice"), one_event(key, "twice")],
         )
     )
@@ -231,7 +231,7 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
         lambda: behind_a_locked_window(
             org,
             key,
-            [one_event(key, f"blocked-{n}") for n in range(INFLIGHT)],
+            [one_event(key, "blocked")],
             [
                 one_event(key, "settles", reservation_id=reservation),
                 one_event(key, "too-late", reservation_id=reservation),
@@ -241,3 +241,83 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
 
     assert sorted(a["results"][0]["reservation"]["settled"] for a in queued) == [False, True]
     assert xmins(org, ["settles"]) != xmins(org, ["too-late"])
+
+
+def test_a_second_call_starts_only_when_a_full_batch_waits(org):
+    """With one call in flight, requests wait for it; a second call (up to
+    HOTPATH_BATCH_INFLIGHT) takes them only once HOTPATH_BATCH_MAX wait."""
+    key = key_of(org)
+    first_event(key)
+    window = BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
+
+    async def scenario() -> list[Any]:
+        locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+        batcher = ingest._batcher(key)
+        try:
+            await locker.execute("BEGIN")
+            await locker.execute(
+                "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
+            )
+            sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
+            await _until_waiting_on_locks(locker, 1)
+            sent += [asyncio.ensure_future(record(key, one_event(key, i))) for i in ("q1", "q2")]
+            await asyncio.sleep(0.05)
+            assert (len(batcher.pending), batcher.inflight) == (2, 1)  # not a full batch
+            sent.append(asyncio.ensure_future(record(key, one_event(key, "q3"))))
+            await _until_waiting_on_locks(locker, 2)
+            assert (len(batcher.pending), batcher.inflight) == (0, 2)
+            sent += [asyncio.ensure_future(record(key, one_event(key, i))) for i in ("r1", "r2")]
+            await asyncio.sleep(0.05)
+            assert (len(batcher.pending), batcher.inflight) == (2, 2)  # both slots taken
+            await locker.execute("COMMIT")
+            return await asyncio.gather(*sent)
+        finally:
+            await locker.close()
+
+    with override_settings(HOTPATH_BATCH_MAX=3):
+        answers = run(scenario)
+
+    assert [a["status"] for a in answers] == ["ok"] * 6
+    blocked, full, rest = (
+        xmins(org, ["blocked"]),
+        xmins(org, ["q1", "q2", "q3"]),
+        xmins(org, ["r1", "r2"]),
+    )
+    assert len(set(full)) == 1 and len(set(rest)) == 1
+    assert len({blocked[0], full[0], rest[0]}) == 3
+
+
+def test_the_next_batch_is_sent_before_a_call_hands_out_its_answers(org, monkeypatch):
+    """When a call returns, the requests that queued behind it are sent
+    before its own requests get their answers: handing those out wakes every
+    request of the batch, and the server would write all their responses
+    while PostgreSQL waited for the next query."""
+    key = key_of(org)
+    first_event(key)
+    seen: list[tuple[str, bool]] = []
+    blocked: list[asyncio.Future] = []
+    fetch_one = db._fetch_one
+
+    async def watched(pool, name, params, timeout, retries):
+        seen.append((params["events"].obj[0]["event_id"], all(f.done() for f in blocked)))
+        return await fetch_one(pool, name, params, timeout, retries)
+
+    monkeypatch.setattr(db, "_fetch_one", watched)
+    real_record = record
+
+    def tracked(key: ApiKeyInfo, events: list[dict[str, Any]]) -> Awaitable[Any]:
+        future = asyncio.ensure_future(real_record(key, events))
+        if events[0]["event_id"] == "blocked":
+            blocked.append(future)
+        return future
+
+    monkeypatch.setattr(sys.modules[__name__], "record", tracked)
+    first, queued = run(
+        lambda: behind_a_locked_window(
+            org, key, [one_event(key, "blocked")], [one_event(key, f"q-{n}") for n in range(3)]
+        )
+    )
+
+    assert first[0]["status"] == "ok" and all(a["status"] == "ok" for a in queued)
+    # (first event id of each call, whether the blocked request had its answer then)
+    assert seen == [("blocked", False), ("q-0", False)]
