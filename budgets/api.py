@@ -248,8 +248,8 @@ class ApiApp:
             await _send_bytes(send, status, payload, request_id, extra_headers)
         else:
             await _send_json(send, status, payload, request_id, extra_headers)
-        metrics.REQUESTS.labels(route_.path, scope["method"], status).inc()
-        metrics.LATENCY.labels(route_.path).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.REQUESTS, route_.path, route_.method, status).inc()
+        metrics.labelled(metrics.LATENCY, route_.path).observe(time.perf_counter() - started)
 
     async def _authenticate(self, headers: dict[bytes, bytes], scope: dict) -> auth.ApiKeyInfo:
         """The caller's key; 429 for an address that sent too many bad keys."""

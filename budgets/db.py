@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import environ
+import orjson
 import psycopg
 from django.conf import settings
 from django.db import connections
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from budgets import metrics
@@ -176,7 +177,7 @@ async def get_pool() -> AsyncConnectionPool:
         max_size=settings.HOTPATH_POOL_MAX,
         timeout=settings.HOTPATH_POOL_TIMEOUT,
         check=_check_if_idle,
-        configure=_stamp_fresh,
+        configure=_configure,
         reset=_stamp_fresh,
         name="hotpath",
         open=False,
@@ -190,6 +191,16 @@ async def get_pool() -> AsyncConnectionPool:
     # happened to open the pool.
     _sweeper = loop.create_task(_sweep_expired_reservations(), context=contextvars.Context())
     return pool
+
+
+async def _configure(conn: psycopg.AsyncConnection) -> None:
+    """A new pooled connection: JSON in and out with orjson (a batch's
+    parameters and answers are JSON; the standard library took ~7 us per
+    hold for them). Money is never a JSON number on this path (amounts go
+    as strings both ways), so float parsing changes nothing."""
+    set_json_dumps(orjson.dumps, conn)
+    set_json_loads(orjson.loads, conn)
+    await _stamp_fresh(conn)
 
 
 async def _stamp_fresh(conn: psycopg.AsyncConnection) -> None:
@@ -329,6 +340,11 @@ def _mark_query_started() -> None:
         started.set_result(None)
 
 
+def _give_up(future: asyncio.Future, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms"))
+
+
 class Batcher:
     """Sends the requests that arrive while an earlier call is in flight as one call.
 
@@ -384,14 +400,16 @@ class Batcher:
         self.pending.append((item, future, loop.time() + timeout))
         if self._may_launch():
             self._launch(loop)
+        # The batch answers by this request's deadline (its call has that
+        # timeout); the timer only guards against a lost batch. Giving up
+        # exactly at the deadline instead would race the batch: a write
+        # committed a moment before would be answered 503 and stay. (A timer
+        # on the future, not asyncio.wait_for: ~10 us less per request.)
+        timer = loop.call_later(timeout + _BATCH_GRACE, _give_up, future, timeout)
         try:
-            # The batch answers by this request's deadline (its call has that
-            # timeout); the grace only guards against a lost batch. Giving up
-            # exactly at the deadline instead would race the batch: a write
-            # committed a moment before would be answered 503 and stay.
-            return await asyncio.wait_for(future, timeout + _BATCH_GRACE)
-        except TimeoutError:
-            raise StoreUnavailable(f"no answer within {timeout * 1000:.0f} ms") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
         """Start a call with the waiting requests that fit in one batch;

@@ -9,6 +9,7 @@ they survive restarts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,14 @@ READ_RETRIES = Counter(
     "Reads retried on a fresh connection after a transient driver error.",
     ["query"],
 )
+
+
+@functools.cache
+def labelled(metric: Any, *values: str | int) -> Any:
+    """`metric.labels(*values)`, looked up once per label set: labels()
+    converts and checks the values and takes a lock on every call, three
+    times per hot-path request. Label sets here are few (routes, statuses)."""
+    return metric.labels(*values)
 
 
 class PoolCollector(Collector):

@@ -90,14 +90,14 @@ async def decide(
         if kind is None:
             raise
         if not _fail_open(key):
-            metrics.DECISIONS.labels(kind, "unavailable").inc()
+            metrics.labelled(metrics.DECISIONS, kind, "unavailable").inc()
             raise
-        metrics.DECISIONS.labels(kind, "degraded").inc()
+        metrics.labelled(metrics.DECISIONS, kind, "degraded").inc()
         return None
     _raise_for_lookup(result, d)
     if kind is not None:
         outcome = "deny" if result["status"] == "denied" else "allow"
-        metrics.DECISIONS.labels(kind, outcome).inc()
+        metrics.labelled(metrics.DECISIONS, kind, outcome).inc()
     return result
 
 

@@ -343,7 +343,7 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
         for r in result["results"]
     ]
     duplicates = sum(1 for r in results if r["duplicate"])
-    metrics.EVENTS.labels("new").inc(len(results) - duplicates)
-    metrics.EVENTS.labels("duplicate").inc(duplicates)
+    metrics.labelled(metrics.EVENTS, "new").inc(len(results) - duplicates)
+    metrics.labelled(metrics.EVENTS, "duplicate").inc(duplicates)
     new = duplicates < len(results)
     return (201 if new else 200), {"results": results}
