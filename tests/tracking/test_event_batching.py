@@ -28,7 +28,7 @@ from tracking import ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-INFLIGHT = 2  # the default: a second call only for a full batch
+INFLIGHT = 1  # requests queue behind the one call (the second-call test sets 2)
 
 
 def key_of(org: Organization) -> ApiKeyInfo:
@@ -55,7 +55,7 @@ def record(key: ApiKeyInfo, events: list[dict[str, Any]]) -> Awaitable[Any]:
     return ingest._batcher(key).record(events)
 
 
-def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+def run(scenario: Callable[[], Awaitable[Any]], **settings: Any) -> Any:
     async def main() -> Any:
         try:
             return await scenario()
@@ -63,7 +63,8 @@ def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
             await db.close_pool()
             ingest._batchers.clear()
 
-    with override_settings(HOTPATH_BATCH_INFLIGHT=INFLIGHT, BUDGET_DB_TIMEOUT_MS=20_000):
+    settings = {"HOTPATH_BATCH_INFLIGHT": INFLIGHT, "BUDGET_DB_TIMEOUT_MS": 20_000, **settings}
+    with override_settings(**settings):
         return asyncio.run(main())
 
 
@@ -243,9 +244,10 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
     assert xmins(org, ["settles"]) != xmins(org, ["too-late"])
 
 
-def test_a_second_call_starts_only_when_a_full_batch_waits(org):
+def test_a_second_call_starts_when_a_full_batch_waits_or_after_a_wait(org):
     """With one call in flight, requests wait for it; a second call (up to
-    HOTPATH_BATCH_INFLIGHT) takes them only once HOTPATH_BATCH_MAX wait."""
+    HOTPATH_BATCH_INFLIGHT) takes them at once when HOTPATH_BATCH_MAX wait,
+    or once they have waited SECOND_CALL_AFTER (a slow database)."""
     key = key_of(org)
     first_event(key)
     window = BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
@@ -260,31 +262,65 @@ def test_a_second_call_starts_only_when_a_full_batch_waits(org):
             )
             sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
             await _until_waiting_on_locks(locker, 1)
+            # Two wait behind the blocked call (not a full batch) ...
             sent += [asyncio.ensure_future(record(key, one_event(key, i))) for i in ("q1", "q2")]
-            await asyncio.sleep(0.05)
-            assert (len(batcher.pending), batcher.inflight) == (2, 1)  # not a full batch
-            sent.append(asyncio.ensure_future(record(key, one_event(key, "q3"))))
+            await asyncio.sleep(0)
+            assert (len(batcher.pending), batcher.inflight) == (2, 1)
+            # ... until they have waited SECOND_CALL_AFTER: then a call of their own.
             await _until_waiting_on_locks(locker, 2)
             assert (len(batcher.pending), batcher.inflight) == (0, 2)
-            sent += [asyncio.ensure_future(record(key, one_event(key, i))) for i in ("r1", "r2")]
+            # Both slots taken: a full batch waits.
+            sent += [
+                asyncio.ensure_future(record(key, one_event(key, i))) for i in ("r1", "r2", "r3")
+            ]
             await asyncio.sleep(0.05)
-            assert (len(batcher.pending), batcher.inflight) == (2, 2)  # both slots taken
+            assert (len(batcher.pending), batcher.inflight) == (3, 2)
             await locker.execute("COMMIT")
             return await asyncio.gather(*sent)
         finally:
             await locker.close()
 
-    with override_settings(HOTPATH_BATCH_MAX=3):
-        answers = run(scenario)
+    answers = run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
 
     assert [a["status"] for a in answers] == ["ok"] * 6
-    blocked, full, rest = (
+    blocked, waited, rest = (
         xmins(org, ["blocked"]),
-        xmins(org, ["q1", "q2", "q3"]),
-        xmins(org, ["r1", "r2"]),
+        xmins(org, ["q1", "q2"]),
+        xmins(org, ["r1", "r2", "r3"]),
     )
-    assert len(set(full)) == 1 and len(set(rest)) == 1
-    assert len({blocked[0], full[0], rest[0]}) == 3
+    assert len(set(waited)) == 1 and len(set(rest)) == 1
+    assert len({blocked[0], waited[0], rest[0]}) == 3
+
+
+def test_a_full_batch_takes_the_second_slot_at_once(org):
+    key = key_of(org)
+    first_event(key)
+    window = BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
+
+    async def scenario() -> list[Any]:
+        locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+        batcher = ingest._batcher(key)
+        try:
+            await locker.execute("BEGIN")
+            await locker.execute(
+                "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
+            )
+            sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
+            await _until_waiting_on_locks(locker, 1)
+            sent += [
+                asyncio.ensure_future(record(key, one_event(key, i))) for i in ("q1", "q2", "q3")
+            ]
+            await asyncio.sleep(0)  # the three have been submitted, no timer has run
+            assert (len(batcher.pending), batcher.inflight) == (0, 2)
+            await locker.execute("COMMIT")
+            return await asyncio.gather(*sent)
+        finally:
+            await locker.close()
+
+    answers = run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
+
+    assert [a["status"] for a in answers] == ["ok"] * 4
+    assert len(set(xmins(org, ["q1", "q2", "q3"]))) == 1
 
 
 def test_the_next_batch_is_sent_before_a_call_hands_out_its_answers(org, monkeypatch):
