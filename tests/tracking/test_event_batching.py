@@ -11,8 +11,9 @@ share their xmin, which shows which requests went together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -244,82 +245,77 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
     assert xmins(org, ["settles"]) != xmins(org, ["too-late"])
 
 
-def test_a_second_call_starts_when_a_full_batch_waits_or_after_a_wait(org):
-    """With one call in flight, requests wait for it; a second call (up to
-    HOTPATH_BATCH_INFLIGHT) takes them at once when HOTPATH_BATCH_MAX wait,
-    or once they have waited SECOND_CALL_AFTER (a slow database)."""
+@contextlib.asynccontextmanager
+async def one_call_blocked(
+    org: Organization, key: ApiKeyInfo
+) -> AsyncIterator[tuple[psycopg.AsyncConnection, list[asyncio.Future]]]:
+    """The org's window locked by another connection and a first request
+    ("blocked") in flight, waiting on it. Yields (the locking connection, the
+    requests sent: add yours); on leaving, unlocks and checks every request
+    was answered ok."""
+    window = await asyncio.to_thread(
+        lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
+    )
+    locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+    try:
+        await locker.execute("BEGIN")
+        await locker.execute(
+            "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
+        )
+        sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
+        await _until_waiting_on_locks(locker, 1)
+        yield locker, sent
+        await locker.execute("COMMIT")
+        answers = await asyncio.gather(*sent)
+        assert [a["status"] for a in answers] == ["ok"] * len(sent)
+    finally:
+        await locker.close()
+
+
+def test_a_second_call_takes_requests_that_waited_behind_the_first(org, monkeypatch):
+    """With one call in flight, requests wait for it; once they have waited
+    SECOND_CALL_AFTER (a slow database), a second call (up to
+    HOTPATH_BATCH_INFLIGHT) takes them."""
+    monkeypatch.setattr(db, "SECOND_CALL_AFTER", 0.2)  # long enough to look before it fires
     key = key_of(org)
     first_event(key)
-    window = BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
 
-    async def scenario() -> list[Any]:
-        locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+    async def scenario() -> None:
         batcher = ingest._batcher(key)
-        try:
-            await locker.execute("BEGIN")
-            await locker.execute(
-                "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
-            )
-            sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
-            await _until_waiting_on_locks(locker, 1)
-            # Two wait behind the blocked call (not a full batch) ...
+        async with one_call_blocked(org, key) as (locker, sent):
             sent += [asyncio.ensure_future(record(key, one_event(key, i))) for i in ("q1", "q2")]
             await asyncio.sleep(0)
-            assert (len(batcher.pending), batcher.inflight) == (2, 1)
-            # ... until they have waited SECOND_CALL_AFTER: then a call of their own.
-            await _until_waiting_on_locks(locker, 2)
+            assert (len(batcher.pending), batcher.inflight) == (2, 1)  # not a full batch
+            await _until_waiting_on_locks(locker, 2)  # the timer sent them
             assert (len(batcher.pending), batcher.inflight) == (0, 2)
-            # Both slots taken: a full batch waits.
             sent += [
                 asyncio.ensure_future(record(key, one_event(key, i))) for i in ("r1", "r2", "r3")
             ]
             await asyncio.sleep(0.05)
-            assert (len(batcher.pending), batcher.inflight) == (3, 2)
-            await locker.execute("COMMIT")
-            return await asyncio.gather(*sent)
-        finally:
-            await locker.close()
+            assert (len(batcher.pending), batcher.inflight) == (3, 2)  # no third slot
 
-    answers = run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
+    run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
 
-    assert [a["status"] for a in answers] == ["ok"] * 6
-    blocked, waited, rest = (
-        xmins(org, ["blocked"]),
-        xmins(org, ["q1", "q2"]),
-        xmins(org, ["r1", "r2", "r3"]),
-    )
+    waited, rest = xmins(org, ["q1", "q2"]), xmins(org, ["r1", "r2", "r3"])
     assert len(set(waited)) == 1 and len(set(rest)) == 1
-    assert len({blocked[0], waited[0], rest[0]}) == 3
+    assert len({xmins(org, ["blocked"])[0], waited[0], rest[0]}) == 3
 
 
 def test_a_full_batch_takes_the_second_slot_at_once(org):
     key = key_of(org)
     first_event(key)
-    window = BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
 
-    async def scenario() -> list[Any]:
-        locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
+    async def scenario() -> None:
         batcher = ingest._batcher(key)
-        try:
-            await locker.execute("BEGIN")
-            await locker.execute(
-                "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
-            )
-            sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
-            await _until_waiting_on_locks(locker, 1)
+        async with one_call_blocked(org, key) as (_, sent):
             sent += [
                 asyncio.ensure_future(record(key, one_event(key, i))) for i in ("q1", "q2", "q3")
             ]
-            await asyncio.sleep(0)  # the three have been submitted, no timer has run
+            await asyncio.sleep(0)  # all three submitted in one loop step: no timer ran
             assert (len(batcher.pending), batcher.inflight) == (0, 2)
-            await locker.execute("COMMIT")
-            return await asyncio.gather(*sent)
-        finally:
-            await locker.close()
 
-    answers = run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
+    run(scenario, HOTPATH_BATCH_INFLIGHT=2, HOTPATH_BATCH_MAX=3)
 
-    assert [a["status"] for a in answers] == ["ok"] * 4
     assert len(set(xmins(org, ["q1", "q2", "q3"]))) == 1
 
 
