@@ -69,12 +69,10 @@ def run(scenario: Callable[[], Awaitable[Any]], **settings: Any) -> Any:
         return asyncio.run(main())
 
 
-async def behind_a_locked_window(
-    org: Organization, key: ApiKeyInfo, blocked: list, queued: list
-) -> tuple[list[Any], list[Any]]:
-    """Send `blocked` (the calls in flight) while the org's window is locked,
-    then `queued`; unlock when all have been submitted. Returns (answers of
-    blocked, answers of queued), exceptions included."""
+@contextlib.asynccontextmanager
+async def window_locked(org: Organization) -> AsyncIterator[psycopg.AsyncConnection]:
+    """The org's window locked by another connection (yielded) until the
+    block ends."""
     window = await asyncio.to_thread(
         lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
     )
@@ -84,18 +82,28 @@ async def behind_a_locked_window(
         await locker.execute(
             "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
         )
+        yield locker
+        await locker.execute("COMMIT")
+    finally:
+        await locker.close()
+
+
+async def behind_a_locked_window(
+    org: Organization, key: ApiKeyInfo, blocked: list, queued: list
+) -> tuple[list[Any], list[Any]]:
+    """Send `blocked` (the calls in flight) while the org's window is locked,
+    then `queued`; unlock when all have been submitted. Returns (answers of
+    blocked, answers of queued), exceptions included."""
+    async with window_locked(org) as locker:
         first = [asyncio.ensure_future(record(key, events)) for events in blocked]
         await _until_waiting_on_locks(locker, len(blocked))
         then = [asyncio.ensure_future(record(key, events)) for events in queued]
         await asyncio.sleep(0.05)
         assert len(ingest._batcher(key).pending) == len(queued)
-        await locker.execute("COMMIT")
-        return (
-            await asyncio.gather(*first, return_exceptions=True),
-            await asyncio.gather(*then, return_exceptions=True),
-        )
-    finally:
-        await locker.close()
+    return (
+        await asyncio.gather(*first, return_exceptions=True),
+        await asyncio.gather(*then, return_exceptions=True),
+    )
 
 
 async def _until_waiting_on_locks(conn: psycopg.AsyncConnection, count: int) -> None:
@@ -253,23 +261,12 @@ async def one_call_blocked(
     ("blocked") in flight, waiting on it. Yields (the locking connection, the
     requests sent: add yours); on leaving, unlocks and checks every request
     was answered ok."""
-    window = await asyncio.to_thread(
-        lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
-    )
-    locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
-    try:
-        await locker.execute("BEGIN")
-        await locker.execute(
-            "SELECT 1 FROM budgets_budgetwindow WHERE id = %s FOR UPDATE", [window]
-        )
+    async with window_locked(org) as locker:
         sent = [asyncio.ensure_future(record(key, one_event(key, "blocked")))]
         await _until_waiting_on_locks(locker, 1)
         yield locker, sent
-        await locker.execute("COMMIT")
-        answers = await asyncio.gather(*sent)
-        assert [a["status"] for a in answers] == ["ok"] * len(sent)
-    finally:
-        await locker.close()
+    answers = await asyncio.gather(*sent)
+    assert [a["status"] for a in answers] == ["ok"] * len(sent)
 
 
 def test_a_second_call_takes_requests_that_waited_behind_the_first(org, monkeypatch):
