@@ -18,7 +18,7 @@ import os
 import random
 import re
 
-from locust import FastHttpUser, HttpUser, constant_throughput, task
+from locust import FastHttpUser, HttpUser, task
 
 from loadtests.locust_common import (
     EVENTS,
@@ -33,6 +33,7 @@ from loadtests.locust_common import (
     team_slug,
     user_id,
 )
+from loadtests.pacing import begin_pacing, paced
 
 GATEWAY_CYCLES_PER_USER = 2.0
 INGEST_BATCHES_PER_USER = 2.0
@@ -46,10 +47,11 @@ ADMIN_URL = os.environ.get("TG_ADMIN_URL", "")
 
 
 class GatewayUser(FastHttpUser):
-    wait_time = constant_throughput(GATEWAY_CYCLES_PER_USER)
+    wait_time = paced(GATEWAY_CYCLES_PER_USER)
 
     def on_start(self) -> None:
         self.headers = api_headers()
+        begin_pacing(self, GATEWAY_CYCLES_PER_USER)
 
     @task
     def cycle(self) -> None:
@@ -96,11 +98,12 @@ class GatewayUser(FastHttpUser):
 
 
 class IngestUser(FastHttpUser):
-    wait_time = constant_throughput(INGEST_BATCHES_PER_USER)
+    wait_time = paced(INGEST_BATCHES_PER_USER)
 
     def on_start(self) -> None:
         self.headers = api_headers()
         self.counter = 0
+        begin_pacing(self, INGEST_BATCHES_PER_USER)
 
     @task
     def batch(self) -> None:
@@ -125,7 +128,7 @@ _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 class DashboardUser(HttpUser):
     """requests-based (HttpUser): it keeps the session and CSRF cookies."""
 
-    wait_time = constant_throughput(DASHBOARD_LOADS_PER_USER)
+    wait_time = paced(DASHBOARD_LOADS_PER_USER)
     only_in_phase: str | None = None
 
     def on_start(self) -> None:
@@ -146,6 +149,7 @@ class DashboardUser(HttpUser):
                 response.failure(f"login {response.status_code}: {response.text[:160]}")
                 return
         signed_in["count"] += 1
+        begin_pacing(self, DASHBOARD_LOADS_PER_USER)
 
     def _idle(self) -> bool:
         return self.only_in_phase is not None and current_phase["name"] != self.only_in_phase
