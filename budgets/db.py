@@ -74,7 +74,7 @@ def start_request_clock() -> None:
     request_deadline.set(time.monotonic() + settings.BUDGET_DB_TIMEOUT_MS / 1000)
 
 
-def _time_left(timeout: float | None) -> float:
+def time_left(timeout: float | None) -> float:
     """`timeout` (default BUDGET_DB_TIMEOUT_MS), cut to what the request has left;
     raises StoreUnavailable when nothing is left."""
     if timeout is None:
@@ -272,7 +272,7 @@ async def fetch_one(name: str, params: dict[str, Any], timeout: float | None = N
     cancels the statement on the server, so nothing is written) without
     waiting for the cancellation to finish.
     """
-    timeout = _time_left(timeout)
+    timeout = time_left(timeout)
     pool = await get_pool()
     retries = READ_RETRIES if _retryable(name, params) else 0
     task = asyncio.ensure_future(_fetch_one(pool, name, params, timeout, retries))
@@ -402,7 +402,7 @@ class Batcher:
         )
 
     async def submit(self, item: Any, timeout: float | None = None) -> Any:
-        timeout = _time_left(timeout)
+        timeout = time_left(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((item, future, loop.time() + timeout))

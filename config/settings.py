@@ -98,6 +98,10 @@ HOTPATH_POOL_TIMEOUT = env.float(
 # call (one lock + one commit per batch on a shared budget). 0 = no batching.
 HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=2)
 HOTPATH_BATCH_MAX = env.int("HOTPATH_BATCH_MAX", default=64)
+# Dashboard summary statements running at once per process (dashboard/summary.py).
+DASHBOARD_DB_CONCURRENCY = env.int("DASHBOARD_DB_CONCURRENCY", default=1)
+if DASHBOARD_DB_CONCURRENCY < 1:
+    raise environ.ImproperlyConfigured("DASHBOARD_DB_CONCURRENCY must be at least 1.")
 BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")
 if BUDGET_FAIL_MODE not in ("open", "closed"):
     raise environ.ImproperlyConfigured("BUDGET_FAIL_MODE must be 'open' or 'closed'.")

@@ -1,5 +1,5 @@
 """GET /v1/dashboard/summary: everything the dashboard page shows, in one
-response from two concurrent database calls (tollgate_dashboard_summary and
+response from two database calls (tollgate_dashboard_summary and
 tollgate_dashboard_breakdown in budgets/sql/functions.sql).
 
 Served by the hot-path router (budgets.api), not by a Django view: a
@@ -11,8 +11,11 @@ session cookie of a signed-in dashboard user (the page's own fetch).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from datetime import UTC, datetime
 from typing import Any, TypedDict
+
+from django.conf import settings
 
 from budgets import auth, db, inputs
 from budgets.api import Request
@@ -29,6 +32,39 @@ DEFAULT_RANGE = "7d"
 # answer is at most one computation old, as if the request had come a moment
 # earlier; nothing is kept once it is sent.
 _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
+
+# Dashboard statements running at once in this process, at most
+# DASHBOARD_DB_CONCURRENCY (default 1): a bulkhead between the dashboards and
+# the hot path on the same PostgreSQL. A summary's two statements on two
+# connections at once took both of a 2-core machine's cores for their
+# ~20-40 ms, and holds and events arriving meanwhile waited for a core.
+# One at a time, a summary takes about twice as long and leaves PostgreSQL a
+# core for the hot path. A request waits for a slot within its database time
+# (BUDGET_DB_TIMEOUT_MS), then gets 503 store_unavailable.
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(settings.DASHBOARD_DB_CONCURRENCY)
+    return slots
+
+
+async def _fetch_one(name: str, params: dict[str, Any]) -> Any:
+    slots = _loop_slots()
+    try:
+        async with asyncio.timeout(db.time_left(None)):
+            await slots.acquire()
+    except TimeoutError:
+        raise db.StoreUnavailable("no dashboard slot within the time budget") from None
+    try:
+        return await db.fetch_one(name, params)
+    finally:
+        slots.release()
 
 
 class Kpis(TypedDict):
@@ -124,12 +160,11 @@ async def _scope(request: Request, team: str | None, org: str | None) -> dict[st
 
 
 async def _compute(params: dict[str, Any]) -> tuple[Any, Any]:
-    # Two statements on two pooled connections at once, so that their two
-    # aggregations over the rollups use two cores; one `at` gives both the
-    # same bounds.
+    # Two statements, on two pooled connections at once when the process
+    # may run two (DASHBOARD_DB_CONCURRENCY); one `at` gives both the same bounds.
     return tuple(
         await asyncio.gather(
-            db.fetch_one("dashboard_summary", params), db.fetch_one("dashboard_breakdown", params)
+            _fetch_one("dashboard_summary", params), _fetch_one("dashboard_breakdown", params)
         )
     )
 

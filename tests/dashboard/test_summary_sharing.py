@@ -26,8 +26,11 @@ WAITING = """
 @pytest.fixture(scope="module")
 def patient_server(live_server_factory):
     # Time enough to wait on the lock; keys stay cached (their lookup reads
-    # the locked table too).
-    return live_server_factory(BUDGET_DB_TIMEOUT_MS="15000", API_KEY_CACHE_SECONDS="300")
+    # the locked table too); slots for two summaries' statements at once, so
+    # that every statement started shows (test_summary_slots.py tests the limit).
+    return live_server_factory(
+        BUDGET_DB_TIMEOUT_MS="15000", API_KEY_CACHE_SECONDS="300", DASHBOARD_DB_CONCURRENCY="4"
+    )
 
 
 def _waiting(conn: psycopg.Connection, expected: int) -> int:
