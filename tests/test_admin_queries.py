@@ -63,3 +63,28 @@ def test_list_queries_do_not_grow_with_rows(client, model):
     add_rows(org, 2, 18)
 
     assert queries_for(client, model) == few
+
+
+def test_events_cannot_be_deleted_from_admin(client):
+    """Events are the ledger that budget windows and rollups were added up
+    from; admin lists them without a delete action (and so without the
+    per-row checkbox) and refuses the delete page."""
+    client.force_login(get_user_model().objects.create_superuser("boss", "", "pw-for-tests"))
+    org = Organization.objects.create(slug="acme", name="Acme")
+    add_rows(org, 0, 2)
+    event = RequestEvent.objects.first()
+
+    listing = client.get(reverse("admin:tracking_requestevent_changelist"))
+    delete = client.post(
+        reverse("admin:tracking_requestevent_delete", args=[event.pk]), {"post": "yes"}
+    )
+    bulk = client.post(
+        reverse("admin:tracking_requestevent_changelist"),
+        {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
+    )
+
+    assert listing.status_code == 200
+    assert b'name="_selected_action"' not in listing.content
+    assert delete.status_code == 403
+    assert bulk.status_code in (200, 302)  # "no action selected": nothing done
+    assert RequestEvent.objects.count() == 2
