@@ -19,11 +19,13 @@ rate and length). The script
 3. runs locust headless with the scenario's load shape, bounded in time
    (the shape stops the test; the process is killed 60 s after it should have
    ended);
-4. writes locust's CSV files to docs/benchmarks/locust/SCENARIO_*.csv and a
+4. writes locust's CSV files to docs/benchmarks/locust/NAME_*.csv and a
    markdown report with exact per-phase percentiles, error rate, achieved rates
    and the CPU used by the server, the worker, PostgreSQL, locust and everything else
    (a run is flagged ⚠ when other processes used more than 10% of a core) to
-   docs/benchmarks/locust-SCENARIO.md;
+   docs/benchmarks/locust-NAME.md, where NAME is the scenario, followed by
+   `-admin-server` and/or `-no-admin` for those variants (a variant's run does
+   not overwrite the plain scenario's report);
 5. stops the server and the worker (also on Ctrl-C, SIGTERM or an error).
 
 Exit status 1 when more than --max-error-pct of the requests failed.
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--host",
         f"http://{HOST}:{args.port}",
         "--csv",
-        str(CSV_DIR / args.scenario),
+        str(CSV_DIR / run_name(args)),
         "--only-summary",
         "--loglevel",
         "WARNING",
@@ -317,7 +319,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         f"rate: {args.rate:g} {scenario.rate_unit}; one Tollgate worker "
         f"({args.workers} uvicorn process(es), uvloop + httptools, "
         f"{'default hot-path pool' if args.pool_max is None else f'HOTPATH_POOL_MAX={args.pool_max}'}); "
-        f"raw CSV: `docs/benchmarks/locust/{args.scenario}_stats.csv` (and `_failures`, "
+        f"raw CSV: `docs/benchmarks/locust/{run_name(args)}_stats.csv` (and `_failures`, "
         "`_exceptions`, `_stats_history`).",
         "",
         "| phase | request | requests | rate /s | errors | p50 ms | p95 ms | p99 ms | max ms |",
@@ -428,6 +430,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_name(args: argparse.Namespace) -> str:
+    """The name of a run's report and CSV files: the scenario, and the variant."""
+    return (
+        args.scenario
+        + ("-admin-server" if args.admin_server else "")
+        + ("-no-admin" if args.no_admin else "")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -441,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_locust: {exc}", file=sys.stderr)
         return 1
     text = report(args, results, started)
-    path = REPORT_DIR / f"locust-{args.scenario}.md"
+    path = REPORT_DIR / f"locust-{run_name(args)}.md"
     path.write_text(text)
     print(text)
     print(f"Written to {path.relative_to(BASE_DIR)} in {time.monotonic() - t0:.0f} s")
