@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -188,6 +189,14 @@ def wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
             time.sleep(0.05)
+        # Still there: say whose, so that the teardown warning that follows
+        # ("being accessed by other users") can be traced to its test.
+        cursor.execute(
+            "SELECT application_name, state, backend_start, state_change, left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        for session in cursor.fetchall():
+            warnings.warn(f"session still open after the servers stopped: {session}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
