@@ -18,11 +18,15 @@ from tests.fuzz import cases
 from tests.fuzz.conftest import COMPLETED, COUNTS, snapshot
 
 # (examples, minimum requests) per test; an example is a list of 4-12
-# requests (6-7 on average). The minimums add up to 10,000.
+# requests (6-7 on average). The minimums add up to 10,000. The lists drawn
+# differ between a module run and the full suite, and between full-suite runs
+# once tests are added before them: test_one_event sent 1,275 requests in one
+# CI run and 1,198 in the next, after four test files were added (cause not
+# traced), hence its larger margin.
 QUOTAS = {
     "test_check": (164, 1050),
     "test_reservations": (164, 1050),
-    "test_one_event": (179, 1200),
+    "test_one_event": (200, 1200),
     "test_event_batches": (172, 1100),
     "test_put_budget": (187, 1100),
     "test_delete_budget": (124, 700),
