@@ -3,11 +3,13 @@ events recorded through the API, and rollups as aggregate_usage leaves them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -20,6 +22,30 @@ from tests.conftest import auth
 
 PASSWORD = "a-long-test-password-8271"
 SUMMARY = "/v1/dashboard/summary"
+
+# Summary statements waiting on a lock (the summary tests hold them up with
+# one on a table they read).
+WAITING = """
+    SELECT count(*) FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND query LIKE '%%tollgate_dashboard_%%'
+"""
+
+
+def statements_waiting(conn: psycopg.Connection, expected: int) -> int:
+    """The summary statements waiting on a lock, once `expected` of them are
+    (or after 5 s, however many there are then)."""
+    deadline = time.monotonic() + 5
+    while True:
+        count = conn.execute(WAITING).fetchone()[0]
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def fetch_summary(url: str, key: str, range_: str) -> httpx.Response:
+    """One summary on a connection of its own (for requests sent from threads)."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        return client.get(SUMMARY, params={"range": range_}, headers=auth(key))
 
 
 @pytest.fixture

@@ -10,17 +10,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import psycopg
 import pytest
 
-from tests.conftest import auth
-from tests.dashboard.conftest import SUMMARY
-
-WAITING = """
-    SELECT count(*) FROM pg_stat_activity
-    WHERE wait_event_type = 'Lock' AND query LIKE '%%tollgate_dashboard_%%'
-"""
+from tests.dashboard.conftest import WAITING, fetch_summary, statements_waiting
 
 
 @pytest.fixture(scope="module")
@@ -33,39 +26,26 @@ def patient_server(live_server_factory):
     )
 
 
-def _waiting(conn: psycopg.Connection, expected: int) -> int:
-    deadline = time.monotonic() + 5
-    while True:
-        count = conn.execute(WAITING).fetchone()[0]
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.05)
-
-
 def test_concurrent_identical_summaries_share_one_computation(
     patient_server, test_database_url, org, key
 ):
-    with httpx.Client(base_url=patient_server.url, timeout=30) as api:
-        assert api.get(SUMMARY, params={"range": "7d"}, headers=auth(key)).status_code == 200
+    url = patient_server.url
+    assert fetch_summary(url, key, "7d").status_code == 200
 
-        def fetch(params: dict) -> httpx.Response:
-            with httpx.Client(base_url=patient_server.url, timeout=30) as own:
-                return own.get(SUMMARY, params=params, headers=auth(key))
-
-        with psycopg.connect(test_database_url, autocommit=True) as watcher:
-            with psycopg.connect(test_database_url) as locker:
-                locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
-                with ThreadPoolExecutor(10) as pool:
-                    same = [pool.submit(fetch, {"range": "7d"}) for _ in range(8)]
-                    assert _waiting(watcher, 2) == 2
-                    other = pool.submit(fetch, {"range": "24h"})
-                    # The other range is a computation of its own.
-                    assert _waiting(watcher, 4) == 4
-                    time.sleep(0.5)  # stragglers of the eight would show up here
-                    assert watcher.execute(WAITING).fetchone()[0] == 4
-                    locker.rollback()
-                    answers = [f.result() for f in same]
-                    other_answer = other.result()
+    with psycopg.connect(test_database_url, autocommit=True) as watcher:
+        with psycopg.connect(test_database_url) as locker:
+            locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(10) as pool:
+                same = [pool.submit(fetch_summary, url, key, "7d") for _ in range(8)]
+                assert statements_waiting(watcher, 2) == 2
+                other = pool.submit(fetch_summary, url, key, "24h")
+                # The other range is a computation of its own.
+                assert statements_waiting(watcher, 4) == 4
+                time.sleep(0.5)  # stragglers of the eight would show up here
+                assert watcher.execute(WAITING).fetchone()[0] == 4
+                locker.rollback()
+                answers = [f.result() for f in same]
+                other_answer = other.result()
 
     assert [a.status_code for a in answers] == [200] * 8
     assert len({a.json()["generated_at"] for a in answers}) == 1

@@ -12,13 +12,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import psycopg
 import pytest
 
-from tests.conftest import auth
-from tests.dashboard.conftest import SUMMARY
-from tests.dashboard.test_summary_sharing import WAITING, _waiting
+from tests.dashboard.conftest import WAITING, fetch_summary, statements_waiting
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +30,16 @@ def impatient_server(live_server_factory):
     return live_server_factory(BUDGET_DB_TIMEOUT_MS="1000", API_KEY_CACHE_SECONDS="300")
 
 
-def _fetch(url: str, key: str, range_: str) -> httpx.Response:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        return client.get(SUMMARY, params={"range": range_}, headers=auth(key))
-
-
 def test_one_dashboard_statement_runs_at_a_time(one_slot_server, test_database_url, org, key):
     url = one_slot_server.url
-    assert _fetch(url, key, "7d").status_code == 200  # key cached, pool open
+    assert fetch_summary(url, key, "7d").status_code == 200  # key cached, pool open
     with psycopg.connect(test_database_url, autocommit=True) as watcher:
         with psycopg.connect(test_database_url) as locker:
             locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
             with ThreadPoolExecutor(4) as pool:
-                answers = [pool.submit(_fetch, url, key, r) for r in ("7d", "24h", "30d")]
+                answers = [pool.submit(fetch_summary, url, key, r) for r in ("7d", "24h", "30d")]
                 # Three summaries of two statements each: one statement runs.
-                assert _waiting(watcher, 1) == 1
+                assert statements_waiting(watcher, 1) == 1
                 time.sleep(0.5)  # a second statement started would show up here
                 assert watcher.execute(WAITING).fetchone()[0] == 1
                 locker.rollback()
@@ -59,14 +51,14 @@ def test_one_dashboard_statement_runs_at_a_time(one_slot_server, test_database_u
 
 def test_a_summary_without_a_slot_in_time_is_a_503(impatient_server, test_database_url, org, key):
     url = impatient_server.url
-    assert _fetch(url, key, "7d").status_code == 200
+    assert fetch_summary(url, key, "7d").status_code == 200
     with psycopg.connect(test_database_url) as locker:
         locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
         with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_fetch, url, key, "7d")  # takes the slot, waits on the lock
+            first = pool.submit(fetch_summary, url, key, "7d")  # takes the slot, waits on the lock
             time.sleep(0.2)
             started = time.monotonic()
-            second = pool.submit(_fetch, url, key, "24h").result()  # waits for the slot
+            second = pool.submit(fetch_summary, url, key, "24h").result()  # waits for the slot
             waited = time.monotonic() - started
             first = first.result()
         locker.rollback()
@@ -75,4 +67,4 @@ def test_a_summary_without_a_slot_in_time_is_a_503(impatient_server, test_databa
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "store_unavailable"
     assert waited < 2.0  # within its 1 s of database time, not behind the lock
-    assert _fetch(url, key, "24h").status_code == 200  # the slot was given back
+    assert fetch_summary(url, key, "24h").status_code == 200  # the slot was given back
