@@ -36,8 +36,9 @@ _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
 # Dashboard statements running at once in this process, at most
 # DASHBOARD_DB_CONCURRENCY (default 1): a bulkhead between the dashboards and
 # the hot path on the same PostgreSQL. A summary's two statements on two
-# connections at once took both of a 2-core machine's cores for their
-# ~20-40 ms, and holds and events arriving meanwhile waited for a core.
+# connections at once can occupy both of a 2-core machine's cores (each took
+# ~15-27 ms alone on the load org), and holds and events arriving meanwhile
+# wait for a core.
 # One at a time, a summary takes somewhat longer (p50 89-117 against 75-102
 # ms in the mixed locust scenario) and leaves PostgreSQL a core for the hot
 # path. A request waits for a slot within its database time

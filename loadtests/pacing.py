@@ -3,8 +3,8 @@ times, one period (1 / pace seconds) apart, starting at a random point of the
 first period.
 
 Locust's `constant_throughput` restarts a user's grid whenever a task overruns
-the period: a stall of the server (a dashboard user's sign-in hashes a
-password for ~2 s) puts every user on the same grid, and they stay there.
+the period: a stall of the server (a dashboard user's sign-in took ~2 s)
+puts every user on the same grid, and they stay there.
 Measured at 19:45 on 2026-11-22 in the mixed scenario: 50 holds arriving
 within the same ~50 ms of every 500 ms, instead of the spread-out arrivals of
 a fleet of gateways. It measured the batching of a 50-request burst every
