@@ -419,7 +419,9 @@ class CpuShares:
     postgres: float | None  # None: not the embedded server, so not measured
     other: float  # everything outside this benchmark
     worker: float | None = None  # `manage.py run_worker`, where a run has one
-    admin: float | None = None  # a second server for /admin/, where a run has one
+    second: float | None = None  # a second server (admin's or all Django pages), if any
+    generator: float | None = None  # a load generator still running (locust)
+    machine: float | None = None  # every process, ours included
 
 
 def sample_cpu() -> CpuSample:
@@ -470,7 +472,8 @@ def cpu_shares(
     after: CpuSample,
     server_group: int,
     worker_group: int | None = None,
-    admin_group: int | None = None,
+    second_group: int | None = None,
+    generator_group: int | None = None,
 ) -> CpuShares:
     def used(pids: set[int]) -> float:
         return sum(after.procs[p][2] - before.procs.get(p, (0, 0, 0.0))[2] for p in pids)
@@ -481,13 +484,16 @@ def cpu_shares(
     elapsed = after.at - before.at
     server = used(group(server_group))
     worker = None if worker_group is None else used(group(worker_group))
-    admin = None if admin_group is None else used(group(admin_group))
+    second = None if second_group is None else used(group(second_group))
+    # A load generator still running (not yet among the reaped children).
+    generator = 0.0 if generator_group is None else used(group(generator_group))
     postmaster = postmaster_pid()
     postgres = used(_descendants(postmaster, after.procs)) if postmaster in after.procs else None
     ours = (
         server
         + (worker or 0.0)
-        + (admin or 0.0)
+        + (second or 0.0)
+        + generator
         + (postgres or 0.0)
         + used({os.getpid()} & after.procs.keys())
         + (after.reaped_children - before.reaped_children)
@@ -498,7 +504,9 @@ def cpu_shares(
         postgres=None if postgres is None else 100 * postgres / elapsed,
         other=100 * other / elapsed,
         worker=None if worker is None else 100 * worker / elapsed,
-        admin=None if admin is None else 100 * admin / elapsed,
+        second=None if second is None else 100 * second / elapsed,
+        generator=None if generator_group is None else 100 * generator / elapsed,
+        machine=100 * (after.box_busy - before.box_busy) / elapsed,
     )
 
 

@@ -225,7 +225,13 @@ class Recorder:
 
     def dump(self, path: str) -> None:
         with open(path, "w") as out:
-            json.dump({"rows": self.rows(), "errors": self.errors}, out, indent=1)
+            # Phase spans are time.monotonic(), one clock for every process
+            # on the machine: run_locust matches them with its CPU samples.
+            json.dump(
+                {"rows": self.rows(), "errors": self.errors, "phases": self.phase_seconds},
+                out,
+                indent=1,
+            )
 
 
 def percentile(ordered: list[float], p: float) -> float:

@@ -41,9 +41,11 @@ INGEST_BATCH = 100
 DASHBOARD_LOADS_PER_USER = 1.0
 # TG_DASHBOARD_ADMIN=0 leaves Django admin's event list out of the dashboard load.
 DASHBOARD_ADMIN = os.environ.get("TG_DASHBOARD_ADMIN", "1") != "0"
-# Where admin's pages are served, when not by the hot path's server (run_locust
-# --admin-server): the session cookie is the host's, whatever the port.
-ADMIN_URL = os.environ.get("TG_ADMIN_URL", "")
+# Where the dashboard users' requests go when not to the hot path's server: all
+# of them (run_locust --web-server), or admin's pages only (--admin-server).
+# The session cookie is the host's, whatever the port.
+WEB_URL = os.environ.get("TG_WEB_URL", "")
+ADMIN_URL = os.environ.get("TG_ADMIN_URL", "") or WEB_URL
 
 
 class GatewayUser(FastHttpUser):
@@ -132,10 +134,10 @@ class DashboardUser(HttpUser):
     only_in_phase: str | None = None
 
     def on_start(self) -> None:
-        page = self.client.get("/accounts/login/", name="login page")
+        page = self.client.get(f"{WEB_URL}/accounts/login/", name="login page")
         token = _CSRF_INPUT.search(page.text)
         with self.client.post(
-            "/accounts/login/?next=/",
+            f"{WEB_URL}/accounts/login/?next=/",
             data={
                 "username": os.environ["TG_VIEWER_USER"],
                 "password": os.environ["TG_VIEWER_PASSWORD"],
@@ -158,19 +160,19 @@ class DashboardUser(HttpUser):
     def summary(self) -> None:
         if self._idle():
             return
-        self.client.get("/v1/dashboard/summary?range=24h", name="summary 24h")
+        self.client.get(f"{WEB_URL}/v1/dashboard/summary?range=24h", name="summary 24h")
 
     @task(2)
     def summary_week(self) -> None:
         if self._idle():
             return
-        self.client.get("/v1/dashboard/summary?range=7d", name="summary 7d")
+        self.client.get(f"{WEB_URL}/v1/dashboard/summary?range=7d", name="summary 7d")
 
     @task(2)
     def page(self) -> None:
         if self._idle():
             return
-        self.client.get("/", name="dashboard page")
+        self.client.get(f"{WEB_URL}/", name="dashboard page")
 
     @task(1)
     def admin_events(self) -> None:

@@ -24,7 +24,7 @@ rate and length). The script
    and the CPU used by the server, the worker, PostgreSQL, locust and everything else
    (a run is flagged ⚠ when other processes used more than 10% of a core) to
    docs/benchmarks/locust-NAME.md, where NAME is the scenario, followed by
-   `-admin-server` and/or `-no-admin` for those variants (a variant's run does
+   `-admin-server` or `-web-server` and/or `-no-admin` for those variants (a variant's run does
    not overwrite the plain scenario's report);
 5. stops the server and the worker (also on Ctrl-C, SIGTERM or an error).
 
@@ -42,6 +42,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,19 +191,25 @@ def run_worker(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextlib.contextmanager
-def admin_server(args: argparse.Namespace, log_path: Path) -> Iterator[subprocess.Popen | None]:
-    """With --admin-server, a second server (one process) on the next port,
-    which the dashboard users' admin pages go to: Django admin's rendering then
-    runs beside the hot path, not in its process."""
-    if not args.admin_server:
+def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subprocess.Popen | None]:
+    """With --admin-server or --web-server, a second server (one process, same
+    app) on the next port, which the dashboard users' admin pages, or all of
+    their requests, go to: that work then runs beside the hot path, not in its
+    process."""
+    if second_server_role(args) is None:
         yield None
         return
-    design = server_design(1, admin_port(args), args.pool_max)
-    with compare.serve(design, admin_port(args), log_path) as process:
+    design = server_design(1, second_port(args), args.pool_max)
+    with compare.serve(design, second_port(args), log_path) as process:
         yield process
 
 
-def admin_port(args: argparse.Namespace) -> int:
+def second_server_role(args: argparse.Namespace) -> str | None:
+    """ "admin" or "web": what the second server serves, if there is one."""
+    return "admin" if args.admin_server else "web" if args.web_server else None
+
+
+def second_port(args: argparse.Namespace) -> int:
     return args.port + 1
 
 
@@ -227,7 +234,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "TG_VIEWER_PASSWORD": password,
         "TG_REPORT_JSON": str(phases_json),
         "TG_DASHBOARD_ADMIN": "0" if args.no_admin else "1",
-        "TG_ADMIN_URL": f"http://{HOST}:{admin_port(args)}" if args.admin_server else "",
+        "TG_ADMIN_URL": f"http://{HOST}:{second_port(args)}" if args.admin_server else "",
+        "TG_WEB_URL": f"http://{HOST}:{second_port(args)}" if args.web_server else "",
     }
     argv = [
         sys.executable,
@@ -246,31 +254,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     server_log = compare.RESULTS_DIR / f"locust-{args.scenario}.server.log"
     worker_log = compare.RESULTS_DIR / f"locust-{args.scenario}.worker.log"
-    admin_log = compare.RESULTS_DIR / f"locust-{args.scenario}.admin-server.log"
+    second_log = compare.RESULTS_DIR / f"locust-{args.scenario}.second-server.log"
     with (
         compare.serve(design, args.port, server_log) as server,
         run_worker(worker_log) as worker,
-        admin_server(args, admin_log) as admin,
+        second_server(args, second_log) as second,
     ):
         print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
         before = compare.sample_cpu()
-        with locust_log.open("w") as log:
+        with locust_log.open("w") as log, CpuSampler() as sampler:
+            locust = subprocess.Popen(
+                argv,
+                cwd=BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: its CPU is counted apart
+            )
             try:
-                done = subprocess.run(
-                    argv,
-                    cwd=BASE_DIR,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=args.duration + EXTRA_SECONDS + 60,
-                )
-                returncode = done.returncode
+                returncode = locust.wait(timeout=args.duration + EXTRA_SECONDS + 60)
             except subprocess.TimeoutExpired:
                 returncode = -1
+            finally:
+                compare.stop(locust)
         after = compare.sample_cpu()
-        cpu = compare.cpu_shares(
-            before, after, server.pid, worker.pid, None if admin is None else admin.pid
-        )
+        groups = (server.pid, worker.pid, None if second is None else second.pid)
+        cpu = compare.cpu_shares(before, after, *groups)
         elapsed = after.at - before.at
         locust_cpu = 100 * (after.reaped_children - before.reaped_children) / elapsed
     if not phases_json.exists():
@@ -278,12 +287,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = json.loads(phases_json.read_text())
     results.update(
         cpu=cpu,
+        phase_cpu=sampler.shares_by_phase(results.get("phases", {}), groups, locust.pid),
         locust_cpu=locust_cpu,
         locust_exit=returncode,
         elapsed=elapsed,
         server_log=server_log,
     )
     return results
+
+
+class CpuSampler:
+    """Samples the machine's CPU accounts every second while locust runs, so
+    that the report can say where the CPU went in each phase (the run's total
+    mixes the phases with and without dashboard load)."""
+
+    INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self.samples: list[compare.CpuSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(compare.sample_cpu())
+            if self._stop.wait(self.INTERVAL):
+                return
+
+    def shares_by_phase(
+        self, phases: dict[str, list[float]], groups: tuple[int, int, int | None], locust: int
+    ) -> dict[str, compare.CpuShares]:
+        """CPU shares between the first and last sample inside each phase's
+        span (time.monotonic(), the same clock in locust's process)."""
+        shares = {}
+        for name, (first, last) in phases.items():
+            inside = [s for s in self.samples if first <= s.at <= last]
+            if len(inside) >= 2:
+                shares[name] = compare.cpu_shares(inside[0], inside[-1], *groups, locust)
+        return shares
 
 
 # --- Report -------------------------------------------------------------------------------
@@ -309,8 +358,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         command += f" --pool-max {args.pool_max}"
     if args.no_admin:
         command += " --no-admin"
-    if args.admin_server:
-        command += " --admin-server"
+    if second_server_role(args):
+        command += f" --{second_server_role(args)}-server"
     lines = [
         f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
         "",
@@ -337,12 +386,13 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
     lines += hot_path_lines(args.scenario, rows, scenario.hot_path)
     lines += [
         f"- CPU (share of one core): server {cpu.server:.0f}%, "
-        + ("" if cpu.admin is None else f"admin server {cpu.admin:.0f}%, ")
+        + ("" if cpu.second is None else f"{second_server_role(args)} server {cpu.second:.0f}%, ")
         + f"worker {cpu.worker:.0f}%, "
         "PostgreSQL "
         f"{'n/a' if cpu.postgres is None else f'{cpu.postgres:.0f}%'}, locust "
         f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
     ]
+    lines += phase_cpu_lines(args, results["phase_cpu"])
     if generator_bound:
         lines.append(
             f"- ⚠ locust used {results['locust_cpu']:.0f}% of a core: the load generator, "
@@ -368,6 +418,32 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         "",
     ]
     return "\n".join(lines)
+
+
+def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShares]) -> list[str]:
+    """A table of where the CPU went in each phase (sampled every second)."""
+    if not shares:
+        return []
+    role = second_server_role(args)
+    pct = lambda value: "n/a" if value is None else f"{value:.0f}%"  # noqa: E731
+    lines = [
+        "",
+        f"CPU by phase (share of one core; the machine has {os.cpu_count()} cores, "
+        f"{100 * (os.cpu_count() or 1)}% in all; sampled every {CpuSampler.INTERVAL:g} s):",
+        "",
+        "| phase | server |"
+        + (f" {role} server |" if role else "")
+        + " worker | PostgreSQL | locust | other processes | machine |",
+        "|---|---:|" + ("---:|" if role else "") + "---:|---:|---:|---:|---:|",
+    ]
+    for phase, cpu in shares.items():
+        lines.append(
+            f"| {phase} | {pct(cpu.server)} |"
+            + (f" {pct(cpu.second)} |" if role else "")
+            + f" {pct(cpu.worker)} | {pct(cpu.postgres)} | {pct(cpu.generator)} "
+            f"| {pct(cpu.other)} | {pct(cpu.machine)} |"
+        )
+    return [*lines, ""]
 
 
 def hot_path_lines(scenario: str, rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]:
@@ -414,11 +490,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="dashboard users leave out Django admin's event list (summary and page only)",
     )
-    parser.add_argument(
+    apart = parser.add_mutually_exclusive_group()
+    apart.add_argument(
         "--admin-server",
         action="store_true",
         help="serve Django admin's pages from a second server process on PORT+1, as a "
         "deployment that routes /admin/ apart does",
+    )
+    apart.add_argument(
+        "--web-server",
+        action="store_true",
+        help="serve everything the dashboard users ask for (sign-in, page, summary, admin) "
+        "from a second server process on PORT+1, as a deployment that routes all but the "
+        "hot path apart does",
     )
     parser.add_argument("--max-error-pct", type=float, default=1.0)
     args = parser.parse_args(argv)
@@ -434,7 +518,7 @@ def run_name(args: argparse.Namespace) -> str:
     """The name of a run's report and CSV files: the scenario, and the variant."""
     return (
         args.scenario
-        + ("-admin-server" if args.admin_server else "")
+        + (f"-{second_server_role(args)}-server" if second_server_role(args) else "")
         + ("-no-admin" if args.no_admin else "")
     )
 

@@ -14,6 +14,7 @@ from loadtests.run_locust import parse_args, run_name
         (["mixed"], "mixed"),
         (["mixed", "--quick"], "mixed"),
         (["mixed", "--admin-server"], "mixed-admin-server"),
+        (["mixed", "--web-server"], "mixed-web-server"),
         (["mixed", "--no-admin"], "mixed-no-admin"),
         (["dashboard", "--admin-server", "--no-admin"], "dashboard-admin-server-no-admin"),
     ],
