@@ -200,6 +200,9 @@ def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproce
         yield None
         return
     design = server_design(1, second_port(args), args.pool_max)
+    if args.second_nice:
+        # A lower CPU weight, as `nice` (or a container's CPU weight) gives it.
+        design.argv = ["nice", "-n", str(args.second_nice), *design.argv]
     with compare.serve(design, second_port(args), log_path) as process:
         yield process
 
@@ -360,6 +363,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         command += " --no-admin"
     if second_server_role(args):
         command += f" --{second_server_role(args)}-server"
+    if args.second_nice:
+        command += f" --second-nice {args.second_nice}"
     lines = [
         f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
         "",
@@ -504,6 +509,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "from a second server process on PORT+1, as a deployment that routes all but the "
         "hot path apart does",
     )
+    parser.add_argument(
+        "--second-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the second server at niceness N (1-19: a lower CPU priority than the "
+        "hot path's server)",
+    )
     parser.add_argument("--max-error-pct", type=float, default=1.0)
     args = parser.parse_args(argv)
     scenario = SCENARIOS[args.scenario]
@@ -511,6 +524,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.duration = QUICK_SECONDS if args.quick else scenario.seconds
     if args.rate is None:
         args.rate = scenario.rate
+    if args.second_nice and second_server_role(args) is None:
+        parser.error("--second-nice needs --admin-server or --web-server")
+    if not 0 <= args.second_nice <= 19:
+        parser.error("--second-nice must be between 0 and 19")
     return args
 
 
@@ -519,6 +536,7 @@ def run_name(args: argparse.Namespace) -> str:
     return (
         args.scenario
         + (f"-{second_server_role(args)}-server" if second_server_role(args) else "")
+        + (f"-nice{args.second_nice}" if args.second_nice else "")
         + ("-no-admin" if args.no_admin else "")
     )
 
