@@ -115,9 +115,9 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # and current, and what they read from raw events is a few minutes of them,
 # whatever the hour's size.
 #
-# A pass sets a new watermark N (below), recomputes every (org, hour) bucket
-# touched by an event with W < received_at <= N from that bucket's events
-# received up to N, and sets W = N: all in one transaction, so that a reader
+# A pass sets a new watermark N (below), adds the events with
+# W < received_at <= N to the rollups of their (org, hour, team, user, model)
+# and of their local day, and sets W = N: all in one transaction, so that a reader
 # sees the rollups and the watermark that vouches for them together (its
 # statement's snapshot has both or neither).
 #
@@ -135,16 +135,22 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
 # readers add from raw events is then the events received since the last
 # pass, plus about a second.
 #
-# Why whole buckets: recomputing an (org, hour) from its raw events makes the
-# rollup exact and the pass idempotent, whatever happened before (late events,
-# out-of-order commits, repricing, a crashed pass). Every other writer of
-# rollups (a rebuild, reprice) recomputes buckets the same way, up to the W it
-# reads under the rollups' lock.
+# Why adding is exact: the rollups hold exactly the events received up to W,
+# and a pass adds exactly those received in (W, N], committing the sums and
+# N together (a crashed pass adds nothing and moves nothing). So a pass costs
+# the new events, not the hours they fall in: recomputing every touched hour
+# whole, as passes did before, re-read the whole current hour each time (at
+# 300 events/s, ~1M events by the end of an hour, every 30 s). Every other
+# writer of rollups (a rebuild, reprice) recomputes whole buckets from their
+# raw events up to the W it reads under the rollups' lock, which also repairs
+# rollups that something outside Tollgate changed (`aggregate_usage
+# --rebuild`).
 #
 # Daily rollups (the org's local days, for the dashboard's day ranges) are
-# sums of hourly ones, never of raw events: the transaction that recomputes
-# some hours re-sums their days right after (query refresh_days), so the two
-# tables agree at every commit and the watermark covers both. They exist in
+# sums of hourly ones: a pass adds its events to both (query add_received),
+# and the transaction that recomputes some hours re-sums their days right
+# after (query refresh_days), so the two tables agree at every commit and the
+# watermark covers both. They exist in
 # one time zone per org (DailyRollupZone): a pass first builds, whole, the
 # days of every org that has none in its current time zone (a new org, a
 # changed zone); until then the dashboard sums that org's hourly rows.
@@ -170,12 +176,9 @@ Progress = Callable[[int, int, int], None]  # (done, total, events so far)
 
 @dataclass
 class RefreshPlan:
+    """The buckets a rebuild recomputes."""
+
     buckets: list[Bucket]
-    # Set for an incremental pass: the watermark once the buckets are done.
-    watermark: datetime | None
-    # Late events in hours that were already pruned: not rolled up (their
-    # hour's other events are gone, so a recomputed rollup would lose them).
-    skipped_events: int = 0
 
 
 @dataclass
@@ -187,6 +190,8 @@ class RefreshReport:
     # Local days re-summed after their hours, and orgs whose days were built whole.
     days: int = 0
     day_builds: int = 0
+    # Late events in hours that were already pruned: not rolled up (a rebuild
+    # of their hour, whose other events are gone, would lose them again).
     skipped_events: int = 0
     watermark: datetime | None = None
 
@@ -202,26 +207,22 @@ def hour_floor(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def rollups_plan(*, since: datetime | None = None, lag: timedelta | None = None) -> RefreshPlan:
-    """The buckets a pass recomputes: those touched since the watermark, or
-    with `since` (a rebuild) every bucket from that hour on that is not pruned."""
+def rollups_plan(*, since: datetime) -> RefreshPlan:
+    """The buckets a rebuild recomputes: every bucket from the hour of `since`
+    on that is not pruned."""
     pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
-    if since is not None:
-        start = max(hour_floor(since), pruned_before)
-        rows = selectors.run("rebuild_buckets", {"since": start})
-        return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows], watermark=None)
+    start = max(hour_floor(since), pruned_before)
+    rows = selectors.run("rebuild_buckets", {"since": start})
+    return RefreshPlan(buckets=[(org_id, hour) for org_id, hour in rows])
+
+
+def pass_watermarks(lag: timedelta | None = None) -> tuple[datetime, datetime]:
+    """The aggregation watermark, and how far a pass starting now moves it."""
     watermark = selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING
     lag = aggregation_lag() if lag is None else lag
     [(bound,)] = selectors.run("pass_bound", {"lag": lag, "settle": min(SETTLE, lag)})
     # Never back: a watermark set ahead of the clock (by hand) stays.
-    plan = RefreshPlan(buckets=[], watermark=max(watermark, bound))
-    changed = selectors.run("changed_buckets", {"watermark": watermark, "through": plan.watermark})
-    for org_id, hour, events in changed:
-        if hour < pruned_before:
-            plan.skipped_events += events
-        else:
-            plan.buckets.append((org_id, hour))
-    return plan
+    return watermark, max(watermark, bound)
 
 
 def rollups_refresh_buckets(
@@ -277,8 +278,9 @@ def rollups_refresh(
     progress: Progress | None = None,
 ) -> RefreshReport:
     """One pass of aggregate_usage: incremental from the watermark, in one
-    transaction; or with `since` a rebuild of every hour from then on (the
-    watermark stays), a transaction per batch, and of every org's local days.
+    transaction (the events received since, added); or with `since` a rebuild
+    of every hour from then on (the watermark stays), `batch_size` hours per
+    transaction, and of every org's local days.
 
     Idempotent: running it again leaves the same rows."""
     if since is not None:
@@ -287,29 +289,42 @@ def rollups_refresh(
         # Last, from the rebuilt hours; cheap next to them (a day sums ~24 rows per key).
         report.day_builds = daily_rollups_build(all_orgs=True)
         return report
-    # First, so that the hours refreshed below re-sum these orgs' days too.
+    # First, so that the events added below go to these orgs' days too.
     day_builds = daily_rollups_build()
     with transaction.atomic():
         # Under the lock from the start: a second aggregator waits, and then
-        # plans from the watermark this pass leaves.
+        # starts from the watermark this pass leaves.
         selectors.run("lock_rollups")
-        plan = rollups_plan(lag=lag)
-        report = _refresh_in_batches(plan, batch_size, progress)
-        selectors.run(
-            "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": plan.watermark}
+        watermark, through = pass_watermarks(lag)
+        pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
+        [(buckets, events, skipped, written, days)] = selectors.run(
+            "add_received",
+            {"watermark": watermark, "through": through, "pruned_before": pruned_before},
         )
-    report.day_builds, report.watermark = day_builds, plan.watermark
-    return report
+        selectors.run(
+            "advance_watermark", {"name": selectors.AGGREGATION_JOB, "watermark": through}
+        )
+    if progress is not None:
+        progress(buckets, buckets, int(events))
+    return RefreshReport(
+        buckets=buckets,
+        events=int(events),
+        written=written,
+        days=days,
+        day_builds=day_builds,
+        skipped_events=int(skipped),
+        watermark=through,
+    )
 
 
 def _refresh_in_batches(
     plan: RefreshPlan, batch_size: int, progress: Progress | None
 ) -> RefreshReport:
-    report = RefreshReport(skipped_events=plan.skipped_events)
+    report = RefreshReport()
     total = len(plan.buckets)
     for start in range(0, total, batch_size):
         batch = plan.buckets[start : start + batch_size]
-        report.add(rollups_refresh_buckets(batch, through=plan.watermark))
+        report.add(rollups_refresh_buckets(batch))
         if progress is not None:
             progress(min(start + batch_size, total), total, report.events)
     return report

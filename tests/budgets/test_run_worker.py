@@ -33,7 +33,9 @@ def test_one_round_expires_holds_aggregates_usage_and_delivers(api, org, key, ma
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
     assert HourlyRollup.objects.get().requests == 1
     # (The test server's own sweeper may have expired the hold first.)
-    assert "[aggregate usage] 1 events into 1 hour buckets" in caplog.messages
+    assert any(
+        m.startswith("[aggregate usage] 1 events into 1 hour buckets in ") for m in caplog.messages
+    )
 
 
 def test_run_worker_stops_cleanly_on_sigterm(test_database_url, transactional_db):

@@ -82,7 +82,7 @@ def test_rerun_leaves_the_same_rows_untouched(org, make_event):
     assert row_versions() == versions
 
 
-def test_incremental_pass_recomputes_only_hours_with_new_events(org, make_event, no_lag):
+def test_incremental_pass_adds_only_the_new_events(org, make_event, no_lag):
     old = timezone.now() - timedelta(days=1)
     make_event(org, started_at=hours_ago(5), received_at=old)
     make_event(org, started_at=hours_ago(4), received_at=old)
@@ -92,7 +92,8 @@ def test_incremental_pass_recomputes_only_hours_with_new_events(org, make_event,
     make_event(org, started_at=hours_ago(5, minutes=30), cost="0.5")
     report = rollups_refresh()
 
-    assert report.buckets == 1 and report.events == 2
+    # The new event alone is read, not the hour it falls in.
+    assert report.buckets == 1 and report.events == 1
     assert rollups() == raw_sums()
     rewritten = {pk for pk, v in row_versions().items() if versions.get(pk) != v}
     assert rewritten == {HourlyRollup.objects.get(hour=hours_ago(5)).pk}
@@ -270,17 +271,18 @@ def test_late_event_in_a_pruned_hour_is_reported_and_left_out(org, make_event, n
     assert "1 late events started in hours that were already pruned" in output
 
 
-def test_progress_lines_on_long_passes(org, make_event, monkeypatch, no_lag):
+def test_progress_lines_on_long_rebuilds(org, make_event, monkeypatch, no_lag):
     for hours in range(1, 6):
         make_event(org, started_at=hours_ago(hours))
+    assert "Aggregated 5 hours (5 events" in run("aggregate_usage")
     monkeypatch.setattr(Command, "progress_every", 0.0)
 
-    output = run("aggregate_usage", "--batch-size", "2")
+    output = run("aggregate_usage", "--rebuild", "--since", "2000-01-01", "--batch-size", "2")
 
     assert "  2/5 hours, 2 events," in output
     assert "  4/5 hours, 4 events," in output
     assert "events/s" in output
-    assert "Aggregated 5 hours (5 events" in output
+    assert "Rebuilt 5 hours (5 events" in output
 
 
 @pytest.mark.parametrize(

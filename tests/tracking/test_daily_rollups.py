@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tests.tracking.conftest import hours_ago, run
+from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tests.tracking.test_reprice import make_price
 from tracking.models import DailyRollup, DailyRollupZone, HourlyRollup, RequestEvent
 from tracking.services import daily_rollups_build, rollups_refresh
@@ -70,7 +70,10 @@ def row_versions() -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
-def random_traffic(org, make_event, rng: random.Random, count: int, days: int = 40) -> None:
+def random_traffic(
+    org, make_event, rng: random.Random, count: int, days: int = 40, received_at=LONG_AGO
+) -> None:
+    """Events over the last `days`; received long ago, or now with received_at=None."""
     for _ in range(count):
         make_event(
             org,
@@ -78,7 +81,7 @@ def random_traffic(org, make_event, rng: random.Random, count: int, days: int = 
             user=rng.choice(["alice", "bob", None]),
             model=rng.choice(["gpt-4o", "claude-sonnet-4", "gemini-2.5-pro"]),
             started_at=hours_ago(rng.randrange(days * 24), minutes=rng.uniform(0, 59.99)),
-            received_at=LONG_AGO,
+            received_at=received_at,
             cost=str(Decimal(rng.randrange(10**12)) / 10**10),
             priced=rng.random() > 0.1,
             status="error" if rng.random() < 0.2 else "ok",
@@ -153,6 +156,27 @@ def test_days_equal_the_sum_of_hours_in_every_zone(make_org, make_event):
     }
     assert {(r.org_id, r.day) for r in DailyRollup.objects.filter(pk__in=rewritten)} <= late_days
     assert len(rewritten) == 2 * len(orgs)
+
+
+def test_incremental_passes_add_up_to_what_a_rebuild_computes(make_org, make_event):
+    # Each pass adds the events received since the last one to their hours
+    # and days; after many passes both equal the raw events, and a rebuild
+    # from the raw events finds nothing to change.
+    rng = random.Random(5)
+    orgs = [make_org(time_zone=zone) for zone in ("Asia/Kolkata", "America/New_York")]
+    run("aggregate_usage")  # builds the orgs' days (none yet) and sets the watermark
+    for _ in range(5):
+        for org in orgs:
+            random_traffic(org, make_event, rng, 30, days=3, received_at=None)
+        assert rollups_refresh().events == 30 * len(orgs)
+
+    assert rollups() == raw_sums()
+    for org in orgs:
+        assert daily_rows(org.id) == hourly_by_day(org.id, org.time_zone)
+    hours, days, versions = rollups(), daily_rows(), row_versions()
+    run("aggregate_usage", "--rebuild", "--since", "2000-01-01")
+    assert rollups() == hours and daily_rows() == days
+    assert row_versions() == versions  # not even rewritten
 
 
 def test_rerun_and_rebuild_leave_days_untouched_and_rebuild_repairs_them(make_org, make_event):

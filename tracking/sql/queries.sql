@@ -50,14 +50,79 @@ SELECT greatest(
            WHERE a.datname = current_database() AND a.backend_type = 'client backend'
              AND a.pid <> pg_backend_pid() AND a.state IS DISTINCT FROM 'idle')))
 
--- changed_buckets --
--- The (org, UTC hour) buckets touched by events received after the watermark
--- and up to the next one. Uses index event_received.
-SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC') AS hour, count(*) AS events
-FROM tracking_requestevent e
-WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
-GROUP BY 1, 2
-ORDER BY 1, 2
+-- add_received --
+-- The incremental pass: adds the events received after the watermark and up
+-- to the next one to their hourly rollups, and to the daily rollups of the
+-- orgs whose days are built (DailyRollupZone; the others are built whole
+-- later), in one statement. The rollups hold exactly the events received up
+-- to the watermark, so adding these keeps them exact, and the pass costs the
+-- new events only, however many events their hours already hold (recomputing
+-- the touched hours re-read the whole current hour every pass: ~1M events at
+-- 300 events/s by the end of an hour). Idempotent with the watermark: the
+-- pass commits the sums and the new watermark together, or neither.
+-- Events that started before the prune horizon are counted apart and not
+-- added, as refresh_buckets skips those hours. A day is the hours that start
+-- in it (as in refresh_days). Uses index event_received.
+WITH received AS (
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC') AS hour,
+           e.team_id, e.user_id, e.model,
+           count(*) AS requests,
+           count(*) FILTER (WHERE e.status = 'error') AS errors,
+           count(*) FILTER (WHERE NOT e.priced) AS unpriced_requests,
+           sum(e.input_tokens) AS input_tokens,
+           sum(e.cache_read_tokens) AS cache_read_tokens,
+           sum(e.cache_write_tokens) AS cache_write_tokens,
+           sum(e.output_tokens) AS output_tokens,
+           sum(e.reasoning_tokens) AS reasoning_tokens,
+           sum(e.cost_usd) AS cost_usd
+    FROM tracking_requestevent e
+    WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
+    GROUP BY 1, 2, 3, 4, 5
+),
+fresh AS (
+    SELECT * FROM received WHERE hour >= %(pruned_before)s
+),
+hours_written AS (
+    INSERT INTO tracking_hourlyrollup AS r (
+        org_id, hour, team_id, user_id, model, requests, errors, unpriced_requests,
+        input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cost_usd)
+    SELECT org_id, hour, team_id, user_id, model, requests, errors, unpriced_requests,
+           input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+           cost_usd
+    FROM fresh
+    ORDER BY org_id, hour, team_id, user_id, model
+    ON CONFLICT (org_id, hour, team_id, user_id, model) DO UPDATE
+    SET requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
+        unpriced_requests = r.unpriced_requests + excluded.unpriced_requests,
+        input_tokens = r.input_tokens + excluded.input_tokens,
+        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+        output_tokens = r.output_tokens + excluded.output_tokens,
+        reasoning_tokens = r.reasoning_tokens + excluded.reasoning_tokens,
+        cost_usd = r.cost_usd + excluded.cost_usd
+    RETURNING 1
+),
+days_written AS (
+    INSERT INTO tracking_dailyrollup AS r (
+        org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd)
+    SELECT f.org_id, date_trunc('day', f.hour, z.time_zone), f.team_id, f.user_id, f.model,
+           sum(f.requests), sum(f.errors), sum(f.unpriced_requests), sum(f.cost_usd)
+    FROM fresh f JOIN tracking_dailyrollupzone z ON z.org_id = f.org_id
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (org_id, day, team_id, user_id, model) DO UPDATE
+    SET requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
+        unpriced_requests = r.unpriced_requests + excluded.unpriced_requests,
+        cost_usd = r.cost_usd + excluded.cost_usd
+    RETURNING r.org_id, r.day
+)
+SELECT (SELECT count(*) FROM (SELECT DISTINCT org_id, hour FROM fresh) b) AS buckets,
+       (SELECT coalesce(sum(requests), 0) FROM fresh) AS events,
+       (SELECT coalesce(sum(requests), 0) FROM received
+        WHERE hour < %(pruned_before)s) AS skipped_events,
+       (SELECT count(*) FROM hours_written) AS written,
+       (SELECT count(*) FROM (SELECT DISTINCT org_id, day FROM days_written) d) AS days
 
 -- rebuild_buckets --
 -- Every bucket from the given hour on that has raw events or a rollup. A rollup

@@ -90,5 +90,11 @@ class Command(BaseCommand):
         )
 
     def aggregate_usage(self) -> str:
+        started = time.monotonic()
         report = rollups_refresh()
-        return f"{report.events} events into {report.buckets} hour buckets" if report.events else ""
+        if not report.events:
+            return ""
+        return (
+            f"{report.events} events into {report.buckets} hour buckets "
+            f"in {time.monotonic() - started:.2f} s"
+        )

@@ -16,10 +16,11 @@ class Command(BaseCommand):
     help = (
         "Roll raw request events up into hourly usage per (org, team, user, model), and "
         "that into daily usage in each org's local days. "
-        "Incremental: recomputes only the hours that got events since the last run, up to "
-        "just before the oldest transaction still running (it may yet commit events), and at "
-        "most AGGREGATION_LAG_SECONDS behind. Idempotent. --rebuild --since DATE recomputes "
-        "every hour from DATE on; --follow keeps running (SIGTERM or Ctrl-C: finish the "
+        "Incremental: adds the events received since the last run, up to just before the "
+        "oldest transaction still running (it may yet commit events), and at most "
+        "AGGREGATION_LAG_SECONDS behind, in one transaction. Idempotent. --rebuild --since "
+        "DATE recomputes every hour from DATE on from its raw events (which also repairs "
+        "rollups changed by hand); --follow keeps running (SIGTERM or Ctrl-C: finish the "
         "current pass, then exit)."
     )
 
@@ -50,7 +51,10 @@ class Command(BaseCommand):
             help="With --follow: seconds between passes (default 60).",
         )
         parser.add_argument(
-            "--batch-size", type=int, default=50, help="Hours per transaction (default 50)."
+            "--batch-size",
+            type=int,
+            default=50,
+            help="With --rebuild: hours per transaction (default 50).",
         )
 
     def handle(
