@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -151,7 +152,7 @@ def setup_org() -> tuple[str, str]:
     have = RequestEvent.objects.filter(org=org).count()
     if have < DASHBOARD_EVENTS:
         print(f"Seeding {DASHBOARD_EVENTS - have:,} events of the last 7 days…", flush=True)
-        SeedDemo().seed_events(org, days=7, count=DASHBOARD_EVENTS - have, seed=7)
+        SeedDemo().seed_events(org, hours=7 * 24, count=DASHBOARD_EVENTS - have, seed=7)
     call_command("aggregate_usage", verbosity=0)
 
     password = secrets.token_urlsafe(16)
@@ -202,7 +203,9 @@ def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproce
     design = server_design(1, second_port(args), args.pool_max)
     if args.second_nice:
         # A lower CPU weight, as `nice` (or a container's CPU weight) gives it.
-        design.argv = ["nice", "-n", str(args.second_nice), *design.argv]
+        design = dataclasses.replace(
+            design, argv=["nice", "-n", str(args.second_nice), *design.argv]
+        )
     with compare.serve(design, second_port(args), log_path) as process:
         yield process
 

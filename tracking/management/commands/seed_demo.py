@@ -135,21 +135,28 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--org", default="demo")
         parser.add_argument("--days", type=int, default=7)
+        parser.add_argument(
+            "--hours", type=int, help="Spread the events over the last N hours instead of --days."
+        )
         parser.add_argument("--events", type=int, default=5000)
         parser.add_argument("--seed", type=int, default=1)
 
-    def handle(self, *args, org: str, days: int, events: int, seed: int, **options) -> None:
-        if days < 1 or events < 0:
-            raise CommandError("--days must be at least 1 and --events not negative.")
+    def handle(
+        self, *args, org: str, days: int, hours: int | None, events: int, seed: int, **options
+    ) -> None:
+        if days < 1 or events < 0 or (hours is not None and hours < 1):
+            raise CommandError("--days and --hours must be at least 1 and --events not negative.")
+        span_hours = hours or days * 24
         # Budgets sized to the traffic (~$0.0036 an event): some near their soft
-        # limit, one monitor-only, whatever --events and --days are.
-        daily_events = Decimal(events) / days
+        # limit, one monitor-only, whatever --events and the span are.
+        daily_events = Decimal(events) * 24 / span_hours
         organization = self.seed_org(org, scale=max(daily_events / 700, Decimal("0.01")))
         started = time.monotonic()
-        recorded = self.seed_events(organization, days=days, count=events, seed=seed)
+        recorded = self.seed_events(organization, hours=span_hours, count=events, seed=seed)
         elapsed = time.monotonic() - started
+        span = f"{hours} hours" if hours else f"{days} days"
         self.stdout.write(
-            f"Recorded {recorded:,} new events of {events:,} over {days} days "
+            f"Recorded {recorded:,} new events of {events:,} over {span} "
             f"in {elapsed:.1f} s ({events / max(elapsed, 1e-9):,.0f} events/s)."
         )
 
@@ -191,7 +198,7 @@ class Command(BaseCommand):
         )
         return org
 
-    def seed_events(self, org: Organization, *, days: int, count: int, seed: int) -> int:
+    def seed_events(self, org: Organization, *, hours: int, count: int, seed: int) -> int:
         rng = random.Random(seed)
         run = uuid.uuid4().hex[:8]
         key = ApiKeyInfo(
@@ -206,16 +213,16 @@ class Command(BaseCommand):
             revoked=False,
         )
         now = datetime.now(UTC)
-        start = now - timedelta(days=days)
-        hours = [start + timedelta(hours=h) for h in range(days * 24)]
-        weights = [_hour_weights()[h.hour] * (0.5 if h.weekday() >= 5 else 1.0) for h in hours]
+        start = now - timedelta(hours=hours)
+        starts = [start + timedelta(hours=h) for h in range(hours)]
+        weights = [_hour_weights()[h.hour] * (0.5 if h.weekday() >= 5 else 1.0) for h in starts]
         models = [m for m in MODELS]
         model_weights = [m[3] for m in MODELS]
         team_weights = [5, 3, 2, 1]
         recorded = done = 0
         while done < count:
             size = min(BATCH, count - done)
-            batch_hours = rng.choices(hours, weights, k=size)
+            batch_hours = rng.choices(starts, weights, k=size)
             raw = []
             for i, hour in enumerate(batch_hours):
                 model, provider, shape, _ = rng.choices(models, model_weights)[0]
