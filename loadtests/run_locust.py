@@ -175,11 +175,15 @@ def server_design(workers: int, port: int, pool_max: int | None) -> compare.Desi
 
 
 @contextlib.contextmanager
-def run_worker(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`manage.py run_worker` with its defaults for the duration of the block."""
+def run_worker(
+    log_path: Path, aggregate_every: float | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py run_worker` for the duration of the block: its defaults, or
+    aggregation passes every `aggregate_every` seconds."""
+    every = [] if aggregate_every is None else ["--aggregate-every", f"{aggregate_every:g}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"],
+            [sys.executable, "manage.py", "run_worker", *every],
             cwd=BASE_DIR,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -263,7 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     second_log = compare.RESULTS_DIR / f"locust-{args.scenario}.second-server.log"
     with (
         compare.serve(design, args.port, server_log) as server,
-        run_worker(worker_log) as worker,
+        run_worker(worker_log, args.aggregate_every) as worker,
         second_server(args, second_log) as second,
     ):
         print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
@@ -368,6 +372,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         command += f" --{second_server_role(args)}-server"
     if args.second_nice:
         command += f" --second-nice {args.second_nice}"
+    if args.aggregate_every is not None:
+        command += f" --aggregate-every {args.aggregate_every:g}"
     lines = [
         f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
         "",
@@ -520,6 +526,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the second server at niceness N (1-19: a lower CPU priority than the "
         "hot path's server)",
     )
+    parser.add_argument(
+        "--aggregate-every",
+        type=float,
+        metavar="SECONDS",
+        help="the worker's aggregation interval (default: run_worker's)",
+    )
     parser.add_argument("--max-error-pct", type=float, default=1.0)
     args = parser.parse_args(argv)
     scenario = SCENARIOS[args.scenario]
@@ -540,6 +552,7 @@ def run_name(args: argparse.Namespace) -> str:
         args.scenario
         + (f"-{second_server_role(args)}-server" if second_server_role(args) else "")
         + (f"-nice{args.second_nice}" if args.second_nice else "")
+        + (f"-agg{args.aggregate_every:g}s" if args.aggregate_every is not None else "")
         + ("-no-admin" if args.no_admin else "")
     )
 

@@ -187,7 +187,7 @@ def report(args, started, machine_load, sizes, passes, seed_seconds, rows, end_l
     for name, p in passes:
         lines.append(
             f"| {name} | {p['hours']:,} | {p['days']:,} | {p['events']:,} | "
-            f"{p['seconds']:.1f} | {p['events_per_s']:,.0f} |"
+            f"{p['seconds']:.2f} | {p['events_per_s']:,.0f} |"
         )
     increment = passes[2][1]
     lines += [

@@ -17,6 +17,7 @@ from loadtests.run_locust import parse_args, run_name
         (["mixed", "--web-server"], "mixed-web-server"),
         (["mixed", "--web-server", "--second-nice", "10"], "mixed-web-server-nice10"),
         (["mixed", "--no-admin"], "mixed-no-admin"),
+        (["mixed", "--aggregate-every", "5"], "mixed-agg5s"),
         (["dashboard", "--admin-server", "--no-admin"], "dashboard-admin-server-no-admin"),
     ],
 )
