@@ -187,7 +187,7 @@ class RefreshReport:
     events: int = 0
     written: int = 0
     removed: int = 0
-    # Local days re-summed after their hours, and orgs whose days were built whole.
+    # Local days updated with their hours, and orgs whose days were built whole.
     days: int = 0
     day_builds: int = 0
     # Late events in hours that were already pruned: not rolled up (a rebuild

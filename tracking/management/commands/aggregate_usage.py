@@ -90,7 +90,7 @@ class Command(BaseCommand):
             f"{'Rebuilt' if since else 'Aggregated'} {report.buckets} hours "
             f"({report.events} events, {report.events / elapsed:.0f} events/s): "
             f"{report.written} rollup rows written, {report.removed} removed; "
-            f"{report.days} local days re-summed."
+            f"{report.days} local days updated."
         )
         if report.day_builds:
             self.stdout.write(
