@@ -439,7 +439,10 @@ def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShare
     if not shares:
         return []
     role = second_server_role(args)
-    pct = lambda value: "n/a" if value is None else f"{value:.0f}%"  # noqa: E731
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0f}%"
+
     lines = [
         "",
         f"CPU by phase (share of one core; the machine has {os.cpu_count()} cores, "
