@@ -89,14 +89,14 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASE_POOLER_URL = env.str("DATABASE_POOLER_URL", default="")
 
 # --- Hot path ------------------------------------------------------------------
-HOTPATH_POOL_MIN = env.int("HOTPATH_POOL_MIN", default=1)
+HOTPATH_POOL_MIN = env.int("HOTPATH_POOL_MIN", default=2)
 HOTPATH_POOL_MAX = env.int("HOTPATH_POOL_MAX", default=10)
 HOTPATH_POOL_TIMEOUT = env.float(
     "HOTPATH_POOL_TIMEOUT", default=2.0
 )  # seconds to wait for a connection
 # Holds in flight per process; holds arriving meanwhile go together in the next
 # call (one lock + one commit per batch on a shared budget). 0 = no batching.
-HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=1)
+HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=2)
 HOTPATH_BATCH_MAX = env.int("HOTPATH_BATCH_MAX", default=64)
 # Dashboard summary statements running at once per process (dashboard/summary.py).
 DASHBOARD_DB_CONCURRENCY = env.int("DASHBOARD_DB_CONCURRENCY", default=2)
