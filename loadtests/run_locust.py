@@ -214,6 +214,22 @@ def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproce
         yield process
 
 
+def settings_from_environment() -> list[str]:
+    """NAME=value of every Tollgate setting that the environment sets (the
+    servers and the worker inherit them), secrets and addresses left out."""
+    return sorted(
+        f"{name}={value}"
+        for name, value in os.environ.items()
+        if is_setting(name) and not any(word in name for word in ("SECRET", "PASSWORD", "URL"))
+    )
+
+
+def is_setting(name: str) -> bool:
+    from django.conf import settings
+
+    return name.isupper() and hasattr(settings, name)
+
+
 def second_server_role(args: argparse.Namespace) -> str | None:
     """ "admin" or "web": what the second server serves, if there is one."""
     return "admin" if args.admin_server else "web" if args.web_server else None
@@ -384,6 +400,14 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         f"{'default hot-path pool' if args.pool_max is None else f'HOTPATH_POOL_MAX={args.pool_max}'}); "
         f"raw CSV: `docs/benchmarks/locust/{run_name(args)}_stats.csv` (and `_failures`, "
         "`_exceptions`, `_stats_history`).",
+    ]
+    overrides = settings_from_environment()
+    if overrides:
+        lines += [
+            "",
+            "Settings from the environment: " + ", ".join(f"`{o}`" for o in overrides) + ".",
+        ]
+    lines += [
         "",
         "| phase | request | requests | rate /s | errors | p50 ms | p95 ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -536,7 +560,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the worker's aggregation interval (default: run_worker's)",
     )
     parser.add_argument("--max-error-pct", type=float, default=1.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Tollgate setting for the servers and the worker (repeatable); "
+        "the report is named after it",
+    )
     args = parser.parse_args(argv)
+    args.settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isupper():
+            parser.error(f"--set takes NAME=VALUE, not {item!r}")
+        args.settings[name] = value
     scenario = SCENARIOS[args.scenario]
     if args.duration is None:
         args.duration = QUICK_SECONDS if args.quick else scenario.seconds
@@ -557,6 +595,7 @@ def run_name(args: argparse.Namespace) -> str:
         + (f"-nice{args.second_nice}" if args.second_nice else "")
         + (f"-agg{args.aggregate_every:g}s" if args.aggregate_every is not None else "")
         + ("-no-admin" if args.no_admin else "")
+        + "".join(f"-{name.lower()}-{value}" for name, value in sorted(args.settings.items()))
     )
 
 
@@ -564,7 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Before Django reads its settings: they must load with these values too.
+    os.environ.update(args.settings)
     compare.django_setup()
+    unknown = [name for name in args.settings if not is_setting(name)]
+    if unknown:
+        print(f"run_locust: not a Tollgate setting: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     started = datetime.now(UTC)
     t0 = time.monotonic()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.run_locust import parse_args, run_name
+from loadtests.run_locust import parse_args, run_name, settings_from_environment
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,17 @@ from loadtests.run_locust import parse_args, run_name
         (["mixed", "--no-admin"], "mixed-no-admin"),
         (["mixed", "--aggregate-every", "5"], "mixed-agg5s"),
         (["dashboard", "--admin-server", "--no-admin"], "dashboard-admin-server-no-admin"),
+        (
+            [
+                "mixed",
+                "--web-server",
+                "--set",
+                "HOTPATH_POOL_MAX=4",
+                "--set",
+                "BUDGET_FAIL_MODE=open",
+            ],
+            "mixed-web-server-budget_fail_mode-open-hotpath_pool_max-4",
+        ),
     ],
 )
 def test_a_variant_has_a_name_of_its_own(argv, name):
@@ -33,3 +44,22 @@ def test_second_nice_needs_a_second_server_and_a_niceness(argv, capsys):
         parse_args(argv)
     assert exit.value.code == 2
     assert "--second-nice" in capsys.readouterr().err
+
+
+def test_set_takes_a_name_and_a_value(capsys):
+    with pytest.raises(SystemExit) as exit:
+        parse_args(["mixed", "--set", "HOTPATH_POOL_MAX"])
+    assert exit.value.code == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_the_report_names_the_settings_the_environment_sets(monkeypatch):
+    monkeypatch.setenv("DASHBOARD_SUMMARY_MAX_AGE_MS", "0")
+    monkeypatch.setenv("HOTPATH_POOL_MAX", "7")
+    monkeypatch.setenv("TG_NOT_A_SETTING", "1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:secret@db/tollgate")
+    monkeypatch.setenv("SECRET_KEY", "not-for-reports")
+    named = settings_from_environment()
+    assert {"DASHBOARD_SUMMARY_MAX_AGE_MS=0", "HOTPATH_POOL_MAX=7"} <= set(named)
+    assert not [n for n in named if n.split("=")[0] in ("TG_NOT_A_SETTING", "DATABASE_URL")]
+    assert not [n for n in named if "secret" in n]
