@@ -11,6 +11,7 @@ session cookie of a signed-in dashboard user (the page's own fetch).
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -28,10 +29,15 @@ DEFAULT_RANGE = "7d"
 # Summaries being computed in this process, by what they show. Everyone who
 # watches the same org, range and team while one is being computed gets its
 # answer instead of starting another: ten people on one dashboard cost the
-# database one summary, not ten (and leave its CPU to the hot path). The
-# answer is at most one computation old, as if the request had come a moment
-# earlier; nothing is kept once it is sent.
+# database one summary, not ten (and leave its CPU to the hot path).
 _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
+
+# Summaries computed in this process in the last DASHBOARD_SUMMARY_MAX_AGE_MS,
+# by what they show: (monotonic time the computation started, its answer).
+# They answer the same requests until then, as if those had come that much
+# earlier; the page's live updates carry on from there. Each is dropped when
+# it expires, so at most one a (org, range, team) is kept.
+_recent: dict[tuple[Any, ...], tuple[float, tuple[Any, Any]]] = {}
 
 # Dashboard statements running at once in this process, at most
 # DASHBOARD_DB_CONCURRENCY (default 2): a bulkhead between the dashboards and
@@ -173,15 +179,35 @@ async def _compute(params: dict[str, Any]) -> tuple[Any, Any]:
 
 async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any, Any]:
     key = (params["org_id"], params["org_slug"], params["team"], range_)
+    max_age = settings.DASHBOARD_SUMMARY_MAX_AGE_MS / 1000
+    kept = _recent.get(key)
+    if kept is not None and time.monotonic() - kept[0] < max_age:
+        return kept[1]
     shared = _in_flight.get(key)
     if shared is None:
+        started = time.monotonic()
         params = {**params, "range": range_, "at": datetime.now(UTC)}
         # Its own task: a caller that disconnects must not cancel the others' answer.
         shared = asyncio.ensure_future(_compute(params))
         _in_flight[key] = shared
-        shared.add_done_callback(lambda _: _in_flight.pop(key, None))
+        shared.add_done_callback(lambda done: _computed(key, started, max_age, done))
     # shield: one waiter cancelled (client gone) leaves the computation running.
     return await asyncio.shield(shared)
+
+
+def _computed(key: tuple[Any, ...], started: float, max_age: float, done: asyncio.Future) -> None:
+    _in_flight.pop(key, None)
+    if max_age <= 0 or done.cancelled() or done.exception() is not None:
+        return  # an error is not kept: the next request tries again
+    _recent[key] = (started, done.result())
+    expires_in = started + max_age - time.monotonic()
+    asyncio.get_running_loop().call_later(max(expires_in, 0), _expire, key, started)
+
+
+def _expire(key: tuple[Any, ...], started: float) -> None:
+    kept = _recent.get(key)
+    if kept is not None and kept[0] == started:
+        del _recent[key]
 
 
 async def summary(request: Request) -> tuple[int, Summary]:

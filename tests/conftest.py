@@ -62,6 +62,9 @@ def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> Live
         **os.environ,
         "DATABASE_URL": database_url,
         "API_KEY_CACHE_SECONDS": "1",
+        # Tests read a summary right after changing what it shows;
+        # tests/dashboard/test_summary_sharing.py tests the reuse window.
+        "DASHBOARD_SUMMARY_MAX_AGE_MS": "0",
         "RESERVATION_SWEEP_SECONDS": "1",
         "BUDGET_DB_TIMEOUT_MS": "1000",
         "HOTPATH_POOL_MAX": "10",

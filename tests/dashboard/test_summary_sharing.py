@@ -1,4 +1,5 @@
-"""Identical summaries requested at the same time are computed once.
+"""Identical summaries requested at the same time are computed once, and a
+computed one answers the same requests for DASHBOARD_SUMMARY_MAX_AGE_MS.
 
 The summary's statements are held up by a lock on a table they read; while
 they wait, more people open the same dashboard. PostgreSQL shows how many
@@ -10,10 +11,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import psycopg
 import pytest
 
-from tests.dashboard.conftest import WAITING, fetch_summary, statements_waiting
+from tests.dashboard.conftest import WAITING, event, fetch_summary, record, statements_waiting
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +53,55 @@ def test_concurrent_identical_summaries_share_one_computation(
     assert len({a.json()["generated_at"] for a in answers}) == 1
     assert other_answer.status_code == 200
     assert other_answer.json()["range"] == "24h"
+
+
+REUSE_MS = 5000
+
+
+@pytest.fixture(scope="module")
+def reusing_server(live_server_factory):
+    # Keys stay cached: their lookup reads the table the error test locks.
+    return live_server_factory(
+        DASHBOARD_SUMMARY_MAX_AGE_MS=str(REUSE_MS), API_KEY_CACHE_SECONDS="300"
+    )
+
+
+def test_a_computed_summary_answers_until_it_is_too_old(reusing_server, org, key):
+    url = reusing_server.url
+    started = time.monotonic()
+    first = fetch_summary(url, key, "24h").json()
+    with httpx.Client(base_url=url, timeout=30) as api:
+        record(api, key, [event("after-the-first", cost="1.25")])
+    again = fetch_summary(url, key, "24h").json()
+    other_range = fetch_summary(url, key, "7d").json()
+    assert time.monotonic() - started < REUSE_MS / 1000, "too slow to test the window"
+
+    # Within the window: the same answer, without the event recorded since.
+    assert again == first
+    assert [r["id"] for r in again["recent"]] == []
+    # Another range is a summary of its own, computed now.
+    assert [r["id"] for r in other_range["recent"]] == ["after-the-first"]
+
+    time.sleep(max(0.0, started + REUSE_MS / 1000 + 0.1 - time.monotonic()))
+    later = fetch_summary(url, key, "24h").json()
+    assert later["generated_at"] >= first["generated_at"]
+    assert [r["id"] for r in later["recent"]] == ["after-the-first"]
+    assert later["kpis"]["requests"] == 1
+
+
+def test_a_failed_summary_is_not_kept(reusing_server, test_database_url, org, key):
+    url = reusing_server.url
+    assert fetch_summary(url, key, "30d").status_code == 200  # the key is cached now
+    with httpx.Client(base_url=url, timeout=30) as api:
+        record(api, key, [event("kept-out", cost="0.5")])
+    with psycopg.connect(test_database_url) as locker:
+        locker.execute("LOCK TABLE budgets_organization IN ACCESS EXCLUSIVE MODE")
+        # The 30d answer above is kept; the month's is computed and times out.
+        failed = fetch_summary(url, key, "mtd")
+        locker.rollback()
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["error"]["code"] == "store_unavailable"
+
+    retried = fetch_summary(url, key, "mtd")
+    assert retried.status_code == 200, retried.text
+    assert [r["id"] for r in retried.json()["recent"]] == ["kept-out"]
