@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from django.conf import settings
 
 from budgets import auth, db, inputs
-from budgets.api import Request
+from budgets.api import Request, Response
 from budgets.errors import ApiError, JsonBody, invalid
 from dashboard import access
 
@@ -177,14 +177,18 @@ async def _compute(params: dict[str, Any]) -> tuple[Any, Any]:
     )
 
 
-async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any, Any]:
+async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any, str]:
+    """The two statements' answers, and how this request got them: "computed",
+    "shared" (a computation already running) or "reused" (a recent one)."""
     key = (params["org_id"], params["org_slug"], params["team"], range_)
     max_age = settings.DASHBOARD_SUMMARY_MAX_AGE_MS / 1000
     kept = _recent.get(key)
     if kept is not None and time.monotonic() - kept[0] < max_age:
-        return kept[1]
+        return kept[1], "reused"
+    how = "shared"
     shared = _in_flight.get(key)
     if shared is None:
+        how = "computed"
         started = time.monotonic()
         params = {**params, "range": range_, "at": datetime.now(UTC)}
         # Its own task: a caller that disconnects must not cancel the others' answer.
@@ -192,7 +196,7 @@ async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any,
         _in_flight[key] = shared
         shared.add_done_callback(lambda done: _computed(key, started, max_age, done))
     # shield: one waiter cancelled (client gone) leaves the computation running.
-    return await asyncio.shield(shared)
+    return await asyncio.shield(shared), how
 
 
 def _computed(key: tuple[Any, ...], started: float, max_age: float, done: asyncio.Future) -> None:
@@ -210,12 +214,12 @@ def _expire(key: tuple[Any, ...], started: float) -> None:
         del _recent[key]
 
 
-async def summary(request: Request) -> tuple[int, Summary]:
+async def summary(request: Request) -> Response:
     range_ = _range(request)
     team = _query_value(request, "team")
     org = _query_value(request, "org")
     params = await _scope(request, team, org)
-    row, breakdown = await _shared_computation(params, range_)
+    (row, breakdown), how = await _shared_computation(params, range_)
     if row is None or breakdown is None or row[0] != breakdown[0]:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result = row[1]
@@ -230,4 +234,5 @@ async def summary(request: Request) -> tuple[int, Summary]:
             for b in body["budgets"]
             if b["scope"] == "org" or (b["scope"] == "team" and b["id"] == key.team_slug)
         ]
-    return 200, body
+    # How this answer came about, for benchmarks and the browser's network panel.
+    return Response(200, body, {"server-timing": f'summary;desc="{how}"'})

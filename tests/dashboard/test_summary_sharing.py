@@ -8,12 +8,14 @@ summary statements are waiting: the first request's two, not two per request.
 
 from __future__ import annotations
 
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
 import pytest
+from django.core.management import call_command
 
 from tests.dashboard.conftest import WAITING, event, fetch_summary, record, statements_waiting
 
@@ -51,6 +53,10 @@ def test_concurrent_identical_summaries_share_one_computation(
 
     assert [a.status_code for a in answers] == [200] * 8
     assert len({a.json()["generated_at"] for a in answers}) == 1
+    assert sorted(a.headers["server-timing"] for a in answers) == [
+        'summary;desc="computed"',
+        *['summary;desc="shared"'] * 7,
+    ]
     assert other_answer.status_code == 200
     assert other_answer.json()["range"] == "24h"
 
@@ -69,21 +75,27 @@ def reusing_server(live_server_factory):
 def test_a_computed_summary_answers_until_it_is_too_old(reusing_server, org, key):
     url = reusing_server.url
     started = time.monotonic()
-    first = fetch_summary(url, key, "24h").json()
+    first_response = fetch_summary(url, key, "24h")
+    first = first_response.json()
     with httpx.Client(base_url=url, timeout=30) as api:
         record(api, key, [event("after-the-first", cost="1.25")])
-    again = fetch_summary(url, key, "24h").json()
+    again_response = fetch_summary(url, key, "24h")
+    again = again_response.json()
     other_range = fetch_summary(url, key, "7d").json()
     assert time.monotonic() - started < REUSE_MS / 1000, "too slow to test the window"
 
     # Within the window: the same answer, without the event recorded since.
+    assert first_response.headers["server-timing"] == 'summary;desc="computed"'
+    assert again_response.headers["server-timing"] == 'summary;desc="reused"'
     assert again == first
     assert [r["id"] for r in again["recent"]] == []
     # Another range is a summary of its own, computed now.
     assert [r["id"] for r in other_range["recent"]] == ["after-the-first"]
 
     time.sleep(max(0.0, started + REUSE_MS / 1000 + 0.1 - time.monotonic()))
-    later = fetch_summary(url, key, "24h").json()
+    later_response = fetch_summary(url, key, "24h")
+    assert later_response.headers["server-timing"] == 'summary;desc="computed"'
+    later = later_response.json()
     assert later["generated_at"] >= first["generated_at"]
     assert [r["id"] for r in later["recent"]] == ["after-the-first"]
     assert later["kpis"]["requests"] == 1
@@ -105,3 +117,13 @@ def test_a_failed_summary_is_not_kept(reusing_server, test_database_url, org, ke
     retried = fetch_summary(url, key, "mtd")
     assert retried.status_code == 200, retried.text
     assert [r["id"] for r in retried.json()["recent"]] == ["kept-out"]
+
+
+def test_bench_summary_says_when_it_measured_reused_answers(reusing_server, server, org, key):
+    def bench(url: str) -> str:
+        out = io.StringIO()
+        call_command("bench_summary", url=url, key=key, requests=3, ranges="24h", stdout=out)
+        return out.getvalue()
+
+    assert "3 of 3 answers were reused" in bench(reusing_server.url)
+    assert "reused" not in bench(server.url)  # the test servers compute every summary
