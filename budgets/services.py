@@ -8,14 +8,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from budgets.models import Alert, AlertDeliveryAttempt, ApiKey, Organization, Team
+from budgets.models import Alert, AlertDeliveryAttempt, ApiKey, Organization, Reservation, Team
 
 
 def organization_create(
@@ -177,3 +178,27 @@ def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:
         else:
             report.retrying += 1
     return report
+
+
+# --- Closed holds -------------------------------------------------------------------
+RESERVATION_PRUNE_BATCH = 5000
+
+
+def reservations_prune(*, older_than: timedelta, limit: int = RESERVATION_PRUNE_BATCH) -> int:
+    """Delete up to `limit` holds that closed (settled, released, expired) more
+    than `older_than` ago, oldest first (index reservation_closed); returns how
+    many. Active holds stay, however old. A deleted hold's id answers 404 to a
+    release, and an event naming it settles nothing."""
+    oldest = reservations_closed_before(timezone.now() - older_than).values("id")[:limit]
+    deleted, _ = Reservation.objects.filter(id__in=oldest).delete()
+    return deleted
+
+
+def reservations_closed_before(cutoff: datetime) -> QuerySet[Reservation]:
+    """Holds closed before `cutoff`, oldest first. The status condition is the
+    partial index's (reservation_closed): without it the index cannot serve."""
+    return (
+        Reservation.objects.filter(closed_at__lt=cutoff)
+        .exclude(status=Reservation.Status.ACTIVE)
+        .order_by("closed_at")
+    )

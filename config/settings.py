@@ -123,6 +123,11 @@ if AGGREGATION_LAG_SECONDS * 1000 <= BUDGET_DB_TIMEOUT_MS:
     )
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=30.0)
 RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
+# Closed holds (settled, released, expired) older than this are deleted by
+# run_worker; 0 keeps them forever. The events keep their reservation_id.
+RESERVATION_RETENTION_DAYS = env.float("RESERVATION_RETENTION_DAYS", default=7.0)
+if RESERVATION_RETENTION_DAYS < 0:
+    raise environ.ImproperlyConfigured("RESERVATION_RETENTION_DAYS must be 0 or more.")
 # Seconds a client has to send a request's whole body before 408.
 API_BODY_TIMEOUT_SECONDS = env.float("API_BODY_TIMEOUT_SECONDS", default=10.0)
 # Failed API-key checks per client address per minute before 429 (per process).

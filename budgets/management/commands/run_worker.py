@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
-from budgets.services import alerts_deliver_due
+from budgets.services import alerts_deliver_due, reservations_prune
 from tracking.management.stopping import StopRequest
 from tracking.services import rollups_refresh
 
@@ -16,7 +18,8 @@ logger = logging.getLogger("tollgate.worker")
 class Command(BaseCommand):
     help = (
         "Run the periodic jobs in one process with one log stream: usage aggregation "
-        "(aggregate_usage), reservation expiry and alert delivery (deliver_alerts). "
+        "(aggregate_usage), reservation expiry, alert delivery (deliver_alerts) and the "
+        "deletion of holds closed more than RESERVATION_RETENTION_DAYS ago. "
         "Stops cleanly on SIGTERM or Ctrl-C after the current job. Reports go to the "
         "log (logger tollgate.worker, in LOG_FORMAT), not to stdout."
     )
@@ -49,6 +52,7 @@ class Command(BaseCommand):
             while not stop.requested:
                 self.run_job("expire reservations", self.expire_reservations)
                 self.run_job("deliver alerts", self.deliver_alerts)
+                self.run_job("prune reservations", self.prune_reservations)
                 if time.monotonic() >= next_aggregation:
                     self.run_job("aggregate usage", self.aggregate_usage)
                     next_aggregation = time.monotonic() + aggregate_every
@@ -79,6 +83,15 @@ class Command(BaseCommand):
             cursor.execute("SELECT tollgate_expire_reservations(1000)")
             expired = cursor.fetchone()[0]
         return f"{expired} expired" if expired else ""
+
+    def prune_reservations(self) -> str:
+        days = settings.RESERVATION_RETENTION_DAYS
+        if not days:
+            return ""
+        # A batch a round: a backlog (a first run on a large table) goes at
+        # RESERVATION_PRUNE_BATCH a round without one long transaction.
+        deleted = reservations_prune(older_than=timedelta(days=days))
+        return f"{deleted} holds closed more than {days:g} days ago deleted" if deleted else ""
 
     def deliver_alerts(self) -> str:
         report = alerts_deliver_due()
