@@ -45,8 +45,10 @@ _recent: dict[tuple[Any, ...], tuple[float, tuple[Any, Any]]] = {}
 # dashboards can take however many people look. Two let one summary run its
 # two statements side by side: on 10M events one at a time took the 30d
 # range's p95 from 64-67 to 91-103 ms (over the 100 ms target). One slot
-# leaves more of a 2-core database to the hot path (mixed locust scenario,
-# reservation p99 with the dashboard users 67 / 58 against 79 / 81 ms).
+# left more of a 2-core database to the hot path while every request
+# computed its summary (mixed locust scenario, reservation p99 with the
+# dashboard users 67 / 58 against 79 / 81 ms); with summaries kept for a
+# second it made no clear difference (17.4 / 31.7 / 21.8 against 21.9-29.2 ms).
 # A request waits for a slot within its database time (BUDGET_DB_TIMEOUT_MS),
 # then gets 503 store_unavailable.
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
