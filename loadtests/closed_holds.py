@@ -26,7 +26,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from loadtests.compare import BASE_DIR, ORG_SLUG, django_setup, machine, seed
+from loadtests.compare import BASE_DIR, ORG_SLUG, django_setup, seed, write_report
 
 REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "closed-holds.md"
 MARK = "loadtests.closed_holds"
@@ -175,13 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             else "."
         ),
         "",
-        "## Machine",
-        "",
-        *machine(),
-        "",
     ]
-    REPORT_PATH.write_text("\n".join(lines))
-    print(f"Written to {REPORT_PATH.relative_to(BASE_DIR)}")
+    write_report(REPORT_PATH, lines)
     return 0
 
 

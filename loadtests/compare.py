@@ -1023,6 +1023,12 @@ def plot(results: list[RateResult], path: Path, title: str, timeout: float) -> N
     plt.close(fig)
 
 
+def write_report(path: Path, lines: list[str]) -> None:
+    """A harness's markdown report: its lines, then the machine it ran on."""
+    path.write_text("\n".join([*lines, "## Machine", "", *machine(), ""]))
+    print(f"Written to {path.relative_to(BASE_DIR)}")
+
+
 def machine() -> list[str]:
     import django
     import gunicorn

@@ -33,9 +33,9 @@ from loadtests.compare import (
     USERS_PER_TEAM,
     delete_keys,
     django_setup,
-    machine,
     reset_windows,
     seed,
+    write_report,
 )
 
 REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hold-cost.md"
@@ -165,13 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'⚠ ' if busy else ''}Load average during the run: {load:.1f} on "
         f"{os.cpu_count()} cores{' (busy: wall times are not comparable)' if busy else ''}.",
         "",
-        "## Machine",
-        "",
-        *machine(),
-        "",
     ]
-    REPORT_PATH.write_text("\n".join(lines))
-    print(f"Written to {REPORT_PATH.relative_to(BASE_DIR)}")
+    write_report(REPORT_PATH, lines)
     return 0
 
 

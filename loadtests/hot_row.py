@@ -218,13 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             if not r.failure and not r.holds_match(args.connections)
         ),
         "",
-        "## Machine",
-        "",
-        *compare.machine(),
-        "",
     ]
-    REPORT_PATH.write_text("\n".join(lines))
-    print(f"Written to {REPORT_PATH.relative_to(compare.BASE_DIR)}")
+    compare.write_report(REPORT_PATH, lines)
     ok = all(r.clean and r.holds_match(args.connections) for r in runs)
     return 0 if ok else 1
 
