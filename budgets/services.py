@@ -187,8 +187,8 @@ RESERVATION_PRUNE_BATCH = 5000
 def reservations_prune(*, older_than: timedelta, limit: int = RESERVATION_PRUNE_BATCH) -> int:
     """Delete up to `limit` holds that closed (settled, released, expired) more
     than `older_than` ago, oldest first (index reservation_closed); returns how
-    many. Active holds stay, however old. A deleted hold's id answers 404 to a
-    release, and an event naming it settles nothing."""
+    many. Active holds stay, however old. A release of a deleted hold answers
+    200 "closed" (tollgate_release), and an event naming it settles nothing."""
     oldest = reservations_closed_before(timezone.now() - older_than).values("id")[:limit]
     deleted, _ = Reservation.objects.filter(id__in=oldest).delete()
     return deleted

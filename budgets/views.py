@@ -8,6 +8,7 @@ one round trip and one transaction.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -185,12 +186,19 @@ def _reservation_id(request: Request) -> uuid.UUID:
         raise ApiError(404, "not_found", "Unknown reservation.") from None
 
 
+def _retention() -> timedelta | None:
+    """How long closed holds are kept (run_worker deletes them then)."""
+    days = settings.RESERVATION_RETENTION_DAYS
+    return timedelta(days=days) if days else None
+
+
 async def release(request: Request) -> Answer:
     key = request.key
     assert key is not None
     reservation_id = _reservation_id(request)
     result = await db.fetch_value(
-        "release", {"org_id": key.org_id, "reservation_id": reservation_id}
+        "release",
+        {"org_id": key.org_id, "reservation_id": reservation_id, "retention": _retention()},
     )
     if result["status"] == "not_found":
         # Another organization's reservation is unknown here too.

@@ -19,7 +19,7 @@ SELECT tollgate_decide(%(org_id)s, %(tz)s, %(strict)s, %(team)s, %(user)s, %(amo
                        %(ttl_seconds)s, %(at)s)
 
 -- release --
-SELECT tollgate_release(%(org_id)s, %(reservation_id)s)
+SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)
 
 -- expire_reservations --
 SELECT tollgate_expire_reservations(%(limit)s)
