@@ -49,6 +49,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -1026,7 +1027,7 @@ def plot(results: list[RateResult], path: Path, title: str, timeout: float) -> N
 def write_report(path: Path, lines: list[str]) -> None:
     """A harness's markdown report: its lines, then the machine it ran on."""
     path.write_text("\n".join([*lines, "## Machine", "", *machine(), ""]))
-    print(f"Written to {path.relative_to(BASE_DIR)}")
+    print(f"Written to {path.relative_to(BASE_DIR) if path.is_relative_to(BASE_DIR) else path}")
 
 
 def machine() -> list[str]:
@@ -1044,7 +1045,11 @@ def machine() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         postgres = cursor.fetchone()[0]
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    wrk = (
+        subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        if shutil.which("wrk")
+        else "wrk (not installed)"
+    )
     try:
         import matplotlib
 
