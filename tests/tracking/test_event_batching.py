@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.db import connections
 from django.test import override_settings
 
 from budgets import db
@@ -69,13 +70,20 @@ def run(scenario: Callable[[], Awaitable[Any]], **settings: Any) -> Any:
         return asyncio.run(main())
 
 
+def _org_window_id(org: Organization) -> int:
+    try:
+        return BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
+    finally:
+        # The worker thread's own connection: left open, it kept the test
+        # database from being dropped at the end of a CI run.
+        connections.close_all()
+
+
 @contextlib.asynccontextmanager
 async def window_locked(org: Organization) -> AsyncIterator[psycopg.AsyncConnection]:
     """The org's window locked by another connection (yielded) until the
     block ends."""
-    window = await asyncio.to_thread(
-        lambda: BudgetWindow.objects.get(budget__org=org, budget__scope="org").id
-    )
+    window = await asyncio.to_thread(_org_window_id, org)
     locker = await psycopg.AsyncConnection.connect(**db.connection_kwargs())
     try:
         await locker.execute("BEGIN")
