@@ -40,6 +40,7 @@ import importlib.metadata
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -375,21 +376,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
     error_pct = 100 * failures / total if total else 100.0
     noisy = cpu.other > compare.NOISY_OTHER_CPU_PCT
     generator_bound = results["locust_cpu"] > GENERATOR_BOUND_PCT
-    command = f".venv/bin/python -m loadtests.run_locust {args.scenario}" + (
-        " --quick" if args.quick else f" --duration {args.duration}"
-    )
-    if args.rate != scenario.rate:
-        command += f" --rate {args.rate:g}"
-    if args.pool_max is not None:
-        command += f" --pool-max {args.pool_max}"
-    if args.no_admin:
-        command += " --no-admin"
-    if second_server_role(args):
-        command += f" --{second_server_role(args)}-server"
-    if args.second_nice:
-        command += f" --second-nice {args.second_nice}"
-    if args.aggregate_every is not None:
-        command += f" --aggregate-every {args.aggregate_every:g}"
+    command = report_command(args, scenario)
     lines = [
         f"# Locust scenario `{args.scenario}`{' ⚠ provisional' if noisy or args.quick else ''}",
         "",
@@ -585,6 +572,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.second_nice <= 19:
         parser.error("--second-nice must be between 0 and 19")
     return args
+
+
+def report_command(args: argparse.Namespace, scenario: Scenario) -> str:
+    """The command line that repeats this run, as its report shows it."""
+    command = f".venv/bin/python -m loadtests.run_locust {args.scenario}" + (
+        " --quick" if args.quick else f" --duration {args.duration}"
+    )
+    if args.rate != scenario.rate:
+        command += f" --rate {args.rate:g}"
+    if args.pool_max is not None:
+        command += f" --pool-max {args.pool_max}"
+    if args.no_admin:
+        command += " --no-admin"
+    if second_server_role(args):
+        command += f" --{second_server_role(args)}-server"
+    if args.second_nice:
+        command += f" --second-nice {args.second_nice}"
+    if args.aggregate_every is not None:
+        command += f" --aggregate-every {args.aggregate_every:g}"
+    for name, value in sorted(args.settings.items()):
+        command += f" --set {shlex.quote(f'{name}={value}')}"
+    return command
 
 
 def run_name(args: argparse.Namespace) -> str:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.run_locust import parse_args, run_name, settings_from_environment
+from loadtests.run_locust import (
+    SCENARIOS,
+    parse_args,
+    report_command,
+    run_name,
+    settings_from_environment,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +69,20 @@ def test_the_report_names_the_settings_the_environment_sets(monkeypatch):
     assert {"DASHBOARD_SUMMARY_MAX_AGE_MS=0", "HOTPATH_POOL_MAX=7"} <= set(named)
     assert not [n for n in named if n.split("=")[0] in ("TG_NOT_A_SETTING", "DATABASE_URL")]
     assert not [n for n in named if "secret" in n]
+
+
+def test_the_report_shows_the_command_that_repeats_the_run():
+    argv = [
+        "mixed",
+        "--duration",
+        "180",
+        "--web-server",
+        "--set",
+        "DASHBOARD_SUMMARY_MAX_AGE_MS=5000",
+    ]
+    args = parse_args(argv)
+    assert report_command(args, SCENARIOS["mixed"]) == (
+        ".venv/bin/python -m loadtests.run_locust mixed --duration 180 --web-server"
+        " --set DASHBOARD_SUMMARY_MAX_AGE_MS=5000"
+    )
+    assert parse_args(report_command(args, SCENARIOS["mixed"]).split()[3:]) == args
