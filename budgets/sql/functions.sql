@@ -370,11 +370,13 @@ END $$;
 -- instead of a random page of it, and an id tells when its hold was taken,
 -- so a release can tell a hold deleted by RESERVATION_RETENTION_DAYS from an
 -- id never given out (tollgate_release). Ids made before 0022 are version 4.
-CREATE OR REPLACE FUNCTION tollgate_new_reservation_id()
+-- p_at: another time than now, for tests and loadtests/hold_ids.py.
+DROP FUNCTION IF EXISTS tollgate_new_reservation_id();
+CREATE OR REPLACE FUNCTION tollgate_new_reservation_id(p_at timestamptz DEFAULT now())
 RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT encode(set_bit(set_bit(
                overlay(uuid_send(gen_random_uuid())
-                       PLACING substring(int8send(floor(extract(epoch FROM now()) * 1000)::bigint) FROM 3)
+                       PLACING substring(int8send(floor(extract(epoch FROM p_at) * 1000)::bigint) FROM 3)
                        FROM 1 FOR 6),
                52, 1), 53, 1), 'hex')::uuid
 $$;
