@@ -162,9 +162,20 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
 
 @pytest.fixture(scope="session")
+def _server_backends_gone(test_database_url, django_db_blocker) -> Iterator[None]:
+    """Last to be torn down: waits until every server's backends have exited."""
+    yield
+    with django_db_blocker.unblock():
+        wait_for_other_sessions_to_end()
+
+
+@pytest.fixture(scope="module")
 def live_server_factory(
-    test_database_url, tmp_path_factory, django_db_blocker
+    test_database_url, tmp_path_factory, _server_backends_gone
 ) -> Iterator[Callable[..., LiveServer]]:
+    """Servers with settings of their own, stopped when their module is done:
+    each holds pooled connections, and PostgreSQL's default 100 clients do
+    not fit every module's servers at once."""
     servers: list[LiveServer] = []
 
     def factory(**env: str) -> LiveServer:
@@ -175,8 +186,6 @@ def live_server_factory(
     yield factory
     for server in servers:
         stop_server(server)
-    with django_db_blocker.unblock():
-        wait_for_other_sessions_to_end()
 
 
 def wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
@@ -203,8 +212,11 @@ def wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(live_server_factory) -> LiveServer:
-    return live_server_factory()
+def server(test_database_url, tmp_path_factory, _server_backends_gone) -> Iterator[LiveServer]:
+    """The server most tests share, with the test settings of start_server."""
+    shared = start_server(test_database_url, tmp_path_factory.mktemp("server"))
+    yield shared
+    stop_server(shared)
 
 
 @pytest.fixture
