@@ -39,6 +39,7 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -604,8 +605,16 @@ def run_name(args: argparse.Namespace) -> str:
         + (f"-nice{args.second_nice}" if args.second_nice else "")
         + (f"-agg{args.aggregate_every:g}s" if args.aggregate_every is not None else "")
         + ("-no-admin" if args.no_admin else "")
-        + "".join(f"-{name.lower()}-{value}" for name, value in sorted(args.settings.items()))
+        + "".join(_setting_name(name, value) for name, value in sorted(args.settings.items()))
     )
+
+
+def _setting_name(name: str, value: str) -> str:
+    """A setting in a file name: with its value when that is a plain word or
+    number, else (a URL: REDIS_URL) the name alone."""
+    if re.fullmatch(r"[A-Za-z0-9._-]+", value):
+        return f"-{name.lower()}-{value}"
+    return f"-{name.lower()}"
 
 
 def main(argv: list[str] | None = None) -> int:

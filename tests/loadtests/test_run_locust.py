@@ -36,6 +36,10 @@ from loadtests.run_locust import (
             ],
             "mixed-web-server-budget_fail_mode-open-hotpath_pool_max-4",
         ),
+        (
+            ["mixed", "--web-server", "--set", "REDIS_URL=redis://127.0.0.1:6379/0"],
+            "mixed-web-server-redis_url",
+        ),
     ],
 )
 def test_a_variant_has_a_name_of_its_own(argv, name):
