@@ -104,7 +104,7 @@ if DASHBOARD_DB_CONCURRENCY < 1:
     raise environ.ImproperlyConfigured("DASHBOARD_DB_CONCURRENCY must be at least 1.")
 # How long a computed summary answers further requests for the same org, range
 # and team (dashboard/summary.py); 0 = only requests arriving during it.
-DASHBOARD_SUMMARY_MAX_AGE_MS = env.int("DASHBOARD_SUMMARY_MAX_AGE_MS", default=1000)
+DASHBOARD_SUMMARY_MAX_AGE_MS = env.int("DASHBOARD_SUMMARY_MAX_AGE_MS", default=5000)
 if DASHBOARD_SUMMARY_MAX_AGE_MS < 0:
     raise environ.ImproperlyConfigured("DASHBOARD_SUMMARY_MAX_AGE_MS must be 0 or more.")
 BUDGET_FAIL_MODE = env.str("BUDGET_FAIL_MODE", default="closed")

@@ -60,11 +60,4 @@ class SpendConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def spend_update(self, message: dict[str, Any]) -> None:
-        await self.send_json(
-            {
-                "type": "spend",
-                "events": message["events"],
-                "totals": message["totals"],
-                "budgets": message["budgets"],
-            }
-        )
+        await self.send_json(live.client_message(message))

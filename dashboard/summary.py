@@ -14,14 +14,14 @@ import asyncio
 import time
 import weakref
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.conf import settings
 
 from budgets import auth, db, inputs
 from budgets.api import Request, Response
 from budgets.errors import ApiError, JsonBody, invalid
-from dashboard import access
+from dashboard import access, live
 
 RANGES = ("24h", "7d", "30d", "mtd")
 DEFAULT_RANGE = "7d"
@@ -35,9 +35,15 @@ _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
 # Summaries computed in this process in the last DASHBOARD_SUMMARY_MAX_AGE_MS,
 # by what they show: (monotonic time the computation started, its answer).
 # They answer the same requests until then, as if those had come that much
-# earlier; the page's live updates carry on from there. Each is dropped when
-# it expires, so at most one a (org, range, team) is kept.
-_recent: dict[tuple[Any, ...], tuple[float, tuple[Any, Any]]] = {}
+# earlier, with the live updates heard since (`updates`), which the page adds
+# where the summary's snapshot did not see them. Each is dropped when it
+# expires, so at most one a (org, range, team) is kept.
+_recent: dict[tuple[Any, ...], tuple[float, Computed]] = {}
+
+# Seconds a keeper holds live updates beyond DASHBOARD_SUMMARY_MAX_AGE_MS: a
+# computation that shares its answer may take up to a request's database
+# time (BUDGET_DB_TIMEOUT_MS) before the last of its callers gets it.
+KEEP_MARGIN = 30.0
 
 # Dashboard statements running at once in this process, at most
 # DASHBOARD_DB_CONCURRENCY (default 2): a bulkhead between the dashboards and
@@ -130,6 +136,14 @@ Summary = TypedDict(
         "recent": list[JsonBody],  # the last 50 requests, newest first
         "teams": list[str],
         "alerts": list[JsonBody],
+        # The transactions the KPIs, budgets and recent requests saw, and those
+        # the chart and top lists saw (PostgreSQL's "xmin:xmax:xip,…").
+        "snapshot": str,
+        "chart_snapshot": str,
+        # Signed-in pages only: the live updates heard since the statements
+        # started that they did not see, added up in one message like those
+        # of /ws/spend/ (with `covers`: the messages it stands for); or none.
+        "updates": NotRequired[list[JsonBody]],
     },
 )
 
@@ -169,17 +183,40 @@ async def _scope(request: Request, team: str | None, org: str | None) -> dict[st
     return {"org_id": org_id, "org_slug": org_slug, "team": team}
 
 
-async def _compute(params: dict[str, Any]) -> tuple[Any, Any]:
+class Computed(NamedTuple):
+    row: Any  # dashboard_summary's
+    breakdown: Any  # dashboard_breakdown's
+    keeper: live.Keeper | None  # hearing the org's live updates since `started`
+    started: float  # monotonic time: the statements started after it
+    unseen: live.Unseen  # what the keeper heard that the statements did not see
+
+
+async def _compute(params: dict[str, Any], max_age: float) -> Computed:
+    keeper = None
+    org_id = params["org_id"]
+    if org_id is None:
+        org_id = await db.fetch_value("dashboard_org", params)
+        # The statements then show the org whose updates are heard.
+        params = {**params, "org_id": org_id}
+    if org_id is not None:
+        # Joined before the statements take their snapshots: every update
+        # they do not see is heard.
+        keeper = await live.keep(org_id, max_age + KEEP_MARGIN)
+    started = time.monotonic()
     # Two statements, on two pooled connections at once when the process
     # may run two (DASHBOARD_DB_CONCURRENCY); one `at` gives both the same bounds.
-    return tuple(
-        await asyncio.gather(
-            _fetch_one("dashboard_summary", params), _fetch_one("dashboard_breakdown", params)
-        )
+    row, breakdown = await asyncio.gather(
+        _fetch_one("dashboard_summary", params), _fetch_one("dashboard_breakdown", params)
     )
+    # The snapshots the statements read (absent for an unknown org or team).
+    kpis = row[1].get("summary", {}) if row is not None else {}
+    chart = (breakdown[1] or {}) if breakdown is not None else {}
+    snapshots = (kpis.get("snapshot"), chart.get("chart_snapshot"))
+    shown = live.Shown.of(chart, params["team"]) if "top" in chart else None
+    return Computed(row, breakdown, keeper, started, live.Unseen(snapshots, started, shown))
 
 
-async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any, str]:
+async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Computed, str]:
     """The two statements' answers, and how this request got them: "computed",
     "shared" (a computation already running) or "reused" (a recent one)."""
     key = (params["org_id"], params["org_slug"], params["team"], range_)
@@ -194,7 +231,7 @@ async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Any,
         started = time.monotonic()
         params = {**params, "range": range_, "at": datetime.now(UTC)}
         # Its own task: a caller that disconnects must not cancel the others' answer.
-        shared = asyncio.ensure_future(_compute(params))
+        shared = asyncio.ensure_future(_compute(params, max_age))
         _in_flight[key] = shared
         shared.add_done_callback(lambda done: _computed(key, started, max_age, done))
     # shield: one waiter cancelled (client gone) leaves the computation running.
@@ -210,6 +247,17 @@ def _computed(key: tuple[Any, ...], started: float, max_age: float, done: asynci
     asyncio.get_running_loop().call_later(max(expires_in, 0), _expire, key, started)
 
 
+def _updates(computed: Computed) -> list[JsonBody]:
+    """The live updates heard since the statements started that they did not
+    see, as one message like /ws/spend/ sends (none when there is nothing).
+    Added up once for all the requests the computation answers."""
+    if computed.keeper is None:
+        return []
+    computed.unseen.fold(computed.keeper.after(computed.unseen.folded))
+    update = computed.unseen.message()
+    return [] if update is None else [update]
+
+
 def _expire(key: tuple[Any, ...], started: float) -> None:
     kept = _recent.get(key)
     if kept is not None and kept[0] == started:
@@ -221,13 +269,17 @@ async def summary(request: Request) -> Response:
     team = _query_value(request, "team")
     org = _query_value(request, "org")
     params = await _scope(request, team, org)
-    (row, breakdown), how = await _shared_computation(params, range_)
+    computed, how = await _shared_computation(params, range_)
+    row, breakdown = computed.row, computed.breakdown
     if row is None or breakdown is None or row[0] != breakdown[0]:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result = row[1]
     if result["status"] == "not_found" or breakdown[1] is None:
         raise ApiError(404, "not_found", f"Unknown team '{params['team']}'.", field="team")
     body: Summary = {**result["summary"], **breakdown[1]}
+    if request.key is None:
+        # A signed-in page, which follows /ws/spend/ (API keys cannot).
+        body["updates"] = _updates(computed)
     key = request.key
     if key is not None and key.team_slug is not None:
         # A team-limited key sees the org's budgets and its own team's.

@@ -253,7 +253,11 @@ class EventBatcher(db.Batcher):
         for events, offset in zip(items, offsets, strict=True):
             mine = result["results"][offset : offset + len(events)]
             answers.append(
-                {"status": "ok", "results": [{**r, "idx": r["idx"] - offset} for r in mine]}
+                {
+                    "status": "ok",
+                    "results": [{**r, "idx": r["idx"] - offset} for r in mine],
+                    "xid": result.get("xid"),
+                }
             )
         return answers
 
@@ -337,7 +341,7 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     events, _batched = validate(request.json(), key)
     result = await _batcher(key).record(events)
     # Committed: open dashboards hear of it, without ingest waiting for them.
-    live.publish_events(key, events, result["results"])
+    live.publish_events(key, events, result["results"], result.get("xid"))
     results = [
         {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
         for r in result["results"]

@@ -1031,7 +1031,11 @@ BEGIN
     LEFT JOIN LATERAL (SELECT status, amount FROM budgets_reservation
                        WHERE id = r.reservation_id AND org_id = p_org
                        OFFSET 0) res ON true;
-    RETURN jsonb_build_object('status', 'ok', 'results', v_results);
+    -- xid: this transaction, for the dashboard's live updates; a page leaves
+    -- out the spend its summary's snapshot already saw (dashboard/live.py).
+    -- NULL when the transaction wrote nothing.
+    RETURN jsonb_build_object('status', 'ok', 'results', v_results,
+                              'xid', pg_current_xact_id_if_assigned()::text);
 END $$;
 
 -- A time as API.md writes it (UTC, "Z").
@@ -1284,6 +1288,9 @@ BEGIN
         'teams', (SELECT coalesce(jsonb_agg(t.slug ORDER BY t.slug), '[]')
                   FROM budgets_team t WHERE t.org_id = p_org),
         -- Open (unacknowledged) alerts, newest first (index alert_open).
+        -- The transactions this statement saw (xmin:xmax:xip,…): a page
+        -- adds the live updates of the others to what this statement shows.
+        'snapshot', pg_current_snapshot()::text,
         'alerts', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', a.id, 'kind', a.kind, 'scope', bu.scope,
                        'subject', CASE bu.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
@@ -1430,7 +1437,10 @@ BEGIN
                           ORDER BY x.cost DESC, x.id), '[]') FROM top_users x),
             'models', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id,
                            'spend_usd', trim_scale(x.cost)::text, 'requests', x.requests)
-                           ORDER BY x.cost DESC, x.id), '[]') FROM top_models x)))
+                           ORDER BY x.cost DESC, x.id), '[]') FROM top_models x)),
+        -- What tollgate_dashboard_summary's 'snapshot' is for the KPIs, for
+        -- the chart and top lists: the two statements run on two connections.
+        'chart_snapshot', pg_current_snapshot()::text)
     INTO v_result;
     RETURN v_result;
 END $$;

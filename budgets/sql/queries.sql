@@ -90,6 +90,16 @@ FROM (SELECT id, slug, time_zone FROM budgets_organization
       ORDER BY slug
       LIMIT 1) o
 
+-- dashboard_org --
+-- The org a summary is for when the caller named it by slug (staff) or not at
+-- all, chosen like the two statements below: its live updates are heard from
+-- before they run (dashboard/live.py, Keeper).
+SELECT id FROM budgets_organization
+WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+  AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+ORDER BY slug
+LIMIT 1
+
 -- dashboard_breakdown --
 -- Second half, run at the same time on another connection: chart and top lists.
 SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)

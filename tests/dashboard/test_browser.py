@@ -185,3 +185,86 @@ def drive_browser(
         assert errors == []
         browser.close()
     return timings, shot
+
+
+@pytest.fixture(scope="module")
+def keeping_server(live_server_factory):
+    return live_server_factory(DASHBOARD_SUMMARY_MAX_AGE_MS="60000")
+
+
+@pytest.mark.slow
+def test_a_page_opened_on_a_kept_summary_misses_nothing(keeping_server, org, make_key, make_user):
+    """Summaries kept for a minute: a second page gets the first page's summary,
+    computed before an event it must show all the same, and once."""
+    require_browser()
+    key = make_key(org)
+    make_user("ann", org=org)
+    with httpx.Client(base_url=keeping_server.url, timeout=10) as api:
+        record(api, key, [event("old", cost="2", team="search")])
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(drive_two_pages, keeping_server.url, api, key).result()
+
+
+def drive_two_pages(base: str, api: httpx.Client, key: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(locale="en-US", timezone_id="UTC")
+        first = context.new_page()
+        errors: list[str] = []
+        first.on("pageerror", lambda exc: errors.append(str(exc)))
+        first.goto(f"{base}/accounts/login/?next=/%3Frange%3D24h")
+        first.fill("#id_username", "ann")
+        first.fill("#id_password", PASSWORD)
+        first.click("button[type=submit]")
+        first.wait_for_selector("body[data-ready='1'][data-live='1']")
+        assert first.text_content("#kpi-spend") == "$2.00"
+
+        # After the first page's summary was computed and kept: the second
+        # page gets that summary, and its socket joins after this was sent.
+        record(api, key, [event("between", cost="1.25", team="search")])
+        first.wait_for_selector("tr[data-event-id='between']", timeout=5000)
+        assert first.text_content("#kpi-spend") == "$3.25"
+
+        second = context.new_page()
+        second.on("pageerror", lambda exc: errors.append(str(exc)))
+        timings: list[str] = []
+        second.on(
+            "response",
+            lambda r: (
+                timings.append(r.headers.get("server-timing", ""))
+                if "/v1/dashboard/summary" in r.url
+                else None
+            ),
+        )
+        second.goto(f"{base}/?range=24h")
+        second.wait_for_selector("body[data-ready='1'][data-live='1']")
+        assert timings == ['summary;desc="reused"']
+        assert second.text_content("#kpi-spend") == "$3.25"
+        assert second.text_content("#kpi-requests") == "2"
+        assert second.locator("tr[data-event-id='between']").count() == 1
+        search = second.locator("#top-teams tr").filter(has_text="search")
+        assert search.locator("td.num").first.text_content() == "$3.25"
+
+        # And from now on, live on both, once.
+        record(api, key, [event("later", cost="0.5", team="search")])
+        for page in (first, second):
+            page.wait_for_selector("tr[data-event-id='later']", timeout=5000)
+            assert page.text_content("#kpi-spend") == "$3.75"
+            assert page.text_content("#kpi-requests") == "3"
+
+        # The page keeps what it heard for the next load: a new summary that
+        # saw those events (7d, computed now) does not get them again, the
+        # kept 24h one (computed before two of them) does.
+        first.click("a[data-range='7d']")
+        first.wait_for_selector("body[data-range='7d']:not([data-loading])")
+        assert first.text_content("#kpi-spend") == "$3.75"
+        first.go_back()
+        first.wait_for_selector("body[data-range='24h']:not([data-loading])")
+        assert first.text_content("#kpi-spend") == "$3.75"
+        assert first.text_content("#kpi-requests") == "3"
+        assert errors == []
+        browser.close()

@@ -111,6 +111,37 @@ def test_recorded_events_reach_their_orgs_dashboards_only(
     assert totals[None]["cost_usd"] == "1"
     [budget] = message["budgets"]
     assert budget["scope"] == "org" and budget["spent_usd"] == "1.25"
+    # One request, one transaction, which every event and total names; the
+    # message has an id of its own (a page may get it twice: test_live_exactly_once.py).
+    xids = {e["xid"] for e in message["events"]} | {t["xid"] for t in message["totals"]}
+    assert len(xids) == 1 and xids.pop().isdigit()
+    sender, number = message["id"].rsplit(".", 1)
+    assert sender and number.isdigit()
+
+
+def test_nobody_listening_costs_ingest_nothing(org, key, monkeypatch):
+    """No socket in the org's group and no summary keeper (in-memory layer):
+    nothing is queued and the budgets are not read for no one."""
+    reads = []
+    fetch_value = db.fetch_value
+
+    async def counting(name, *args, **kwargs):
+        reads.append(name)
+        return await fetch_value(name, *args, **kwargs)
+
+    monkeypatch.setattr(db, "fetch_value", counting)
+
+    async def scenario():
+        status, _ = await ingest_events(key, [event("unheard", cost="1")])
+        await asyncio.sleep(0.2)  # a round would have run by now
+        task = live._tasks.get(org.id)
+        return status, org.id in live._pending, task is not None and not task.done()
+
+    status, pending, sending = run(scenario())
+
+    assert status == 201
+    assert not pending and not sending
+    assert "list_budgets" not in reads and "record_events" in reads
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,13 @@
 // chart, the recent list and the budget bars without a reload. No libraries:
 // the chart is a few SVG rectangles.
 //
+// Exactly once: the socket joins first and the summary loads after each
+// join. Every live event and total names the transaction that recorded it
+// (`xid`); the summary says which transactions its statements saw
+// (`snapshot` for the KPIs and recent list, `chart_snapshot` for the chart
+// and top lists) and brings the updates its server heard meanwhile
+// (`updates`), so the page adds what the summary did not see, once.
+//
 // Money arrives as decimal strings; sums are kept exact as BigInt units of
 // 1e-10 USD and turned into numbers only to be displayed.
 
@@ -14,8 +21,16 @@ const state = {
   team: config.team,
   summary: null,
   fresh: new Set(), // ids of requests that arrived live, highlighted once
-  socketOpened: false,
+  heard: [], // [time received, message] of the live updates of the last LOG_MS
+  applied: new Set(), // ids of the live messages added to the summary shown
+  covered: new Map(), // sender -> [[first, last], ...] of the summary's `updates`
 };
+
+// Live updates are kept this long, to be added to a summary loaded later (a
+// filter change) that did not see them: longer than a server keeps a summary.
+const LOG_MS = 120000;
+// How long the first load waits for the socket to join.
+const SOCKET_WAIT_MS = 2000;
 
 // ---- Money and time ---------------------------------------------------------
 
@@ -373,6 +388,12 @@ async function load() {
   }
   showError("");
   state.summary = body;
+  state.applied = new Set();
+  state.covered = new Map();
+  // What the summary's server heard since it was computed, then what this
+  // page heard: each added where the summary did not see it.
+  for (const message of body.updates ?? []) applyLive(message, false);
+  for (const [, message] of state.heard) applyLive(message, false);
   render();
   document.body.dataset.range = state.range;
   if (!document.body.dataset.ready) {
@@ -408,29 +429,69 @@ function addToTop(rows, id, totals) {
   rows.sort((a, b) => (units(b.spend_usd) > units(a.spend_usd) ? 1 : units(b.spend_usd) < units(a.spend_usd) ? -1 : 0));
 }
 
-function applyLive(message) {
+// Whether a statement that read `snapshot` (PostgreSQL's "xmin:xmax:xip,…")
+// saw the committed transaction `xid` (dashboard/live.py, `sees`).
+const snapshots = new Map(); // text -> {xmin, xmax, inProgress}, parsed once
+
+function sees(snapshot, xid) {
+  if (!snapshot || xid === null || xid === undefined) return false;
+  let parsed = snapshots.get(snapshot);
+  if (!parsed) {
+    const [xmin, xmax, inProgress] = snapshot.split(":");
+    parsed = { xmin: BigInt(xmin), xmax: BigInt(xmax), inProgress: new Set(inProgress.split(",")) };
+    if (snapshots.size > 8) snapshots.clear();
+    snapshots.set(snapshot, parsed);
+  }
+  const x = BigInt(xid);
+  if (x < parsed.xmin) return true;
+  if (x >= parsed.xmax) return false;
+  return !parsed.inProgress.has(String(xid));
+}
+
+function covered(id) {
+  const dot = id.lastIndexOf(".");
+  if (dot < 0) return false; // a summary's own update, not a group message
+  const ranges = state.covered.get(id.slice(0, dot));
+  const number = Number(id.slice(dot + 1));
+  return Boolean(ranges?.some(([first, last]) => first <= number && number <= last));
+}
+
+function applyLive(message, rerender = true) {
   const summary = state.summary;
-  if (!summary) return;
+  if (!summary || state.applied.has(message.id) || covered(message.id)) return;
+  state.applied.add(message.id);
+  // A summary's `updates` stand for several messages this page may also have
+  // heard: by sender, ranges of their numbers ("<sender>.<number>").
+  for (const [sender, ranges] of Object.entries(message.covers ?? {})) {
+    state.covered.set(sender, [...(state.covered.get(sender) ?? []), ...ranges]);
+  }
   const k = summary.kpis;
   const from = Date.parse(summary.from);
   const today = Date.parse(k.today_starts_at);
   const month = Date.parse(k.month_starts_at);
   const chart = summary.chart;
   const bucketStarts = chart.buckets.map(Date.parse);
+  let news = false; // something the statement that read the budgets did not see
   for (const t of message.totals) {
+    const kpis = !sees(summary.snapshot, t.xid);
+    news ||= kpis; // of any team: the budgets include the org's
     if (state.team && t.team !== state.team) continue;
+    const breakdown = !sees(summary.chart_snapshot, t.xid);
     const hour = Date.parse(t.hour);
     const cost = units(t.cost_usd);
-    if (hour >= today) addMoney(k, "today_usd", cost);
-    if (hour >= month) {
+    if (kpis && hour >= today) addMoney(k, "today_usd", cost);
+    if (kpis && hour >= month) {
       addMoney(k, "month_to_date_usd", cost);
       addMoney(k, "projected_month_usd", cost);
     }
     if (hour < from) continue;
-    addMoney(k, "spend_usd", cost);
-    k.requests += t.requests;
-    k.errors += t.errors;
-    k.unpriced_requests += t.unpriced_requests;
+    if (kpis) {
+      addMoney(k, "spend_usd", cost);
+      k.requests += t.requests;
+      k.errors += t.errors;
+      k.unpriced_requests += t.unpriced_requests;
+    }
+    if (!breakdown) continue;
     // The chart: the bucket this hour falls in, the stack of its team (or model).
     let index = -1;
     for (let i = 0; i < bucketStarts.length && bucketStarts[i] <= hour; i++) index = i;
@@ -449,7 +510,8 @@ function applyLive(message) {
   }
   k.error_rate_pct = k.requests > 0 ? ((k.errors * 100) / k.requests).toFixed(2) : null;
 
-  const events = message.events.filter((e) => !state.team || e.team === state.team);
+  const events = message.events.filter((e) =>
+    (!state.team || e.team === state.team) && !sees(summary.snapshot, e.xid));
   if (events.length) {
     const known = new Set(summary.recent.map((r) => r.id));
     const added = events.filter((e) => !known.has(e.id));
@@ -458,8 +520,10 @@ function applyLive(message) {
       .sort((a, b) => Date.parse(b.started_at) - Date.parse(a.started_at))
       .slice(0, 50);
   }
-  if (message.budgets) summary.budgets = message.budgets;
-
+  // Read after the message's transactions committed: newer than the summary's
+  // only when one of them is news to it.
+  if (message.budgets && news) summary.budgets = message.budgets;
+  if (!rerender) return;
   renderKpis();
   renderChart();
   renderBudgets();
@@ -478,11 +542,14 @@ function connect(delay = 1000) {
       status.dataset.state = "live";
       status.textContent = "Live";
       document.body.dataset.live = "1";
-      // Back after a drop: catch up on what was missed meanwhile.
-      if (state.socketOpened) load();
-      state.socketOpened = true;
+      // Joined: a summary loaded from now on misses nothing (first load, or
+      // back after a drop, when updates were missed meanwhile).
+      load();
       delay = 1000;
     } else if (message.type === "spend") {
+      const now = Date.now();
+      state.heard.push([now, message]);
+      while (state.heard.length && state.heard[0][0] < now - LOG_MS) state.heard.shift();
       applyLive(message);
     }
   });
@@ -514,5 +581,6 @@ window.addEventListener("popstate", () => {
 });
 
 renderFilters();
-load();
 connect();
+// No socket (blocked, or the server has no channel layer): load all the same.
+setTimeout(() => { if (loadSeq === 0) load(); }, SOCKET_WAIT_MS);
