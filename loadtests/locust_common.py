@@ -176,6 +176,7 @@ class Recorder:
         self.failures: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}
         self.phase_seconds: dict[str, list[float]] = {}  # phase -> [first, last] monotonic
+        self.lag: dict[str, list[float]] = {}  # phase -> how late the lag probe woke (ms)
 
     def add(self, name: str, response_time: float, exception: Any) -> None:
         phase = current_phase["name"]
@@ -209,6 +210,23 @@ class Recorder:
             )
         return rows
 
+    def lag_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for phase, lags in self.lag.items():
+            ordered = sorted(lags)
+            rows.append(
+                {
+                    "phase": phase,
+                    "samples": len(ordered),
+                    "p50_ms": percentile(ordered, 50),
+                    "p99_ms": percentile(ordered, 99),
+                    "p999_ms": percentile(ordered, 99.9),
+                    "max_ms": ordered[-1],
+                    "over_1ms": sum(1 for lag in ordered if lag > 1) / len(ordered),
+                }
+            )
+        return rows
+
     def print_summary(self) -> None:
         print(
             f"\n{'phase':<22} {'request':<26} {'reqs':>7} {'rps':>7} {'fail%':>6} "
@@ -228,7 +246,12 @@ class Recorder:
             # Phase spans are time.monotonic(), one clock for every process
             # on the machine: run_locust matches them with its CPU samples.
             json.dump(
-                {"rows": self.rows(), "errors": self.errors, "phases": self.phase_seconds},
+                {
+                    "rows": self.rows(),
+                    "errors": self.errors,
+                    "phases": self.phase_seconds,
+                    "lag": self.lag_rows(),
+                },
                 out,
                 indent=1,
             )
@@ -242,6 +265,33 @@ def percentile(ordered: list[float], p: float) -> float:
 
 
 recorder = Recorder()
+
+
+# --- Locust's own delay ------------------------------------------------------------------
+
+LAG_PROBE_SECONDS = 0.002
+
+
+def _probe_lag() -> None:
+    """Locust's users share one gevent loop: while one of them works (builds a
+    batch, reads a page) or locust waits for a core, a response that has
+    arrived waits to be timed, so the time measured includes that wait. This
+    greenlet asks to wake every 2 ms and records how late it woke, per phase:
+    the delay a response can pick up on locust's side."""
+    import gevent
+
+    while True:
+        asked = time.perf_counter()
+        gevent.sleep(LAG_PROBE_SECONDS)
+        late_ms = (time.perf_counter() - asked - LAG_PROBE_SECONDS) * 1000
+        recorder.lag.setdefault(current_phase["name"], []).append(max(late_ms, 0.0))
+
+
+@events.test_start.add_listener
+def _start_lag_probe(environment: Any, **kwargs: Any) -> None:
+    import gevent
+
+    gevent.spawn(_probe_lag)
 
 
 @events.request.add_listener

@@ -419,6 +419,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
     ]
     lines += phase_cpu_lines(args, results["phase_cpu"])
+    lines += lag_lines(results.get("lag", []))
     if generator_bound:
         lines.append(
             f"- ⚠ locust used {results['locust_cpu']:.0f}% of a core: the load generator, "
@@ -471,6 +472,28 @@ def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShare
             + (f" {pct(cpu.second)} |" if role else "")
             + f" {pct(cpu.worker)} | {pct(cpu.postgres)} | {pct(cpu.generator)} "
             f"| {pct(cpu.other)} | {pct(cpu.machine)} |"
+        )
+    return [*lines, ""]
+
+
+def lag_lines(lag: list[dict[str, Any]]) -> list[str]:
+    """How late locust's lag probe woke in each phase: how long a response
+    can wait on locust's side before it is timed (loadtests/locust_common.py)."""
+    if not lag:
+        return []
+    lines = [
+        "",
+        "Locust's own delay by phase (a greenlet asks to wake every 2 ms; how late it woke): "
+        "a response that arrives while locust's other users run, or while locust waits for "
+        "a core, waits about that long to be timed.",
+        "",
+        "| phase | samples | p50 ms | p99 ms | p99.9 ms | max ms | late > 1 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in lag:
+        lines.append(
+            f"| {r['phase']} | {r['samples']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['p999_ms']:.2f} | {r['max_ms']:.1f} | {100 * r['over_1ms']:.1f}% |"
         )
     return [*lines, ""]
 

@@ -7,6 +7,7 @@ import pytest
 
 from loadtests.run_locust import (
     SCENARIOS,
+    lag_lines,
     parse_args,
     report_command,
     run_name,
@@ -90,3 +91,20 @@ def test_the_report_shows_the_command_that_repeats_the_run():
         " --set DASHBOARD_SUMMARY_MAX_AGE_MS=5000"
     )
     assert parse_args(report_command(args, SCENARIOS["mixed"]).split()[3:]) == args
+
+
+def test_the_report_shows_locusts_own_delay_per_phase():
+    lag = [
+        {
+            "phase": "with dashboard",
+            "samples": 22248,
+            "p50_ms": 0.44,
+            "p99_ms": 4.141,
+            "p999_ms": 9.12,
+            "max_ms": 31.94,
+            "over_1ms": 0.198,
+        }
+    ]
+    lines = lag_lines(lag)
+    assert "| with dashboard | 22,248 | 0.44 | 4.14 | 9.12 | 31.9 | 19.8% |" in lines
+    assert lag_lines([]) == []  # a report from before the probe
