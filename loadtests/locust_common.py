@@ -1,8 +1,7 @@
 """What the locust scenarios share: the localhost guard, the subjects of the
-load org, the gateway's request bodies, a staged load shape, and a recorder
-that keeps every response time per phase so that a report can give exact
-percentiles for "sustained" and "burst" (or "without" and "with dashboard")
-separately, which locust's own cumulative statistics cannot.
+load org, the gateway's request bodies, a staged load shape, and the
+recorder of every response time per phase (loadtests/phases.py) fed by
+locust's request events.
 
 Imported by the locustfiles (loadtests/budget_burst.py, ingest_batches.py,
 dashboard_views.py, mixed.py) and never by the wrapper (loadtests/run_locust.py),
@@ -19,8 +18,6 @@ Environment (set by the wrapper; defaults for a hand-run locust):
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
@@ -30,6 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from locust import LoadTestShape, events
+
+from loadtests.phases import Recorder
 
 RESERVATIONS = "/v1/budget/reservations"
 EVENTS = "/v1/events"
@@ -165,105 +164,6 @@ def split_duration(total: float, shares: list[float], minimum: float = 5.0) -> l
     return [max(minimum, total * share) for share in shares]
 
 
-# --- Recorder ----------------------------------------------------------------------------
-
-
-class Recorder:
-    """Every response time (ms) and failure per (phase, request name)."""
-
-    def __init__(self) -> None:
-        self.times: dict[tuple[str, str], list[float]] = {}
-        self.failures: dict[tuple[str, str], int] = {}
-        self.errors: dict[str, int] = {}
-        self.phase_seconds: dict[str, list[float]] = {}  # phase -> [first, last] monotonic
-        self.lag: dict[str, list[float]] = {}  # phase -> how late the lag probe woke (ms)
-
-    def add(self, name: str, response_time: float, exception: Any) -> None:
-        phase = current_phase["name"]
-        now = time.monotonic()
-        span = self.phase_seconds.setdefault(phase, [now, now])
-        span[1] = now
-        self.times.setdefault((phase, name), []).append(response_time)
-        if exception is not None:
-            self.failures[(phase, name)] = self.failures.get((phase, name), 0) + 1
-            message = str(exception)[:160]
-            self.errors[message] = self.errors.get(message, 0) + 1
-
-    def rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for (phase, name), times in self.times.items():
-            first, last = self.phase_seconds[phase]
-            ordered = sorted(times)
-            rows.append(
-                {
-                    "phase": phase,
-                    "name": name,
-                    "requests": len(ordered),
-                    "failures": self.failures.get((phase, name), 0),
-                    "seconds": last - first,
-                    "rps": len(ordered) / max(last - first, 1e-9),
-                    "p50_ms": percentile(ordered, 50),
-                    "p95_ms": percentile(ordered, 95),
-                    "p99_ms": percentile(ordered, 99),
-                    "max_ms": ordered[-1],
-                }
-            )
-        return rows
-
-    def lag_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for phase, lags in self.lag.items():
-            ordered = sorted(lags)
-            rows.append(
-                {
-                    "phase": phase,
-                    "samples": len(ordered),
-                    "p50_ms": percentile(ordered, 50),
-                    "p99_ms": percentile(ordered, 99),
-                    "p999_ms": percentile(ordered, 99.9),
-                    "max_ms": ordered[-1],
-                    "over_1ms": sum(1 for lag in ordered if lag > 1) / len(ordered),
-                }
-            )
-        return rows
-
-    def print_summary(self) -> None:
-        print(
-            f"\n{'phase':<22} {'request':<26} {'reqs':>7} {'rps':>7} {'fail%':>6} "
-            f"{'p50':>7} {'p95':>7} {'p99':>7}"
-        )
-        for r in self.rows():
-            fail = 100 * r["failures"] / r["requests"]
-            print(
-                f"{r['phase']:<22} {r['name']:<26} {r['requests']:>7} {r['rps']:>7.1f} "
-                f"{fail:>6.2f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f}"
-            )
-        for message, count in sorted(self.errors.items(), key=lambda item: -item[1])[:10]:
-            print(f"  error x{count}: {message}")
-
-    def dump(self, path: str) -> None:
-        with open(path, "w") as out:
-            # Phase spans are time.monotonic(), one clock for every process
-            # on the machine: run_locust matches them with its CPU samples.
-            json.dump(
-                {
-                    "rows": self.rows(),
-                    "errors": self.errors,
-                    "phases": self.phase_seconds,
-                    "lag": self.lag_rows(),
-                },
-                out,
-                indent=1,
-            )
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of a sorted list."""
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-
 recorder = Recorder()
 
 
@@ -296,7 +196,7 @@ def _start_lag_probe(environment: Any, **kwargs: Any) -> None:
 
 @events.request.add_listener
 def _record(name: str, response_time: float, exception: Any, **kwargs: Any) -> None:
-    recorder.add(name, response_time, exception)
+    recorder.add(current_phase["name"], name, response_time, exception)
 
 
 @events.test_stop.add_listener

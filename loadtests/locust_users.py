@@ -8,8 +8,9 @@ ones it runs (locust runs every User class in the locustfile's namespace).
 - IngestUser: a log shipper posting batches of INGEST_BATCH new events.
 - DashboardUser: a person signed in to the dashboard (session cookie, not an
   API key) loading the page and polling the summary, and now and then the
-  admin's event list. With `only_in_phase` set it idles outside that phase
-  (the mixed scenario measures the hot path without, then with it).
+  admin's event list. With `only_in_phase` set it idles outside that phase,
+  or those phases when the shape repeats it ("with dashboard #1", "#2", ...:
+  the mixed scenario measures the hot path without, then with it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from loadtests.locust_common import (
     user_id,
 )
 from loadtests.pacing import begin_pacing, paced
+from loadtests.phases import arm_of
 
 GATEWAY_CYCLES_PER_USER = 2.0
 INGEST_BATCHES_PER_USER = 2.0
@@ -154,7 +156,9 @@ class DashboardUser(HttpUser):
         begin_pacing(self, DASHBOARD_LOADS_PER_USER)
 
     def _idle(self) -> bool:
-        return self.only_in_phase is not None and current_phase["name"] != self.only_in_phase
+        return (
+            self.only_in_phase is not None and arm_of(current_phase["name"]) != self.only_in_phase
+        )
 
     @task(4)
     def summary(self) -> None:

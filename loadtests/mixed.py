@@ -11,7 +11,14 @@ and after, so that a drift over the run - a growing table, a busier machine -
 shows instead of being blamed on the dashboard). The report compares the
 reservation p99 of the phases.
 
-    .venv/bin/python -m loadtests.run_locust mixed [--quick]
+With TG_CYCLES=N (run_locust --cycles N) the phases alternate instead: N
+pairs of "hot path alone #k" and "with dashboard #k" and a last "hot path
+alone #N+1", 2N+1 phases of TG_DURATION/(2N+1). Each phase with dashboard
+users then lies between two without, a minute or less apart, so that a
+machine whose speed wanders (a shared host) compares like with like; the
+report pools each arm's phases and gives each pair's ratio.
+
+    .venv/bin/python -m loadtests.run_locust mixed [--quick] [--cycles N]
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from __future__ import annotations
 from loadtests import locust_users
 from loadtests.locust_common import Stage, StagedShape, env_float, signed_in, split_duration
 from loadtests.locust_users import GATEWAY_CYCLES_PER_USER, GatewayUser, IngestUser
+from loadtests.phases import ALONE, WITH_DASHBOARD, alternating
 
 __all__ = ["Dashboard", "GatewayUser", "IngestUser", "MixedShape"]
 
 DURATION = env_float("TG_DURATION", 360)
 RATE = env_float("TG_RATE", 100)
 DASHBOARD_USERS = max(1, round(env_float("TG_DASHBOARD_USERS", 10)))
+CYCLES = max(1, round(env_float("TG_CYCLES", 1)))
 GATEWAYS = max(1, round(RATE / GATEWAY_CYCLES_PER_USER))
-WITH_DASHBOARD = "with dashboard"
 WARMUP_SECONDS = 15
 
 # Fixed head counts, whatever the total: the shape spawns all users at once and
@@ -46,13 +54,18 @@ class MixedShape(StagedShape):
         return signed_in["count"] >= DASHBOARD_USERS
 
     def stages(self) -> list[Stage]:
-        third = split_duration(DURATION, [1 / 3])[0]
         users = GATEWAYS + 1 + DASHBOARD_USERS
-        return [
-            # Everyone starts; the dashboard users sign in (password hashing
-            # is CPU-heavy), so this stage is left out of the comparison.
-            Stage("warm-up (sign-ins)", WARMUP_SECONDS, users, users),
-            Stage("hot path alone", third, users, users),
-            Stage(WITH_DASHBOARD, third, users, users),
-            Stage("hot path alone again", third, users, users),
-        ]
+        # Everyone starts; the dashboard users sign in (password hashing is
+        # CPU-heavy), so this stage is left out of the comparison.
+        stages = [Stage("warm-up (sign-ins)", WARMUP_SECONDS, users, users)]
+        if CYCLES == 1:
+            third = split_duration(DURATION, [1 / 3])[0]
+            return [
+                *stages,
+                Stage(ALONE, third, users, users),
+                Stage(WITH_DASHBOARD, third, users, users),
+                Stage(f"{ALONE} again", third, users, users),
+            ]
+        names = alternating(CYCLES)
+        seconds = split_duration(DURATION, [1 / len(names)])[0]
+        return stages + [Stage(name, seconds, users, users) for name in names]

@@ -37,12 +37,14 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import os
 import re
 import secrets
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import compare
+from loadtests.phases import ALONE, CYCLE_MARK, WITH_DASHBOARD, arm_of
 
 BASE_DIR = compare.BASE_DIR
 REPORT_DIR = BASE_DIR / "docs" / "benchmarks"
@@ -212,6 +215,11 @@ def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproce
         design = dataclasses.replace(
             design, argv=["nice", "-n", str(args.second_nice), *design.argv]
         )
+    if args.second_idle:
+        # SCHED_IDLE: it runs when no other process wants the core, and a
+        # waking hot-path process takes the core from it at once (systemd:
+        # CPUSchedulingPolicy=idle).
+        design = dataclasses.replace(design, argv=["chrt", "--idle", "0", *design.argv])
     with compare.serve(design, second_port(args), log_path) as process:
         yield process
 
@@ -255,6 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "TOLLGATE_API_KEY": key,
         "TG_DURATION": str(args.duration),
         "TG_RATE": str(args.rate),
+        "TG_CYCLES": str(args.cycles),
         "TG_TEAMS": str(TEAMS),
         "TG_USERS_PER_TEAM": str(USERS_PER_TEAM),
         "TG_HOT_TEAMS": str(HOT_TEAMS),
@@ -409,7 +418,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
     lines += ["", f"- Error rate over the run: **{error_pct:.2f}%** ({failures:,} of {total:,})."]
     for message, count in sorted(results["errors"].items(), key=lambda item: -item[1])[:5]:
         lines.append(f"  - x{count}: `{message}`")
-    lines += hot_path_lines(args.scenario, rows, scenario.hot_path)
+    lines += hot_path_lines(args.scenario, rows)
+    lines += cycle_lines(results.get("arms", []), rows)
     lines += [
         f"- CPU (share of one core): server {cpu.server:.0f}%, "
         + ("" if cpu.second is None else f"{second_server_role(args)} server {cpu.second:.0f}%, ")
@@ -419,7 +429,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         f"{results['locust_cpu']:.0f}%, other processes {cpu.other:.0f}%.",
     ]
     lines += phase_cpu_lines(args, results["phase_cpu"])
-    lines += lag_lines(results.get("lag", []))
+    arm_lag = [{**r, "phase": f"{r['phase']} (all)"} for r in results.get("arm_lag", [])]
+    lines += lag_lines(results.get("lag", []) + arm_lag)
     if generator_bound:
         lines.append(
             f"- ⚠ locust used {results['locust_cpu']:.0f}% of a core: the load generator, "
@@ -434,7 +445,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         lines.append("- ⚠ `--quick` smoke run: phases are seconds long, percentiles are rough.")
     lines += [
         "- Percentiles are exact (nearest rank over every response of the phase, recorded by "
-        "`loadtests/locust_common.py`); a phase's rate is its responses over its span. Locust "
+        "`loadtests/phases.py`); a phase's rate is its responses over its span. Locust "
         "measures from its side, so its own scheduling delay is included.",
         "",
         "## Machine",
@@ -466,7 +477,7 @@ def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShare
         + " worker | PostgreSQL | locust | other processes | machine |",
         "|---|---:|" + ("---:|" if role else "") + "---:|---:|---:|---:|---:|",
     ]
-    for phase, cpu in shares.items():
+    for phase, cpu in {**shares, **arm_cpu(shares)}.items():
         lines.append(
             f"| {phase} | {pct(cpu.server)} |"
             + (f" {pct(cpu.second)} |" if role else "")
@@ -474,6 +485,27 @@ def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShare
             f"| {pct(cpu.other)} | {pct(cpu.machine)} |"
         )
     return [*lines, ""]
+
+
+def arm_cpu(shares: dict[str, compare.CpuShares]) -> dict[str, compare.CpuShares]:
+    """For mixed --cycles: each arm's phases averaged (they are equally long)."""
+    phases: dict[str, list[compare.CpuShares]] = {}
+    for phase, cpu in shares.items():
+        if CYCLE_MARK in phase:
+            phases.setdefault(f"{arm_of(phase)} (all)", []).append(cpu)
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if None in values else statistics.mean(values)
+
+    return {
+        arm: compare.CpuShares(
+            **{
+                field.name: mean([getattr(cpu, field.name) for cpu in each])
+                for field in dataclasses.fields(compare.CpuShares)
+            }
+        )
+        for arm, each in phases.items()
+    }
 
 
 def lag_lines(lag: list[dict[str, Any]]) -> list[str]:
@@ -498,13 +530,15 @@ def lag_lines(lag: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def hot_path_lines(scenario: str, rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]:
+def hot_path_lines(scenario: str, rows: list[dict[str, Any]]) -> list[str]:
     """For mixed: the reservation p99 without and with dashboard load."""
     if scenario != "mixed":
         return []
     by_phase = {r["phase"]: r for r in rows if r["name"] == "reserve"}
-    alone = [by_phase[p] for p in ("hot path alone", "hot path alone again") if p in by_phase]
-    loaded = by_phase.get("with dashboard")
+    if any(CYCLE_MARK in phase for phase in by_phase):
+        return []  # cycle_lines says it
+    alone = [by_phase[p] for p in (ALONE, f"{ALONE} again") if p in by_phase]
+    loaded = by_phase.get(WITH_DASHBOARD)
     if not alone or loaded is None:
         return ["- ⚠ a phase is missing: no comparison."]
     base = max(r["p99_ms"] for r in alone)
@@ -514,6 +548,38 @@ def hot_path_lines(scenario: str, rows: list[dict[str, Any]], names: tuple[str, 
         f"(before / after); with it: {loaded['p99_ms']:.1f} ms** "
         f"({loaded['p99_ms'] / base:.2f}x the worse of the two)."
     ]
+
+
+def cycle_lines(arms: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """For mixed --cycles: the reservation percentiles of each arm's phases
+    pooled, and each "with dashboard #k" against the phases either side of it."""
+    pooled = {r["phase"]: r for r in arms if r["name"] == "reserve"}
+    alone, loaded = pooled.get(ALONE), pooled.get(WITH_DASHBOARD)
+    if alone is None or loaded is None:
+        return []
+    lines = [
+        f"- **Reservation p99 without dashboard load: {alone['p99_ms']:.1f} ms; with it: "
+        f"{loaded['p99_ms']:.1f} ms ({loaded['p99_ms'] / alone['p99_ms']:.2f}x)**, each arm's "
+        f"phases pooled ({alone['requests']:,} and {loaded['requests']:,} reservations); "
+        f"p50 {alone['p50_ms']:.1f} → {loaded['p50_ms']:.1f} ms, "
+        f"p95 {alone['p95_ms']:.1f} → {loaded['p95_ms']:.1f} ms.",
+    ]
+    p99 = {r["phase"]: r["p99_ms"] for r in rows if r["name"] == "reserve"}
+    ratios = []
+    for k in itertools.count(1):
+        with_k = p99.get(f"{WITH_DASHBOARD}{CYCLE_MARK}{k}")
+        either_side = [p99.get(f"{ALONE}{CYCLE_MARK}{j}") for j in (k, k + 1)]
+        if with_k is None or None in either_side:
+            break
+        ratios.append(with_k / statistics.mean(either_side))
+    if ratios:
+        lines.append(
+            "- Each phase with the dashboard users against the mean of the two without "
+            f"either side of it (reservation p99): median **{statistics.median(ratios):.2f}x**, "
+            + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+            + "."
+        )
+    return lines
 
 
 # --- Main ---------------------------------------------------------------------------------
@@ -565,6 +631,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "hot path's server)",
     )
     parser.add_argument(
+        "--second-idle",
+        action="store_true",
+        help="run the second server under the SCHED_IDLE policy (chrt --idle 0): it gets a "
+        "core only when the hot path does not want it",
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=1,
+        metavar="N",
+        help="mixed only: alternate N phases with the dashboard users and N+1 without, "
+        "instead of one of each between two without (default 1: the three phases)",
+    )
+    parser.add_argument(
         "--aggregate-every",
         type=float,
         metavar="SECONDS",
@@ -595,6 +675,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--second-nice needs --admin-server or --web-server")
     if not 0 <= args.second_nice <= 19:
         parser.error("--second-nice must be between 0 and 19")
+    if args.second_idle and second_server_role(args) is None:
+        parser.error("--second-idle needs --admin-server or --web-server")
+    if args.cycles < 1 or (args.cycles > 1 and args.scenario != "mixed"):
+        parser.error("--cycles takes a number from 1 up, for the mixed scenario")
     return args
 
 
@@ -613,6 +697,10 @@ def report_command(args: argparse.Namespace, scenario: Scenario) -> str:
         command += f" --{second_server_role(args)}-server"
     if args.second_nice:
         command += f" --second-nice {args.second_nice}"
+    if args.second_idle:
+        command += " --second-idle"
+    if args.cycles > 1:
+        command += f" --cycles {args.cycles}"
     if args.aggregate_every is not None:
         command += f" --aggregate-every {args.aggregate_every:g}"
     for name, value in sorted(args.settings.items()):
@@ -626,6 +714,8 @@ def run_name(args: argparse.Namespace) -> str:
         args.scenario
         + (f"-{second_server_role(args)}-server" if second_server_role(args) else "")
         + (f"-nice{args.second_nice}" if args.second_nice else "")
+        + ("-idle" if args.second_idle else "")
+        + (f"-cycles{args.cycles}" if args.cycles > 1 else "")
         + (f"-agg{args.aggregate_every:g}s" if args.aggregate_every is not None else "")
         + ("-no-admin" if args.no_admin else "")
         + "".join(_setting_name(name, value) for name, value in sorted(args.settings.items()))
