@@ -244,6 +244,7 @@ class ApiApp:
         except Exception:
             logger.exception("unhandled error path=%s", scope["path"])
             status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
+        extra_headers = _with_server_time(extra_headers, time.perf_counter() - started)
         if isinstance(payload, bytes):  # pre-rendered (GET /metrics)
             await _send_bytes(send, status, payload, request_id, extra_headers)
         else:
@@ -308,6 +309,17 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _with_server_time(headers: dict[str, str] | None, seconds: float) -> dict[str, str]:
+    """`Server-Timing: app;dur=<ms>`: the time from the request's dispatch to
+    its answer, so that a client can tell the server's time from the network's
+    and its own (beside a metric the handler set: the summary's desc)."""
+    app = f"app;dur={seconds * 1000:.2f}"
+    headers = dict(headers or {})
+    earlier = headers.get("server-timing")
+    headers["server-timing"] = f"{earlier}, {app}" if earlier else app
+    return headers
 
 
 async def _send_bytes(

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from locust import LoadTestShape, events
 
-from loadtests.phases import Recorder
+from loadtests.phases import Recorder, server_time
 
 RESERVATIONS = "/v1/budget/reservations"
 EVENTS = "/v1/events"
@@ -165,6 +165,15 @@ def split_duration(total: float, shares: list[float], minimum: float = 5.0) -> l
 
 
 recorder = Recorder()
+
+
+def record_server_time(name: str, headers: Any) -> None:
+    """Files the server's own time for a request (its `Server-Timing: app;dur=`)
+    as "<name> (server)", beside locust's time for it: the difference is the
+    network, the server's accept and parse, and locust's own delay."""
+    ms = server_time(headers.get("server-timing"))
+    if ms is not None:
+        recorder.add(current_phase["name"], f"{name} (server)", ms, None)
 
 
 # --- Locust's own delay ------------------------------------------------------------------

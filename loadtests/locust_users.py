@@ -29,6 +29,7 @@ from loadtests.locust_common import (
     current_phase,
     event_body,
     pick_subject,
+    record_server_time,
     reserve_body,
     signed_in,
     team_slug,
@@ -70,6 +71,7 @@ class GatewayUser(FastHttpUser):
             if response.status_code != 201:
                 response.failure(f"reserve {response.status_code}: {response.text[:160]}")
                 return
+            record_server_time("reserve", response.headers)
             reservation_id = response.json()["reservation_id"]
             if reservation_id is None:  # fail-open answer: nothing was held
                 response.failure("reserve: degraded (store unavailable, fail-open)")

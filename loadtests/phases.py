@@ -37,6 +37,16 @@ def alternating(cycles: int) -> list[str]:
     return [*names, f"{ALONE}{CYCLE_MARK}{cycles + 1}"]
 
 
+def server_time(header: str | None) -> float | None:
+    """The `app;dur=<ms>` of a Server-Timing header (Tollgate's time for the
+    request), or None."""
+    for entry in (header or "").split(","):
+        metric, _, duration = entry.strip().partition(";dur=")
+        if metric == "app" and duration:
+            return float(duration)
+    return None
+
+
 # --- Recorder ----------------------------------------------------------------------------
 
 

@@ -564,6 +564,16 @@ def cycle_lines(arms: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
         f"p50 {alone['p50_ms']:.1f} → {loaded['p50_ms']:.1f} ms, "
         f"p95 {alone['p95_ms']:.1f} → {loaded['p95_ms']:.1f} ms.",
     ]
+    server = {r["phase"]: r for r in arms if r["name"] == "reserve (server)"}
+    if ALONE in server and WITH_DASHBOARD in server:
+        alone, loaded = server[ALONE], server[WITH_DASHBOARD]
+        lines.append(
+            f"- The server's own time for a reservation (its `Server-Timing`, from dispatch "
+            f"to answer): p99 {alone['p99_ms']:.1f} → {loaded['p99_ms']:.1f} ms "
+            f"({loaded['p99_ms'] / alone['p99_ms']:.2f}x), p50 {alone['p50_ms']:.1f} → "
+            f"{loaded['p50_ms']:.1f} ms; the rest of locust's time is the network, the "
+            "server's accept and parse, and locust's own delay."
+        )
     p99 = {r["phase"]: r["p99_ms"] for r in rows if r["name"] == "reserve"}
     ratios = []
     for k in itertools.count(1):

@@ -22,3 +22,14 @@ def test_api_answers_carry_security_headers(server):
     response = httpx.get(server.url + "/healthz")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_api_answers_say_how_long_the_server_took(server):
+    answered = httpx.get(server.url + "/healthz")
+    refused = httpx.post(server.url + "/v1/budget/check", json={})  # no key: 401
+    assert (answered.status_code, refused.status_code) == (200, 401)
+    for response in (answered, refused):
+        name, _, duration = response.headers["server-timing"].partition(";dur=")
+        assert name == "app"
+        assert 0 < float(duration) < 1000  # milliseconds
+    assert "server-timing" not in httpx.get(server.url + "/admin/login/").headers  # Django's

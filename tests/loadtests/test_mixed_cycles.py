@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from loadtests.compare import CpuShares
-from loadtests.phases import Recorder, alternating, arm_of
+from loadtests.phases import Recorder, alternating, arm_of, server_time
 from loadtests.run_locust import (
     SCENARIOS,
     arm_cpu,
@@ -75,10 +75,10 @@ def test_a_run_without_repeated_phases_has_no_arms():
     assert recorder.arm_rows() == []
 
 
-def row(phase: str, p99: float, p50: float = 1.0) -> dict:
+def row(phase: str, p99: float, p50: float = 1.0, name: str = "reserve") -> dict:
     return {
         "phase": phase,
-        "name": "reserve",
+        "name": name,
         "requests": 1000,
         "p50_ms": p50,
         "p95_ms": p99 / 2,
@@ -94,10 +94,16 @@ def test_the_report_gives_the_pooled_ratio_and_each_phase_against_its_neighbours
         row("with dashboard #2", 30.0),
         row("hot path alone #3", 10.0),
     ]
-    arms = [row("hot path alone", 16.0, 4.0), row("with dashboard", 24.0, 5.0)]
-    pooled, per_phase = cycle_lines(arms, rows)
+    arms = [
+        row("hot path alone", 16.0, 4.0),
+        row("with dashboard", 24.0, 5.0),
+        row("hot path alone", 4.0, 0.5, name="reserve (server)"),
+        row("with dashboard", 5.0, 0.6, name="reserve (server)"),
+    ]
+    pooled, server, per_phase = cycle_lines(arms, rows)
     assert "without dashboard load: 16.0 ms; with it: 24.0 ms (1.50x)" in pooled
     assert "p50 4.0 → 5.0 ms" in pooled
+    assert "p99 4.0 → 5.0 ms (1.25x), p50 0.5 → 0.6 ms" in server
     # 15 against (10 + 20) / 2, then 30 against (20 + 10) / 2.
     assert "median **1.50x**, 1.00x, 2.00x." in per_phase
     assert hot_path_lines("mixed", rows) == []  # the three-phase line does not apply
@@ -149,3 +155,10 @@ def test_the_cpu_table_averages_each_arms_phases():
     assert (alone.server, alone.postgres, alone.other, alone.second) == (25.0, 42.0, 2.0, 3.0)
     assert alone.worker is None  # not measured in these phases: not averaged to a number
     assert arms["with dashboard (all)"].second == 18.0
+
+
+def test_the_servers_own_time_is_read_from_its_server_timing_header():
+    assert server_time("app;dur=1.25") == 1.25
+    assert server_time('summary;desc="reused", app;dur=0.40') == 0.40
+    assert server_time('summary;desc="reused"') is None
+    assert server_time(None) is None
