@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from locust import LoadTestShape, events
 
-from loadtests.phases import Recorder, server_time
+from loadtests.phases import SERVER_TIME, Recorder, server_time
 
 RESERVATIONS = "/v1/budget/reservations"
 EVENTS = "/v1/events"
@@ -173,7 +173,7 @@ def record_server_time(name: str, headers: Any) -> None:
     network, the server's accept and parse, and locust's own delay."""
     ms = server_time(headers.get("server-timing"))
     if ms is not None:
-        recorder.add(current_phase["name"], f"{name} (server)", ms, None)
+        recorder.add(current_phase["name"], f"{name}{SERVER_TIME}", ms, None)
 
 
 # --- Locust's own delay ------------------------------------------------------------------

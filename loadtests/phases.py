@@ -37,6 +37,11 @@ def alternating(cycles: int) -> list[str]:
     return [*names, f"{ALONE}{CYCLE_MARK}{cycles + 1}"]
 
 
+# The name under which a request's own time on the server is filed, after the
+# request's name: "reserve (server)".
+SERVER_TIME = " (server)"
+
+
 def server_time(header: str | None) -> float | None:
     """The `app;dur=<ms>` of a Server-Timing header (Tollgate's time for the
     request), or None."""

@@ -15,6 +15,7 @@ from loadtests.run_locust import (
     hot_path_lines,
     parse_args,
     report_command,
+    request_totals,
     run_name,
 )
 
@@ -162,3 +163,12 @@ def test_the_servers_own_time_is_read_from_its_server_timing_header():
     assert server_time('summary;desc="reused", app;dur=0.40') == 0.40
     assert server_time('summary;desc="reused"') is None
     assert server_time(None) is None
+
+
+def test_the_servers_own_times_are_not_counted_as_requests_twice():
+    rows = [
+        {"name": "reserve", "requests": 100, "failures": 2},
+        {"name": "reserve (server)", "requests": 98, "failures": 0},
+        {"name": "events batch of 100", "requests": 10, "failures": 0},
+    ]
+    assert request_totals(rows) == (110, 2)
