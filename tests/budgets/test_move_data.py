@@ -74,6 +74,20 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
             headers=auth(secret),
         )
         assert released.status_code == 200, released.text
+        # Spend past alice's and her team's day budgets: alerts, whatever the
+        # hour (seed_demo's own traffic crosses a soft limit at some hours only).
+        over = api.post(
+            "/v1/events",
+            headers=auth(secret),
+            json={
+                "id": "move-over-budget",
+                "team": "search",
+                "user": "alice",
+                "model": "gpt-4o",
+                "cost_usd": "5",
+            },
+        )
+        assert over.status_code == 201, over.text
     # A pass takes events received more than the lag ago: a lag of 1 s (it
     # must exceed the request timeout) and a pause, instead of two minutes.
     time.sleep(1.1)
@@ -89,7 +103,7 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
     org.webhook_url = "http://127.0.0.1:1/nothing-listens"
     org.save()
     alert = Alert.objects.filter(org=org).first()
-    assert alert is not None  # seed_demo's traffic crosses soft limits
+    assert alert is not None
     Alert.objects.filter(pk=alert.pk).update(
         delivery_status="pending", next_attempt_at=timezone.now()
     )
