@@ -85,7 +85,6 @@ class Scenario:
     seconds: int  # default length of the whole shape
     rate: float  # default TG_RATE
     rate_unit: str
-    hot_path: tuple[str, ...]  # request names whose percentiles headline the report
 
 
 SCENARIOS = {
@@ -94,24 +93,19 @@ SCENARIOS = {
         390,
         100,
         "reservations/s (burst: 3x)",
-        ("reserve", "event (settles hold)"),
     ),
-    "ingest": Scenario(
-        "loadtests/ingest_batches.py", 300, 10, "batches of 100 events/s", ("events batch of 100",)
-    ),
+    "ingest": Scenario("loadtests/ingest_batches.py", 300, 10, "batches of 100 events/s"),
     "dashboard": Scenario(
         "loadtests/dashboard_views.py",
         300,
         10,
         "signed-in users, ~1 load/s each",
-        ("summary 24h", "summary 7d", "dashboard page"),
     ),
     "mixed": Scenario(
         "loadtests/mixed.py",
         360,
         100,
         "reservations/s + 2 batches/s + 10 dashboard users in the middle third",
-        ("reserve", "event (settles hold)"),
     ),
 }
 
