@@ -43,33 +43,6 @@ def load_queries(path: Path) -> dict[str, str]:
 
 QUERIES = load_queries(SQL_DIR / "queries.sql")
 
-
-def _committing_early(sql: str) -> str:
-    """`SELECT tollgate_x(...)` as `CALL tollgate_commit_early(tollgate_x(...), NULL)`."""
-    statement = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
-    if not statement.startswith("SELECT tollgate_"):
-        raise ValueError(f"not a single call of a hot-path function: {statement[:60]!r}")
-    return f"CALL tollgate_commit_early({statement.removeprefix('SELECT ')}, NULL)"
-
-
-# The writes that lock an org's budget windows, as statements that commit,
-# let go of those locks, and answer once the commit is flushed
-# (HOTPATH_EARLY_LOCK_RELEASE; see tollgate_commit_early).
-COMMITTING_EARLY = {
-    name: _committing_early(QUERIES[name])
-    for name in ("decide", "decide_many", "release", "record_events")
-}
-
-
-def statement(name: str, params: dict[str, Any]) -> str:
-    """The SQL the hot path runs for a named query."""
-    commits_early = name in COMMITTING_EARLY and settings.HOTPATH_EARLY_LOCK_RELEASE
-    # A decision that holds nothing writes no window and needs no flush.
-    if commits_early and not (name == "decide" and params.get("hold") is False):
-        return COMMITTING_EARLY[name]
-    return QUERIES[name]
-
-
 # libpq parameters we take over from Django's connection settings.
 LIBPQ_KEYS = {
     "dbname",
@@ -334,7 +307,7 @@ async def _fetch_one(
     while True:
         try:
             async with pool.connection(timeout=checkout) as conn:
-                cursor = await conn.execute(statement(name, params), params)
+                cursor = await conn.execute(QUERIES[name], params)
                 return await cursor.fetchone()
         except PoolTimeout:
             raise

@@ -98,10 +98,6 @@ HOTPATH_POOL_TIMEOUT = env.float(
 # call (one lock + one commit per batch on a shared budget). 0 = no batching.
 HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=2)
 HOTPATH_BATCH_MAX = env.int("HOTPATH_BATCH_MAX", default=64)
-# Holds, releases and event batches commit, let go of their budget windows'
-# locks, and answer once their WAL is flushed (tollgate_commit_early in
-# budgets/sql/functions.sql). False: a plain commit, locks kept until the flush.
-HOTPATH_EARLY_LOCK_RELEASE = env.bool("HOTPATH_EARLY_LOCK_RELEASE", default=True)
 # Dashboard summary statements running at once per process (dashboard/summary.py).
 DASHBOARD_DB_CONCURRENCY = env.int("DASHBOARD_DB_CONCURRENCY", default=2)
 if DASHBOARD_DB_CONCURRENCY < 1:

@@ -1444,33 +1444,3 @@ BEGIN
     INTO v_result;
     RETURN v_result;
 END $$;
-
--- Commit a hot-path write, let go of its locks, then wait for it to be on disk
--- before answering (HOTPATH_EARLY_LOCK_RELEASE; budgets/db.py calls it as
--- `CALL tollgate_commit_early(tollgate_decide(...), NULL)`).
---
--- Every hold, release and event batch of an org locks that org's budget
--- windows, and a plain commit keeps those locks until its WAL is flushed: the
--- next writer of the same window waits for the previous one's fsync, so the
--- writers of a busy budget queue one fsync each, and anything that slows one
--- flush slows all of them. Here the argument (the write) runs in the CALL's
--- transaction, which commits without waiting for the flush: its locks go at
--- once and it is visible. Then a transactional logical message (an xid and a
--- commit record, no table touched) commits with the session's
--- synchronous_commit: that commit waits for the WAL up to itself - the write's
--- commit record included - to be flushed (and for synchronous standbys, if any
--- are configured). Waiting writers then share flushes (group commit) instead
--- of queueing for one each.
---
--- Nothing acknowledged can be lost: the answer leaves only after the flush.
--- A crash between the two commits loses the write, and its caller got no
--- answer. Anything that saw the write and was acknowledged itself committed
--- later in the WAL, so its flush covered the write. Each call takes 2 xids.
-CREATE OR REPLACE PROCEDURE tollgate_commit_early(p_result jsonb, INOUT result jsonb DEFAULT NULL)
-LANGUAGE plpgsql AS $$
-BEGIN
-    result := p_result;
-    PERFORM set_config('synchronous_commit', 'off', true);
-    COMMIT;
-    PERFORM pg_logical_emit_message(true, 'tollgate', '');
-END $$;

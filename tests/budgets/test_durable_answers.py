@@ -1,6 +1,6 @@
-"""Holds, releases and event batches commit early: their budget windows' locks
-go as soon as they commit, and the answer leaves only once the commit is
-flushed to disk (tollgate_commit_early, HOTPATH_EARLY_LOCK_RELEASE).
+"""An acknowledged hold, event or release is on disk when its answer arrives
+(API.md: a 2xx is never sent for data that is not durable), also for holds
+that went together in one call.
 
 "Flushed" is checked the moment an answer arrives, on the suite's otherwise
 quiet database: PostgreSQL has flushed its WAL up to where it has written it.
@@ -10,15 +10,11 @@ The first test shows that the check sees a commit that is not flushed yet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from django.db import connection
-from django.test import override_settings
 
-from budgets import db
-from tests.conftest import auth, start_server, stop_server
+from tests.conftest import auth
 
 FLUSHED = "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()"
 
@@ -109,39 +105,3 @@ def test_holds_sent_together_are_on_disk_when_answered(server, org, key, admin_k
     response = httpx.get(f"{server.url}/v1/budgets", headers=auth(admin_key), timeout=10)
     (budget,) = response.json()["budgets"]
     assert budget["reserved_usd"] == "0.24"
-
-
-def test_writes_commit_early_unless_turned_off():
-    hold = {"hold": True}
-    with override_settings(HOTPATH_EARLY_LOCK_RELEASE=True):
-        for name in ("decide", "decide_many", "release", "record_events"):
-            assert db.statement(name, hold).startswith("CALL tollgate_commit_early(tollgate_")
-        # A check holds nothing: no flush to wait for.
-        assert db.statement("decide", {"hold": False}) == db.QUERIES["decide"]
-        assert db.statement("list_budgets", {}) == db.QUERIES["list_budgets"]
-    with override_settings(HOTPATH_EARLY_LOCK_RELEASE=False):
-        assert db.statement("decide", hold) == db.QUERIES["decide"]
-        assert db.statement("record_events", {}) == db.QUERIES["record_events"]
-
-
-@pytest.fixture
-def plain_commit_server(test_database_url, tmp_path) -> Iterator:
-    live = start_server(test_database_url, tmp_path, HOTPATH_EARLY_LOCK_RELEASE="false")
-    yield live
-    stop_server(live)
-
-
-def test_plain_commits_when_turned_off(plain_commit_server, org, key, make_budget):
-    make_budget(org, "1.00")
-    with httpx.Client(base_url=plain_commit_server.url, timeout=10) as api:
-        settled = _hold(api, key, "0.60")
-        # Over the limit with the first hold still counted: denied.
-        response = api.post(
-            "/v1/budget/reservations",
-            headers=auth(key),
-            json={"team": "search", "estimated_cost_usd": "0.60"},
-        )
-        assert response.status_code == 402, response.text
-        response = api.post(f"/v1/budget/reservations/{settled}/release", headers=auth(key))
-        assert response.json()["status"] == "released"
-        assert all_flushed()
