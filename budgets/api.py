@@ -1,361 +1,370 @@
-"""A small ASGI front for the JSON API, routed ahead of Django.
+"""Hot-path handlers (docs/api.md, "Budget hot path" and "Managing budgets").
 
-Measured on this machine class, a Django async view spends ~2 ms of CPU per
-request before it does anything (the ASGI handler runs each request through a
-thread), capping a worker near 300-400 RPS; a plain ASGI handler with the same
-pool and SQL does several times that (numbers in README). So the gateway-facing
-endpoints are plain async functions behind this router; everything else
-(admin, dashboard, login) falls through to Django unchanged.
-
-Handlers take a `Request` and return `(status, body)`; they raise `ApiError`
-for any failure, which becomes the one error shape of API.md.
+Each handler: parse and validate, one database call, shape the answer. The
+decision logic itself is SQL (budgets/sql/functions/) so that it runs in
+one round trip and one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import random
+import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
-import orjson
+import psycopg
 from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST
+from psycopg.types.json import Jsonb
 
-from budgets import auth, db, metrics
-from budgets.errors import ApiError, JsonBody
-from config import logging as log_context
-from config.logging import new_request_id
-from config.throttle import FailureThrottle
+from budgets import inputs
+from budgets.auth import ApiKeyInfo
+from config.hotpath import db, metrics
+from config.hotpath.errors import ApiError, JsonBody, invalid
+from config.hotpath.inputs import identifier
+from config.hotpath.router import Request, Response
 
-logger = logging.getLogger("tollgate.api")
+logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Response:
-    """A handler's answer when it needs headers of its own (ETag, caching)."""
-
-    status: int
-    payload: JsonBody | bytes | None  # bytes: sent as they are
-    headers: dict[str, str]
+Answer = tuple[int, JsonBody | None]
 
 
-Handler = Callable[["Request"], Awaitable["tuple[int, JsonBody | None] | Response"]]
+def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[str, Any]:
+    return {
+        "org_id": key.org_id,
+        "tz": key.time_zone,
+        "strict": key.strict,
+        "team": d.team,
+        "user": d.user,
+        "model": d.model,
+        "amount": d.amount,
+        "input_tokens": d.input_tokens,
+        "max_output_tokens": d.max_output_tokens,
+        "hold": hold,
+        "ttl_seconds": d.ttl_seconds,
+        "at": None,
+    }
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[bytes, bytes]
-    body: bytes
-    params: dict[str, str] = field(default_factory=dict)
-    key: auth.ApiKeyInfo | None = None
-
-    def json(self) -> JsonBody:
-        """The body as a JSON object; money-safe (numbers with a fraction become Decimal)."""
-        try:
-            data = _DECODER.decode(self.body.decode("utf-8"))
-        except RepeatedName as exc:
-            raise ApiError(400, "malformed_json", str(exc)) from None
-        except (ValueError, RecursionError):
-            raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
-        except ArithmeticError:
-            # Decimal cannot hold a number like 1e999999999999999999999, which
-            # the JSON grammar allows: InvalidOperation is not a ValueError.
-            raise ApiError(400, "malformed_json", "A number in the body is out of range.") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "malformed_json", "The body must be a JSON object.")
-        return data
+def _fail_open(key: ApiKeyInfo) -> bool:
+    return (key.fail_mode or settings.BUDGET_FAIL_MODE) == "open"
 
 
-_throttle: FailureThrottle | None = None
+def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
+    status = result["status"]
+    if status == "not_found":
+        field = result["field"]
+        raise ApiError(
+            404,
+            "not_found",
+            f"Unknown {field} '{getattr(d, field)}' "
+            "(this organization does not register new ones).",
+            field=field,
+        )
+    if status == "unpriced":
+        raise invalid(
+            "model", f"No price is known for model '{d.model}'; send 'estimated_cost_usd' instead."
+        )
 
 
-def _key_failures() -> FailureThrottle:
-    global _throttle
-    if _throttle is None:
-        _throttle = FailureThrottle(settings.API_AUTH_FAILURES_PER_MINUTE, 60.0)
-    return _throttle
+class DecisionBatcher(db.Batcher):
+    """Holds of any org, decided together by tollgate_decide_many."""
+
+    async def send(self, items: list[dict[str, Any]], timeout: float) -> list[Any]:
+        if len(items) == 1:
+            return [await db.fetch_value("decide", items[0], timeout)]
+        batch = [_batch_item(item) for item in items]
+        return await db.fetch_value("decide_many", {"items": Jsonb(batch)}, timeout)
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def _batch_item(params: dict[str, Any]) -> dict[str, Any]:
+    """A decide query's parameters as JSON (amounts as exact decimal strings)."""
+    item = dict(params)
+    if item.get("amount") is not None:
+        item["amount"] = str(item["amount"])
+    return item
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+_batcher: DecisionBatcher | None = None
 
 
-class RepeatedName(ValueError):
-    pass
+def batcher() -> DecisionBatcher:
+    global _batcher
+    if _batcher is None:
+        _batcher = DecisionBatcher()
+    return _batcher
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose names are unique. JSON leaves repeats undefined and
-    parsers differ (first or last wins): a proxy that checked one value while
-    Tollgate used the other could be walked past, so a repeat is refused."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise RepeatedName(f"The name {json.dumps(name)} appears twice in one object.")
-            seen.add(name)
-    return obj
+async def decide(
+    key: ApiKeyInfo, d: inputs.Decision, *, hold: bool, kind: str | None = None
+) -> JsonBody | None:
+    """Run the decision; raises ApiError for unknown subjects or unpriced models.
 
-
-# Built once: json.loads with arguments builds a new decoder on every call.
-_DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object
-)
-
-
-def _text(raw: bytes) -> str:
-    """Percent-decoded UTF-8; bytes that are not UTF-8 stay as lone surrogates
-    (surrogateescape), which validation refuses as invalid text, instead of
-    turning into U+FFFD, which would pass and make different names collide."""
-    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
-
-
-def _query(raw: bytes) -> dict[str, str]:
-    """The query string as parse_qsl reads it (the last value of a name wins,
-    blank values are dropped), decoded like the path (`_text`)."""
-    query: dict[str, str] = {}
-    for pair in raw.split(b"&"):
-        name, _, value = pair.partition(b"=")
-        if value:
-            query[_text(name.replace(b"+", b" "))] = _text(value.replace(b"+", b" "))
-    return query
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    authenticated: bool = True
-
-
-def route(method: str, path: str, handler: Handler, *, authenticated: bool = True) -> Route:
-    """`path` may hold `{name}` segments, matched as one path segment each."""
-    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-    return Route(method, path, re.compile(f"^{regex}$"), handler, authenticated)
-
-
-class ApiApp:
-    """ASGI app: serves `routes`, hands every other HTTP request to `fallback`."""
-
-    def __init__(self, routes: list[Route], fallback: Callable[..., Awaitable[None]]) -> None:
-        self.routes = routes
-        self.fallback = fallback
-        # Cheap first test that sends admin, dashboard and static requests to Django.
-        self.prefixes = tuple({r.path.split("{")[0] for r in routes})
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        path: str = scope["path"]
-        if scope["type"] != "http" or not path.startswith(self.prefixes):
-            await self._fall_back(scope, receive, send)
-            return
-        # The server decoded the path with U+FFFD for bytes that are not UTF-8;
-        # the route's parameters are taken from the raw bytes instead.
-        raw_path = scope.get("raw_path")
-        if raw_path is not None:
-            path = _text(raw_path)
-        matched_path = False
-        for candidate in self.routes:
-            match = candidate.pattern.match(path)
-            if match is None:
-                continue
-            matched_path = True
-            if candidate.method == scope["method"]:
-                await self._serve(candidate, match.groupdict(), scope, receive, send)
-                return
-        if matched_path:
-            await _send_json(
-                send,
-                405,
-                ApiError(405, "method_not_allowed", "Method not allowed.").body(),
-                new_request_id(dict(scope["headers"]).get(b"x-request-id")),
-            )
+    Holds go through the process's batcher (they contend for row locks);
+    checks take no locks and run directly. With `kind` ("check" or
+    "reserve") the decision is counted, and an unreachable store answers per
+    fail mode: None when the org fails open, StoreUnavailable (503) otherwise."""
+    params = _decide_params(key, d, hold=hold)
+    try:
+        if hold and settings.HOTPATH_BATCH_INFLIGHT > 0:
+            result = await batcher().submit(params)
         else:
-            await self._fall_back(scope, receive, send)
-
-    async def _fall_back(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            # Set here, not only in RequestIdMiddleware (which reuses it):
-            # Django logs 4xx/5xx answers after its middleware has returned.
-            log_context.request_id.set(new_request_id(dict(scope["headers"]).get(b"x-request-id")))
-        await self.fallback(scope, receive, send)
-
-    async def _serve(
-        self, route_: Route, params: dict[str, str], scope: dict, receive: Callable, send: Callable
-    ) -> None:
-        started = time.perf_counter()
-        headers = dict(scope["headers"])
-        request_id = new_request_id(headers.get(b"x-request-id"))
-        # Each request runs in its own task: the id stays with this request's logs.
-        log_context.request_id.set(request_id)
-        extra_headers: dict[str, str] | None = None
-        try:
-            body = await _read_body(headers, receive)
-            request = Request(
-                method=scope["method"],
-                path=scope["path"],
-                query=_query(scope.get("query_string", b"")),
-                headers=headers,
-                body=body,
-                params=params,
-            )
-            db.start_request_clock()  # key lookup and handler share the time budget
-            if route_.authenticated:
-                request.key = await self._authenticate(headers, scope)
-            answer = await route_.handler(request)
-            if isinstance(answer, Response):
-                status, payload, extra_headers = answer.status, answer.payload, answer.headers
-            else:
-                status, payload = answer
-        except ApiError as exc:
-            status, payload = exc.status, exc.body()
-            if "retry_after" in exc.extra:
-                extra_headers = {"retry-after": str(exc.extra["retry_after"])}
-        except db.StoreUnavailable as exc:
-            logger.warning("store unavailable: %s", exc)
-            status, payload = (
-                503,
-                ApiError(
-                    503, "store_unavailable", "The budget store did not answer in time."
-                ).body(),
-            )
-        except Exception:
-            logger.exception("unhandled error path=%s", scope["path"])
-            status, payload = 500, ApiError(500, "internal_error", "Internal error.").body()
-        extra_headers = _with_server_time(extra_headers, time.perf_counter() - started)
-        if isinstance(payload, bytes):  # pre-rendered (GET /metrics)
-            await _send_bytes(send, status, payload, request_id, extra_headers)
-        else:
-            await _send_json(send, status, payload, request_id, extra_headers)
-        metrics.labelled(metrics.REQUESTS, route_.path, route_.method, status).inc()
-        metrics.labelled(metrics.LATENCY, route_.path).observe(time.perf_counter() - started)
-
-    async def _authenticate(self, headers: dict[bytes, bytes], scope: dict) -> auth.ApiKeyInfo:
-        """The caller's key; 429 for an address that sent too many bad keys."""
-        client = (scope.get("client") or ("unknown",))[0]
-        throttle = _key_failures()
-        wait = throttle.retry_after(client)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"Too many requests with an invalid API key; retry in {int(wait) + 1} s.",
-                retry_after=int(wait) + 1,
-            )
-        try:
-            return await auth.aauthenticate(headers.get(b"authorization"))
-        except ApiError as exc:
-            if exc.status == 401:
-                throttle.record_failure(client)
+            result = await db.fetch_value("decide", params)
+    except psycopg.errors.NumericValueOutOfRange:
+        # Each amount is capped, but holds on a monitor-only budget (never
+        # denied) can still take its window's reserved past numeric(20, 10).
+        raise ApiError(
+            422,
+            "invalid_field",
+            "This hold would take a budget's reserved amount past the largest amount "
+            "Tollgate stores; nothing was held.",
+            field="estimated_cost_usd" if d.amount is not None else "estimate",
+        ) from None
+    except db.StoreUnavailable:
+        if kind is None:
             raise
+        if not _fail_open(key):
+            metrics.labelled(metrics.DECISIONS, kind, "unavailable").inc()
+            raise
+        metrics.labelled(metrics.DECISIONS, kind, "degraded").inc()
+        return None
+    _raise_for_lookup(result, d)
+    if kind is not None:
+        outcome = "deny" if result["status"] == "denied" else "allow"
+        metrics.labelled(metrics.DECISIONS, kind, outcome).inc()
+    return result
 
-    async def _lifespan(self, receive: Callable, send: Callable) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await db.close_pool()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+
+def _blocked_by(result: JsonBody) -> JsonBody | None:
+    blocked = result.get("blocked")
+    if blocked is None:
+        return None
+    return {"scope": blocked["scope"], "id": blocked["id"], "period": blocked["period"]}
 
 
-async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", "The body is larger than 1 MiB.")
-    chunks: list[bytes] = []
-    size = 0
-    # A client that announces a body and stops sending it would hold the
-    # request open for ever (the server has no read timeout of its own).
-    limit = settings.API_BODY_TIMEOUT_SECONDS
-    deadline = asyncio.get_running_loop().time() + limit
+def _degraded_amount(d: inputs.Decision) -> str | None:
+    return None if d.amount is None else _money(d.amount)
+
+
+def _money(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
+
+
+async def check(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    d = inputs.decision(request.json(), key=key, require_amount=False)
+    result = await decide(key, d, hold=False, kind="check")
+    if result is None:  # fail-open
+        return 200, {
+            "allowed": True,
+            "degraded": True,
+            "estimated_cost_usd": _degraded_amount(d),
+            "warnings": [],
+            "budgets": [],
+            "blocked_by": None,
+        }
+    return 200, {
+        "allowed": result["status"] != "denied",
+        "estimated_cost_usd": result["amount_usd"],
+        "warnings": result["warnings"],
+        "budgets": result["budgets"],
+        "blocked_by": _blocked_by(result),
+    }
+
+
+async def reserve(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    d = inputs.decision(request.json(), key=key, require_amount=True)
+    result = await decide(key, d, hold=True, kind="reserve")
+    if result is None:
+        # Fail-open: the call may go ahead, but nothing was held.
+        return 201, {
+            "reservation_id": None,
+            "degraded": True,
+            "amount_usd": _degraded_amount(d),
+            "expires_at": None,
+            "budgets": [],
+            "warnings": [],
+        }
+    if result["status"] == "denied":
+        blocked = result["blocked"]
+        raise ApiError(
+            402,
+            "budget_exceeded",
+            f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) "
+            f"cannot hold ${result['amount_usd']} more.",
+            scope=blocked["scope"],
+            id=blocked["id"],
+            period=blocked["period"],
+            limit_usd=blocked["limit_usd"],
+            spent_usd=blocked["spent_usd"],
+            reserved_usd=blocked["reserved_usd"],
+            resets_at=blocked["resets_at"],
+        )
+    return 201, {
+        "reservation_id": result["reservation_id"],
+        "amount_usd": result["amount_usd"],
+        "expires_at": result["expires_at"],
+        "budgets": result["budgets"],
+        "warnings": result["warnings"],
+    }
+
+
+def _reservation_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.params["reservation_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "Unknown reservation.") from None
+
+
+def _retention() -> timedelta | None:
+    """How long closed holds are kept (run_worker deletes them then)."""
+    days = settings.RESERVATION_RETENTION_DAYS
+    return timedelta(days=days) if days else None
+
+
+async def release(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    reservation_id = _reservation_id(request)
+    result = await db.fetch_value(
+        "release",
+        {"org_id": key.org_id, "reservation_id": reservation_id, "retention": _retention()},
+    )
+    if result["status"] == "not_found":
+        # Another organization's reservation is unknown here too.
+        raise ApiError(404, "not_found", "Unknown reservation.")
+    return 200, {
+        "reservation_id": str(reservation_id),
+        "status": result["status"],
+        "released": result["status"] == "released",
+    }
+
+
+async def status(request: Request) -> Answer:
+    key = request.key
+    assert key is not None
+    query = {k: v for k, v in request.query.items() if k in ("team", "user")}
+    d = inputs.decision(query, key=key, require_amount=False)
+    result = await decide(key, d, hold=False)
+    assert result is not None  # no fail mode without `kind`
+    return 200, {"budgets": result["budgets"], "warnings": result["warnings"]}
+
+
+# --- Managing budgets (admin keys) ------------------------------------------------
+
+
+def _require_admin(request: Request) -> ApiKeyInfo:
+    key = request.key
+    assert key is not None
+    if not key.is_admin:
+        raise ApiError(403, "forbidden", "Managing budgets needs an admin API key.")
+    return key
+
+
+def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
+    scope, subject, period = (request.params[k] for k in ("scope", "subject", "period"))
+    if scope not in inputs.SCOPES:
+        raise invalid("scope", "'scope' must be one of org, team, user.")
+    if period not in inputs.PERIODS:
+        raise invalid("period", "'period' must be one of day, week, month, total.")
+    identifier({"id": subject}, "id", required=True)
+    if key.team_slug is not None and (scope != "team" or subject != key.team_slug):
+        raise ApiError(403, "forbidden", "This API key may only manage its own team's budgets.")
+    return scope, subject, period
+
+
+async def list_budgets(request: Request) -> Answer:
+    key = _require_admin(request)
+    budgets = await db.fetch_value(
+        "list_budgets", {"org_id": key.org_id, "tz": key.time_zone, "at": None}
+    )
+    if key.team_slug is not None:
+        budgets = [b for b in budgets if b["scope"] == "team" and b["id"] == key.team_slug]
+    return 200, {"budgets": budgets}
+
+
+async def put_budget(request: Request) -> Answer:
+    key = _require_admin(request)
+    scope, subject, period = _budget_path(request, key)
+    data = request.json()
+    if data.get("limit_usd") is None:
+        raise invalid("limit_usd", "'limit_usd' is required.")
+    limit = inputs.money(data["limit_usd"], "limit_usd")
+    soft = inputs.integer(data, "soft_limit_pct", low=0, high=100, default=80)
+    enforce = inputs.boolean(data, "enforce", default=True)
+    result = await db.fetch_value(
+        "put_budget",
+        {
+            "org_id": key.org_id,
+            "tz": key.time_zone,
+            "strict": key.strict,
+            "scope": scope,
+            "subject": subject,
+            "period": period,
+            "limit_usd": limit,
+            "soft_limit_pct": soft,
+            "enforce": enforce,
+            "at": None,
+        },
+    )
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", f"Unknown {scope} '{subject}'.")
+    return 200, result["budget"]
+
+
+async def delete_budget(request: Request) -> Answer:
+    key = _require_admin(request)
+    scope, subject, period = _budget_path(request, key)
+    result = await db.fetch_value(
+        "delete_budget",
+        {"org_id": key.org_id, "scope": scope, "subject": subject, "period": period},
+    )
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", f"No {period} budget for {scope} '{subject}'.")
+    return 204, None
+
+
+# --- Probes ------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Answer:
+    return 200, {"status": "ok"}
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    try:
+        alerts = await db.fetch_value("alert_counts", {})
+    except db.StoreUnavailable:
+        alerts = None  # the process's own metrics still answer during an outage
+    return Response(200, metrics.render(alerts), {"content-type": CONTENT_TYPE_LATEST})
+
+
+async def readyz(request: Request) -> Answer:
+    if await db.aping():
+        return 200, {"status": "ready"}
+    return 503, {
+        "error": {"code": "store_unavailable", "message": "The database is not reachable."}
+    }
+
+
+async def sweep_expired_reservations() -> None:
+    """Expired holds stop counting without anyone running a command: every
+    process sweeps every RESERVATION_SWEEP_SECONDS (jittered so that workers
+    spread out; the SQL skips rows another sweeper holds)."""
+    interval = settings.RESERVATION_SWEEP_SECONDS
     while True:
+        await asyncio.sleep(interval * random.uniform(0.5, 1.0))
         try:
-            async with asyncio.timeout_at(deadline):
-                message = await receive()
-        except TimeoutError:
-            raise ApiError(
-                408, "request_timeout", f"The body did not arrive within {limit:g} s."
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "malformed_json", "The client disconnected before the body ended.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", "The body is larger than 1 MiB.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _with_server_time(headers: dict[str, str] | None, seconds: float) -> dict[str, str]:
-    """`Server-Timing: app;dur=<ms>`: the time from the request's dispatch to
-    its answer, so that a client can tell the server's time from the network's
-    and its own (beside a metric the handler set: the summary's desc)."""
-    app = f"app;dur={seconds * 1000:.2f}"
-    headers = dict(headers or {})
-    earlier = headers.get("server-timing")
-    headers["server-timing"] = f"{earlier}, {app}" if earlier else app
-    return headers
-
-
-async def _send_bytes(
-    send: Callable,
-    status: int,
-    body: bytes,
-    request_id: str,
-    extra_headers: dict[str, str] | None,
-) -> None:
-    headers = [(b"x-request-id", request_id.encode()), (b"content-length", str(len(body)).encode())]
-    headers.extend((name.encode(), value.encode()) for name, value in (extra_headers or {}).items())
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(
-    send: Callable,
-    status: int,
-    payload: JsonBody | None,
-    request_id: str,
-    extra_headers: dict[str, str] | None = None,
-) -> None:
-    headers = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff")]
-    extra = {"cache-control": "no-store", **(extra_headers or {})}
-    headers.extend((name.encode(), value.encode()) for name, value in extra.items())
-    if payload is None:
-        body = b""
-    else:
-        try:
-            body = orjson.dumps(payload, default=_json_default)
-        except orjson.JSONEncodeError:
-            # orjson refuses lone surrogates, which a request may carry as
-            # JSON escapes ({"\ud800": 1}) and an error echoes in its field
-            # name; the standard encoder writes them back as escapes.
-            body = json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
-        headers.append((b"content-type", b"application/json"))
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+            expired = await db.fetch_value("expire_reservations", {"limit": 1000})
+            if expired:
+                logger.info("expired %s reservations", expired)
+        except db.StoreUnavailable:
+            logger.warning("reservation sweep skipped: database unavailable")
+        except Exception:
+            logger.exception("reservation sweep failed")

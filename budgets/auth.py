@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from budgets import db
-from budgets.errors import ApiError
 from budgets.models import ApiKey, parse_key
+from config.hotpath import db
+from config.hotpath.errors import ApiError
 
 _MAX_CACHED_KEYS = 10_000
 
@@ -39,6 +39,17 @@ class ApiKeyInfo:
     is_admin: bool
     revoked: bool
 
+    def acting_team(self, team: str | None, field: str = "team") -> str | None:
+        """The team a request acts for: a team-limited key acts for its own
+        team when the request names none, and may not name another."""
+        if self.team_slug is None:
+            return team
+        if team is not None and team != self.team_slug:
+            raise ApiError(
+                403, "forbidden", "This API key is limited to another team.", field=field
+            )
+        return self.team_slug
+
 
 def _unauthenticated(message: str) -> ApiError:
     return ApiError(401, "unauthenticated", message)
@@ -46,10 +57,6 @@ def _unauthenticated(message: str) -> ApiError:
 
 # sha256(full key) -> (info, monotonic expiry)
 _cache: dict[str, tuple[ApiKeyInfo, float]] = {}
-
-
-def clear_cache() -> None:
-    _cache.clear()
 
 
 def _credentials(header: str | None) -> tuple[str, str]:

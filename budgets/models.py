@@ -2,7 +2,7 @@
 reservations and API keys.
 
 The hot path never goes through these models: it runs the SQL functions in
-`budgets/sql/` over the async pool (see `budgets/db.py`). The models own the
+`budgets/sql/` over the async pool (see `config/hotpath/db.py`). The models own the
 schema, the constraints, admin and management commands.
 """
 

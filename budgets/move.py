@@ -39,7 +39,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from psycopg import sql
 
-from budgets.db import LIBPQ_KEYS
+from config.hotpath.db import LIBPQ_KEYS
 
 TARGET_ALIAS = "move_target"
 BATCH_ROWS = 50_000

@@ -1,7 +1,8 @@
 """ASGI entry point.
 
-HTTP: the JSON API's hot path (budgets.api) answers its own routes and hands
-every other request (admin, dashboard, login, static) to Django.
+HTTP: the JSON API's hot path (config/hotpath/router.py, with each app's
+handlers from its api.py) answers its own routes and hands every other
+request (admin, dashboard, login, static) to Django.
 WebSocket: Channels routing (live dashboard updates).
 
 Static files (admin, dashboard) are served by Django's staticfiles handler, so
@@ -22,29 +23,33 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from budgets import views as budget_views  # noqa: E402
-from budgets.api import ApiApp, route  # noqa: E402
-from dashboard import consumers, summary  # noqa: E402
-from tracking import catalog, ingest  # noqa: E402
+from budgets import api as budgets_api  # noqa: E402
+from budgets import auth  # noqa: E402
+from config.hotpath.router import ApiApp, route  # noqa: E402
+from dashboard import api as dashboard_api  # noqa: E402
+from dashboard import consumers  # noqa: E402
+from tracking import api as tracking_api  # noqa: E402
 
 ROUTES = [
-    route("GET", "/healthz", budget_views.healthz, authenticated=False),
-    route("GET", "/readyz", budget_views.readyz, authenticated=False),
-    route("GET", "/metrics", budget_views.prometheus_metrics, authenticated=False),
-    route("POST", "/v1/budget/check", budget_views.check),
-    route("POST", "/v1/budget/reservations", budget_views.reserve),
-    route("POST", "/v1/budget/reservations/{reservation_id}/release", budget_views.release),
-    route("GET", "/v1/budget/status", budget_views.status),
-    route("POST", "/v1/events", ingest.record_events),
-    route("GET", "/v1/prices", catalog.prices, authenticated=False),
-    route("GET", "/v1/budgets", budget_views.list_budgets),
-    route("PUT", "/v1/budgets/{scope}/{subject}/{period}", budget_views.put_budget),
-    route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budget_views.delete_budget),
+    route("GET", "/healthz", budgets_api.healthz, authenticated=False),
+    route("GET", "/readyz", budgets_api.readyz, authenticated=False),
+    route("GET", "/metrics", budgets_api.prometheus_metrics, authenticated=False),
+    route("POST", "/v1/budget/check", budgets_api.check),
+    route("POST", "/v1/budget/reservations", budgets_api.reserve),
+    route("POST", "/v1/budget/reservations/{reservation_id}/release", budgets_api.release),
+    route("GET", "/v1/budget/status", budgets_api.status),
+    route("POST", "/v1/events", tracking_api.record_events),
+    route("GET", "/v1/prices", tracking_api.prices, authenticated=False),
+    route("GET", "/v1/budgets", budgets_api.list_budgets),
+    route("PUT", "/v1/budgets/{scope}/{subject}/{period}", budgets_api.put_budget),
+    route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budgets_api.delete_budget),
     # An API key or a dashboard session: the handler authenticates either.
-    route("GET", "/v1/dashboard/summary", summary.summary, authenticated=False),
+    route("GET", "/v1/dashboard/summary", dashboard_api.summary, authenticated=False),
 ]
 
-http_app = ApiApp(ROUTES, fallback=ASGIStaticFilesHandler(django_asgi_app))
+http_app = ApiApp(
+    ROUTES, fallback=ASGIStaticFilesHandler(django_asgi_app), authenticate=auth.aauthenticate
+)
 
 application = ProtocolTypeRouter(
     {

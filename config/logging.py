@@ -1,6 +1,6 @@
 """A request id on every log line, and the two line formats (LOG_FORMAT).
 
-The JSON API (budgets.api) and Django's views (RequestIdMiddleware) set the
+The JSON API (config/hotpath/router.py) and Django's views (RequestIdMiddleware) set the
 id of the request being served in a context variable; RequestIdFilter puts it
 on each log record, so every line carries it (`request_id=…` in text, `-`
 outside a request; a `request_id` field in JSON, absent outside a request).
@@ -37,7 +37,7 @@ class RequestIdFilter(logging.Filter):
 
 class RequestIdMiddleware:
     """For Django's own pages (admin, dashboard, login). Under ASGI the id is
-    already set (budgets.api sets it before handing the request to Django, so
+    already set (the router sets it before handing the request to Django, so
     that Django's own log line about a 4xx/5xx answer, written after the
     middleware returned, has it too); it is made here otherwise."""
 

@@ -98,12 +98,12 @@ HOTPATH_POOL_TIMEOUT = env.float(
 # call (one lock + one commit per batch on a shared budget). 0 = no batching.
 HOTPATH_BATCH_INFLIGHT = env.int("HOTPATH_BATCH_INFLIGHT", default=2)
 HOTPATH_BATCH_MAX = env.int("HOTPATH_BATCH_MAX", default=64)
-# Dashboard summary statements running at once per process (dashboard/summary.py).
+# Dashboard summary statements running at once per process (dashboard/api.py).
 DASHBOARD_DB_CONCURRENCY = env.int("DASHBOARD_DB_CONCURRENCY", default=2)
 if DASHBOARD_DB_CONCURRENCY < 1:
     raise environ.ImproperlyConfigured("DASHBOARD_DB_CONCURRENCY must be at least 1.")
 # How long a computed summary answers further requests for the same org, range
-# and team (dashboard/summary.py); 0 = only requests arriving during it.
+# and team (dashboard/api.py); 0 = only requests arriving during it.
 DASHBOARD_SUMMARY_MAX_AGE_MS = env.int("DASHBOARD_SUMMARY_MAX_AGE_MS", default=5000)
 if DASHBOARD_SUMMARY_MAX_AGE_MS < 0:
     raise environ.ImproperlyConfigured("DASHBOARD_SUMMARY_MAX_AGE_MS must be 0 or more.")

@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
 
-from budgets.errors import ApiError
+from config.hotpath.errors import ApiError
 from dashboard.views import ThrottledLoginView
 
 urlpatterns = [

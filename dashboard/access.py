@@ -25,9 +25,9 @@ from django.contrib.auth.models import AbstractBaseUser, User
 from django.http.cookie import parse_cookie
 from django.utils.crypto import constant_time_compare
 
-from budgets import db
-from budgets.errors import ApiError
 from budgets.models import Organization
+from config.hotpath import db
+from config.hotpath.errors import ApiError
 from dashboard.models import Membership
 
 # Engines that keep sessions in django_session, which the pool can read.

@@ -1,7 +1,7 @@
 """WebSocket /ws/spend/: live spend for a signed-in dashboard user.
 
 The connection joins its organization's group (live.group_name); ingest
-publishes each recorded batch there (live.publish_events). Staff choose the
+publishes each recorded batch there (live.on_events_recorded, through tracking.signals.events_recorded). Staff choose the
 organization with `?org=<slug>`, like on the page.
 """
 
@@ -15,8 +15,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import close_old_connections
 
-from budgets.errors import ApiError
 from budgets.models import Organization
+from config.hotpath.errors import ApiError
 from dashboard import access, live
 
 # Close codes (4000-4999 are the application's): like HTTP 401 and 403.

@@ -2,7 +2,7 @@
 events and the org's budgets as they now stand go to the org's Channels
 group, which every open dashboard of that org listens to (consumers.py).
 
-Ingest never waits for any of this. `publish_events` only appends to a
+Ingest never waits for any of this. `on_events_recorded` only appends to a
 per-org buffer and starts a task when none is running for that org; the
 task reads the budgets (one query) and sends one message per round, taking
 whatever arrived meanwhile along, so a burst of ingest costs a few messages,
@@ -16,7 +16,7 @@ A page joins its group first, then loads its summary, and adds only what
 that summary did not see (`sees`). A summary kept for others
 (DASHBOARD_SUMMARY_MAX_AGE_MS) was computed before their sockets joined: a
 `Keeper` hears the org's group from before the computation starts, and
-such an answer carries what was heard since (summary.py, `updates`).
+such an answer carries what was heard since (dashboard/api.py, `updates`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from budgets import db
 from budgets.auth import ApiKeyInfo
+from config.hotpath import db
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +121,14 @@ _pending: dict[int, _Pending] = {}
 _tasks: dict[int, asyncio.Task] = {}
 
 
-def publish_events(
-    key: ApiKeyInfo, events: list[dict[str, Any]], results: list[dict[str, Any]], xid: str | None
+def on_events_recorded(
+    sender: Any,
+    *,
+    key: ApiKeyInfo,
+    events: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    xid: str | None,
+    **kwargs: Any,
 ) -> None:
     """Queue the new (non-duplicate) events of a recorded batch for the org's
     dashboards; `xid` is the transaction that recorded them. Called after

@@ -6,11 +6,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from budgets.errors import ApiError
 from budgets.models import Organization
-from config.throttle import FailureThrottle
+from config.hotpath.errors import ApiError
+from config.hotpath.throttle import FailureThrottle
 from dashboard import access
-from dashboard.summary import DEFAULT_RANGE, RANGES
+from dashboard.api import DEFAULT_RANGE, RANGES
 
 RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Month to date"}
 

@@ -1,6 +1,13 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 
 
 class TrackingConfig(AppConfig):
     name = "tracking"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from config.hotpath import db
+
+        db.register_queries(Path(self.path) / "sql" / "api.sql", retryable={"price_catalog"})

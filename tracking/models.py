@@ -55,7 +55,7 @@ MONEY = {"max_digits": 20, "decimal_places": 10}
 class RequestEvent(models.Model):
     """One LLM request as a gateway reported it (POST /v1/events).
 
-    Token counts are stored in disjoint buckets (tracking/usage.py), so that
+    Token counts are stored in disjoint buckets (tracking/provider_usage.py), so that
     cost = sum(bucket x its price) and no token is billed twice.
     """
 

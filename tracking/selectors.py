@@ -15,7 +15,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from django.db import connection
 
-from budgets.db import load_queries
+from config.hotpath.db import load_queries
 
 QUERIES = load_queries(Path(__file__).resolve().parent / "sql" / "queries.sql")
 

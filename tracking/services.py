@@ -420,7 +420,6 @@ def events_prune(
 
 # --- Repricing --------------------------------------------------------------------
 REPRICE_BATCH_SIZE = 1000
-COST_QUANTUM = Decimal("1E-10")
 
 
 @dataclass

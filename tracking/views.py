@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from budgets.auth import ApiKeyInfo, authenticate
-from budgets.errors import ApiError, invalid
+from config.hotpath.errors import ApiError, invalid
 from tracking.selectors import (
     GROUP_KEYS,
     UsageQuery,

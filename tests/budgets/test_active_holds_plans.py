@@ -25,10 +25,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from budgets import db
 from budgets.auth import ApiKeyInfo
 from budgets.models import Organization, Reservation
-from tracking import ingest
+from config.hotpath import db
+from tracking import api as ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ answer a single hold (tollgate_decide) would have given in its place.
 
 The server sends a batch only when holds arrive while earlier ones are in
 flight, which a test cannot time; these tests call the SQL function directly,
-as the server does (budgets/db.py, DecisionBatcher)."""
+as the server does (budgets/api.py, DecisionBatcher)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from budgets import db
 from budgets.models import Reservation
+from config.hotpath import db
 from tests.conftest import auth
 
 POOL_MAX = 2

@@ -14,12 +14,13 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from websockets.sync.client import connect
 
-from budgets import auth, db
-from budgets.api import Request
+from budgets import auth
 from config.asgi import application
+from config.hotpath import db
+from config.hotpath.router import Request
 from dashboard import live
 from tests.dashboard.conftest import cookie_header, event, record
-from tracking import ingest
+from tracking import api as ingest
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 

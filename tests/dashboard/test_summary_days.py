@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 
 from budgets.models import EndUser, Organization, Team
-from dashboard.summary import RANGES
+from dashboard.api import RANGES
 from tests.conftest import auth
 from tests.dashboard.conftest import SUMMARY, event, record
 from tests.dashboard.test_summary import assert_matches_database, traffic

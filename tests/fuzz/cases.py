@@ -22,7 +22,14 @@ from urllib.parse import quote
 from hypothesis import strategies as st
 
 from tests.fuzz import values as v
-from tracking.usage import ANTHROPIC, GEMINI, NORMALIZED, OPENAI_CHAT, OPENAI_RESPONSES, PLAIN
+from tracking.provider_usage import (
+    ANTHROPIC,
+    GEMINI,
+    NORMALIZED,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    PLAIN,
+)
 
 
 class _Missing:

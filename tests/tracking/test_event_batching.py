@@ -1,5 +1,5 @@
 """Event requests of one org that arrive while earlier ones are in flight are
-recorded by one call (tracking/ingest.py, EventBatcher), and each request
+recorded by one call (tracking/api.py, EventBatcher), and each request
 still gets the answer it would get alone.
 
 The test makes the queue that load makes: it holds the org's budget window
@@ -22,11 +22,11 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from budgets import db
 from budgets.auth import ApiKeyInfo
-from budgets.errors import ApiError
 from budgets.models import BudgetWindow, Organization
-from tracking import ingest
+from config.hotpath import db
+from config.hotpath.errors import ApiError
+from tracking import api as ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

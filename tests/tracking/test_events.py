@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from budgets import db
 from budgets.auth import ApiKeyInfo
 from budgets.models import Budget, BudgetWindow, EndUser, Reservation, Team
+from config.hotpath import db
 from tests.conftest import assert_error, auth
-from tracking import ingest
+from tracking import api as ingest
 from tracking.models import Price, RequestEvent
 
 EVENTS = "/v1/events"

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from budgets.models import Budget, Organization, Team
 from budgets.services import organization_create
-from tracking import ingest
+from tracking import api as ingest
 
 pytestmark = pytest.mark.django_db
 

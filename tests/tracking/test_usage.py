@@ -1,4 +1,4 @@
-"""tracking.usage.normalize: every provider's usage object becomes five
+"""tracking.provider_usage.normalize: every provider's usage object becomes five
 disjoint buckets (uncached input, cache read, cache write, output without
 reasoning, reasoning), and a bad count is a 422 naming the field."""
 
@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from budgets.errors import ApiError
-from tracking.usage import MAX_TOKENS, normalize
+from config.hotpath.errors import ApiError
+from tracking.provider_usage import MAX_TOKENS, normalize
 
 
 def buckets(

@@ -7,7 +7,7 @@ import time
 import httpx
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.summary import RANGES
+from dashboard.api import RANGES
 
 
 class Command(BaseCommand):

@@ -14,10 +14,10 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from budgets.auth import ApiKeyInfo
-from budgets.errors import ApiError
 from budgets.models import Budget, EndUser, Organization, Team
 from budgets.services import organization_create
-from tracking import ingest
+from config.hotpath.errors import ApiError
+from tracking import api as ingest
 
 TEAMS = ("search", "support", "research", "growth")
 USERS = (

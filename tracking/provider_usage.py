@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from budgets.errors import invalid
+from config.hotpath.errors import invalid
 
 MAX_TOKENS = 10**12
 

@@ -1,6 +1,12 @@
-"""POST /v1/events: validate a batch of request events, then record it in one
+"""Tracking's hot-path handlers.
+
+POST /v1/events: validate a batch of request events, then record it in one
 database call (tollgate_record_events): store, price, settle holds and add to
-the budget windows in one transaction. A 2xx is sent only after commit."""
+the budget windows in one transaction. A 2xx is sent only after commit, and
+then `events_recorded` tells whoever listens (the live dashboard).
+
+GET /v1/prices: the price catalog, cacheable by clients and proxies.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,12 @@ import psycopg
 from django.conf import settings
 from psycopg.types.json import Jsonb
 
-from budgets import db, inputs, metrics
-from budgets.api import Request
 from budgets.auth import ApiKeyInfo
-from budgets.errors import ApiError, JsonBody, invalid
-from dashboard import live
-from tracking.usage import normalize
+from config.hotpath import db, inputs, metrics
+from config.hotpath.errors import ApiError, JsonBody, invalid
+from config.hotpath.router import Request, Response
+from tracking.provider_usage import normalize
+from tracking.signals import events_recorded
 
 MAX_BATCH = 1000
 MAX_TAGS = 20
@@ -107,13 +113,7 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
 
     event_id = ident("id", required=True)
     team = ident("team")
-    if key.team_slug is not None:
-        if team is None:
-            team = key.team_slug
-        elif team != key.team_slug:
-            raise ApiError(
-                403, "forbidden", "This API key is limited to another team.", field=field("team")
-            )
+    team = key.acting_team(team, field=field("team"))
     user = ident("user")
     model = ident("model", required=True)
     provider = ident("provider")
@@ -341,7 +341,9 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     events, _batched = validate(request.json(), key)
     result = await _batcher(key).record(events)
     # Committed: open dashboards hear of it, without ingest waiting for them.
-    live.publish_events(key, events, result["results"], result.get("xid"))
+    events_recorded.send(
+        sender=None, key=key, events=events, results=result["results"], xid=result.get("xid")
+    )
     results = [
         {k: v for k, v in r.items() if k != "idx" and (k != "reservation" or v is not None)}
         for r in result["results"]
@@ -351,3 +353,14 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
     metrics.labelled(metrics.EVENTS, "duplicate").inc(duplicates)
     new = duplicates < len(results)
     return (201 if new else 200), {"results": results}
+
+
+async def prices(request: Request) -> Response:
+    catalog = await db.fetch_value("price_catalog", {})
+    body = orjson.dumps({"prices": catalog})
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"etag": etag, "cache-control": "public, max-age=300"}
+    given = request.headers.get(b"if-none-match", b"").decode("latin-1")
+    if etag in {tag.strip() for tag in given.split(",")} or given.strip() == "*":
+        return Response(304, None, headers)
+    return Response(200, {"prices": catalog}, headers)

@@ -1,10 +1,12 @@
 """The hot path's only door to PostgreSQL.
 
 One `psycopg_pool.AsyncConnectionPool` per process, opened lazily on first use
-(Django has no ASGI lifespan to open it at start), running the named queries of
-`budgets/sql/queries.sql` on the event loop. Connections are in autocommit:
-every hot-path query is one call to a server-side function, so one round trip
-is one transaction, and a result means the data is committed.
+(Django has no ASGI lifespan to open it at start), running named queries on
+the event loop. Each app registers its file of named queries (`-- name --`
+blocks, `%(name)s` parameters) from its AppConfig.ready(), and the tasks that
+should run beside the pool (budgets' reservation sweeper). Connections are in
+autocommit: every hot-path query is one call to a server-side function, so one
+round trip is one transaction, and a result means the data is committed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import re
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,13 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.db import connections
-from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from budgets import metrics
+from config.hotpath import metrics
 
 logger = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent / "sql"
 _BLOCK = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 
 
@@ -41,7 +43,44 @@ def load_queries(path: Path) -> dict[str, str]:
     return {name: sql.strip() for name, sql in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-QUERIES = load_queries(SQL_DIR / "queries.sql")
+# Every app's named queries, by name (register_queries).
+QUERIES: dict[str, str] = {}
+# The queries that may run twice (see _fetch_one): by name, each with a test
+# of its parameters.
+_RETRYABLE: dict[str, Callable[[dict[str, Any]], bool]] = {}
+# Started beside the pool when it opens (register_background_task).
+_BACKGROUND: list[Callable[[], Awaitable[None]]] = []
+
+
+def register_queries(
+    path: Path,
+    *,
+    retryable: Iterable[str] = (),
+    retryable_when: dict[str, Callable[[dict[str, Any]], bool]] | None = None,
+) -> None:
+    """Add an app's named queries. `retryable` names the ones that may run
+    twice: only reads, and statements whose only writes are idempotent
+    upserts; `retryable_when` those that may when their parameters say so."""
+    queries = load_queries(path)
+    repeated = QUERIES.keys() & queries.keys()
+    if any(QUERIES[name] != queries[name] for name in repeated):
+        raise ValueError(f"{path}: queries named like another app's: {sorted(repeated)}")
+    QUERIES.update(queries)
+    for name in retryable:
+        _RETRYABLE[name] = _always
+    _RETRYABLE.update(retryable_when or {})
+
+
+def register_background_task(task: Callable[[], Awaitable[None]]) -> None:
+    """`task()` runs in each process beside its pool, from when the pool opens
+    until it closes."""
+    if task not in _BACKGROUND:
+        _BACKGROUND.append(task)
+
+
+def _always(params: dict[str, Any]) -> bool:
+    return True
+
 
 # libpq parameters we take over from Django's connection settings.
 LIBPQ_KEYS = {
@@ -96,35 +135,20 @@ class StoreUnavailable(Exception):
     """
 
 
-# Queries that may safely run twice, so a transient driver error (the pooled
-# connection died: server restart, pg_terminate_backend, a failover) is retried
-# on a fresh connection instead of failing the request. Only reads, and the
-# decision that holds nothing (check, status), whose only writes are idempotent
-# upserts (a team, user or window registered on first sight). Never writes
-# that may have committed: when the connection breaks after the server
-# committed a hold, a release or an event batch but before the answer
-# arrived, running it again would hold twice or turn the answer into a
-# duplicate; those fail with 503 and the caller decides (events are retried
-# by id, which is idempotent end to end).
-RETRYABLE = frozenset(
-    {
-        "alert_counts",
-        "authenticate_key",
-        "list_budgets",
-        "price_catalog",
-        "dashboard_session",
-        "dashboard_user",
-        "dashboard_summary",
-        "dashboard_breakdown",
-        "ping",
-    }
-)
+# A query registered as retryable whose pooled connection breaks (server
+# restart, pg_terminate_backend, a failover) is retried on a fresh connection
+# instead of failing the request. Never writes that may have committed: when
+# the connection breaks after the server committed a hold, a release or an
+# event batch but before the answer arrived, running it again would hold twice
+# or turn the answer into a duplicate; those fail with 503 and the caller
+# decides (events are retried by id, which is idempotent end to end).
 READ_RETRIES = 2
 RETRY_BACKOFF = 0.02  # seconds; full jitter over 0..base * 2**attempt
 
 
 def _retryable(name: str, params: dict[str, Any]) -> bool:
-    return name in RETRYABLE or (name == "decide" and params.get("hold") is False)
+    test = _RETRYABLE.get(name)
+    return test is not None and test(params)
 
 
 def connection_kwargs() -> dict[str, Any]:
@@ -162,12 +186,12 @@ _returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = (
 # A connection given back less than this long ago is lent again unchecked.
 CHECK_IDLE_SECONDS = 1.0
 _pool_loop: asyncio.AbstractEventLoop | None = None
-_sweeper: asyncio.Task | None = None
+_background_tasks: list[asyncio.Task] = []
 
 
 async def get_pool() -> AsyncConnectionPool:
     """The process's pool, opened on first use in the running event loop."""
-    global _pool, _pool_loop, _sweeper
+    global _pool, _pool_loop
     loop = asyncio.get_running_loop()
     if _pool is not None and _pool_loop is loop:
         return _pool
@@ -189,7 +213,9 @@ async def get_pool() -> AsyncConnectionPool:
     await pool.open(wait=False)
     # A fresh context: not the request id and deadline of the request that
     # happened to open the pool.
-    _sweeper = loop.create_task(_sweep_expired_reservations(), context=contextvars.Context())
+    _background_tasks[:] = [
+        loop.create_task(task(), context=contextvars.Context()) for task in _BACKGROUND
+    ]
     return pool
 
 
@@ -228,30 +254,17 @@ def pool_stats() -> dict[str, int]:
     return _pool.get_stats() if _pool is not None else {}
 
 
+metrics.REGISTRY.register(metrics.PoolCollector(pool_stats))
+
+
 async def close_pool() -> None:
-    global _pool, _pool_loop, _sweeper
-    if _sweeper is not None:
-        _sweeper.cancel()
+    global _pool, _pool_loop
+    for task in _background_tasks:
+        task.cancel()
+    _background_tasks.clear()
     if _pool is not None:
         await _pool.close()
-    _pool = _pool_loop = _sweeper = None
-
-
-async def _sweep_expired_reservations() -> None:
-    """Expired holds stop counting without anyone running a command: every
-    process sweeps every RESERVATION_SWEEP_SECONDS (jittered so that workers
-    spread out; the SQL skips rows another sweeper holds)."""
-    interval = settings.RESERVATION_SWEEP_SECONDS
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.0))
-        try:
-            expired = await fetch_value("expire_reservations", {"limit": 1000})
-            if expired:
-                logger.info("expired %s reservations", expired)
-        except StoreUnavailable:
-            logger.warning("reservation sweep skipped: database unavailable")
-        except Exception:
-            logger.exception("reservation sweep failed")
+    _pool = _pool_loop = None
 
 
 async def fetch_value(name: str, params: dict[str, Any], timeout: float | None = None) -> Any:
@@ -327,10 +340,9 @@ def _consume_result(task: asyncio.Future) -> None:
 
 _BATCH_GRACE = 0.1  # seconds
 # How long requests wait behind the call in flight before a second call takes
-# them (when HOTPATH_BATCH_INFLIGHT allows one). Measured against a database
-# 20 ms away (loadtests.compare --modes slow): without it 924 RPS, with 5 ms
-# 1,317; against the local one 2 ms cost 19% and 5 ms nothing (a batch there
-# takes ~5 ms: a second call started sooner splits it into smaller, dearer ones).
+# them (when HOTPATH_BATCH_INFLIGHT allows one): long enough not to split a
+# local batch into smaller, dearer ones, short enough to help when the
+# database is far away (docs/benchmarks/compare.md).
 SECOND_CALL_AFTER = 0.005  # seconds
 
 # Set in each batch's context (Batcher._launch): resolved when the batch's
@@ -506,34 +518,6 @@ class Batcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-
-class DecisionBatcher(Batcher):
-    """Holds of any org, decided together by tollgate_decide_many."""
-
-    async def send(self, items: list[dict[str, Any]], timeout: float) -> list[Any]:
-        if len(items) == 1:
-            return [await fetch_value("decide", items[0], timeout)]
-        batch = [_batch_item(item) for item in items]
-        return await fetch_value("decide_many", {"items": Jsonb(batch)}, timeout)
-
-
-def _batch_item(params: dict[str, Any]) -> dict[str, Any]:
-    """A decide query's parameters as JSON (amounts as exact decimal strings)."""
-    item = dict(params)
-    if item.get("amount") is not None:
-        item["amount"] = str(item["amount"])
-    return item
-
-
-_batcher: DecisionBatcher | None = None
-
-
-def batcher() -> DecisionBatcher:
-    global _batcher
-    if _batcher is None:
-        _batcher = DecisionBatcher()
-    return _batcher
 
 
 async def aping() -> bool:

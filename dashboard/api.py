@@ -2,7 +2,7 @@
 response from two database calls (tollgate_dashboard_summary and
 tollgate_dashboard_breakdown in budgets/sql/functions.sql).
 
-Served by the hot-path router (budgets.api), not by a Django view: a
+Served by the hot-path router (config/hotpath/router.py), not by a Django view: a
 dashboard that polls or many people watching must not cost a thread hop and
 a new connection per request. It takes an API key (gateways, scripts) or the
 session cookie of a signed-in dashboard user (the page's own fetch).
@@ -18,9 +18,10 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.conf import settings
 
-from budgets import auth, db, inputs
-from budgets.api import Request, Response
-from budgets.errors import ApiError, JsonBody, invalid
+from budgets import auth
+from config.hotpath import db, inputs
+from config.hotpath.errors import ApiError, JsonBody, invalid
+from config.hotpath.router import Request, Response
 from dashboard import access, live
 
 RANGES = ("24h", "7d", "30d", "mtd")
@@ -169,13 +170,7 @@ async def _scope(request: Request, team: str | None, org: str | None) -> dict[st
         request.key = key
         if org is not None and org != key.org_slug:
             raise ApiError(403, "forbidden", "This API key belongs to another organization.")
-        if key.team_slug is not None:
-            if team is not None and team != key.team_slug:
-                raise ApiError(
-                    403, "forbidden", "This API key is limited to another team.", field="team"
-                )
-            team = key.team_slug
-        return {"org_id": key.org_id, "org_slug": None, "team": team}
+        return {"org_id": key.org_id, "org_slug": None, "team": key.acting_team(team)}
     user = await access.aauthenticate_session(request.headers.get(b"cookie"))
     org_id, org_slug = access.org_choice(
         is_staff=user.is_staff, member_org_id=user.org_id, member_slug=user.org_slug, requested=org

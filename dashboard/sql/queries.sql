@@ -1,0 +1,48 @@
+-- Named queries of the dashboard's summary and live updates, registered by
+-- dashboard/apps.py with config/hotpath/db.py; parameters are %(name)s.
+
+-- dashboard_session --
+-- A dashboard login's session (django.contrib.sessions' database backend),
+-- read on the event loop instead of through the ORM. Primary key lookup.
+SELECT s.session_data FROM django_session s
+WHERE s.session_key = %(session_key)s AND s.expire_date > now()
+
+-- dashboard_user --
+-- The signed-in user, their password hash (the session carries an HMAC of it,
+-- so that a password change ends other sessions) and their organization.
+SELECT u.id, u.password, u.is_active, u.is_staff, m.org_id, o.slug
+FROM auth_user u
+LEFT JOIN dashboard_membership m ON m.user_id = u.id
+LEFT JOIN budgets_organization o ON o.id = m.org_id
+WHERE u.id = %(user_id)s
+
+-- dashboard_summary --
+-- GET /v1/dashboard/summary, first half: KPIs, budgets, recent requests. The
+-- org by id (an API key's, a member's) or by slug (staff switching); with
+-- neither, the first org (staff without one). The org is chosen in a
+-- subquery so that the summary runs for one org only.
+SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
+FROM (SELECT id, slug, time_zone FROM budgets_organization
+      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+      ORDER BY slug
+      LIMIT 1) o
+
+-- dashboard_org --
+-- The org a summary is for when the caller named it by slug (staff) or not at
+-- all, chosen like the two statements below: its live updates are heard from
+-- before they run (dashboard/live.py, Keeper).
+SELECT id FROM budgets_organization
+WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+  AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+ORDER BY slug
+LIMIT 1
+
+-- dashboard_breakdown --
+-- Second half, run at the same time on another connection: chart and top lists.
+SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
+FROM (SELECT id, slug, time_zone FROM budgets_organization
+      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
+        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
+      ORDER BY slug
+      LIMIT 1) o
