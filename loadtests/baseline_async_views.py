@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from budgets.errors import ApiError, JsonBody, invalid
 from django.conf import settings
 from django.db.models import F, Q
 from django.http import HttpRequest, JsonResponse
@@ -57,6 +56,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from budgets import inputs
+from budgets.errors import ApiError, JsonBody, invalid
 from budgets.models import (
     ApiKey,
     Budget,

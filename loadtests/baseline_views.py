@@ -23,7 +23,6 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
-from budgets.errors import ApiError, JsonBody, invalid
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -33,6 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from budgets import inputs
+from budgets.errors import ApiError, JsonBody, invalid
 from budgets.models import (
     ApiKey,
     Budget,

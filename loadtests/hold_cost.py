@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     django_setup()
     import psycopg
-    from budgets.db import QUERIES, connection_kwargs
 
+    from budgets.db import QUERIES, connection_kwargs
     from budgets.models import Organization
 
     seed()

@@ -89,8 +89,6 @@ class PoolCollector(Collector):
             yield gauge
 
 
-
-
 def render(alerts: dict[str, Any] | None = None) -> bytes:
     """The registry in text format, plus the alert gauges when `alerts` (from
     the `alert_counts` query: {status: {"alerts": n, "attempts": n}}) is known;
