@@ -2,8 +2,12 @@
 """Django's command-line utility for Tollgate.
 
 Run with any Python 3.11+: on first use it creates `.venv/` beside this file,
-installs the pinned dependencies from `requirements.lock` into it, and re-runs
-itself there. Later runs reinstall only when the lock file changes.
+installs pinned dependencies into it, and re-runs itself there. `manage.py
+test` installs the dev set (`requirements-dev.lock`: the runtime set plus the
+test, lint and load-test tools); every other command installs the runtime set
+(`requirements.lock`), so a production install gets no dev tools. A venv that
+holds the current dev set already has the runtime set, so it is kept as it is.
+Later runs reinstall only when the needed lock file changes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 VENV_DIR = BASE_DIR / ".venv"
-LOCK_FILE = BASE_DIR / "requirements.lock"
+RUNTIME_LOCK = BASE_DIR / "requirements.lock"
+DEV_LOCK = BASE_DIR / "requirements-dev.lock"
+# Commands that need the dev tools (pytest and the packages the tests import).
+DEV_COMMANDS = {"test"}
+# "<lock file name> <sha256 of it>": which set is installed, and from which version.
 STAMP_FILE = VENV_DIR / ".tollgate-lock.sha256"
 
 
@@ -25,14 +33,40 @@ def _venv_python() -> Path:
     return VENV_DIR / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def _digest(lock: Path) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else "missing"
+
+
+def _stamp_for(lock: Path) -> str:
+    return f"{lock.name} {_digest(lock)}"
+
+
+def _pins(lock: Path) -> set[str]:
+    """The `name==version` lines of a lock file (comments dropped)."""
+    lines = lock.read_text().splitlines() if lock.exists() else []
+    return {line.strip() for line in lines if "==" in line and not line.lstrip().startswith("#")}
+
+
+def _installed_stamp() -> str:
+    return STAMP_FILE.read_text().strip() if STAMP_FILE.exists() else ""
+
+
 def _ensure_environment() -> None:
     """Create and sync the project virtualenv, then re-exec inside it."""
     if os.environ.get("TOLLGATE_NO_BOOTSTRAP"):
         return
-    lock_digest = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    lock = DEV_LOCK if command in DEV_COMMANDS else RUNTIME_LOCK
+    stamp = _installed_stamp()
+    # A venv holding the current dev set has the runtime set too (every runtime
+    # pin is a dev pin): keep it rather than reinstall the smaller set over it.
+    satisfied = stamp == _stamp_for(lock) or (
+        lock is RUNTIME_LOCK
+        and stamp == _stamp_for(DEV_LOCK)
+        and _pins(RUNTIME_LOCK) <= _pins(DEV_LOCK)
+    )
     in_project_venv = Path(sys.prefix).resolve() == VENV_DIR.resolve()
-    stamp = STAMP_FILE.read_text().strip() if STAMP_FILE.exists() else ""
-    if in_project_venv and stamp == lock_digest:
+    if in_project_venv and satisfied:
         return
     if sys.version_info < (3, 11):  # noqa: UP036 - manage.py may be started by any python3
         sys.exit("Tollgate needs Python 3.11 or newer.")
@@ -40,8 +74,11 @@ def _ensure_environment() -> None:
     if not python.exists():
         print(f"Creating {VENV_DIR} ...", flush=True)
         venv.create(VENV_DIR, with_pip=True)
-    if stamp != lock_digest:
-        print("Installing pinned dependencies from requirements.lock ...", flush=True)
+    if not satisfied:
+        kind = "dev (runtime + test tools)" if lock is DEV_LOCK else "runtime"
+        print(f"Installing the {kind} dependencies from {lock.name} ...", flush=True)
+        # No stamp while installing: an interrupted install is redone next time.
+        STAMP_FILE.unlink(missing_ok=True)
         subprocess.run(
             [
                 str(python),
@@ -51,11 +88,11 @@ def _ensure_environment() -> None:
                 "--quiet",
                 "--disable-pip-version-check",
                 "-r",
-                str(LOCK_FILE),
+                str(lock),
             ],
             check=True,
         )
-        STAMP_FILE.write_text(lock_digest + "\n")
+        STAMP_FILE.write_text(_stamp_for(lock) + "\n")
     if not in_project_venv:
         os.execv(str(python), [str(python), str(BASE_DIR / "manage.py"), *sys.argv[1:]])
 
