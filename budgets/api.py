@@ -24,7 +24,7 @@ from budgets import inputs
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
-from config.hotpath.inputs import identifier
+from config.hotpath.inputs import boolean, identifier, integer, money
 from config.hotpath.router import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -295,9 +295,9 @@ async def put_budget(request: Request) -> Answer:
     data = request.json()
     if data.get("limit_usd") is None:
         raise invalid("limit_usd", "'limit_usd' is required.")
-    limit = inputs.money(data["limit_usd"], "limit_usd")
-    soft = inputs.integer(data, "soft_limit_pct", low=0, high=100, default=80)
-    enforce = inputs.boolean(data, "enforce", default=True)
+    limit = money(data["limit_usd"], "limit_usd")
+    soft = integer(data, "soft_limit_pct", low=0, high=100, default=80)
+    enforce = boolean(data, "enforce", default=True)
     result = await db.fetch_value(
         "put_budget",
         {

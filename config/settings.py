@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "budgets",
     "tracking",
     "dashboard",
+    # Last: installs the SQL functions of the apps above after migrate.
+    "config.apps.TollgateConfig",
 ]
 
 MIDDLEWARE = [

@@ -1,6 +1,6 @@
 """GET /v1/dashboard/summary: everything the dashboard page shows, in one
 response from two database calls (tollgate_dashboard_summary and
-tollgate_dashboard_breakdown in budgets/sql/functions.sql).
+tollgate_dashboard_breakdown in dashboard/sql/functions/).
 
 Served by the hot-path router (config/hotpath/router.py), not by a Django view: a
 dashboard that polls or many people watching must not cost a thread hop and

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("budgets", "0001_initial"),
+        ("budgets", "0001_squashed_0024_live_update_snapshots"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,83 @@
+-- Periods, subjects (teams and end users, registered on first sight) and the
+-- budgets that apply to a request.
+-- Installed after every migrate by config/sqlfunctions.py (all apps' files,
+-- in app order then file name order, in one transaction); a function no file
+-- defines any more is dropped. Each hot-path request is one call to one of
+-- these functions: one round trip, one transaction.
+
+-- Start and end of the period that contains p_at, in the org's time zone.
+-- Days, ISO weeks (Monday) and calendar months roll over at local midnight.
+-- The single window of a `total` budget spans 1970 to 9999 (finite, so that
+-- Python can read it).
+--
+-- One row, declared as a table: PostgreSQL inlines a SQL function called in
+-- FROM only when it returns a set. Declared with OUT parameters it ran as a
+-- function call for every budget of every hold and event (~45 us each, two
+-- per hold; tests/budgets/test_period_bounds_inlined.py).
+DROP FUNCTION IF EXISTS tollgate_period_bounds(text, text, timestamptz);
+CREATE FUNCTION tollgate_period_bounds(p_period text, p_tz text, p_at timestamptz)
+RETURNS TABLE (period_start timestamptz, period_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_period = 'total' THEN '1970-01-01 00:00:00+00'::timestamptz
+                ELSE date_trunc(p_period, p_at, p_tz) END,
+           CASE WHEN p_period = 'total' THEN '9999-12-31 00:00:00+00'::timestamptz
+                ELSE ((date_trunc(p_period, p_at, p_tz) AT TIME ZONE p_tz)
+                      + ('1 ' || p_period)::interval) AT TIME ZONE p_tz END
+$$;
+
+-- Id of a team (or end user) by the caller's identifier, registering it on
+-- first sight when p_create. NULL when absent and not created.
+CREATE OR REPLACE FUNCTION tollgate_team_id(p_org bigint, p_slug text, p_create boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF p_slug IS NULL THEN RETURN NULL; END IF;
+    SELECT id INTO v_id FROM budgets_team WHERE org_id = p_org AND slug = p_slug;
+    IF v_id IS NOT NULL OR NOT p_create THEN RETURN v_id; END IF;
+    INSERT INTO budgets_team (org_id, slug, name, created_at) VALUES (p_org, p_slug, '', now())
+    ON CONFLICT (org_id, slug) DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN  -- a concurrent request registered it first; this statement sees it
+        SELECT id INTO v_id FROM budgets_team WHERE org_id = p_org AND slug = p_slug;
+    END IF;
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tollgate_enduser_id(p_org bigint, p_external_id text, p_create boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF p_external_id IS NULL THEN RETURN NULL; END IF;
+    SELECT id INTO v_id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_external_id;
+    IF v_id IS NOT NULL OR NOT p_create THEN RETURN v_id; END IF;
+    INSERT INTO budgets_enduser (org_id, external_id, created_at) VALUES (p_org, p_external_id, now())
+    ON CONFLICT (org_id, external_id) DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN
+        SELECT id INTO v_id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_external_id;
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- Every budget that applies to (org, team, user), with the bounds of its
+-- current period and the window row for that period when it exists.
+CREATE OR REPLACE FUNCTION tollgate_applicable(
+    p_org bigint, p_tz text, p_team bigint, p_user bigint, p_at timestamptz)
+RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
+               soft_limit_pct smallint, enforce boolean, period_start timestamptz,
+               period_end timestamptz, window_id bigint, spent numeric, reserved numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.scope,
+           CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug ELSE u.external_id END,
+           b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
+           pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0)
+    FROM budgets_budget b
+    JOIN budgets_organization o ON o.id = b.org_id
+    LEFT JOIN budgets_team t ON t.id = b.team_id
+    LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, p_tz, p_at) pb
+    LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
+    WHERE b.org_id = p_org
+      AND (b.scope = 'org'
+           OR (b.scope = 'team' AND b.team_id = p_team)
+           OR (b.scope = 'user' AND b.user_id = p_user))
+    ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END, b.period
+$$;

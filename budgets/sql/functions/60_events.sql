@@ -1,0 +1,240 @@
+-- Recording request events (POST /v1/events): store, price, settle holds and
+-- add to the budget windows, in one transaction. Takes its locks in the order
+-- given at the top of 50_holds.sql.
+-- Installed after every migrate by config/sqlfunctions.py (all apps' files,
+-- in app order then file name order, in one transaction); a function no file
+-- defines any more is dropped. Each hot-path request is one call to one of
+-- these functions: one round trip, one transaction.
+
+-- Record a batch of request events (POST /v1/events) in one transaction:
+-- store the new ones with their cost, settle the holds they name, and add
+-- their cost to the `spent` of every budget window that applies (the period
+-- that contains each event's started_at, in the org's time zone).
+--
+-- Idempotent per (org, event id): a replay with the same payload hash is
+-- reported as a duplicate with the stored result; a different payload under
+-- the same id raises SQLSTATE TG409 (the whole batch rolls back), also when
+-- the other payload was committed concurrently (ON CONFLICT waits for it).
+--
+-- Locks are taken in the global order of tollgate_decide_many: subjects
+-- (sorted), event ids (sorted), reservations (by id), windows (by id).
+--
+-- p_events: [{"idx", "event_id", "team", "user", "model", "provider",
+--   "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
+--   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
+--   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
+-- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
+--   "duplicate", "reservation"}]} or {"status": "not_found", "errors": [...]}.
+CREATE OR REPLACE FUNCTION tollgate_record_events(
+    p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_errors jsonb;
+    v_inserted jsonb;
+    v_conflicts jsonb;
+    v_settled jsonb;
+    v_results jsonb;
+    v_spend_ids bigint[];
+    v_spend_costs numeric[];
+    v_missing boolean;
+    v_unhold_ids bigint[];
+    v_unhold_amounts numeric[];
+    v_replayed jsonb := '[]';
+    v_replay_ids text[];
+    v_settle_ids uuid[];
+BEGIN
+    IF NOT p_strict THEN
+        PERFORM tollgate_team_id(p_org, x.team, true)
+        FROM (SELECT DISTINCT e->>'team' AS team FROM jsonb_array_elements(p_events) e
+              WHERE e->>'team' IS NOT NULL ORDER BY 1) x;
+        PERFORM tollgate_enduser_id(p_org, x.external_id, true)
+        FROM (SELECT DISTINCT e->>'user' AS external_id FROM jsonb_array_elements(p_events) e
+              WHERE e->>'user' IS NOT NULL ORDER BY 1) x;
+    END IF;
+
+    SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int,
+               'field', CASE WHEN t.id IS NULL AND e->>'team' IS NOT NULL THEN 'team' ELSE 'user' END)
+               ORDER BY (e->>'idx')::int)
+    INTO v_errors
+    FROM jsonb_array_elements(p_events) e
+    LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e->>'team'
+    LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e->>'user'
+    WHERE (e->>'team' IS NOT NULL AND t.id IS NULL) OR (e->>'user' IS NOT NULL AND u.id IS NULL);
+    IF v_errors IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'not_found', 'errors', v_errors);
+    END IF;
+
+    WITH input AS (
+        SELECT e.*, coalesce(e.started_at, now()) AS at, t.id AS team_id, u.id AS user_id
+        FROM jsonb_to_recordset(p_events) AS e(
+            idx integer, event_id text, team text, "user" text, model text, provider text,
+            input_tokens bigint, cache_read_tokens bigint, cache_write_tokens bigint,
+            output_tokens bigint, reasoning_tokens bigint, cost_usd numeric, latency_ms integer,
+            status text, started_at timestamptz, reservation_id uuid, tags jsonb,
+            payload_hash text)
+        LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
+        LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
+    ), ins AS (
+        INSERT INTO tracking_requestevent (
+            org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
+            input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+            cost_usd, priced, latency_ms, status, reservation_id, tags, payload_hash)
+        SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
+               clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
+               i.output_tokens, i.reasoning_tokens,
+               coalesce(i.cost_usd, c.list_cost, 0), i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
+               i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash
+        FROM input i
+        LEFT JOIN LATERAL tollgate_price_at(i.model, i.provider, i.at) pr ON true
+        CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
+            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
+        ORDER BY i.event_id
+        ON CONFLICT (org_id, event_id) DO NOTHING
+        RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, reservation_id
+    )
+    SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
+
+    -- Ids that were not inserted exist already: same payload = replay, else
+    -- conflict. Only they are read back (new events answer from RETURNING):
+    -- the usual batch of new events reads nothing here. That read has a plan
+    -- risk: for an org newer than the table's statistics, the planner sees ~1
+    -- row for org_id and may walk the whole org through event_org_received.
+    v_replay_ids := ARRAY(SELECT e->>'event_id' FROM jsonb_array_elements(p_events) e
+                          EXCEPT
+                          SELECT n->>'event_id' FROM jsonb_array_elements(v_inserted) n);
+    IF cardinality(v_replay_ids) > 0 THEN
+        SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO v_replayed
+        FROM (SELECT event_id, cost_usd, priced, reservation_id, payload_hash
+              FROM tracking_requestevent
+              WHERE org_id = p_org AND event_id = ANY(v_replay_ids)) r;
+        SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
+                         ORDER BY (e->>'idx')::int)
+        INTO v_conflicts
+        FROM jsonb_array_elements(p_events) e
+        JOIN jsonb_to_recordset(v_replayed) AS r(event_id text, payload_hash text)
+          ON r.event_id = e->>'event_id'
+        WHERE r.payload_hash <> e->>'payload_hash';
+        IF v_conflicts IS NOT NULL THEN
+            RAISE EXCEPTION 'event id reused with a different payload'
+                USING ERRCODE = 'TG409', DETAIL = v_conflicts::text;
+        END IF;
+    END IF;
+
+    -- Settle the holds named by new events (each hold once, however many events name it).
+    v_settle_ids := ARRAY(SELECT DISTINCT (n->>'reservation_id')::uuid
+                          FROM jsonb_array_elements(v_inserted) n
+                          WHERE n->>'reservation_id' IS NOT NULL ORDER BY 1);
+    v_settled := '[]';
+    IF v_settle_ids <> '{}' THEN
+        -- Locked and read by primary key, the status checked on what was read
+        -- (not in a WHERE: see tollgate_release on the partial index).
+        SELECT coalesce(array_agg(r.id) FILTER (
+                   WHERE r.status = 'active'
+                     -- An event of a team settles only that team's (or a
+                     -- teamless) hold: a team-limited key, whose events always
+                     -- carry its team, cannot settle another team's hold.
+                     AND EXISTS (SELECT 1 FROM jsonb_to_recordset(v_inserted)
+                                               AS n(reservation_id uuid, team_id bigint)
+                                 WHERE n.reservation_id = r.id
+                                   AND (n.team_id IS NULL OR r.team_id IS NULL
+                                        OR r.team_id = n.team_id))), '{}')
+        INTO v_settle_ids
+        FROM (SELECT id, status, team_id FROM budgets_reservation
+              WHERE id = ANY(v_settle_ids) AND org_id = p_org
+              ORDER BY id FOR UPDATE) r;
+        WITH settled AS (
+            UPDATE budgets_reservation r SET status = 'settled', closed_at = now()
+            WHERE r.id = ANY(v_settle_ids)
+            RETURNING r.id, r.amount, r.window_ids
+        )
+        SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
+    END IF;
+
+    -- Spend per window of the events' periods: one pass over the applicable
+    -- budgets, two more only when a period's window does not exist yet.
+    FOR i IN 1..2 LOOP
+        SELECT array_agg(x.window_id ORDER BY x.window_id), array_agg(x.cost ORDER BY x.window_id),
+               coalesce(bool_or(x.window_id IS NULL), false)
+        INTO v_spend_ids, v_spend_costs, v_missing
+        FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
+              FROM jsonb_to_recordset(v_inserted)
+                   AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
+              CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id,
+                                                     n.started_at) a
+              GROUP BY a.window_id, a.budget_id, a.period_start) x;
+        EXIT WHEN NOT v_missing;
+        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+        SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+        FROM jsonb_to_recordset(v_inserted)
+             AS n(team_id bigint, user_id bigint, started_at timestamptz)
+        CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+        WHERE a.window_id IS NULL
+        ORDER BY a.budget_id, a.period_start
+        ON CONFLICT (budget_id, period_start) DO NOTHING;
+    END LOOP;
+
+    SELECT coalesce(array_agg(x.wid ORDER BY x.wid), '{}'), array_agg(x.amount ORDER BY x.wid)
+    INTO v_unhold_ids, v_unhold_amounts
+    FROM (SELECT w.wid, sum((s->>'amount')::numeric) AS amount
+          FROM jsonb_array_elements(v_settled) s
+          CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(s->'window_ids')::bigint AS wid) w
+          GROUP BY w.wid) x;
+
+    PERFORM 1 FROM budgets_budgetwindow
+    WHERE id = ANY(coalesce(v_spend_ids, '{}') || v_unhold_ids)
+    ORDER BY id
+    FOR UPDATE;
+    UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
+    FROM unnest(v_unhold_ids, v_unhold_amounts) AS d(wid, amount)
+    WHERE w.id = d.wid;
+    UPDATE budgets_budgetwindow w SET spent = w.spent + d.cost
+    FROM unnest(v_spend_ids, v_spend_costs) AS d(wid, cost)
+    WHERE w.id = d.wid AND d.cost > 0;
+    PERFORM tollgate_raise_alerts(v_spend_ids);
+
+    -- One result per event, in request order.
+    SELECT jsonb_agg(jsonb_build_object(
+               'idx', (e->>'idx')::int,
+               'id', r.event_id,
+               'cost_usd', trim_scale(r.cost_usd)::text,
+               'priced', r.priced,
+               'duplicate', NOT r.new,
+               -- `settled`: this event settled the hold now (for a replay: the
+               -- hold is settled); `status`: the hold's state now.
+               'reservation', CASE WHEN r.reservation_id IS NULL THEN NULL
+                   ELSE jsonb_build_object(
+                       'id', r.reservation_id,
+                       'settled', CASE WHEN r.new THEN s.id IS NOT NULL
+                                       ELSE res.status = 'settled' END,
+                       'status', res.status,
+                       'held_usd', trim_scale(res.amount)::text,
+                       'over_hold_usd', CASE WHEN res.status = 'settled' AND res.amount < r.cost_usd
+                                             THEN trim_scale(r.cost_usd - res.amount)::text END)
+                   END)
+               ORDER BY (e->>'idx')::int)
+    INTO v_results
+    FROM jsonb_array_elements(p_events) e
+    JOIN (SELECT n.*, true AS new
+          FROM jsonb_to_recordset(v_inserted)
+               AS n(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+          UNION ALL
+          SELECT p.*, false
+          FROM jsonb_to_recordset(v_replayed)
+               AS p(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+         ) r ON r.event_id = e->>'event_id'
+    LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
+           ON s.id = r.reservation_id AND r.new
+    -- A replay's stored reservation is the one it names (same payload hash).
+    -- Looked up per event by primary key. As a join (OFFSET 0 keeps the
+    -- planner from turning the lookup into one), a generic plan built on
+    -- stale statistics of the table hashed it whole: ~280 pages per call in
+    -- tests/budgets/test_active_holds_plans.py.
+    LEFT JOIN LATERAL (SELECT status, amount FROM budgets_reservation
+                       WHERE id = r.reservation_id AND org_id = p_org
+                       OFFSET 0) res ON true;
+    -- xid: this transaction, for the dashboard's live updates; a page leaves
+    -- out the spend its summary's snapshot already saw (dashboard/live.py).
+    -- NULL when the transaction wrote nothing.
+    RETURN jsonb_build_object('status', 'ok', 'results', v_results,
+                              'xid', pg_current_xact_id_if_assigned()::text);
+END $$;
