@@ -1081,7 +1081,7 @@ def _commit() -> str:
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
         return "unknown (not a git checkout)"
-    # Reports and CSVs under docs/benchmarks are this run's output, not code.
+    # Reports under docs/benchmarks are this run's output, not code.
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks"],
         capture_output=True,

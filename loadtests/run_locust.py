@@ -19,9 +19,9 @@ rate and length). The script
 3. runs locust headless with the scenario's load shape, bounded in time
    (the shape stops the test; the process is killed 60 s after it should have
    ended);
-4. writes locust's CSV files to docs/benchmarks/locust/NAME_*.csv and a
-   markdown report with exact per-phase percentiles, error rate, achieved rates
-   and the CPU used by the server, the worker, PostgreSQL, locust and everything else
+4. writes locust's CSV files to loadtests/results/locust/NAME_*.csv (run
+   output, not committed) and a markdown report with exact per-phase
+   percentiles, error rate, achieved rates and the CPU used by the server, the worker, PostgreSQL, locust and everything else
    (a run is flagged ⚠ when other processes used more than 10% of a core) to
    docs/benchmarks/locust-NAME.md, where NAME is the scenario, followed by
    `-admin-server` or `-web-server` and/or `-no-admin` for those variants (a variant's run does
@@ -61,7 +61,8 @@ from loadtests.phases import ALONE, CYCLE_MARK, SERVER_TIME, WITH_DASHBOARD, arm
 
 BASE_DIR = compare.BASE_DIR
 REPORT_DIR = BASE_DIR / "docs" / "benchmarks"
-CSV_DIR = REPORT_DIR / "locust"
+# Locust's raw CSV files are run output, git-ignored like the rest of RESULTS_DIR.
+CSV_DIR = compare.RESULTS_DIR / "locust"
 HOST = compare.HOST  # never configurable
 
 ORG_SLUG = "loadtest"
@@ -388,7 +389,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         f"rate: {args.rate:g} {scenario.rate_unit}; one Tollgate worker "
         f"({args.workers} uvicorn process(es), uvloop + httptools, "
         f"{'default hot-path pool' if args.pool_max is None else f'HOTPATH_POOL_MAX={args.pool_max}'}); "
-        f"raw CSV: `docs/benchmarks/locust/{run_name(args)}_stats.csv` (and `_failures`, "
+        f"raw CSV (on the machine that ran it, not committed): "
+        f"`{CSV_DIR.relative_to(BASE_DIR)}/{run_name(args)}_stats.csv` (and `_failures`, "
         "`_exceptions`, `_stats_history`).",
     ]
     overrides = settings_from_environment()
