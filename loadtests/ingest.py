@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.ingest [--duration 15] [--connections 1,2,4] [--port 18766]
 
 One Tollgate worker (uvicorn, like loadtests.compare), wrk closed loop with
-`loadtests/ingest.lua`: every request a batch of new events (stored, priced,
+`loadtests/wrk/ingest.lua`: every request a batch of new events (stored, priced,
 added to the budget windows). Reports events/s and batch latency per number
 of connections, checks that the database holds exactly the events that were
 acknowledged, and writes docs/benchmarks/ingest.md. Only 127.0.0.1.
@@ -17,7 +17,8 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
+from loadtests import compare
+from loadtests.wrk import bench
 
 REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "ingest.md"
 LUA_SCRIPT = compare.BASE_DIR / "loadtests" / "ingest.lua"
@@ -54,7 +55,7 @@ def measure(args: argparse.Namespace, key: str) -> list[dict]:
     rows = []
     log = compare.RESULTS_DIR / "ingest.server.log"
     with compare.serve(design, args.port, log) as server:
-        run_wrk(args.port, key, wrkbench.WARMUP_SECONDS, 2)
+        run_wrk(args.port, key, bench.WARMUP_SECONDS, 2)
         for connections in args.connections:
             before_rows = stored_events()
             before_cpu = compare.sample_cpu()

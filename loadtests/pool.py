@@ -22,8 +22,9 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
-from loadtests.wrkbench import HOST, Measurement
+from loadtests import compare
+from loadtests.wrk import bench
+from loadtests.wrk.bench import HOST, Measurement
 
 REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "pool.md"
 PATHS = {"reserve": "/v1/budget/reservations", "check": "/v1/budget/check"}
@@ -75,15 +76,15 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
                 continue
             ratio = f"{m.rps / base:.2f}x" if base else "n/a"
             lines.append(
-                f"| {path}{wrkbench.flags(m)} | {size} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
+                f"| {path}{bench.flags(m)} | {size} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
                 f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {compare._cpu_cells(m.cpu)} "
-                f"| {wrkbench.rounds_cell(m)} |"
+                f"| {bench.rounds_cell(m)} |"
             )
     noisy = [f"{p} pool {s}" for p, s, m in rows if m.noisy]
     lines += [
         "",
         f"- `wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {wrkbench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
+        f"after {bench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
         f"row; org `{compare.ORG_SLUG}` of loadtests/compare.py ({compare.TEAMS} teams x "
         f"{compare.USERS_PER_TEAM} users, one org day budget).",
         "- reserve: holds go through the batcher, at most `HOTPATH_BATCH_INFLIGHT` (2) calls "
@@ -125,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     key = compare.seed(key_name="loadtests.pool")
     configs = [(p, size) for p in PATHS for size in args.sizes]
     measured: dict[tuple[str, int], list[Measurement]] = {}
-    for order in wrkbench.round_orders(configs, args.rounds):
+    for order in bench.round_orders(configs, args.rounds):
         for path_name, size in order:
-            m = wrkbench.measure(
+            m = bench.measure(
                 f"{path_name} pool {size}",
                 design(args.port, size),
                 args.port,
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"non-2xx {m.non_2xx} {m.failure}",
                 flush=True,
             )
-    rows = [(p, size, wrkbench.median_run(measured[(p, size)])) for p, size in configs]
+    rows = [(p, size, bench.median_run(measured[(p, size)])) for p, size in configs]
     text = report(rows, args, started)
     REPORT_PATH.write_text(text)
     print(text)

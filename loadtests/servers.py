@@ -32,8 +32,9 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
-from loadtests.wrkbench import HOST, Measurement
+from loadtests import compare
+from loadtests.wrk import bench
+from loadtests.wrk.bench import HOST, Measurement
 
 REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "servers.md"
 VIEWER = "bench-ws-viewer"
@@ -218,9 +219,9 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
             continue
         ratio = f"{m.rps / base:.2f}x" if base else "n/a"
         lines.append(
-            f"| {name}{wrkbench.flags(m)} | {workers} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
+            f"| {name}{bench.flags(m)} | {workers} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
             f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {compare._cpu_cells(m.cpu)} "
-            f"| {wrkbench.rounds_cell(m)} | {m.extra.get('before_load', 'n/a')} |"
+            f"| {bench.rounds_cell(m)} | {m.extra.get('before_load', 'n/a')} |"
         )
     noisy = [f"{n} x{w}" for n, w, m in rows if m.noisy]
     lines += [
@@ -229,7 +230,7 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
         f"{compare.TEAMS} teams x {compare.USERS_PER_TEAM} users of org `{compare.ORG_SLUG}` "
         "with one org day budget (every hold locks the same window row); "
         f"`wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {wrkbench.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
+        f"after {bench.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
         f"Hot-path pool {args.pool} per worker (`HOTPATH_POOL_MIN=HOTPATH_POOL_MAX`).",
         f"- {args.rounds} rounds, the order reversed every other round; each row is the round "
         "with the median RPS (its percentiles and CPU), the rounds' RPS beside it. RPS counts "
@@ -279,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     only = set(filter(None, args.only.split(",")))
     runs = [r for r in server_designs(args.port, args.pool) if not only or r[0] in only]
     measured: dict[str, list[Measurement]] = {}
-    for order in wrkbench.round_orders(runs, args.rounds):
+    for order in bench.round_orders(runs, args.rounds):
         for _name, _workers, design in order:
             print(f"== {design.name}: {design.server}", flush=True)
             t0 = time.monotonic()
-            m = wrkbench.measure(
+            m = bench.measure(
                 design.name,
                 design,
                 args.port,
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m.failure} ({time.monotonic() - t0:.0f} s)",
                 flush=True,
             )
-    rows = [(n, w, wrkbench.median_run(measured[d.name])) for n, w, d in runs]
+    rows = [(n, w, bench.median_run(measured[d.name])) for n, w, d in runs]
     text = report(rows, args, started)
     REPORT_PATH.write_text(text)
     print(text)

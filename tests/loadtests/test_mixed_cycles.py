@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from loadtests.compare import CpuShares
-from loadtests.phases import Recorder, alternating, arm_of, server_time
-from loadtests.run_locust import (
+from loadtests.locust.phases import Recorder, alternating, arm_of, server_time
+from loadtests.locust.run import (
     SCENARIOS,
     arm_cpu,
     cycle_lines,

@@ -12,7 +12,7 @@ import os
 from config.settings import *  # noqa: F403 - the baseline is production settings plus the lines below
 from config.settings import DATABASES, MIDDLEWARE
 
-ROOT_URLCONF = "loadtests.baseline_async_urls"
+ROOT_URLCONF = "loadtests.baselines.async_urls"
 
 # Django's advice for async code: no persistent connections (each request
 # runs its queries in a thread of its own, so a kept connection would belong

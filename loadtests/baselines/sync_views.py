@@ -9,7 +9,7 @@ like `budgets.auth`, so the comparison measures the serving and database
 design, not a difference in features. It prices no token estimates (the
 benchmark always sends `estimated_cost_usd`).
 
-Served only through loadtests.baseline_settings; never part of config.urls.
+Served only through loadtests.baselines.sync_settings; never part of config.urls.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run one locust scenario headless against a fresh local Tollgate, and report.
 
-    .venv/bin/python -m loadtests.run_locust SCENARIO [--quick | --duration S] [--rate R]
+    .venv/bin/python -m loadtests.locust.run SCENARIO [--quick | --duration S] [--rate R]
 
 SCENARIO is one of: budget_burst, ingest, dashboard, mixed (see the
 locustfiles named in SCENARIOS below for what each does and its default
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import compare
-from loadtests.phases import ALONE, CYCLE_MARK, SERVER_TIME, WITH_DASHBOARD, arm_of
+from loadtests.locust.phases import ALONE, CYCLE_MARK, SERVER_TIME, WITH_DASHBOARD, arm_of
 
 BASE_DIR = compare.BASE_DIR
 REPORT_DIR = BASE_DIR / "docs" / "benchmarks"
@@ -72,7 +72,7 @@ HOT_TEAMS = 3
 LIMIT = Decimal("1000000000")
 DASHBOARD_EVENTS = 20_000
 VIEWER = "loadtest-viewer"
-KEY_NAME = "loadtests.run_locust"
+KEY_NAME = "loadtests.locust.run"
 QUICK_SECONDS = 60
 # Stages a scenario runs beyond TG_DURATION (mixed's warm-up, at most).
 EXTRA_SECONDS = 120
@@ -90,20 +90,20 @@ class Scenario:
 
 SCENARIOS = {
     "budget_burst": Scenario(
-        "loadtests/budget_burst.py",
+        "loadtests/locust/budget_burst.py",
         390,
         100,
         "reservations/s (burst: 3x)",
     ),
-    "ingest": Scenario("loadtests/ingest_batches.py", 300, 10, "batches of 100 events/s"),
+    "ingest": Scenario("loadtests/locust/ingest_batches.py", 300, 10, "batches of 100 events/s"),
     "dashboard": Scenario(
-        "loadtests/dashboard_views.py",
+        "loadtests/locust/dashboard_views.py",
         300,
         10,
         "signed-in users, ~1 load/s each",
     ),
     "mixed": Scenario(
-        "loadtests/mixed.py",
+        "loadtests/locust/mixed.py",
         360,
         100,
         "reservations/s + 2 batches/s + 10 dashboard users in the middle third",
@@ -440,7 +440,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         lines.append("- ⚠ `--quick` smoke run: phases are seconds long, percentiles are rough.")
     lines += [
         "- Percentiles are exact (nearest rank over every response of the phase, recorded by "
-        "`loadtests/phases.py`); a phase's rate is its responses over its span. Locust "
+        "`loadtests/locust/phases.py`); a phase's rate is its responses over its span. Locust "
         "measures from its side, so its own scheduling delay is included.",
         "",
         "## Machine",
@@ -455,7 +455,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
 
 def request_totals(rows: list[dict[str, Any]]) -> tuple[int, int]:
     """(requests, failures) of the run: the rows of the server's own times
-    (loadtests/phases.py, SERVER_TIME) are the same requests seen from the server."""
+    (loadtests/locust/phases.py, SERVER_TIME) are the same requests seen from the server."""
     answered = [r for r in rows if not r["name"].endswith(SERVER_TIME)]
     return sum(r["requests"] for r in answered), sum(r["failures"] for r in answered)
 
@@ -512,7 +512,7 @@ def arm_cpu(shares: dict[str, compare.CpuShares]) -> dict[str, compare.CpuShares
 
 def lag_lines(lag: list[dict[str, Any]]) -> list[str]:
     """How late locust's lag probe woke in each phase: how long a response
-    can wait on locust's side before it is timed (loadtests/locust_common.py)."""
+    can wait on locust's side before it is timed (loadtests/locust/common.py)."""
     if not lag:
         return []
     lines = [
@@ -599,7 +599,7 @@ def cycle_lines(arms: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.run_locust",
+        prog="python -m loadtests.locust.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -696,7 +696,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def report_command(args: argparse.Namespace, scenario: Scenario) -> str:
     """The command line that repeats this run, as its report shows it."""
-    command = f".venv/bin/python -m loadtests.run_locust {args.scenario}" + (
+    command = f".venv/bin/python -m loadtests.locust.run {args.scenario}" + (
         " --quick" if args.quick else f" --duration {args.duration}"
     )
     if args.rate != scenario.rate:

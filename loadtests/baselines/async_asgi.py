@@ -6,5 +6,5 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loadtests.baseline_async_settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loadtests.baselines.async_settings")
 application = get_asgi_application()

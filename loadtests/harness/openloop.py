@@ -1,6 +1,6 @@
 """An open-loop (fixed-rate) HTTP load generator for compare.py.
 
-    .venv/bin/python -m loadtests.openloop --port 18765 --rate 1000 --duration 10
+    .venv/bin/python -m loadtests.harness.openloop --port 18765 --rate 1000 --duration 10
 
 Why not wrk: wrk is closed-loop. Each connection sends its next request only
 when the previous answer arrived, so when the server stalls, wrk stops
@@ -20,7 +20,7 @@ that it waits in a queue, still on the clock. A request not answered within
 closed). Timeouts, lost connections and non-2xx answers count as infinitely
 slow in the percentiles (null in the result), so p99 reads "failed" once more
 than 1% of requests failed: a fast 429 or 503 is not a fast decision. Requests are spread over the same bench teams and users
-as loadtests/reservations.lua.
+as loadtests/wrk/reservations.lua.
 
 Its own cost is printed with the result: CPU used (share of one core) and
 the send lag (how late requests left against their schedule; that lag is
@@ -312,7 +312,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.openloop",
+        prog="python -m loadtests.harness.openloop",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,10 +1,10 @@
 """What the locust scenarios share: the localhost guard, the subjects of the
 load org, the gateway's request bodies, a staged load shape, and the
-recorder of every response time per phase (loadtests/phases.py) fed by
+recorder of every response time per phase (loadtests/locust/phases.py) fed by
 locust's request events.
 
-Imported by the locustfiles (loadtests/budget_burst.py, ingest_batches.py,
-dashboard_views.py, mixed.py) and never by the wrapper (loadtests/run_locust.py),
+Imported by the locustfiles (loadtests/locust/budget_burst.py, ingest_batches.py,
+dashboard_views.py, mixed.py) and never by the wrapper (loadtests/locust/run.py),
 which must not import locust: it monkey-patches the standard library.
 
 Environment (set by the wrapper; defaults for a hand-run locust):
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from locust import LoadTestShape, events
 
-from loadtests.phases import SERVER_TIME, Recorder, server_time
+from loadtests.locust.phases import SERVER_TIME, Recorder, server_time
 
 RESERVATIONS = "/v1/budget/reservations"
 EVENTS = "/v1/events"

@@ -4,13 +4,13 @@ TG_RATE users (default 10), each signed in with a session (login form, CSRF)
 and loading about once a second: the summary (24h, 7d), the page, and now and
 then Django admin's event list. TG_DURATION seconds (default 300).
 
-    .venv/bin/python -m loadtests.run_locust dashboard [--quick]
+    .venv/bin/python -m loadtests.locust.run dashboard [--quick]
 """
 
 from __future__ import annotations
 
-from loadtests.locust_common import Stage, StagedShape, env_float
-from loadtests.locust_users import DashboardUser
+from loadtests.locust.common import Stage, StagedShape, env_float
+from loadtests.locust.users import DashboardUser
 
 __all__ = ["DashboardShape", "DashboardUser"]
 

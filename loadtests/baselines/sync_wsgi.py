@@ -6,5 +6,5 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loadtests.baseline_settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loadtests.baselines.sync_settings")
 application = get_wsgi_application()

@@ -1,6 +1,6 @@
 """Locust scenario: gateways at a sustained rate, then a burst, then back.
 
-The gateway cycle (loadtests/locust_users.py, GatewayUser): reserve, then
+The gateway cycle (loadtests/locust/users.py, GatewayUser): reserve, then
 record the event with the reservation_id, or release for ~2% of the calls;
 spread over TG_TEAMS teams x TG_USERS_PER_TEAM users, half of the calls on
 TG_HOT_TEAMS hot teams. Every hold touches the org's day window and its
@@ -15,19 +15,19 @@ HTTP rate is about twice the reservation rate.
 
 One command sets everything up, runs it headless and writes the report:
 
-    .venv/bin/python -m loadtests.run_locust budget_burst [--quick]
+    .venv/bin/python -m loadtests.locust.run budget_burst [--quick]
 
 By hand (from the repository root, server on 127.0.0.1:8000, key of an org
 set up like run_locust's):
 
-    TOLLGATE_API_KEY=tg_... TG_DURATION=60 .venv/bin/locust -f loadtests/budget_burst.py \\
+    TOLLGATE_API_KEY=tg_... TG_DURATION=60 .venv/bin/locust -f loadtests/locust/budget_burst.py \\
         --headless --host http://127.0.0.1:8000 --csv loadtests/results/budget_burst
 """
 
 from __future__ import annotations
 
-from loadtests.locust_common import Stage, StagedShape, env_float, split_duration
-from loadtests.locust_users import GATEWAY_CYCLES_PER_USER, GatewayUser
+from loadtests.locust.common import Stage, StagedShape, env_float, split_duration
+from loadtests.locust.users import GATEWAY_CYCLES_PER_USER, GatewayUser
 
 __all__ = ["BurstShape", "GatewayUser"]
 

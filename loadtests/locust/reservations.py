@@ -9,7 +9,7 @@ budget that never denies, and an API key for it (printed on the last line):
 Then, with the server running (`.venv/bin/uvicorn config.asgi:application
 --port 8000`), one headless, time-bounded run that writes CSV files:
 
-    TOLLGATE_API_KEY=tg_... .venv/bin/locust -f loadtests/locustfile_reservations.py \\
+    TOLLGATE_API_KEY=tg_... .venv/bin/locust -f loadtests/locust/reservations.py \\
         --headless -u 50 -r 10 --run-time 60s --host http://127.0.0.1:8000 \\
         --csv loadtests/results/reservations
 

@@ -18,15 +18,15 @@ users then lies between two without, a minute or less apart, so that a
 machine whose speed wanders (a shared host) compares like with like; the
 report pools each arm's phases and gives each pair's ratio.
 
-    .venv/bin/python -m loadtests.run_locust mixed [--quick] [--cycles N]
+    .venv/bin/python -m loadtests.locust.run mixed [--quick] [--cycles N]
 """
 
 from __future__ import annotations
 
-from loadtests import locust_users
-from loadtests.locust_common import Stage, StagedShape, env_float, signed_in, split_duration
-from loadtests.locust_users import GATEWAY_CYCLES_PER_USER, GatewayUser, IngestUser
-from loadtests.phases import ALONE, WITH_DASHBOARD, alternating
+from loadtests.locust import users as locust_users
+from loadtests.locust.common import Stage, StagedShape, env_float, signed_in, split_duration
+from loadtests.locust.phases import ALONE, WITH_DASHBOARD, alternating
+from loadtests.locust.users import GATEWAY_CYCLES_PER_USER, GatewayUser, IngestUser
 
 __all__ = ["Dashboard", "GatewayUser", "IngestUser", "MixedShape"]
 

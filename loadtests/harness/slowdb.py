@@ -1,6 +1,6 @@
 """A "slow database" for compare.py: a TCP proxy that adds latency to every round trip.
 
-    .venv/bin/python -m loadtests.slowdb --port 15499 --delay-ms 20
+    .venv/bin/python -m loadtests.harness.slowdb --port 15499 --delay-ms 20
 
 Listens on 127.0.0.1 and forwards to the embedded PostgreSQL's unix socket
 (or any --upstream socket path). Every byte from a client reaches PostgreSQL
@@ -204,7 +204,7 @@ def socket_path(connection_params: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.slowdb", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtests.harness.slowdb", description=__doc__)
     parser.add_argument("--port", type=int, default=15499, help=f"port on {HOST}")
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--upstream", help="unix socket path (default: the embedded server's)")

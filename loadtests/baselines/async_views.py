@@ -3,10 +3,10 @@
 This is how the endpoint would look written "async all the way" with Django
 5.2: an `async def` view that only uses the async ORM (`afirst`,
 `aget_or_create`, `aupdate`, `acreate`, `async for`), served by uvicorn with
-Django's own psycopg connection pool (loadtests.baseline_async_settings). It
+Django's own psycopg connection pool (loadtests.baselines.async_settings). It
 validates input with the hot path's `budgets.inputs`, caches verified keys
 per process, and makes the same decision as the sync view
-(loadtests/baseline_views.py): every applicable budget's current window must
+(loadtests/baselines/sync_views.py): every applicable budget's current window must
 take the amount within its limit, or nothing is held and the answer is 402.
 
 Why conditional updates instead of the sync view's locks: `select_for_update()`
@@ -36,7 +36,7 @@ Under the hood each async ORM call is `sync_to_async(thread_sensitive=True)`:
 Django 5.2 runs the query in the request's own thread on a sync connection.
 That thread hop per query is part of what this design costs.
 
-Served only through loadtests.baseline_async_settings; never part of config.urls.
+Served only through loadtests.baselines.async_settings; never part of config.urls.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from budgets.models import (
     hash_key_secret,
     parse_key,
 )
-from loadtests.baseline_views import (
+from loadtests.baselines.sync_views import (
     KeyInfo,
     _budget_exceeded,
     _budget_json,

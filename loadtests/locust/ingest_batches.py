@@ -5,13 +5,13 @@ seconds (default 300), every event new (stored, priced, added to its budget
 windows). For the maximum ingest rate use the wrk harness (loadtests/ingest.py);
 this one measures latency at a given rate.
 
-    .venv/bin/python -m loadtests.run_locust ingest [--quick]
+    .venv/bin/python -m loadtests.locust.run ingest [--quick]
 """
 
 from __future__ import annotations
 
-from loadtests.locust_common import Stage, StagedShape, env_float
-from loadtests.locust_users import INGEST_BATCHES_PER_USER, IngestUser
+from loadtests.locust.common import Stage, StagedShape, env_float
+from loadtests.locust.users import INGEST_BATCHES_PER_USER, IngestUser
 
 __all__ = ["IngestShape", "IngestUser"]
 

@@ -46,7 +46,7 @@ class Measurement:
 
 
 def run_wrk(port: int, key: str, path: str, seconds: int, connections: int) -> dict[str, Any]:
-    """wrk with loadtests/reservations.lua (its bodies suit /check too) on `path`."""
+    """wrk with loadtests/wrk/reservations.lua (its bodies suit /check too) on `path`."""
     argv = [
         "wrk",
         f"-t{compare.WRK_THREADS}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from config.settings import *  # noqa: F403 - the baseline is production settings plus the lines below
 from config.settings import DATABASES
 
-ROOT_URLCONF = "loadtests.baseline_urls"
+ROOT_URLCONF = "loadtests.baselines.sync_urls"
 
 # A sync Django app in production keeps its database connections between
 # requests (one per gunicorn thread); opening one per request, as the default

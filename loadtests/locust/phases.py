@@ -4,7 +4,7 @@ exact percentiles for "sustained" and "burst" (or "without" and "with
 dashboard") separately, which locust's own cumulative statistics cannot.
 
 No locust import here (it monkey-patches the standard library on import): the
-wrapper that reports on a run (loadtests/run_locust.py) and the tests import
+wrapper that reports on a run (loadtests/locust/run.py) and the tests import
 this module.
 """
 

@@ -21,7 +21,7 @@ import re
 
 from locust import FastHttpUser, HttpUser, task
 
-from loadtests.locust_common import (
+from loadtests.locust.common import (
     EVENTS,
     RELEASE_SHARE,
     RESERVATIONS,
@@ -35,8 +35,8 @@ from loadtests.locust_common import (
     team_slug,
     user_id,
 )
-from loadtests.pacing import begin_pacing, paced
-from loadtests.phases import arm_of
+from loadtests.locust.pacing import begin_pacing, paced
+from loadtests.locust.phases import arm_of
 
 GATEWAY_CYCLES_PER_USER = 2.0
 INGEST_BATCHES_PER_USER = 2.0
