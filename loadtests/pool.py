@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.pool [--sizes 2,5,10,20] [--duration 10] [--connections 50]
 
 For each pool size (HOTPATH_POOL_MIN = HOTPATH_POOL_MAX = size) a fresh
-uvicorn worker (uvloop, httptools) on the seeded data of loadtests/compare.py,
+uvicorn worker (uvloop, httptools) on the seeded bench org (loadtests/harness/seed.py),
 then `wrk -t2 -c50` closed loop on two paths:
 
 - `POST /v1/budget/reservations`: holds, which go through the hold batcher
@@ -22,16 +22,21 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import ORG_SLUG, TEAMS, USERS_PER_TEAM, django_setup, seed
+from loadtests.harness.servers import UVICORN_OPTIONS, Design
+from loadtests.reports.markdown import cpu_cells, machine
 from loadtests.wrk import bench
 from loadtests.wrk.bench import HOST, Measurement
+from loadtests.wrk.run import WRK_THREADS
 
-REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "pool.md"
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "pool.md"
 PATHS = {"reserve": "/v1/budget/reservations", "check": "/v1/budget/check"}
 
 
-def design(port: int, size: int) -> compare.Design:
-    return compare.Design(
+def design(port: int, size: int) -> Design:
+    return Design(
         "tollgate",
         f"pool {size}",
         f"uvicorn 1 worker, pool {size}",
@@ -44,7 +49,7 @@ def design(port: int, size: int) -> compare.Design:
             HOST,
             "--port",
             str(port),
-            *compare.UVICORN_OPTIONS,
+            *UVICORN_OPTIONS,
         ],
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -77,16 +82,16 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
             ratio = f"{m.rps / base:.2f}x" if base else "n/a"
             lines.append(
                 f"| {path}{bench.flags(m)} | {size} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
-                f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {compare._cpu_cells(m.cpu)} "
+                f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {cpu_cells(m.cpu)} "
                 f"| {bench.rounds_cell(m)} |"
             )
     noisy = [f"{p} pool {s}" for p, s, m in rows if m.noisy]
     lines += [
         "",
-        f"- `wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
+        f"- `wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
         f"after {bench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
-        f"row; org `{compare.ORG_SLUG}` of loadtests/compare.py ({compare.TEAMS} teams x "
-        f"{compare.USERS_PER_TEAM} users, one org day budget).",
+        f"row; org `{ORG_SLUG}` of loadtests/harness/seed.py ({TEAMS} teams x "
+        f"{USERS_PER_TEAM} users, one org day budget).",
         "- reserve: holds go through the batcher, at most `HOTPATH_BATCH_INFLIGHT` (2) calls "
         "in flight per process whatever the pool size, and every hold locks the org's window "
         "row; so the pool needs only a few connections for holds.",
@@ -98,9 +103,9 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
     if noisy:
         lines.append(
             f"- ⚠ provisional: processes outside the benchmark used more than "
-            f"{compare.NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
+            f"{NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
         )
-    lines += ["", "## Machine", "", *compare.machine(), ""]
+    lines += ["", "## Machine", "", *machine(), ""]
     return "\n".join(lines)
 
 
@@ -120,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    compare.django_setup()
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    django_setup()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    key = compare.seed(key_name="loadtests.pool")
+    key = seed(key_name="loadtests.pool")
     configs = [(p, size) for p in PATHS for size in args.sizes]
     measured: dict[tuple[str, int], list[Measurement]] = {}
     for order in bench.round_orders(configs, args.rounds):

@@ -1,7 +1,7 @@
 """Locust load test of the reservation path: reserve, then release about 2% of
 the holds (the calls that failed upstream), spread over a set of teams/users.
 
-Setup (once): the bench org of compare.py, with its teams, users and a day
+Setup (once): the bench org of loadtests/harness/seed.py, with its teams, users and a day
 budget that never denies, and an API key for it (printed on the last line):
 
     .venv/bin/python -m loadtests.compare --seed-only

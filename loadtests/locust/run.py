@@ -56,14 +56,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from loadtests import compare
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT, CpuSample, CpuShares, cpu_shares, sample_cpu
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import django_setup
+from loadtests.harness.servers import HOST, Design, DesignFailed, serve, stop, tollgate_design
 from loadtests.locust.phases import ALONE, CYCLE_MARK, SERVER_TIME, WITH_DASHBOARD, arm_of
+from loadtests.reports.markdown import machine
 
-BASE_DIR = compare.BASE_DIR
 REPORT_DIR = BASE_DIR / "docs" / "benchmarks"
 # Locust's raw CSV files are run output, git-ignored like the rest of RESULTS_DIR.
-CSV_DIR = compare.RESULTS_DIR / "locust"
-HOST = compare.HOST  # never configurable
+CSV_DIR = RESULTS_DIR / "locust"
 
 ORG_SLUG = "loadtest"
 TEAMS = 100
@@ -170,8 +172,8 @@ def setup_org() -> tuple[str, str]:
 # --- Run ----------------------------------------------------------------------------------
 
 
-def server_design(workers: int, port: int, pool_max: int | None) -> compare.Design:
-    return compare.tollgate_design(port, workers=workers, pool_max=pool_max)
+def server_design(workers: int, port: int, pool_max: int | None) -> Design:
+    return tollgate_design(port, workers=workers, pool_max=pool_max)
 
 
 @contextlib.contextmanager
@@ -192,7 +194,7 @@ def run_worker(
         try:
             yield process
         finally:
-            compare.stop(process)
+            stop(process)
 
 
 @contextlib.contextmanager
@@ -215,7 +217,7 @@ def second_server(args: argparse.Namespace, log_path: Path) -> Iterator[subproce
         # waking hot-path process takes the core from it at once (systemd:
         # CPUSchedulingPolicy=idle).
         design = dataclasses.replace(design, argv=["chrt", "--idle", "0", *design.argv])
-    with compare.serve(design, second_port(args), log_path) as process:
+    with serve(design, second_port(args), log_path) as process:
         yield process
 
 
@@ -248,11 +250,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenario = SCENARIOS[args.scenario]
     key, password = setup_org()
     design = server_design(args.workers, args.port, args.pool_max)
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     CSV_DIR.mkdir(parents=True, exist_ok=True)
-    phases_json = compare.RESULTS_DIR / f"locust-{args.scenario}.phases.json"
+    phases_json = RESULTS_DIR / f"locust-{args.scenario}.phases.json"
     phases_json.unlink(missing_ok=True)
-    locust_log = compare.RESULTS_DIR / f"locust-{args.scenario}.log"
+    locust_log = RESULTS_DIR / f"locust-{args.scenario}.log"
     env = {
         **os.environ,
         "TOLLGATE_API_KEY": key,
@@ -284,16 +286,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--loglevel",
         "WARNING",
     ]
-    server_log = compare.RESULTS_DIR / f"locust-{args.scenario}.server.log"
-    worker_log = compare.RESULTS_DIR / f"locust-{args.scenario}.worker.log"
-    second_log = compare.RESULTS_DIR / f"locust-{args.scenario}.second-server.log"
+    server_log = RESULTS_DIR / f"locust-{args.scenario}.server.log"
+    worker_log = RESULTS_DIR / f"locust-{args.scenario}.worker.log"
+    second_log = RESULTS_DIR / f"locust-{args.scenario}.second-server.log"
     with (
-        compare.serve(design, args.port, server_log) as server,
+        serve(design, args.port, server_log) as server,
         run_worker(worker_log, args.aggregate_every) as worker,
         second_server(args, second_log) as second,
     ):
         print(f"Server up on {HOST}:{args.port}; locust for {args.duration} s…", flush=True)
-        before = compare.sample_cpu()
+        before = sample_cpu()
         with locust_log.open("w") as log, CpuSampler() as sampler:
             locust = subprocess.Popen(
                 argv,
@@ -308,10 +310,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 returncode = -1
             finally:
-                compare.stop(locust)
-        after = compare.sample_cpu()
+                stop(locust)
+        after = sample_cpu()
         groups = (server.pid, worker.pid, None if second is None else second.pid)
-        cpu = compare.cpu_shares(before, after, *groups)
+        cpu = cpu_shares(before, after, *groups)
         elapsed = after.at - before.at
         locust_cpu = 100 * (after.reaped_children - before.reaped_children) / elapsed
     if not phases_json.exists():
@@ -336,7 +338,7 @@ class CpuSampler:
     INTERVAL = 1.0
 
     def __init__(self) -> None:
-        self.samples: list[compare.CpuSample] = []
+        self.samples: list[CpuSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
@@ -350,20 +352,20 @@ class CpuSampler:
 
     def _run(self) -> None:
         while True:
-            self.samples.append(compare.sample_cpu())
+            self.samples.append(sample_cpu())
             if self._stop.wait(self.INTERVAL):
                 return
 
     def shares_by_phase(
         self, phases: dict[str, list[float]], groups: tuple[int, int, int | None], locust: int
-    ) -> dict[str, compare.CpuShares]:
+    ) -> dict[str, CpuShares]:
         """CPU shares between the first and last sample inside each phase's
         span (time.monotonic(), the same clock in locust's process)."""
         shares = {}
         for name, (first, last) in phases.items():
             inside = [s for s in self.samples if first <= s.at <= last]
             if len(inside) >= 2:
-                shares[name] = compare.cpu_shares(inside[0], inside[-1], *groups, locust)
+                shares[name] = cpu_shares(inside[0], inside[-1], *groups, locust)
         return shares
 
 
@@ -378,7 +380,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
     cpu = results["cpu"]
     total, failures = request_totals(rows)
     error_pct = 100 * failures / total if total else 100.0
-    noisy = cpu.other > compare.NOISY_OTHER_CPU_PCT
+    noisy = cpu.other > NOISY_OTHER_CPU_PCT
     generator_bound = results["locust_cpu"] > GENERATOR_BOUND_PCT
     command = report_command(args, scenario)
     lines = [
@@ -445,7 +447,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: datetime)
         "",
         "## Machine",
         "",
-        *compare.machine(),
+        *machine(),
         f"- locust {locust_version} (one process; FastHttpUser for API clients, "
         "HttpUser for signed-in dashboard users)",
         "",
@@ -460,7 +462,7 @@ def request_totals(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return sum(r["requests"] for r in answered), sum(r["failures"] for r in answered)
 
 
-def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShares]) -> list[str]:
+def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, CpuShares]) -> list[str]:
     """A table of where the CPU went in each phase (sampled every second)."""
     if not shares:
         return []
@@ -489,9 +491,9 @@ def phase_cpu_lines(args: argparse.Namespace, shares: dict[str, compare.CpuShare
     return [*lines, ""]
 
 
-def arm_cpu(shares: dict[str, compare.CpuShares]) -> dict[str, compare.CpuShares]:
+def arm_cpu(shares: dict[str, CpuShares]) -> dict[str, CpuShares]:
     """For mixed --cycles: each arm's phases averaged (they are equally long)."""
-    phases: dict[str, list[compare.CpuShares]] = {}
+    phases: dict[str, list[CpuShares]] = {}
     for phase, cpu in shares.items():
         if CYCLE_MARK in phase:
             phases.setdefault(f"{arm_of(phase)} (all)", []).append(cpu)
@@ -500,10 +502,10 @@ def arm_cpu(shares: dict[str, compare.CpuShares]) -> dict[str, compare.CpuShares
         return None if None in values else statistics.mean(values)
 
     return {
-        arm: compare.CpuShares(
+        arm: CpuShares(
             **{
                 field.name: mean([getattr(cpu, field.name) for cpu in each])
-                for field in dataclasses.fields(compare.CpuShares)
+                for field in dataclasses.fields(CpuShares)
             }
         )
         for arm, each in phases.items()
@@ -748,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Before Django reads its settings: they must load with these values too.
     os.environ.update(args.settings)
-    compare.django_setup()
+    django_setup()
     unknown = [name for name in args.settings if not is_setting(name)]
     if unknown:
         print(f"run_locust: not a Tollgate setting: {', '.join(unknown)}", file=sys.stderr)
@@ -757,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         results = run(args)
-    except compare.DesignFailed as exc:
+    except DesignFailed as exc:
         print(f"run_locust: {exc}", file=sys.stderr)
         return 1
     text = report(args, results, started)

@@ -1,19 +1,29 @@
 """One bounded, closed-loop wrk measurement of a server process, shared by the
 server comparison (loadtests/servers.py) and the pool sizing run
-(loadtests/pool.py). Built on compare.py's helpers (server start/stop, CPU
-accounting, seed data, machine details) without changing them.
+(loadtests/pool.py), built on the harness (server start/stop, CPU accounting,
+seed data) and wrk/run.py.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtests import compare
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT, CpuShares, cpu_shares, sample_cpu
+from loadtests.harness.paths import RESULTS_DIR
+from loadtests.harness.seed import reset_windows
+from loadtests.harness.servers import HOST, Design, DesignFailed, serve
+from loadtests.wrk.run import (
+    LUA_SCRIPT,
+    PATH,
+    WRK_THREADS,
+    WRK_TIMEOUT,
+    bench_env,
+    count_2xx,
+    lua_result,
+)
 
-HOST = compare.HOST
 # wrk runs this long before each measured run (connections, caches, plans).
 WARMUP_SECONDS = 3
 
@@ -28,17 +38,17 @@ class Measurement:
     max_ms: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     socket_errors: int = 0
-    cpu: compare.CpuShares | None = None
+    cpu: CpuShares | None = None
     failure: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def non_2xx(self) -> int:
-        return sum(self.statuses.values()) - compare.count_2xx(self.statuses)
+        return sum(self.statuses.values()) - count_2xx(self.statuses)
 
     @property
     def noisy(self) -> bool:
-        return self.cpu is not None and self.cpu.other > compare.NOISY_OTHER_CPU_PCT
+        return self.cpu is not None and self.cpu.other > NOISY_OTHER_CPU_PCT
 
     @property
     def clean(self) -> bool:
@@ -49,34 +59,30 @@ def run_wrk(port: int, key: str, path: str, seconds: int, connections: int) -> d
     """wrk with loadtests/wrk/reservations.lua (its bodies suit /check too) on `path`."""
     argv = [
         "wrk",
-        f"-t{compare.WRK_THREADS}",
+        f"-t{WRK_THREADS}",
         f"-c{connections}",
         f"-d{seconds}s",
         "--timeout",
-        compare.WRK_TIMEOUT,
+        WRK_TIMEOUT,
         "-s",
-        str(compare.LUA_SCRIPT),
+        str(LUA_SCRIPT),
         f"http://{HOST}:{port}{path}",
     ]
-    env = {
-        **os.environ,
-        "TOLLGATE_API_KEY": key,
-        "BENCH_TEAMS": str(compare.TEAMS),
-        "BENCH_USERS_PER_TEAM": str(compare.USERS_PER_TEAM),
-    }
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run(
+        argv, env=bench_env(key), capture_output=True, text=True, timeout=seconds + 60
+    )
     if done.returncode != 0:
-        raise compare.DesignFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
-    return compare.lua_result(done.stdout)
+        raise DesignFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+    return lua_result(done.stdout)
 
 
 def measure(
     label: str,
-    design: compare.Design,
+    design: Design,
     port: int,
     key: str,
     *,
-    path: str = compare.PATH,
+    path: str = PATH,
     seconds: int,
     connections: int,
     warmup: int = WARMUP_SECONDS,
@@ -85,22 +91,22 @@ def measure(
     """Fresh windows, the server up, `before_load(port)` if given (its result
     lands in `extra["before_load"]`), warm-up, then the measured run."""
     result = Measurement(label)
-    compare.reset_windows()
-    log = compare.RESULTS_DIR / f"{_slug(label)}.server.log"
+    reset_windows()
+    log = RESULTS_DIR / f"{_slug(label)}.server.log"
     try:
-        with compare.serve(design, port, log) as server:
+        with serve(design, port, log) as server:
             if before_load is not None:
                 result.extra["before_load"] = before_load(port)
             run_wrk(port, key, path, warmup, connections)
-            before = compare.sample_cpu()
+            before = sample_cpu()
             lua = run_wrk(port, key, path, seconds, connections)
-            result.cpu = compare.cpu_shares(before, compare.sample_cpu(), server.pid)
-    except (compare.DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
+            result.cpu = cpu_shares(before, sample_cpu(), server.pid)
+    except (DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
         return result
     seconds_run = lua["duration_us"] / 1e6
     result.statuses = lua["statuses"]
-    result.rps = compare.count_2xx(result.statuses) / seconds_run
+    result.rps = count_2xx(result.statuses) / seconds_run
     result.p50_ms, result.p95_ms, result.p99_ms = (lua[f"p{p}_us"] / 1000 for p in (50, 95, 99))
     result.max_ms = lua.get("max_us", 0) / 1000
     result.socket_errors = sum(lua["errors"].values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.compare import CpuShares
+from loadtests.harness.cpu import CpuShares
 from loadtests.locust.phases import Recorder, alternating, arm_of, server_time
 from loadtests.locust.run import (
     SCENARIOS,
