@@ -20,7 +20,7 @@ PostgreSQL, or DATABASE_URL), for the org `--org` (made by `seed_demo`):
    whole, which is what incremental passes did before they added;
 4. ANALYZE of the rollup tables (autovacuum's job on a live system), then
    one uvicorn worker (like the other benchmarks), an API key, and
-   `bench_summary` for every range, org-wide and for `--team`
+   loadtests.bench_summary for every range, org-wide and for `--team`
    (sequential requests: latency, not throughput).
 
 Writes docs/benchmarks/scale-<label>.md with the machine, the load average
@@ -39,6 +39,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+from loadtests import bench_summary
 from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
 from loadtests.harness.seed import django_setup
 from loadtests.harness.servers import HOST, serve, tollgate_design
@@ -120,7 +121,7 @@ def timed_recompute_of_recent_hours(org: str, hours: int) -> dict[str, float]:
 
 
 def bench(args: argparse.Namespace, key: str) -> list[dict[str, str]]:
-    from django.core.management import call_command
+    from dashboard.summary import RANGES
 
     design = tollgate_design(args.port, pool_max=10)
     # Every request computes its summary: one after another, they would
@@ -132,13 +133,13 @@ def bench(args: argparse.Namespace, key: str) -> list[dict[str, str]]:
     with serve(design, args.port, log):
         for team in ("", args.team):
             out = io.StringIO()
-            call_command(
-                "bench_summary",
+            bench_summary.bench(
                 url=f"http://{HOST}:{args.port}",
                 key=key,
                 requests=args.requests,
                 team=team,
-                stdout=out,
+                ranges=list(RANGES),
+                out=out,
             )
             print(out.getvalue(), end="", flush=True)
             rows += [m.groupdict() for m in BENCH_LINE.finditer(out.getvalue())]
