@@ -11,7 +11,7 @@ and run_worker's deletion.
    are deleted by `reservations_prune` (what run_worker calls each round),
    5,000 at a time; holds per second and the time per batch.
 
-Its holds are the bench org's (loadtests/compare.py), marked by model
+Its holds are the bench org's (loadtests/harness/seed.py), marked by model
 "loadtests.closed_holds", and deleted at the end; part 2 deletes only holds
 closed more than 399 days ago. The index is put back as the migration made it.
 Writes docs/benchmarks/closed-holds.md.
@@ -26,7 +26,9 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from loadtests.compare import BASE_DIR, ORG_SLUG, django_setup, seed, write_report
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.seed import ORG_SLUG, django_setup, seed
+from loadtests.reports.markdown import write_report
 
 REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "closed-holds.md"
 MARK = "loadtests.closed_holds"

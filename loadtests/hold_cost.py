@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.hold_cost [--seconds 3] [--sizes 1,8,32,64]
 
 Calls the hot path's SQL directly (one connection, autocommit, the same
-parameters DecisionBatcher sends) for the bench org of loadtests/compare.py:
+parameters DecisionBatcher sends) for the bench org of loadtests/harness/seed.py:
 `decide` for single holds and `decide_many` with batches of each size. For
 each it reports wall time and the PostgreSQL backend's CPU time per hold (read
 from /proc/<backend pid>/stat, so other processes on a busy machine change it
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtests.compare import (
-    BASE_DIR,
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.seed import (
     HOLD_USD,
     ORG_SLUG,
     TEAMS,
@@ -35,8 +35,8 @@ from loadtests.compare import (
     django_setup,
     reset_windows,
     seed,
-    write_report,
 )
+from loadtests.reports.markdown import write_report
 
 REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hold-cost.md"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     django_setup()
     import psycopg
 
-    from budgets.db import QUERIES, connection_kwargs
     from budgets.models import Organization
+    from config.hotpath.db import QUERIES, connection_kwargs
 
     seed()
     delete_keys()

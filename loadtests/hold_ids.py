@@ -26,7 +26,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from loadtests.compare import BASE_DIR, django_setup, write_report
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.seed import django_setup
+from loadtests.reports.markdown import write_report
 
 REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hold-ids.md"
 SCHEMA = "loadtests_hold_ids"

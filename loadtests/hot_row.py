@@ -2,7 +2,7 @@
 
     .venv/bin/python -m loadtests.hot_row [--duration 10] [--connections 50] [--port 18766]
 
-Same server, data and load generator as loadtests/compare.py (Tollgate's hot
+Same server, data (loadtests/harness/seed.py) and load generator as loadtests/compare.py (Tollgate's hot
 path on uvicorn, wrk closed loop), with one more budget: a day budget on
 `team-01`. Then, one after another in fresh server processes:
 
@@ -25,15 +25,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from loadtests import compare
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT, CpuShares, cpu_shares, sample_cpu
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import (
+    HOLD_USD,
+    ORG_DAY_LIMIT,
+    ORG_SLUG,
+    TEAMS,
+    USERS_PER_TEAM,
+    delete_keys,
+    django_setup,
+    reset_windows,
+    seed,
+)
+from loadtests.harness.servers import HOST, UVICORN_OPTIONS, DesignFailed, serve
+from loadtests.reports.markdown import cpu_cells, write_report
+from loadtests.wrk.run import count_2xx, lua_result, parse_wrk, run_wrk, smoke_request
 
-REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "hot-row.md"
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "hot-row.md"
 HOT_TEAM = "team-01"
 WARMUP_SECONDS = 3
 
 
-# Only compare.py's building blocks (serve, smoke_request, run_wrk, parse_wrk,
-# the CPU accounting), not its designs and results, which are its own report's.
+# Only the harness's building blocks (serve, smoke_request, run_wrk, parse_wrk,
+# the CPU accounting), not compare's designs and results, which are its own report's.
 @dataclass(frozen=True)
 class Server:
     name: str
@@ -54,7 +69,7 @@ class Run:
     non_2xx: int = 0
     socket_errors: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
-    cpu: compare.CpuShares | None = None
+    cpu: CpuShares | None = None
     failure: str = ""
     answered_2xx: int = 0
     held_rows: int = 0
@@ -62,7 +77,7 @@ class Run:
 
     @property
     def clean(self) -> bool:
-        noisy = self.cpu is not None and self.cpu.other > compare.NOISY_OTHER_CPU_PCT
+        noisy = self.cpu is not None and self.cpu.other > NOISY_OTHER_CPU_PCT
         return not self.failure and not noisy and self.non_2xx == 0 and not self.socket_errors
 
     def holds_match(self, connections: int) -> bool:
@@ -80,10 +95,10 @@ def tollgate(port: int, workers: int, pool_max: int) -> Server:
         "uvicorn",
         "config.asgi:application",
         "--host",
-        compare.HOST,
+        HOST,
         "--port",
         str(port),
-        *compare.UVICORN_OPTIONS,
+        *UVICORN_OPTIONS,
     ]
     argv[argv.index("--workers") + 1] = str(workers)
     env = {
@@ -98,48 +113,48 @@ def tollgate(port: int, workers: int, pool_max: int) -> Server:
 def add_team_budget() -> None:
     from budgets.models import Budget, Organization, Team
 
-    org = Organization.objects.get(slug=compare.ORG_SLUG)
+    org = Organization.objects.get(slug=ORG_SLUG)
     team = Team.objects.get(org=org, slug=HOT_TEAM)
     Budget.objects.update_or_create(
         org=org,
         scope=Budget.Scope.TEAM,
         team=team,
         period=Budget.Period.DAY,
-        defaults={"limit_usd": compare.ORG_DAY_LIMIT, "enforce": True},
+        defaults={"limit_usd": ORG_DAY_LIMIT, "enforce": True},
     )
 
 
 def remove_team_budget() -> None:
     from budgets.models import Budget
 
-    compare.reset_windows()  # its windows first: the windows' foreign key has no cascade
-    Budget.objects.filter(
-        org__slug=compare.ORG_SLUG, scope=Budget.Scope.TEAM, team__slug=HOT_TEAM
-    ).delete()
+    reset_windows()  # its windows first: the windows' foreign key has no cascade
+    Budget.objects.filter(org__slug=ORG_SLUG, scope=Budget.Scope.TEAM, team__slug=HOT_TEAM).delete()
 
 
-def run(server: Server, traffic: str, args: argparse.Namespace, key: str) -> Run:
+def run(
+    server: Server,
+    traffic: str,
+    subjects: tuple[int, int],
+    args: argparse.Namespace,
+    key: str,
+) -> Run:
     result = Run(server, traffic)
-    compare.reset_windows()
+    reset_windows()
     slug = f"hot-row-{server.argv[server.argv.index('--workers') + 1]}w-{traffic.replace(' ', '-')}"
     try:
-        with compare.serve(server, args.port, compare.RESULTS_DIR / f"{slug}.log") as process:
-            smoke = compare.smoke_request(args.port, key)
-            warmup = compare.lua_result(
-                compare.run_wrk(args.port, key, WARMUP_SECONDS, args.connections)
-            )
-            before = compare.sample_cpu()
-            output = compare.run_wrk(args.port, key, args.duration, args.connections)
-            result.cpu = compare.cpu_shares(before, compare.sample_cpu(), process.pid)
-            (compare.RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
-            compare.parse_wrk(output, result)
-    except (compare.DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
+        with serve(server, args.port, RESULTS_DIR / f"{slug}.log") as process:
+            smoke = smoke_request(args.port, key)
+            warmup = lua_result(run_wrk(args.port, key, WARMUP_SECONDS, args.connections, subjects))
+            before = sample_cpu()
+            output = run_wrk(args.port, key, args.duration, args.connections, subjects)
+            result.cpu = cpu_shares(before, sample_cpu(), process.pid)
+            (RESULTS_DIR / f"{slug}.wrk.txt").write_text(output)
+            parse_wrk(output, result)
+    except (DesignFailed, OSError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
         return result
     result.answered_2xx = (
-        smoke.startswith("2")
-        + compare.count_2xx(warmup["statuses"])
-        + compare.count_2xx(result.statuses)
+        smoke.startswith("2") + count_2xx(warmup["statuses"]) + count_2xx(result.statuses)
     )
     result.held_rows, result.held_in_org_window = holds()
     return result
@@ -149,11 +164,11 @@ def holds() -> tuple[int, int]:
     """(reservations, holds in the org window) of the bench org."""
     from budgets.models import Budget, BudgetWindow, Reservation
 
-    rows = Reservation.objects.filter(org__slug=compare.ORG_SLUG).count()
+    rows = Reservation.objects.filter(org__slug=ORG_SLUG).count()
     reserved = BudgetWindow.objects.get(
-        budget__org__slug=compare.ORG_SLUG, budget__scope=Budget.Scope.ORG
+        budget__org__slug=ORG_SLUG, budget__scope=Budget.Scope.ORG
     ).reserved
-    return rows, int(reserved / Decimal(compare.HOLD_USD))
+    return rows, int(reserved / Decimal(HOLD_USD))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18766, help="port on 127.0.0.1")
     parser.add_argument("--pool-max", type=int, default=5, help="hot-path pool size per worker")
     args = parser.parse_args(argv)
-    compare.django_setup()
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    django_setup()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    spread = (compare.TEAMS, compare.USERS_PER_TEAM)
-    key = compare.seed()
+    spread = (TEAMS, USERS_PER_TEAM)
+    key = seed()
     add_team_budget()
     runs: list[Run] = []
     try:
@@ -175,14 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             server = tollgate(args.port, workers, args.pool_max)
             for traffic, subjects in (("spread", spread), ("one team", (1, 1))):
                 print(f"== {server.name}, {traffic}", flush=True)
-                # run_wrk and the smoke request read these globals at call time.
-                compare.TEAMS, compare.USERS_PER_TEAM = subjects
-                result = run(server, traffic, args, key)
+                result = run(server, traffic, subjects, args, key)
                 runs.append(result)
                 print(f"  {result.rps:,.0f} RPS, p99 {result.p99_ms:.1f} ms {result.failure}")
     finally:
-        compare.TEAMS, compare.USERS_PER_TEAM = spread
-        compare.delete_keys()
+        delete_keys()
         remove_team_budget()
     lines = [
         "# Hot row: every hold on one team vs. spread over 200 subjects",
@@ -195,21 +207,21 @@ def main(argv: list[str] | None = None) -> int:
         *(
             f"| {r.server.name}{'' if r.clean else ' ⚠'} | {r.traffic} "
             f"| {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.non_2xx} "
-            f"| {compare._cpu_cells(r.cpu)} |"
+            f"| {cpu_cells(r.cpu)} |"
             if not r.failure
             else f"| {r.server.name} | {r.traffic} | FAILED: {r.failure} | | | | |"
             for r in runs
         ),
         "",
-        f"- ${compare.HOLD_USD} holds, `POST /v1/budget/reservations`, org "
-        f"`{compare.ORG_SLUG}` with an org day budget and a team day budget on `{HOT_TEAM}` "
-        f"(both ${compare.ORG_DAY_LIMIT:,}, never reached). spread: {spread[0]} teams x "
+        f"- ${HOLD_USD} holds, `POST /v1/budget/reservations`, org "
+        f"`{ORG_SLUG}` with an org day budget and a team day budget on `{HOT_TEAM}` "
+        f"(both ${ORG_DAY_LIMIT:,}, never reached). spread: {spread[0]} teams x "
         f"{spread[1]} users, so only the org window is shared; one team: every hold from "
         f"`{HOT_TEAM}` and one user, so every hold locks the same two windows (org and team).",
         f"- `wrk -t2 -c{args.connections} -d{args.duration}s`, after a smoke request and "
         f"{WARMUP_SECONDS} s of warm-up, each row in a fresh server process; CPU as in "
         "issue2-compare.md (⚠: other processes used more than "
-        f"{compare.NOISY_OTHER_CPU_PCT:.0f}% of a core, or errors).",
+        f"{NOISY_OTHER_CPU_PCT:.0f}% of a core, or errors).",
         *(
             f"- ⚠ {r.server.name}, {r.traffic}: {r.answered_2xx:,} answers 2xx, the database "
             f"holds {r.held_rows:,} reservations and {r.held_in_org_window:,} holds in the org "
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
     ]
-    compare.write_report(REPORT_PATH, lines)
+    write_report(REPORT_PATH, lines)
     ok = all(r.clean and r.holds_match(args.connections) for r in runs)
     return 0 if ok else 1
 

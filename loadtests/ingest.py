@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.ingest [--duration 15] [--connections 1,2,4] [--port 18766]
 
 One Tollgate worker (uvicorn, like loadtests.compare), wrk closed loop with
-`loadtests/ingest.lua`: every request a batch of new events (stored, priced,
+`loadtests/wrk/ingest.lua`: every request a batch of new events (stored, priced,
 added to the budget windows). Reports events/s and batch latency per number
 of connections, checks that the database holds exactly the events that were
 acknowledged, and writes docs/benchmarks/ingest.md. Only 127.0.0.1.
@@ -17,10 +17,16 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
+from loadtests.harness.cpu import cpu_shares, sample_cpu
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import ORG_SLUG, django_setup, seed
+from loadtests.harness.servers import HOST, DesignFailed, serve, tollgate_design
+from loadtests.reports.markdown import cpu_cells, machine
+from loadtests.wrk import bench
+from loadtests.wrk.run import WRK_DIR, WRK_TIMEOUT, count_2xx, lua_result
 
-REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "ingest.md"
-LUA_SCRIPT = compare.BASE_DIR / "loadtests" / "ingest.lua"
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "ingest.md"
+LUA_SCRIPT = WRK_DIR / "ingest.lua"
 BATCH = 100
 
 
@@ -31,37 +37,37 @@ def run_wrk(port: int, key: str, seconds: int, connections: int) -> str:
         f"-c{connections}",
         f"-d{seconds}s",
         "--timeout",
-        compare.WRK_TIMEOUT,
+        WRK_TIMEOUT,
         "-s",
         str(LUA_SCRIPT),
-        f"http://{compare.HOST}:{port}/v1/events",
+        f"http://{HOST}:{port}/v1/events",
     ]
     env = {**os.environ, "TOLLGATE_API_KEY": key, "BENCH_BATCH": str(BATCH)}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
-        raise compare.DesignFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+        raise DesignFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
     return done.stdout
 
 
 def stored_events() -> int:
     from tracking.models import RequestEvent
 
-    return RequestEvent.objects.filter(org__slug=compare.ORG_SLUG).count()
+    return RequestEvent.objects.filter(org__slug=ORG_SLUG).count()
 
 
 def measure(args: argparse.Namespace, key: str) -> list[dict]:
-    design = compare.tollgate_design(args.port, pool_max=args.pool)
+    design = tollgate_design(args.port, pool_max=args.pool)
     rows = []
-    log = compare.RESULTS_DIR / "ingest.server.log"
-    with compare.serve(design, args.port, log) as server:
-        run_wrk(args.port, key, wrkbench.WARMUP_SECONDS, 2)
+    log = RESULTS_DIR / "ingest.server.log"
+    with serve(design, args.port, log) as server:
+        run_wrk(args.port, key, bench.WARMUP_SECONDS, 2)
         for connections in args.connections:
             before_rows = stored_events()
-            before_cpu = compare.sample_cpu()
+            before_cpu = sample_cpu()
             output = run_wrk(args.port, key, args.duration, connections)
-            cpu = compare.cpu_shares(before_cpu, compare.sample_cpu(), server.pid)
-            lua = compare.lua_result(output)
-            acknowledged = compare.count_2xx(lua["statuses"])
+            cpu = cpu_shares(before_cpu, sample_cpu(), server.pid)
+            lua = lua_result(output)
+            acknowledged = count_2xx(lua["statuses"])
             seconds = lua["duration_us"] / 1e6
             rows.append(
                 {
@@ -108,7 +114,7 @@ def report(rows: list[dict], args: argparse.Namespace, started: datetime) -> str
             f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['non_2xx']} "
             f"| {'yes' if _consistent(r) else 'NO'} ({r['expected']:,} acknowledged, "
             f"{r['stored']:,} stored) "
-            f"| {compare._cpu_cells(r['cpu'])} |"
+            f"| {cpu_cells(r['cpu'])} |"
         )
     lines += [
         "",
@@ -126,7 +132,7 @@ def report(rows: list[dict], args: argparse.Namespace, started: datetime) -> str
         "",
         "## Machine",
         "",
-        *compare.machine(),
+        *machine(),
     ]
     return "\n".join(lines) + "\n"
 
@@ -140,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18766)
     parser.add_argument("--pool", type=int, default=5)
     args = parser.parse_args(argv)
-    compare.django_setup()
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    django_setup()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    key = compare.seed(key_name="loadtests.ingest")
+    key = seed(key_name="loadtests.ingest")
     try:
         rows = measure(args, key)
-    except compare.DesignFailed as exc:
+    except DesignFailed as exc:
         print(f"ingest benchmark failed: {exc}", file=sys.stderr)
         return 1
     text = report(rows, args, started)

@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.pool [--sizes 2,5,10,20] [--duration 10] [--connections 50]
 
 For each pool size (HOTPATH_POOL_MIN = HOTPATH_POOL_MAX = size) a fresh
-uvicorn worker (uvloop, httptools) on the seeded data of loadtests/compare.py,
+uvicorn worker (uvloop, httptools) on the seeded bench org (loadtests/harness/seed.py),
 then `wrk -t2 -c50` closed loop on two paths:
 
 - `POST /v1/budget/reservations`: holds, which go through the hold batcher
@@ -22,15 +22,21 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
-from loadtests.wrkbench import HOST, Measurement
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import ORG_SLUG, TEAMS, USERS_PER_TEAM, django_setup, seed
+from loadtests.harness.servers import UVICORN_OPTIONS, Design
+from loadtests.reports.markdown import cpu_cells, machine
+from loadtests.wrk import bench
+from loadtests.wrk.bench import HOST, Measurement
+from loadtests.wrk.run import WRK_THREADS
 
-REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "pool.md"
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "pool.md"
 PATHS = {"reserve": "/v1/budget/reservations", "check": "/v1/budget/check"}
 
 
-def design(port: int, size: int) -> compare.Design:
-    return compare.Design(
+def design(port: int, size: int) -> Design:
+    return Design(
         "tollgate",
         f"pool {size}",
         f"uvicorn 1 worker, pool {size}",
@@ -43,7 +49,7 @@ def design(port: int, size: int) -> compare.Design:
             HOST,
             "--port",
             str(port),
-            *compare.UVICORN_OPTIONS,
+            *UVICORN_OPTIONS,
         ],
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -75,17 +81,17 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
                 continue
             ratio = f"{m.rps / base:.2f}x" if base else "n/a"
             lines.append(
-                f"| {path}{wrkbench.flags(m)} | {size} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
-                f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {compare._cpu_cells(m.cpu)} "
-                f"| {wrkbench.rounds_cell(m)} |"
+                f"| {path}{bench.flags(m)} | {size} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
+                f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {cpu_cells(m.cpu)} "
+                f"| {bench.rounds_cell(m)} |"
             )
     noisy = [f"{p} pool {s}" for p, s, m in rows if m.noisy]
     lines += [
         "",
-        f"- `wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {wrkbench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
-        f"row; org `{compare.ORG_SLUG}` of loadtests/compare.py ({compare.TEAMS} teams x "
-        f"{compare.USERS_PER_TEAM} users, one org day budget).",
+        f"- `wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
+        f"after {bench.WARMUP_SECONDS} s of warm-up, a fresh server and fresh windows per "
+        f"row; org `{ORG_SLUG}` of loadtests/harness/seed.py ({TEAMS} teams x "
+        f"{USERS_PER_TEAM} users, one org day budget).",
         "- reserve: holds go through the batcher, at most `HOTPATH_BATCH_INFLIGHT` (2) calls "
         "in flight per process whatever the pool size, and every hold locks the org's window "
         "row; so the pool needs only a few connections for holds.",
@@ -97,9 +103,9 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
     if noisy:
         lines.append(
             f"- ⚠ provisional: processes outside the benchmark used more than "
-            f"{compare.NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
+            f"{NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
         )
-    lines += ["", "## Machine", "", *compare.machine(), ""]
+    lines += ["", "## Machine", "", *machine(), ""]
     return "\n".join(lines)
 
 
@@ -119,15 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    compare.django_setup()
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    django_setup()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    key = compare.seed(key_name="loadtests.pool")
+    key = seed(key_name="loadtests.pool")
     configs = [(p, size) for p in PATHS for size in args.sizes]
     measured: dict[tuple[str, int], list[Measurement]] = {}
-    for order in wrkbench.round_orders(configs, args.rounds):
+    for order in bench.round_orders(configs, args.rounds):
         for path_name, size in order:
-            m = wrkbench.measure(
+            m = bench.measure(
                 f"{path_name} pool {size}",
                 design(args.port, size),
                 args.port,
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"non-2xx {m.non_2xx} {m.failure}",
                 flush=True,
             )
-    rows = [(p, size, wrkbench.median_run(measured[(p, size)])) for p, size in configs]
+    rows = [(p, size, bench.median_run(measured[(p, size)])) for p, size in configs]
     text = report(rows, args, started)
     REPORT_PATH.write_text(text)
     print(text)

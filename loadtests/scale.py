@@ -20,7 +20,7 @@ PostgreSQL, or DATABASE_URL), for the org `--org` (made by `seed_demo`):
    whole, which is what incremental passes did before they added;
 4. ANALYZE of the rollup tables (autovacuum's job on a live system), then
    one uvicorn worker (like the other benchmarks), an API key, and
-   `bench_summary` for every range, org-wide and for `--team`
+   loadtests.bench_summary for every range, org-wide and for `--team`
    (sequential requests: latency, not throughput).
 
 Writes docs/benchmarks/scale-<label>.md with the machine, the load average
@@ -39,9 +39,13 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from loadtests import compare
+from loadtests import bench_summary
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import django_setup
+from loadtests.harness.servers import HOST, serve, tollgate_design
+from loadtests.reports.markdown import machine
 
-RESULTS = compare.BASE_DIR / "docs" / "benchmarks"
+RESULTS = BASE_DIR / "docs" / "benchmarks"
 BENCH_LINE = re.compile(
     r"^(?P<label>.+?)\s+n=\d+\s+p50\s+(?P<p50>[\d.]+) ms\s+p95\s+(?P<p95>[\d.]+) ms\s+"
     r"p99\s+(?P<p99>[\d.]+) ms\s+max\s+(?P<max>[\d.]+) ms",
@@ -117,25 +121,25 @@ def timed_recompute_of_recent_hours(org: str, hours: int) -> dict[str, float]:
 
 
 def bench(args: argparse.Namespace, key: str) -> list[dict[str, str]]:
-    from django.core.management import call_command
+    from dashboard.api import RANGES
 
-    design = compare.tollgate_design(args.port, pool_max=10)
+    design = tollgate_design(args.port, pool_max=10)
     # Every request computes its summary: one after another, they would
     # otherwise be answered by the one computed a moment before.
     design = dataclasses.replace(design, env={**design.env, "DASHBOARD_SUMMARY_MAX_AGE_MS": "0"})
-    log = compare.RESULTS_DIR / "scale.server.log"
+    log = RESULTS_DIR / "scale.server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    with compare.serve(design, args.port, log):
+    with serve(design, args.port, log):
         for team in ("", args.team):
             out = io.StringIO()
-            call_command(
-                "bench_summary",
-                url=f"http://{compare.HOST}:{args.port}",
+            bench_summary.bench(
+                url=f"http://{HOST}:{args.port}",
                 key=key,
                 requests=args.requests,
                 team=team,
-                stdout=out,
+                ranges=list(RANGES),
+                out=out,
             )
             print(out.getvalue(), end="", flush=True)
             rows += [m.groupdict() for m in BENCH_LINE.finditer(out.getvalue())]
@@ -223,7 +227,7 @@ def report(args, started, machine_load, sizes, passes, seed_seconds, rows, end_l
     ]
     for r in rows:
         lines.append(f"| {r['label']} | {r['p50']} | {r['p95']} | {r['p99']} | {r['max']} |")
-    lines += ["", "## Machine", "", *compare.machine(), ""]
+    lines += ["", "## Machine", "", *machine(), ""]
     return "\n".join(lines)
 
 
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=18790)
     args = parser.parse_args(argv)
-    compare.django_setup()
+    django_setup()
     started = datetime.now(UTC)
     machine_load, was_noisy = load(), noisy()
     print(f"Load average: {machine_load}", flush=True)
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = RESULTS / f"scale-{args.label}.md"
     path.write_text(text)
-    print(f"Wrote {path.relative_to(compare.BASE_DIR)}")
+    print(f"Wrote {path.relative_to(BASE_DIR)}")
     return 0
 
 

@@ -5,7 +5,7 @@
 Serves `config.asgi:application` with daphne (1 process: it has no worker
 option), uvicorn (uvloop + httptools) and granian (Rust HTTP, uvloop), each
 with 1 and 2 worker processes, back to back on the same seeded data as
-loadtests/compare.py (org `bench`, 20 teams x 10 users, one org day budget:
+loadtests/harness/seed.py (org `bench`, 20 teams x 10 users, one org day budget:
 every hold locks the same window row). Each run: fresh windows, a fresh server
 process, a websocket check, 3 s of warm-up, then `wrk -t2 -c50` closed loop on
 `POST /v1/budget/reservations` for --duration seconds.
@@ -32,14 +32,20 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 
-from loadtests import compare, wrkbench
-from loadtests.wrkbench import HOST, Measurement
+from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT
+from loadtests.harness.paths import BASE_DIR, RESULTS_DIR
+from loadtests.harness.seed import HOLD_USD, ORG_SLUG, TEAMS, USERS_PER_TEAM, django_setup, seed
+from loadtests.harness.servers import Design
+from loadtests.reports.markdown import cpu_cells, machine
+from loadtests.wrk import bench
+from loadtests.wrk.bench import HOST, Measurement
+from loadtests.wrk.run import WRK_THREADS
 
-REPORT_PATH = compare.BASE_DIR / "docs" / "benchmarks" / "servers.md"
+REPORT_PATH = BASE_DIR / "docs" / "benchmarks" / "servers.md"
 VIEWER = "bench-ws-viewer"
 
 
-def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]]:
+def server_designs(port: int, pool: int) -> list[tuple[str, int, Design]]:
     python = sys.executable
     app = "config.asgi:application"
     env = {
@@ -52,7 +58,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
         (
             "daphne",
             1,
-            compare.Design(
+            Design(
                 "tollgate",
                 "daphne",
                 "daphne 1 process (no worker option)",
@@ -66,7 +72,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
             (
                 "uvicorn",
                 workers,
-                compare.Design(
+                Design(
                     "tollgate",
                     f"uvicorn x{workers}",
                     f"uvicorn --workers {workers} --loop uvloop --http httptools",
@@ -97,7 +103,7 @@ def server_designs(port: int, pool: int) -> list[tuple[str, int, compare.Design]
             (
                 "granian",
                 workers,
-                compare.Design(
+                Design(
                     "tollgate",
                     f"granian x{workers}",
                     f"granian --interface asgi --workers {workers} --loop uvloop",
@@ -143,7 +149,7 @@ def viewer_session() -> str:
     user.set_unusable_password()
     user.save()
     Membership.objects.update_or_create(
-        user=user, defaults={"org": Organization.objects.get(slug=compare.ORG_SLUG)}
+        user=user, defaults={"org": Organization.objects.get(slug=ORG_SLUG)}
     )
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
@@ -218,18 +224,18 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
             continue
         ratio = f"{m.rps / base:.2f}x" if base else "n/a"
         lines.append(
-            f"| {name}{wrkbench.flags(m)} | {workers} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
-            f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {compare._cpu_cells(m.cpu)} "
-            f"| {wrkbench.rounds_cell(m)} | {m.extra.get('before_load', 'n/a')} |"
+            f"| {name}{bench.flags(m)} | {workers} | {m.rps:,.0f} | {ratio} | {m.p50_ms:.1f} "
+            f"| {m.p95_ms:.1f} | {m.p99_ms:.1f} | {cpu_cells(m.cpu)} "
+            f"| {bench.rounds_cell(m)} | {m.extra.get('before_load', 'n/a')} |"
         )
     noisy = [f"{n} x{w}" for n, w, m in rows if m.noisy]
     lines += [
         "",
-        f"- `POST /v1/budget/reservations`, ${compare.HOLD_USD} holds over "
-        f"{compare.TEAMS} teams x {compare.USERS_PER_TEAM} users of org `{compare.ORG_SLUG}` "
+        f"- `POST /v1/budget/reservations`, ${HOLD_USD} holds over "
+        f"{TEAMS} teams x {USERS_PER_TEAM} users of org `{ORG_SLUG}` "
         "with one org day budget (every hold locks the same window row); "
-        f"`wrk -t{compare.WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
-        f"after {wrkbench.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
+        f"`wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s` closed loop "
+        f"after {bench.WARMUP_SECONDS} s of warm-up; fresh server and fresh windows per row. "
         f"Hot-path pool {args.pool} per worker (`HOTPATH_POOL_MIN=HOTPATH_POOL_MAX`).",
         f"- {args.rounds} rounds, the order reversed every other round; each row is the round "
         "with the median RPS (its percentiles and CPU), the rounds' RPS beside it. RPS counts "
@@ -245,12 +251,12 @@ def report(rows: list[tuple[str, int, Measurement]], args: argparse.Namespace, s
     if noisy:
         lines.append(
             f"- ⚠ provisional: processes outside the benchmark used more than "
-            f"{compare.NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
+            f"{NOISY_OTHER_CPU_PCT:.0f}% of a core during {', '.join(noisy)}."
         )
     versions = ", ".join(
         f"{p} {importlib.metadata.version(p)}" for p in ("daphne", "uvicorn", "granian", "uvloop")
     )
-    lines += ["", "## Machine", "", *compare.machine(), f"- Servers: {versions}", ""]
+    lines += ["", "## Machine", "", *machine(), f"- Servers: {versions}", ""]
     return "\n".join(lines)
 
 
@@ -271,19 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    compare.django_setup()
-    compare.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    django_setup()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    key = compare.seed(key_name="loadtests.servers")
+    key = seed(key_name="loadtests.servers")
     session_key = viewer_session()
     only = set(filter(None, args.only.split(",")))
     runs = [r for r in server_designs(args.port, args.pool) if not only or r[0] in only]
     measured: dict[str, list[Measurement]] = {}
-    for order in wrkbench.round_orders(runs, args.rounds):
+    for order in bench.round_orders(runs, args.rounds):
         for _name, _workers, design in order:
             print(f"== {design.name}: {design.server}", flush=True)
             t0 = time.monotonic()
-            m = wrkbench.measure(
+            m = bench.measure(
                 design.name,
                 design,
                 args.port,
@@ -298,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m.failure} ({time.monotonic() - t0:.0f} s)",
                 flush=True,
             )
-    rows = [(n, w, wrkbench.median_run(measured[d.name])) for n, w, d in runs]
+    rows = [(n, w, bench.median_run(measured[d.name])) for n, w, d in runs]
     text = report(rows, args, started)
     REPORT_PATH.write_text(text)
     print(text)

@@ -38,7 +38,7 @@ SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s)
 SELECT 1
 
 -- decide_many --
--- Several holds in one transaction (see DecisionBatcher in budgets/db.py).
+-- Several holds in one transaction (see DecisionBatcher in budgets/api.py).
 SELECT tollgate_decide_many(%(items)s)
 
 -- alert_counts --

@@ -239,7 +239,7 @@ async def _check_if_idle(conn: psycopg.AsyncConnection) -> None:
 
     Checking every loan (`AsyncConnectionPool.check_connection`) costs a
     round trip per request: with the database 20 ms away it doubled the
-    latency of a hold (loadtests/slowdb.py counted 2 round trips per request).
+    latency of a hold (loadtests/harness/slowdb.py counted 2 round trips per request).
     A connection in steady use was working a moment ago; one that sat idle is
     the kind a restart, PgBouncer or a firewall may have closed meanwhile. A
     busy connection broken by a restart fails its one request (503, or

@@ -1,7 +1,7 @@
 """One database round trip per hot-path request, counted on the wire.
 
 The server talks to PostgreSQL through the slow-database proxy of
-loadtests/slowdb.py (with no delay), which counts round trips. A pool that
+loadtests/harness/slowdb.py (with no delay), which counts round trips. A pool that
 checked every connection before lending it would double them.
 """
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from loadtests.slowdb import DelayProxy, socket_path
+from loadtests.harness.slowdb import DelayProxy, socket_path
 from tests.conftest import auth, free_port, start_server, stop_server
 
 

@@ -8,14 +8,12 @@ summary statements are waiting: the first request's two, not two per request.
 
 from __future__ import annotations
 
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
 import pytest
-from django.core.management import call_command
 
 from tests.dashboard.conftest import WAITING, event, fetch_summary, record, statements_waiting
 from tests.dashboard.timing import summary_timing
@@ -118,13 +116,3 @@ def test_a_failed_summary_is_not_kept(reusing_server, test_database_url, org, ke
     retried = fetch_summary(url, key, "mtd")
     assert retried.status_code == 200, retried.text
     assert [r["id"] for r in retried.json()["recent"]] == ["kept-out"]
-
-
-def test_bench_summary_says_when_it_measured_reused_answers(reusing_server, server, org, key):
-    def bench(url: str) -> str:
-        out = io.StringIO()
-        call_command("bench_summary", url=url, key=key, requests=3, ranges="24h", stdout=out)
-        return out.getvalue()
-
-    assert "3 of 3 answers were reused" in bench(reusing_server.url)
-    assert "reused" not in bench(server.url)  # the test servers compute every summary

@@ -19,13 +19,13 @@ import pytest
 from django.utils import timezone
 
 from budgets.models import BudgetWindow, Reservation
-from loadtests.baseline_views import period_bounds
+from loadtests.baselines.sync_views import period_bounds
 from tests.conftest import BASE_DIR, auth, free_port
 
 SERVERS = {
     "sync": lambda port: [
         "gunicorn",
-        "loadtests.baseline_wsgi:application",
+        "loadtests.baselines.sync_wsgi:application",
         "--bind",
         f"127.0.0.1:{port}",
         "--worker-class",
@@ -35,7 +35,7 @@ SERVERS = {
     ],
     "async": lambda port: [
         "uvicorn",
-        "loadtests.baseline_async_asgi:application",
+        "loadtests.baselines.async_asgi:application",
         "--port",
         str(port),
         "--timeout-keep-alive",
@@ -43,8 +43,8 @@ SERVERS = {
     ],
 }
 SETTINGS = {
-    "sync": "loadtests.baseline_settings",
-    "async": "loadtests.baseline_async_settings",
+    "sync": "loadtests.baselines.sync_settings",
+    "async": "loadtests.baselines.async_settings",
 }
 
 

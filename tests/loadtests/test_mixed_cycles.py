@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.compare import CpuShares
-from loadtests.phases import Recorder, alternating, arm_of, server_time
-from loadtests.run_locust import (
+from loadtests.harness.cpu import CpuShares
+from loadtests.locust.phases import Recorder, alternating, arm_of, server_time
+from loadtests.locust.run import (
     SCENARIOS,
     arm_cpu,
     cycle_lines,

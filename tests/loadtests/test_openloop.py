@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httptools
 import pytest
 
-from loadtests import openloop
+from loadtests.harness import openloop
 
 
 class _StallingServer(asyncio.Protocol):

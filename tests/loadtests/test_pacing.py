@@ -1,4 +1,4 @@
-"""The locust users' pacing (loadtests/pacing.py): each user keeps its own
+"""The locust users' pacing (loadtests/locust/pacing.py): each user keeps its own
 grid of start times, so a stall of the server does not line them all up."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
-from loadtests.pacing import begin_pacing, next_start, paced
+from loadtests.locust.pacing import begin_pacing, next_start, paced
 
 PERIOD = 0.5
 

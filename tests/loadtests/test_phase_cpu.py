@@ -3,8 +3,8 @@ the samples taken inside its span, not from the run's total."""
 
 from __future__ import annotations
 
-from loadtests.compare import CpuSample
-from loadtests.run_locust import CpuSampler
+from loadtests.harness.cpu import CpuSample
+from loadtests.locust.run import CpuSampler
 
 SERVER, WORKER, LOCUST = 100, 200, 300
 

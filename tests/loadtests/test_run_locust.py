@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.run_locust import (
+from loadtests.locust.run import (
     SCENARIOS,
     lag_lines,
     parse_args,
@@ -87,7 +87,7 @@ def test_the_report_shows_the_command_that_repeats_the_run():
     ]
     args = parse_args(argv)
     assert report_command(args, SCENARIOS["mixed"]) == (
-        ".venv/bin/python -m loadtests.run_locust mixed --duration 180 --web-server"
+        ".venv/bin/python -m loadtests.locust.run mixed --duration 180 --web-server"
         " --set DASHBOARD_SUMMARY_MAX_AGE_MS=5000"
     )
     assert parse_args(report_command(args, SCENARIOS["mixed"]).split()[3:]) == args

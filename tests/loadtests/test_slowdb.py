@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from loadtests.slowdb import DelayProxy, socket_path
+from loadtests.harness.slowdb import DelayProxy, socket_path
 from tests.conftest import free_port
 
 

@@ -29,7 +29,7 @@ $$;
 
 -- Many holds in one transaction: the decisions of concurrent requests that
 -- one server process collected while its previous call was running
--- (budgets/db.py, DecisionBatcher). A hot budget row is then locked and
+-- (budgets/api.py, DecisionBatcher). A hot budget row is then locked and
 -- committed once per batch instead of once per request, which is what caps a
 -- shared (org) budget's throughput.
 --

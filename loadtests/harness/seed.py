@@ -1,0 +1,90 @@
+"""The bench org every HTTP benchmark measures: Django set up on the embedded
+PostgreSQL (migrated, so the SQL functions are this checkout's), the org with
+its teams, users and one org day budget, and its windows reset between runs."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+ORG_SLUG = "bench"
+TEAMS = 20
+USERS_PER_TEAM = 10
+# Far above what a run can reserve ($0.001 x a few hundred thousand requests),
+# so no request is denied and every one takes the full hold path.
+ORG_DAY_LIMIT = Decimal("1000000")
+HOLD_USD = "0.001"
+
+
+def django_setup() -> None:
+    """Load settings first: that starts (or joins) the embedded PostgreSQL and
+    puts its DATABASE_URL into os.environ, which every server started here
+    inherits, so all designs use the same database. Then migrate it."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    # The hot path's SQL functions live in migrations: a database left behind
+    # by an older checkout would measure the old functions under the new code
+    # (it happened: a whole comparison ran on the previous decide_many).
+    call_command("migrate", verbosity=0)
+
+
+def seed(key_name: str = "loadtests.compare") -> str:
+    """Create (once) the bench org, its subjects and its org day budget, and
+    return the secret of a fresh API key named `key_name`."""
+    from budgets.models import Budget, EndUser, Organization, Team
+    from budgets.services import api_key_create, organization_create
+
+    org = Organization.objects.filter(slug=ORG_SLUG).first() or organization_create(slug=ORG_SLUG)
+    # Registered up front so that every design finds them instead of creating them.
+    for t in range(1, TEAMS + 1):
+        Team.objects.get_or_create(org=org, slug=f"team-{t:02d}")
+        for u in range(1, USERS_PER_TEAM + 1):
+            EndUser.objects.get_or_create(org=org, external_id=f"user-{t:02d}-{u:02d}")
+    Budget.objects.update_or_create(
+        org=org,
+        scope=Budget.Scope.ORG,
+        period=Budget.Period.DAY,
+        defaults={"limit_usd": ORG_DAY_LIMIT, "enforce": True},
+    )
+    _key, secret = api_key_create(org=org, is_admin=True, name=key_name)
+    return secret
+
+
+def delete_keys() -> None:
+    """Keys of earlier runs are useless (their secrets were never stored)."""
+    from budgets.models import ApiKey
+
+    ApiKey.objects.filter(org__slug=ORG_SLUG, name="loadtests.compare").delete()
+
+
+def reset_windows() -> None:
+    """Give each design the same start: no reservations, fresh window rows.
+
+    VACUUM clears the dead row versions that thousands of updates of the one
+    org window left behind, which the next design would otherwise wade through.
+    """
+    from django.db import connection, transaction
+
+    from budgets.models import BudgetWindow, Reservation
+
+    with transaction.atomic():
+        Reservation.objects.filter(org__slug=ORG_SLUG).delete()
+        BudgetWindow.objects.filter(budget__org__slug=ORG_SLUG).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE budgets_reservation")
+        cursor.execute("VACUUM ANALYZE budgets_budgetwindow")
+
+
+def holds_in_database() -> tuple[int, int]:
+    """(reservation rows, holds added up in the org window) of the bench org,
+    to cross-check that every 2xx of a design really held its amount."""
+    from django.db.models import Sum
+
+    from budgets.models import BudgetWindow, Reservation
+
+    rows = Reservation.objects.filter(org__slug=ORG_SLUG).count()
+    total = BudgetWindow.objects.filter(budget__org__slug=ORG_SLUG).aggregate(s=Sum("reserved"))
+    return rows, int((total["s"] or Decimal(0)) / Decimal(HOLD_USD))
