@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -18,6 +18,7 @@ from budgets.models import (
     Reservation,
     Team,
 )
+from budgets.services import reservation_release, reservations_expire
 from config.paginators import LargeTablePaginator
 
 
@@ -145,19 +146,14 @@ class ReservationAdmin(admin.ModelAdmin):
     @admin.action(description="Release the selected holds")
     def release_selected(self, request: HttpRequest, queryset: QuerySet[Reservation]) -> None:
         released = 0
-        with connection.cursor() as cursor:
-            for reservation in queryset.filter(status=Reservation.Status.ACTIVE):
-                cursor.execute(
-                    "SELECT tollgate_release(%s, %s)", [reservation.org_id, reservation.pk]
-                )
-                released += 1
+        for reservation in queryset.filter(status=Reservation.Status.ACTIVE):
+            reservation_release(reservation)
+            released += 1
         self.message_user(request, f"Released {released} hold(s).")
 
     @admin.action(description="Expire every overdue hold now (whatever is selected)")
     def expire_overdue(self, request: HttpRequest, queryset: QuerySet[Reservation]) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT tollgate_expire_reservations(100000)")
-            expired = cursor.fetchone()[0]
+        expired = reservations_expire(limit=100000)
         self.message_user(request, f"Expired {expired} overdue hold(s).")
 
 

@@ -8,7 +8,8 @@ class BudgetsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from budgets import api
+        from budgets import api, jobs
+        from config import jobs as worker
         from config.hotpath import db
 
         db.register_queries(
@@ -19,3 +20,6 @@ class BudgetsConfig(AppConfig):
             retryable_when={"decide": lambda params: params.get("hold") is False},
         )
         db.register_background_task(api.sweep_expired_reservations)
+        worker.register("expire reservations", jobs.expire_reservations)
+        worker.register("deliver alerts", jobs.deliver_alerts)
+        worker.register("prune reservations", jobs.prune_reservations)

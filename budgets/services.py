@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from budgets.models import Alert, AlertDeliveryAttempt, ApiKey, Organization, Reservation, Team
+from config.hotpath import db
 
 
 def organization_create(
@@ -178,6 +179,27 @@ def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:
         else:
             report.retrying += 1
     return report
+
+
+# --- Holds --------------------------------------------------------------------------
+# The same named queries as the hot path (budgets/sql/queries.sql), through
+# Django's connection: one text of each call.
+
+
+def reservation_release(reservation: Reservation) -> None:
+    """Release one hold; releasing a hold that is no longer active does nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            db.QUERIES["release"],
+            {"org_id": reservation.org_id, "reservation_id": reservation.pk, "retention": None},
+        )
+
+
+def reservations_expire(*, limit: int) -> int:
+    """Expire up to `limit` holds whose time is up; returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(db.QUERIES["expire_reservations"], {"limit": limit})
+        return cursor.fetchone()[0]
 
 
 # --- Closed holds -------------------------------------------------------------------

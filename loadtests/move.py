@@ -120,7 +120,7 @@ def _other_cpu_pct(before, after, roots: set[int], seconds: float) -> float:
 
 
 def _strategy_copy_insert(src, tgt, table, batch: int) -> int:
-    from budgets.move import _copy_table
+    from config.move import _copy_table
 
     return _copy_table(src, tgt, table, batch_rows=batch, out=lambda line: None).copied
 
@@ -151,7 +151,7 @@ def _strategy_executemany(src, tgt, table, batch: int) -> int:
 def _strategy_plain_copy(src, tgt, table, batch: int) -> int:
     from psycopg import sql
 
-    from budgets.move import _select
+    from config.move import _select
 
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, table.columns))
@@ -184,7 +184,7 @@ STRATEGIES: dict[str, tuple[str, Callable]] = {
 def measure_strategy(name: str, source: str, target: str, batch: int, roots: set[int]) -> dict:
     import psycopg
 
-    from budgets.move import canonical_text, describe_table
+    from config.move import canonical_text, describe_table
 
     _manage(target, "migrate", "--verbosity", "0")
     with psycopg.connect(source) as src, psycopg.connect(target) as tgt:

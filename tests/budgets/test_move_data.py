@@ -26,7 +26,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from budgets.models import Alert, ApiKey, Budget, Organization
-from budgets.move import SKIPPED, canonical_text, copy_order, describe_table, table_digest
+from config.move import SKIPPED, canonical_text, copy_order, describe_table, table_digest
 from dashboard.models import Membership
 from tests.clusters import Cluster, cluster
 from tests.conftest import auth, free_port, run_manage, start_server, stop_server

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from budgets.services import alerts_deliver_due
-from tracking.management.stopping import StopRequest
+from config.management.stopping import StopRequest
 
 
 class Command(BaseCommand):

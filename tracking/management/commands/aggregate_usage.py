@@ -6,9 +6,9 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connection
 
+from config.management.stopping import StopRequest
 from tracking import selectors
 from tracking.management import arguments
-from tracking.management.stopping import StopRequest
 from tracking.services import RefreshReport, rollups_refresh
 
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.management.stopping import StopRequest
 from tracking.management import arguments
-from tracking.management.stopping import StopRequest
 from tracking.services import (
     PRUNE_BATCH_SIZE,
     PrunePlan,

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.management.stopping import StopRequest
 from tracking.management import arguments
-from tracking.management.stopping import StopRequest
 from tracking.services import REPRICE_BATCH_SIZE, RepriceReport, events_reprice
 
 

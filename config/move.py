@@ -204,7 +204,7 @@ def check_coverage(existing: set[str], order: list[str]) -> None:
     if uncovered:
         raise MoveError(
             f"The source has table(s) that move_data does not know how to copy: "
-            f"{', '.join(uncovered)}. Give each a model, or handle it in budgets/move.py."
+            f"{', '.join(uncovered)}. Give each a model, or handle it in config/move.py."
         )
 
 

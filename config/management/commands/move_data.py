@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from budgets.move import BATCH_ROWS, MoveError, move_data
+from config.move import BATCH_ROWS, MoveError, move_data
 
 
 class Command(BaseCommand):
