@@ -12,7 +12,6 @@ import logging
 import random
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -24,7 +23,7 @@ from budgets import inputs
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
-from config.hotpath.inputs import boolean, identifier, integer, money
+from config.hotpath.inputs import boolean, identifier, integer, money, usd_text
 from config.hotpath.router import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -146,11 +145,7 @@ def _blocked_by(result: JsonBody) -> JsonBody | None:
 
 
 def _degraded_amount(d: inputs.Decision) -> str | None:
-    return None if d.amount is None else _money(d.amount)
-
-
-def _money(amount: Decimal) -> str:
-    return format(amount.normalize(), "f")
+    return None if d.amount is None else usd_text(d.amount)
 
 
 async def check(request: Request) -> Answer:

@@ -37,6 +37,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db
+from config.hotpath.inputs import usd_text
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _total_rows(totals: dict[tuple[Any, ...], list[Any]]) -> list[dict[str, Any]
             "requests": t[0],
             "errors": t[1],
             "unpriced_requests": t[2],
-            "cost_usd": format(t[3].normalize(), "f"),
+            "cost_usd": usd_text(t[3]),
         }
         for (xid, team, user, model, hour), t in totals.items()
     ]

@@ -11,21 +11,18 @@ import csv
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.core.exceptions import TooManyFieldsSent
-from django.db import OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
 
 from budgets.auth import ApiKeyInfo, authenticate
-from config.hotpath.errors import ApiError, invalid
+from config.hotpath.errors import invalid
+from config.hotpath.inputs import usd_text
+from config.hotpath.views import ApiRequest, django_api_view
 from tracking.selectors import (
     GROUP_KEYS,
     UsageQuery,
@@ -34,6 +31,7 @@ from tracking.selectors import (
     usage_rows,
     usage_rows_iter,
 )
+from tracking.services import hour_floor
 
 logger = logging.getLogger(__name__)
 
@@ -48,47 +46,7 @@ CSV_CHUNK_ROWS = 500
 _UNENCODED_PLUS = re.compile(r" (\d\d(:?\d\d)?)$")
 
 
-class ApiRequest(HttpRequest):
-    api_key: ApiKeyInfo
-
-
-def _error(exc: ApiError) -> JsonResponse:
-    response = JsonResponse(exc.body(), status=exc.status)
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def api_get(view: Callable[[ApiRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
-    """GET only, with an API key (Authorization: Bearer), errors in API.md's shape.
-
-    No CSRF check: the API authenticates by key, never by the session cookie."""
-
-    @csrf_exempt
-    @wraps(view)
-    def wrapper(request: HttpRequest) -> HttpResponse:
-        try:
-            if request.method != "GET":
-                raise ApiError(405, "method_not_allowed", "Method not allowed.")
-            request.api_key = authenticate(request.headers.get("Authorization"))  # type: ignore[attr-defined]
-            return view(request)  # type: ignore[arg-type]
-        except ApiError as exc:
-            return _error(exc)
-        except TooManyFieldsSent:
-            return _error(
-                ApiError(
-                    400,
-                    "malformed_query",
-                    f"The query string has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
-                    "parameters.",
-                )
-            )
-        except OperationalError:
-            logger.exception("usage: database error")
-            return _error(
-                ApiError(503, "store_unavailable", "The database did not answer; try again.")
-            )
-
-    return wrapper
+api_get = django_api_view(authenticate=authenticate)
 
 
 @api_get
@@ -120,7 +78,7 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
     start, end = _moment(params, "from"), _moment(params, "to")
     try:
         end = _hour_ceil(end or now)
-        start = _hour_floor(start or end - DEFAULT_RANGE)
+        start = hour_floor(start or end - DEFAULT_RANGE)
     except OverflowError:
         # Within an hour or a day of year 1 or 9999.
         raise invalid("to" if params.get("to") else "from", "The range is out of range.") from None
@@ -178,12 +136,8 @@ def _group_by(params: QueryDict) -> tuple[str, ...]:
     return tuple(key for key in GROUP_KEYS if key in asked)
 
 
-def _hour_floor(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def _hour_ceil(at: datetime) -> datetime:
-    floor = _hour_floor(at)
+    floor = hour_floor(at)
     return floor if floor == at else floor + timedelta(hours=1)
 
 
@@ -195,15 +149,11 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
-def _money(amount: Any) -> str:
-    return format(amount.normalize(), "f")
-
-
 def _json_row(row: UsageRow) -> dict[str, Any]:
     return {
         **row,
         "period_start": _iso(row["period_start"]),
-        "cost_usd": _money(row["cost_usd"]),
+        "cost_usd": usd_text(row["cost_usd"]),
     }
 
 
@@ -222,7 +172,7 @@ def _csv_values(row: UsageRow, columns: list[str]) -> list[str]:
         if column == "period_start":
             values.append(_iso(value))
         elif column == "cost_usd":
-            values.append(_money(value))
+            values.append(usd_text(value))
         elif value is None:
             values.append("")
         elif column in GROUP_KEYS:

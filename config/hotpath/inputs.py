@@ -86,3 +86,9 @@ def boolean(data: dict[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise invalid(name, f"'{name}' must be true or false.")
     return value
+
+
+def usd_text(amount: Decimal) -> str:
+    """Money as the API writes it: the exact decimal, without exponent or
+    trailing zeros ("0.0004125", "12")."""
+    return format(amount.normalize(), "f")

@@ -31,6 +31,7 @@ from django.conf import settings
 from config import logging as log_context
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody
+from config.hotpath.inputs import usd_text
 from config.hotpath.throttle import FailureThrottle
 from config.logging import new_request_id
 
@@ -93,7 +94,7 @@ def _key_failures() -> FailureThrottle:
 
 def _json_default(value: Any) -> str:
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return usd_text(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -17,32 +17,18 @@ LEFT JOIN budgets_organization o ON o.id = m.org_id
 WHERE u.id = %(user_id)s
 
 -- dashboard_summary --
--- GET /v1/dashboard/summary, first half: KPIs, budgets, recent requests. The
--- org by id (an API key's, a member's) or by slug (staff switching); with
--- neither, the first org (staff without one). The org is chosen in a
--- subquery so that the summary runs for one org only.
+-- GET /v1/dashboard/summary, first half: KPIs, budgets, recent requests, of
+-- the one org tollgate_dashboard_org chooses.
 SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
-FROM (SELECT id, slug, time_zone FROM budgets_organization
-      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
-        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
-      ORDER BY slug
-      LIMIT 1) o
+FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
 -- dashboard_org --
 -- The org a summary is for when the caller named it by slug (staff) or not at
 -- all, chosen like the two statements below: its live updates are heard from
 -- before they run (dashboard/live.py, Keeper).
-SELECT id FROM budgets_organization
-WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
-  AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
-ORDER BY slug
-LIMIT 1
+SELECT id FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s)
 
 -- dashboard_breakdown --
 -- Second half, run at the same time on another connection: chart and top lists.
 SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
-FROM (SELECT id, slug, time_zone FROM budgets_organization
-      WHERE (%(org_id)s::bigint IS NULL OR id = %(org_id)s)
-        AND (%(org_slug)s::text IS NULL OR slug = %(org_slug)s)
-      ORDER BY slug
-      LIMIT 1) o
+FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o

@@ -5,6 +5,19 @@
 -- defines any more is dropped. Each hot-path request is one call to one of
 -- these functions: one round trip, one transaction.
 
+-- The org a dashboard shows: by id (an API key's, a member's) or by slug
+-- (staff switching); with neither, the first org (staff without one). One
+-- row at most; a SQL function in FROM, so the planner inlines it.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_org(p_org_id bigint, p_org_slug text)
+RETURNS TABLE (id bigint, slug text, time_zone text)
+LANGUAGE sql STABLE AS $$
+    SELECT o.id, o.slug::text, o.time_zone::text FROM budgets_organization o
+    WHERE (p_org_id IS NULL OR o.id = p_org_id)
+      AND (p_org_slug IS NULL OR o.slug = p_org_slug)
+    ORDER BY o.slug
+    LIMIT 1
+$$;
+
 -- A time as API.md writes it (UTC, "Z").
 CREATE OR REPLACE FUNCTION tollgate_iso(p_at timestamptz)
 RETURNS text LANGUAGE sql IMMUTABLE AS $$

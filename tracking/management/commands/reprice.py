@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hotpath.inputs import usd_text
 from config.management.stopping import StopRequest
 from tracking.management import arguments
 from tracking.services import REPRICE_BATCH_SIZE, RepriceReport, events_reprice
@@ -109,4 +110,4 @@ class Command(BaseCommand):
 def _usd(amount: Decimal) -> str:
     """A signed dollar amount: +$0.0123, -$2, $0."""
     sign = "+" if amount > 0 else "-" if amount < 0 else ""
-    return f"{sign}${format(abs(amount).normalize(), 'f')}"
+    return f"{sign}${usd_text(abs(amount))}"

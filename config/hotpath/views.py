@@ -1,0 +1,78 @@
+"""The JSON endpoints that stay Django views (GET /v1/usage, which streams
+CSV from a sync query) answer like the router's: same error shape, same
+statuses for a bad key, a wrong method or an unreachable database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
+from django.db import OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from config.hotpath.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiRequest(HttpRequest):
+    api_key: Any  # what the authenticator returned
+
+
+def _error(exc: ApiError) -> JsonResponse:
+    response = JsonResponse(exc.body(), status=exc.status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def django_api_view(
+    *, authenticate: Callable[[str | None], Any]
+) -> Callable[[Callable[[ApiRequest], HttpResponse]], Callable[[HttpRequest], HttpResponse]]:
+    """A decorator for the JSON endpoints that stay Django views: GET only,
+    with an API key (Authorization: Bearer) that `authenticate` turns into
+    `request.api_key`, errors in the API's one shape, as the router answers.
+
+    No CSRF check: the API authenticates by key, never by the session cookie."""
+
+    def decorator(
+        view: Callable[[ApiRequest], HttpResponse],
+    ) -> Callable[[HttpRequest], HttpResponse]:
+        return _api_view(view, authenticate)
+
+    return decorator
+
+
+def _api_view(
+    view: Callable[[ApiRequest], HttpResponse], authenticate: Callable[[str | None], Any]
+) -> Callable[[HttpRequest], HttpResponse]:
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        try:
+            if request.method != "GET":
+                raise ApiError(405, "method_not_allowed", "Method not allowed.")
+            request.api_key = authenticate(request.headers.get("Authorization"))  # type: ignore[attr-defined]
+            return view(request)  # type: ignore[arg-type]
+        except ApiError as exc:
+            return _error(exc)
+        except TooManyFieldsSent:
+            return _error(
+                ApiError(
+                    400,
+                    "malformed_query",
+                    f"The query string has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+                    "parameters.",
+                )
+            )
+        except OperationalError:
+            logger.exception("%s: database error", request.path)
+            return _error(
+                ApiError(503, "store_unavailable", "The database did not answer; try again.")
+            )
+
+    return wrapper
