@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from psycopg.types.json import Jsonb
 
+from budgets.auth import ApiKeyInfo
 from budgets.models import Budget, Organization, Team
 from budgets.services import organization_create
 from tracking import api as ingest
@@ -57,7 +57,17 @@ def loads(value: object) -> object:
 
 
 def event(org: Organization, reservation_id: str | None) -> dict:
-    key = SimpleNamespace(team_slug=None)  # the only part of an API key validation reads
+    key = ApiKeyInfo(
+        key_id=0,
+        org_id=org.id,
+        org_slug=org.slug,
+        time_zone=org.time_zone,
+        strict=False,
+        fail_mode="",
+        team_slug=None,
+        is_admin=False,
+        revoked=False,
+    )
     raw = {
         "id": str(uuid.uuid4()),
         "team": "search",

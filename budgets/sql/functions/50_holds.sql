@@ -24,7 +24,8 @@ LANGUAGE sql STABLE AS $$
     -- Joins, not subqueries as arguments: the planner inlines a set-returning
     -- SQL function only when its arguments hold no subqueries (measured: 380 us
     -- per item as a function call, a few us inlined).
-    CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, i->>'tz', t.id, u.id, now()) a
+    CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, i->>'tz', t.id, u.id,
+                                           coalesce((i->>'at')::timestamptz, now())) a
 $$;
 
 -- Many holds in one transaction: the decisions of concurrent requests that
@@ -51,7 +52,8 @@ $$;
 -- the same id order single decisions, releases and the sweeper use.
 --
 -- p_items: [{"org_id", "tz", "strict", "team", "user", "amount", "model",
---            "input_tokens", "max_output_tokens", "ttl_seconds"}, ...]
+--            "input_tokens", "max_output_tokens", "ttl_seconds", "at"}, ...]
+-- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
 RETURNS jsonb LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
@@ -159,13 +161,14 @@ BEGIN
                t.id AS team_id, u.id AS user_id,
                coalesce(x.amount, CASE WHEN x.input_tokens IS NOT NULL THEN
                    tollgate_estimate_cost(x.model, x.input_tokens,
-                                          coalesce(x.max_output_tokens, 0), now()) END) AS amount,
+                                          coalesce(x.max_output_tokens, 0),
+                                          coalesce(x.at, now())) END) AS amount,
                coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
                coalesce(k.windows, '{}') AS windows
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
         CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
             org_id bigint, tz text, team text, "user" text, amount numeric, model text,
-            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer)
+            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
         CROSS JOIN LATERAL (
@@ -175,7 +178,7 @@ BEGIN
                    array_agg(a.window_id ORDER BY CASE a.scope WHEN 'org' THEN 0
                                                   WHEN 'team' THEN 1 ELSE 2 END,
                                                   a.period) AS windows
-            FROM tollgate_applicable(x.org_id, x.tz, t.id, u.id, now()) a
+            FROM tollgate_applicable(x.org_id, x.tz, t.id, u.id, coalesce(x.at, now())) a
             JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = a.window_id
         ) k
         ORDER BY e.idx
@@ -305,7 +308,7 @@ BEGIN
         RETURN tollgate_decide_many(jsonb_build_array(jsonb_build_object(
             'org_id', p_org, 'tz', p_tz, 'strict', p_strict, 'team', p_team, 'user', p_user,
             'amount', p_amount::text, 'model', p_model, 'input_tokens', p_input,
-            'max_output_tokens', p_max_output, 'ttl_seconds', p_ttl_seconds))) -> 0;
+            'max_output_tokens', p_max_output, 'ttl_seconds', p_ttl_seconds, 'at', p_at))) -> 0;
     END IF;
     -- Subjects: one read in the common case, registration on first sight.
     SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
