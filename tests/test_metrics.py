@@ -1,6 +1,6 @@
 """GET /metrics: Prometheus text with request, decision, ingest, pool and
 alert-delivery metrics. (Degraded and unavailable decisions and store
-timeouts are asserted where an outage produces them: tests/test_outage.py.)"""
+timeouts are asserted where an outage produces them: tests/system/test_outage.py.)"""
 
 from __future__ import annotations
 
