@@ -50,12 +50,8 @@ KEEP_MARGIN = 30.0
 # DASHBOARD_DB_CONCURRENCY (default 2): a bulkhead between the dashboards and
 # the hot path on the same PostgreSQL, which bounds the cores a process's
 # dashboards can take however many people look. Two let one summary run its
-# two statements side by side: on 10M events one at a time took the 30d
-# range's p95 from 64-67 to 91-103 ms (over the 100 ms target). One slot
-# left more of a 2-core database to the hot path while every request
-# computed its summary (mixed locust scenario, reservation p99 with the
-# dashboard users 67 / 58 against 79 / 81 ms); with summaries kept for a
-# second it made no clear difference (17.4 / 31.7 / 21.8 against 21.9-29.2 ms).
+# two statements side by side, which the largest ranges need to stay within
+# their latency target (docs/benchmarks/questions/dashboard-scale.md).
 # A request waits for a slot within its database time (BUDGET_DB_TIMEOUT_MS),
 # then gets 503 store_unavailable.
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (

@@ -251,8 +251,7 @@ class Unseen:
     is `false` in the totals (`shown`): the page adds such spend to the
     chart's "other" stack and to no top list, as it would with the name, and
     seconds of a busy org's ingest add up to a few hundred rows, not one per
-    request (1,500 rows, 325 KiB, for 5 s of the mixed benchmark's 300
-    events/s from 2,000 users)."""
+    request."""
 
     def __init__(
         self, snapshots: tuple[str | None, ...], since: float, shown: Shown | None = None

@@ -38,13 +38,14 @@ $$;
 -- once, every item is decided in order in memory (each sees the holds of the
 -- items before it; a denied item changes nothing), then one UPDATE adds each
 -- window's summed holds, one INSERT writes the reservations, and alerts are
--- raised once for the windows that reached a threshold. Per item the result
--- is what tollgate_decide answers for a hold (the budgets of a held item in
+-- raised once for the windows that reached a threshold. A single hold comes
+-- here too, as a batch of one (tollgate_decide). Per item the result is the
+-- answer to a hold (the budgets of a held item in
 -- window id order, described as they are after its hold; those of a denied
 -- item from the blocking budget on, as they were). PostgreSQL CPU per hold
--- (loadtests/hold_cost.py, batches of 32-64): ~480 us calling tollgate_decide
--- per item, ~100 us set-wise; most of what is left is building each item's
--- JSON answer.
+-- (loadtests/hold_cost.py) is a fraction of deciding item by item; most of
+-- what is left is building each item's JSON answer
+-- (docs/benchmarks/questions/hold-cost.md).
 --
 -- Deadlock freedom: everything a batch waits for is taken up front in one
 -- global order: new teams (sorted), new users (sorted), missing windows

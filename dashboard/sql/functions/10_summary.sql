@@ -306,8 +306,8 @@ RETURNS jsonb LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan
 SET work_mem = '32MB'
 -- Grouping tens of thousands of rollup rows: the planner, misled by the raw
--- tail's estimate, sorts them (89 ms at 10M events, when it was ~100k rows)
--- where hashing takes 58 ms.
+-- tail's estimate, sorts them where hashing is faster
+-- (docs/benchmarks/questions/dashboard-scale.md).
 SET enable_sort = off AS $$
 DECLARE
     v_team bigint;
@@ -359,8 +359,7 @@ BEGIN
     ),
     -- Each key ranked by its total, by window functions over the rows: a
     -- join back on the key (IS NOT DISTINCT FROM, for the teamless key)
-    -- cannot hash; on an org of 100 teams the 24h breakdown took 44.5 ms
-    -- with it, 40.0 without.
+    -- cannot hash, which made the breakdown of an org with many teams slower.
     keyed AS (
         SELECT s.bucket, s.key, s.cost, sum(s.cost) OVER (PARTITION BY s.key) AS total
         FROM stacked s
