@@ -44,10 +44,10 @@ class Command(BaseCommand):
             quick = [job for job in JOBS.values() if not job.heavy]
             heavy = [job for job in JOBS.values() if job.heavy]
             logger.info(
-                "Worker started: %s every %g s, %s every %g s.",
-                ", ".join(job.name for job in quick) or "nothing",
+                "Worker started: %d quick jobs every %g s, %d heavy every %g s.",
+                len(quick),
                 interval,
-                ", ".join(job.name for job in heavy) or "nothing",
+                len(heavy),
                 aggregate_every,
             )
             while not stop.requested:
