@@ -81,3 +81,19 @@ LANGUAGE sql STABLE AS $$
            OR (b.scope = 'user' AND b.user_id = p_user))
     ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END, b.period
 $$;
+
+-- Create the windows of these (budget, period) pairs that do not exist yet:
+-- the first use of a period, by a hold or an event. In (budget, period)
+-- order, the one order of the lock order (50_holds.sql): a concurrent
+-- transaction creating the same windows in another order would wait for this
+-- one while it waits. ON CONFLICT waits for a concurrent creation of the
+-- same window, then skips it.
+CREATE OR REPLACE FUNCTION tollgate_create_windows(
+    p_budget_ids bigint[], p_starts timestamptz[], p_ends timestamptz[])
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    SELECT DISTINCT w.budget_id, w.period_start, w.period_end, 0, 0
+    FROM unnest(p_budget_ids, p_starts, p_ends) AS w(budget_id, period_start, period_end)
+    ORDER BY w.budget_id, w.period_start
+    ON CONFLICT (budget_id, period_start) DO NOTHING
+$$;

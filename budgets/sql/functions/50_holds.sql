@@ -123,12 +123,10 @@ BEGIN
     INTO w_id, v_missing
     FROM tollgate_batch_applicable(p_items) a;
     IF v_missing THEN
-        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
-        SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+        PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
+                                        array_agg(a.period_end))
         FROM tollgate_batch_applicable(p_items) a
-        WHERE a.window_id IS NULL
-        ORDER BY a.budget_id, a.period_start
-        ON CONFLICT (budget_id, period_start) DO NOTHING;
+        WHERE a.window_id IS NULL;
         SELECT array_agg(DISTINCT a.window_id) INTO w_id FROM tollgate_batch_applicable(p_items) a;
     END IF;
 

@@ -163,14 +163,12 @@ BEGIN
                                                      n.started_at) a
               GROUP BY a.window_id, a.budget_id, a.period_start) x;
         EXIT WHEN NOT v_missing;
-        INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
-        SELECT DISTINCT a.budget_id, a.period_start, a.period_end, 0, 0
+        PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
+                                        array_agg(a.period_end))
         FROM jsonb_to_recordset(v_inserted)
              AS n(team_id bigint, user_id bigint, started_at timestamptz)
         CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
-        WHERE a.window_id IS NULL
-        ORDER BY a.budget_id, a.period_start
-        ON CONFLICT (budget_id, period_start) DO NOTHING;
+        WHERE a.window_id IS NULL;
     END LOOP;
 
     SELECT coalesce(array_agg(x.wid ORDER BY x.wid), '{}'), array_agg(x.amount ORDER BY x.wid)
