@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
 from django.db import connection, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from budgets.models import Alert, BudgetWindow, Organization, Reservation, Team
+from budgets.models import Alert, Budget, BudgetWindow, Organization, Reservation, Team
+from tracking.models import Price
 
 
 def _item(org: Organization, amount: str | None, *, team=None, user=None, **extra) -> dict:
@@ -177,3 +181,107 @@ def test_alerts_of_a_batch_are_raised_once_per_window_and_kind(make_org, make_bu
         "hard",
         "soft",
     ]
+
+
+ITEM = st.fixed_dictionaries(
+    {
+        "strict": st.booleans(),
+        "team": st.sampled_from([None, "search", "ads", "known", "new-team"]),
+        "user": st.sampled_from([None, "alice", "mallory", "bob", "new-user"]),
+        "cents": st.one_of(st.none(), st.integers(min_value=0, max_value=250)),
+        "model": st.sampled_from(["gpt-4o", "unpriced-1"]),
+        "ttl_seconds": st.sampled_from([60, 300]),
+    }
+)
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(specs=st.lists(ITEM, min_size=1, max_size=10))
+def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, specs):
+    """Holds are decided by two functions, tollgate_decide (one hold, the
+    cheaper path when holds arrive one at a time) and tollgate_decide_many (a
+    batch): for any sequence of holds, one by one and as one batch give the
+    same answers, windows, holds and alerts."""
+    org = Organization.objects.filter(slug="agree").first() or make_org("agree")
+    strict = Organization.objects.filter(slug="agree-strict").first() or make_org(
+        "agree-strict", strict=True
+    )
+    if not Budget.objects.filter(org=org).exists():
+        Price.objects.create(
+            provider="openai",
+            model="gpt-4o",
+            input_per_token=Decimal("0.0000025"),
+            output_per_token=Decimal("0.00001"),
+        )
+        make_budget(org, "3.00", soft_limit_pct=60)
+        make_budget(org, "5.00", period="month", soft_limit_pct=50)
+        make_budget(org, "1.00", scope="team", team="search")
+        make_budget(org, "0.50", scope="team", team="ads", period="week", enforce=False)
+        make_budget(org, "0.40", scope="user", user="alice", soft_limit_pct=90)
+        make_budget(org, "0", scope="user", user="mallory", period="total")
+        make_budget(strict, "1.00", scope="team", team="known")
+        make_budget(strict, "0.75")
+    items = []
+    for spec in specs:
+        target = strict if spec["strict"] else org
+        if spec["cents"] is None:
+            extra = {"model": spec["model"], "input_tokens": 1000, "max_output_tokens": 500}
+            amount = None
+        else:
+            extra = {}
+            amount = str(Decimal(spec["cents"]) / 100)
+        items.append(
+            _item(
+                target,
+                amount,
+                team=spec["team"],
+                user=spec["user"],
+                ttl_seconds=spec["ttl_seconds"],
+                **extra,
+            )
+        )
+
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        one_by_one = [decide_one(item) for item in items]
+        expected = _state()
+        transaction.savepoint_rollback(savepoint)
+        batched = decide_many(items)
+        assert _without_ids(batched) == _without_ids(one_by_one)
+        assert _state() == expected
+        transaction.set_rollback(True)
+
+
+def _state() -> tuple:
+    # An empty window is the same as none (a batch creates the windows of all
+    # its items before it prices them; a single hold that cannot be priced
+    # stops before).
+    windows = sorted(
+        (w.budget_id, w.period_start, w.spent, w.reserved)
+        for w in BudgetWindow.objects.all()
+        if w.spent or w.reserved
+    )
+    holds = sorted(
+        (
+            r.org_id,
+            r.team.slug if r.team else "",
+            r.user_id is not None,
+            r.amount,
+            r.expires_at,
+            r.model,
+        )
+        for r in Reservation.objects.select_related("team")
+    )
+    alerts = sorted((a.budget_id, a.kind, a.used_usd) for a in Alert.objects.all())
+    teams = sorted(Team.objects.values_list("org_id", "slug"))
+    return windows, holds, alerts, teams
+
+
+def _without_ids(results: list[dict]) -> list[dict]:
+    return [{**r, "reservation_id": "…"} if "reservation_id" in r else r for r in results]

@@ -38,9 +38,8 @@ $$;
 -- once, every item is decided in order in memory (each sees the holds of the
 -- items before it; a denied item changes nothing), then one UPDATE adds each
 -- window's summed holds, one INSERT writes the reservations, and alerts are
--- raised once for the windows that reached a threshold. A single hold comes
--- here too, as a batch of one (tollgate_decide). Per item the result is the
--- answer to a hold (the budgets of a held item in
+-- raised once for the windows that reached a threshold. Per item the result
+-- is what tollgate_decide answers for a hold (the budgets of a held item in
 -- window id order, described as they are after its hold; those of a denied
 -- item from the blocking budget on, as they were). PostgreSQL CPU per hold
 -- (loadtests/hold_cost.py) is a fraction of deciding item by item; most of
@@ -279,9 +278,21 @@ BEGIN
     RETURN to_jsonb(v_results);
 END $$;
 
--- The decision for one request. A check (p_hold false) reads the applicable
--- windows without locking them. A hold is decided by tollgate_decide_many, as
--- a batch of one, so that one implementation takes every hold.
+-- The decision for one request. With p_hold it also takes the hold: every
+-- applicable window gets `reserved += amount` in one step, or none does.
+--
+-- A hold is decided here and in tollgate_decide_many (the batches), alike:
+-- as a batch of one, a hold cost PostgreSQL about twice the CPU
+-- (docs/benchmarks/investigations/layout-move.md), so both stay, and
+-- tests/budgets/test_batch_holds.py checks that they give the same answer,
+-- windows, holds and alerts for random sequences of holds.
+--
+-- Concurrency: windows are locked in id order (no deadlocks between holds),
+-- and the limits are checked again under the lock, so concurrent holds can
+-- never take an enforced window's spent + reserved over its limit. A request
+-- that is already over on the unlocked read is denied without taking locks,
+-- so a full budget does not serialise its denials. Little work happens while
+-- the locks are held: they are the throughput limit of a shared (org) budget.
 --
 -- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced", ...}.
 CREATE OR REPLACE FUNCTION tollgate_decide(
@@ -301,14 +312,13 @@ DECLARE
     v_rows jsonb := '[]';
     v_warnings jsonb := '[]';
     v_blocked jsonb;
+    v_window_ids bigint[] := '{}';
+    v_missing boolean := false;
+    v_alert boolean := false;
+    v_res_id uuid;
+    v_expires timestamptz;
     r record;
 BEGIN
-    IF p_hold THEN
-        RETURN tollgate_decide_many(jsonb_build_array(jsonb_build_object(
-            'org_id', p_org, 'tz', p_tz, 'strict', p_strict, 'team', p_team, 'user', p_user,
-            'amount', p_amount::text, 'model', p_model, 'input_tokens', p_input,
-            'max_output_tokens', p_max_output, 'ttl_seconds', p_ttl_seconds, 'at', p_at))) -> 0;
-    END IF;
     -- Subjects: one read in the common case, registration on first sight.
     SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
            (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user)
@@ -333,10 +343,19 @@ BEGIN
     END IF;
     v_amount := coalesce(v_amount, 0);
 
+    -- Unlocked read: the answer for a check, an early denial for a hold.
     FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
         IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
             v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+        END IF;
+        IF r.window_id IS NULL THEN
+            v_missing := true;
+        ELSE
+            v_window_ids := v_window_ids || r.window_id;
+        END IF;
+        IF p_hold AND v_blocked IS NULL THEN
+            CONTINUE;  -- described from the locked rows below
         END IF;
         v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
             r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
@@ -344,11 +363,75 @@ BEGIN
             r.soft_limit_pct, r.enforce, r.spent + r.reserved + v_amount);
     END LOOP;
 
+    IF p_hold AND v_blocked IS NULL AND v_missing THEN
+        -- First use of a period: create its windows, then collect every id again.
+        PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
+                                        array_agg(a.period_end))
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
+        WHERE a.window_id IS NULL;
+        SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
+        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
+    END IF;
+
+    IF p_hold AND v_blocked IS NULL THEN
+        -- Lock in id order and decide on the newest committed values.
+        FOR r IN
+            SELECT w.id, b.scope, b.period, b.limit_usd, b.soft_limit_pct::smallint AS soft,
+                   b.enforce, w.spent, w.reserved, w.period_end,
+                   CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                                ELSE u.external_id END AS subject
+            FROM budgets_budgetwindow w
+            JOIN budgets_budget b ON b.id = w.budget_id
+            JOIN budgets_organization o ON o.id = b.org_id
+            LEFT JOIN budgets_team t ON t.id = b.team_id
+            LEFT JOIN budgets_enduser u ON u.id = b.user_id
+            WHERE w.id = ANY(v_window_ids)
+            ORDER BY w.id
+            FOR UPDATE OF w
+        LOOP
+            IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
+                v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+                    r.soft, r.enforce, r.spent, r.reserved, r.period_end);
+            END IF;
+            -- Described as they will be after the hold.
+            v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
+                r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
+            v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
+                r.soft, r.enforce, r.spent + r.reserved + v_amount);
+            -- An alert is possible only at or past the soft limit; most holds skip it.
+            v_alert := v_alert OR (r.limit_usd > 0
+                AND (r.spent + r.reserved + v_amount) * 100 >= r.soft * r.limit_usd);
+        END LOOP;
+        IF v_blocked IS NOT NULL THEN
+            -- Lost the race for the last of the budget: deny, nothing written.
+            RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
+                'blocked', v_blocked, 'budgets', tollgate_list_subject_budgets(
+                    p_org, p_tz, v_team, v_user, v_at), 'warnings', '[]'::jsonb);
+        END IF;
+    END IF;
+
     IF v_blocked IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
             'blocked', v_blocked, 'budgets', v_rows, 'warnings', v_warnings);
     END IF;
-    RETURN jsonb_build_object('status', 'ok', 'amount_usd', trim_scale(v_amount)::text,
+    IF NOT p_hold THEN
+        RETURN jsonb_build_object('status', 'ok', 'amount_usd', trim_scale(v_amount)::text,
+            'budgets', v_rows, 'warnings', v_warnings);
+    END IF;
+
+    UPDATE budgets_budgetwindow SET reserved = reserved + v_amount WHERE id = ANY(v_window_ids);
+    IF v_alert THEN
+        PERFORM tollgate_raise_alerts(v_window_ids);
+    END IF;
+    v_expires := now() + make_interval(secs => p_ttl_seconds);
+    v_res_id := tollgate_new_reservation_id();
+    INSERT INTO budgets_reservation
+        (id, org_id, team_id, user_id, amount, status, window_ids, model, created_at, expires_at)
+    VALUES (v_res_id, p_org, v_team, v_user, v_amount, 'active', v_window_ids,
+            coalesce(p_model, ''), now(), v_expires);
+    RETURN jsonb_build_object('status', 'held', 'reservation_id', v_res_id,
+        'amount_usd', trim_scale(v_amount)::text,
+        'expires_at', to_char(v_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'budgets', v_rows, 'warnings', v_warnings);
 END $$;
 
