@@ -18,7 +18,7 @@ from budgets.models import (
     Reservation,
     Team,
 )
-from budgets.services import reservation_release, reservations_expire
+from budgets.services import budget_seed_window, reservation_release, reservations_expire
 from config.paginators import LargeTablePaginator
 
 
@@ -75,6 +75,13 @@ class BudgetAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         return super().get_queryset(request).select_related("org", "team", "user")
 
+    def save_model(self, request: HttpRequest, obj: Budget, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # A new budget, or one moved to another period or subject, starts with
+        # the spend and holds its scope already has in the current window.
+        if not change or {"scope", "team", "user", "period"} & set(form.changed_data):
+            budget_seed_window(obj)
+
     @admin.display(description="spent")
     def spent(self, budget: Budget) -> str:
         window = budget.current_window()
@@ -102,7 +109,9 @@ class BudgetAdmin(admin.ModelAdmin):
     @admin.action(description="Reset the current window's spend (audited in the admin log)")
     def reset_current_window(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
         """Sets the current window's `spent` to 0; active holds stay held. The
-        previous value goes to Django's admin log (who, when, what)."""
+        period's earlier spend is then forgiven on purpose (a budget created
+        mid-period starts with it instead). The previous value goes to
+        Django's admin log (who, when, what)."""
         count = 0
         for budget in queryset:
             with transaction.atomic():

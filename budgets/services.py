@@ -16,7 +16,15 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from budgets.models import Alert, AlertDeliveryAttempt, ApiKey, Organization, Reservation, Team
+from budgets.models import (
+    Alert,
+    AlertDeliveryAttempt,
+    ApiKey,
+    Budget,
+    Organization,
+    Reservation,
+    Team,
+)
 from config.hotpath import db
 
 
@@ -184,6 +192,16 @@ def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:
 # --- Holds --------------------------------------------------------------------------
 # The same named queries as the hot path (budgets/sql/queries.sql), through
 # Django's connection: one text of each call.
+
+
+def budget_seed_window(budget: Budget) -> None:
+    """Give a budget created mid-period (or moved to another period) the spend
+    and open holds its scope already has in the current window; a budget
+    whose current window exists keeps it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            db.QUERIES["seed_window"], {"budget_id": budget.pk, "tz": budget.org.time_zone}
+        )
 
 
 def reservation_release(reservation: Reservation) -> None:

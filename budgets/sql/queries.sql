@@ -52,3 +52,8 @@ FROM (
     FROM budgets_alert
     GROUP BY delivery_status
 ) AS counts
+
+-- seed_window --
+-- A budget created in Django admin (or moved to another period) starts with
+-- its scope's spend and open holds in the current window (tollgate_seed_window).
+SELECT tollgate_seed_window(%(budget_id)s, %(tz)s, now())

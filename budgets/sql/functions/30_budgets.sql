@@ -71,6 +71,74 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     WHERE b.org_id = p_org
 $$;
 
+-- A budget created mid-period (or moved to another period) starts with the
+-- spend already recorded for its scope in its current window, and with the
+-- holds already open on its scope: otherwise a cap added late would let
+-- through almost a whole extra limit. Creates the current window once; a
+-- budget whose window exists (a changed limit) keeps it as it is.
+--
+-- Spent: the costs of the scope's events that started in the window, from
+-- the raw events where they are kept and from the hourly rollups for the
+-- hours whose raw events were pruned (an hour only partly in the window
+-- counts whole there: more, never less). Holds: every active hold of the
+-- scope taken since the window began gets this window added to its
+-- window_ids and its amount to the window's reserved, so that settling,
+-- releasing or expiring it takes it back here too. Locks those holds in id
+-- order, then creates the window: the lock order of 50_holds.sql.
+CREATE OR REPLACE FUNCTION tollgate_seed_window(p_budget bigint, p_tz text, p_at timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    b record;
+    v_start timestamptz;
+    v_end timestamptz;
+    v_pruned timestamptz;
+    v_spent numeric;
+    v_holds uuid[];
+    v_reserved numeric;
+    v_window bigint;
+BEGIN
+    SELECT id, org_id, scope, team_id, user_id, period INTO b
+    FROM budgets_budget WHERE id = p_budget;
+    SELECT pb.period_start, pb.period_end INTO v_start, v_end
+    FROM tollgate_period_bounds(b.period, p_tz, p_at) pb;
+    PERFORM 1 FROM budgets_budgetwindow WHERE budget_id = p_budget AND period_start = v_start;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
+    SELECT coalesce(max(watermark), '-infinity') INTO v_pruned
+    FROM tracking_aggregationstate WHERE name = 'prune_events';
+    SELECT coalesce(sum(e.cost_usd), 0) INTO v_spent
+    FROM tracking_requestevent e
+    WHERE e.org_id = b.org_id
+      AND e.started_at >= greatest(v_start, v_pruned) AND e.started_at < v_end
+      AND (b.scope = 'org' OR (b.scope = 'team' AND e.team_id = b.team_id)
+           OR (b.scope = 'user' AND e.user_id = b.user_id));
+    SELECT v_spent + coalesce(sum(h.cost_usd), 0) INTO v_spent
+    FROM tracking_hourlyrollup h
+    WHERE h.org_id = b.org_id
+      AND h.hour > v_start - interval '1 hour' AND h.hour < least(v_end, v_pruned)
+      AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
+           OR (b.scope = 'user' AND h.user_id = b.user_id));
+
+    SELECT array_agg(r.id ORDER BY r.id), coalesce(sum(r.amount), 0) INTO v_holds, v_reserved
+    FROM (SELECT r.id, r.amount FROM budgets_reservation r
+          WHERE r.org_id = b.org_id AND r.status = 'active' AND r.created_at >= v_start
+            AND (b.scope = 'org' OR (b.scope = 'team' AND r.team_id = b.team_id)
+                 OR (b.scope = 'user' AND r.user_id = b.user_id))
+          ORDER BY r.id
+          FOR UPDATE) r;
+
+    INSERT INTO budgets_budgetwindow (budget_id, period_start, period_end, spent, reserved)
+    VALUES (p_budget, v_start, v_end, v_spent, v_reserved)
+    ON CONFLICT (budget_id, period_start) DO NOTHING
+    RETURNING id INTO v_window;
+    IF v_window IS NOT NULL AND v_holds IS NOT NULL THEN
+        UPDATE budgets_reservation SET window_ids = window_ids || v_window
+        WHERE id = ANY(v_holds);
+    END IF;
+END $$;
+
 -- Create or replace one budget (scope org: p_subject must be the org's slug).
 CREATE OR REPLACE FUNCTION tollgate_put_budget(
     p_org bigint, p_tz text, p_strict boolean, p_scope text, p_subject text, p_period text,
@@ -99,6 +167,7 @@ BEGIN
         SET limit_usd = EXCLUDED.limit_usd, soft_limit_pct = EXCLUDED.soft_limit_pct,
             enforce = EXCLUDED.enforce, updated_at = now()
     RETURNING id INTO v_budget;
+    PERFORM tollgate_seed_window(v_budget, p_tz, coalesce(p_at, now()));
     SELECT a.* INTO r FROM tollgate_applicable(p_org, p_tz, v_team, v_user, coalesce(p_at, now())) a
     WHERE a.budget_id = v_budget;
     RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,
