@@ -12,6 +12,7 @@ import logging
 import random
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -23,7 +24,7 @@ from budgets import inputs
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
-from config.hotpath.inputs import boolean, identifier, integer, money, usd_text
+from config.hotpath.inputs import boolean, identifier, integer, money, usd_for_people, usd_text
 from config.hotpath.router import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -187,20 +188,7 @@ async def reserve(request: Request) -> Answer:
             "warnings": [],
         }
     if result["status"] == "denied":
-        blocked = result["blocked"]
-        raise ApiError(
-            402,
-            "budget_exceeded",
-            f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) "
-            f"cannot hold ${result['amount_usd']} more.",
-            scope=blocked["scope"],
-            id=blocked["id"],
-            period=blocked["period"],
-            limit_usd=blocked["limit_usd"],
-            spent_usd=blocked["spent_usd"],
-            reserved_usd=blocked["reserved_usd"],
-            resets_at=blocked["resets_at"],
-        )
+        raise _budget_exceeded(result)
     return 201, {
         "reservation_id": result["reservation_id"],
         "amount_usd": result["amount_usd"],
@@ -208,6 +196,33 @@ async def reserve(request: Request) -> Answer:
         "budgets": result["budgets"],
         "warnings": result["warnings"],
     }
+
+
+def _budget_exceeded(result: JsonBody) -> ApiError:
+    """402 naming the budget that refused, with its amounts as people read them."""
+    blocked = result["blocked"]
+    money = {k: Decimal(blocked[k]) for k in ("limit_usd", "spent_usd", "reserved_usd")}
+    left = Decimal(blocked["remaining_usd"])
+    message = (
+        f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) has "
+        f"{usd_for_people(left)} left of {usd_for_people(money['limit_usd'])} "
+        f"({usd_for_people(money['spent_usd'])} spent, "
+        f"{usd_for_people(money['reserved_usd'])} held); "
+        f"this request needs {usd_for_people(Decimal(result['amount_usd']))}."
+    )
+    return ApiError(
+        402,
+        "budget_exceeded",
+        message,
+        scope=blocked["scope"],
+        id=blocked["id"],
+        period=blocked["period"],
+        limit_usd=blocked["limit_usd"],
+        spent_usd=blocked["spent_usd"],
+        reserved_usd=blocked["reserved_usd"],
+        remaining_usd=blocked["remaining_usd"],
+        resets_at=blocked["resets_at"],
+    )
 
 
 def _reservation_id(request: Request) -> uuid.UUID:

@@ -5,7 +5,7 @@ a database error (e.g. Postgres text cannot hold NUL)."""
 from __future__ import annotations
 
 import re
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from config.hotpath.errors import invalid
@@ -92,3 +92,16 @@ def usd_text(amount: Decimal) -> str:
     """Money as the API writes it: the exact decimal, without exponent or
     trailing zeros ("0.0004125", "12")."""
     return format(amount.normalize(), "f")
+
+
+def usd_for_people(amount: Decimal) -> str:
+    """Money as people read it: "$1,234.50", "$0.27"; an amount under a cent
+    keeps two significant digits ("$0.00041") so that it never reads as $0."""
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if 0 < amount < Decimal("0.01"):
+        digits = 1 - amount.adjusted()  # places to the first significant digit, plus one
+        rounded = amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+        if rounded < Decimal("0.01"):
+            return f"{sign}${format(rounded.normalize(), 'f')}"
+    return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"

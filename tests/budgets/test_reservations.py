@@ -56,6 +56,11 @@ def test_tightest_tier_denies_and_nothing_is_held(api, org, key, make_budget):
     assert error["code"] == "budget_exceeded"
     assert (error["scope"], error["id"], error["period"]) == ("user", "alice", "day")
     assert (error["limit_usd"], error["reserved_usd"], error["spent_usd"]) == ("1", "0.75", "0")
+    assert error["remaining_usd"] == "0.25"
+    assert error["message"] == (
+        "The user budget 'alice' (day) has $0.25 left of $1.00 ($0.00 spent, $0.75 held); "
+        "this request needs $0.50."
+    )
     assert error["resets_at"].endswith("Z")
     # All or nothing: the org window did not take the denied hold either.
     assert window(org_budget).reserved == Decimal("0.75")
