@@ -179,7 +179,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     list_filter = ["org", "is_admin"]
     readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
-    fields = ["org", "team", "name", "is_admin", *readonly_fields]
+    fields = ["org", "team", "name", "is_admin", "max_request_usd", *readonly_fields]
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:

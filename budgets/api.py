@@ -46,6 +46,7 @@ def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[s
         "hold": hold,
         "ttl_seconds": d.ttl_seconds,
         "at": None,
+        "key_id": key.key_id,
     }
 
 
@@ -67,6 +68,19 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
     if status == "unpriced":
         raise invalid(
             "model", f"No price is known for model '{d.model}'; send 'estimated_cost_usd' instead."
+        )
+    if status == "too_expensive":
+        cap = result["cap"]
+        raise ApiError(
+            402,
+            "request_too_expensive",
+            f"This request's estimate of {usd_for_people(Decimal(result['amount_usd']))} is over "
+            f"the {cap['scope']} '{cap['id']}' cap of "
+            f"{usd_for_people(Decimal(cap['max_request_usd']))} per request; nothing was held.",
+            scope=cap["scope"],
+            id=cap["id"],
+            max_request_usd=cap["max_request_usd"],
+            amount_usd=result["amount_usd"],
         )
 
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import connection, models
 from django.db.models import Q
 from django.utils import timezone
@@ -57,6 +58,13 @@ class Organization(models.Model):
     webhook_url = models.URLField(
         blank=True, help_text="Budget alerts are POSTed here as JSON (with a Slack-style 'text')."
     )
+    max_request_usd = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="A check or hold whose estimate is larger gets 402 request_too_expensive (empty: no cap).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -77,6 +85,13 @@ class Team(models.Model):
     # The gateway's own identifier for the team.
     slug = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True)
+    max_request_usd = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="The largest estimate one request of this team may hold (empty: no cap).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -291,6 +306,13 @@ class ApiKey(models.Model):
     lookup_id = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     is_admin = models.BooleanField(default=False, help_text="May manage budgets through the API.")
+    max_request_usd = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="The largest estimate one request with this key may hold (empty: no cap).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

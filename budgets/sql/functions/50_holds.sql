@@ -52,7 +52,7 @@ $$;
 -- the same id order single decisions, releases and the sweeper use.
 --
 -- p_items: [{"org_id", "tz", "strict", "team", "user", "amount", "model",
---            "input_tokens", "max_output_tokens", "ttl_seconds", "at"}, ...]
+--            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id"}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
@@ -92,6 +92,7 @@ DECLARE
     v_expires_text text;
     v_alert_ids bigint[];
     v_missing boolean;
+    v_cap jsonb;
     s integer;
     it record;
 BEGIN
@@ -155,7 +156,7 @@ BEGIN
     -- in the order tollgate_applicable lists budgets (org, team, user; by
     -- period), and sorted (= window id order).
     FOR it IN
-        SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds,
+        SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
                t.id AS team_id, u.id AS user_id,
                coalesce(x.amount, CASE WHEN x.input_tokens IS NOT NULL THEN
                    tollgate_estimate_cost(x.model, x.input_tokens,
@@ -166,7 +167,8 @@ BEGIN
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
         CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
             org_id bigint, tz text, team text, "user" text, amount numeric, model text,
-            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz)
+            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
+            key_id bigint)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
         CROSS JOIN LATERAL (
@@ -195,6 +197,12 @@ BEGIN
             CONTINUE;
         END IF;
         v_amount := coalesce(it.amount, 0);
+        v_cap := tollgate_request_cap(it.org_id, it.team_id, it.key_id, v_amount);
+        IF v_cap IS NOT NULL THEN
+            v_results := array_append(v_results, jsonb_build_object('status', 'too_expensive',
+                'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap));
+            CONTINUE;
+        END IF;
 
         -- The first enforced budget (in listing order) that cannot take it.
         v_block := NULL;
@@ -278,6 +286,26 @@ BEGIN
     RETURN to_jsonb(v_results);
 END $$;
 
+-- The per-request cap that `p_amount` exceeds, the tightest of the key's,
+-- the team's and the org's (null: none does). Read at decision time, so a
+-- changed cap applies to the next request in every process.
+CREATE OR REPLACE FUNCTION tollgate_request_cap(
+    p_org bigint, p_team bigint, p_key bigint, p_amount numeric)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('scope', c.scope, 'id', c.id,
+                              'max_request_usd', trim_scale(c.cap)::text)
+    FROM (SELECT 'key' AS scope, k.lookup_id::text AS id, k.max_request_usd AS cap
+          FROM budgets_apikey k WHERE k.id = p_key
+          UNION ALL
+          SELECT 'team', t.slug::text, t.max_request_usd FROM budgets_team t WHERE t.id = p_team
+          UNION ALL
+          SELECT 'org', o.slug::text, o.max_request_usd
+          FROM budgets_organization o WHERE o.id = p_org) c
+    WHERE c.cap IS NOT NULL AND p_amount > c.cap
+    ORDER BY c.cap, c.scope
+    LIMIT 1
+$$;
+
 -- The decision for one request. With p_hold it also takes the hold: every
 -- applicable window gets `reserved += amount` in one step, or none does.
 --
@@ -294,11 +322,15 @@ END $$;
 -- so a full budget does not serialise its denials. Little work happens while
 -- the locks are held: they are the throughput limit of a shared (org) budget.
 --
--- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced", ...}.
+-- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced" |
+-- "too_expensive", ...}. p_key: the caller's API key, whose per-request cap
+-- applies (null: no key's).
+DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
+                                        bigint, boolean, integer, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_decide(
     p_org bigint, p_tz text, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
-    p_hold boolean, p_ttl_seconds integer, p_at timestamptz)
+    p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql
 -- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
 -- lookups on every call (custom plans looked cheaper), which cost more than
@@ -317,6 +349,7 @@ DECLARE
     v_alert boolean := false;
     v_res_id uuid;
     v_expires timestamptz;
+    v_cap jsonb;
     r record;
 BEGIN
     -- Subjects: one read in the common case, registration on first sight.
@@ -342,6 +375,11 @@ BEGIN
         END IF;
     END IF;
     v_amount := coalesce(v_amount, 0);
+    v_cap := tollgate_request_cap(p_org, v_team, p_key, v_amount);
+    IF v_cap IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'too_expensive',
+            'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap);
+    END IF;
 
     -- Unlocked read: the answer for a check, an early denial for a hold.
     FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
