@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from config.paginators import LargeTablePaginator
-from tracking.models import DailyRollup, HourlyRollup, Price, RequestEvent
+from tracking.models import DailyRollup, HourlyRollup, ModelAlias, Price, RequestEvent
 
 
 @admin.register(Price)
@@ -9,6 +9,14 @@ class PriceAdmin(admin.ModelAdmin):
     list_display = ["model", "provider", "effective_from", "input_per_token", "output_per_token"]
     list_filter = ["provider"]
     search_fields = ["model"]
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    list_display = ["name", "model", "org"]
+    list_filter = ["org"]
+    search_fields = ["name", "model"]
+    list_select_related = ["org"]
 
 
 @admin.register(RequestEvent)

@@ -5,7 +5,8 @@ database call (tollgate_record_events): store, price, settle holds and add to
 the budget windows in one transaction. A 2xx is sent only after commit, and
 then `events_recorded` tells whoever listens (the live dashboard).
 
-GET /v1/prices: the price catalog, cacheable by clients and proxies.
+GET /v1/prices: the price catalog, cacheable by clients and proxies; with
+?model=, the entry a model name resolves to (the SQL that prices events).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import psycopg
 from django.conf import settings
 from psycopg.types.json import Jsonb
 
+from budgets import auth
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, inputs, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
@@ -356,11 +358,28 @@ async def record_events(request: Request) -> tuple[int, JsonBody | None]:
 
 
 async def prices(request: Request) -> Response:
-    catalog = await db.fetch_value("price_catalog", {})
-    body = orjson.dumps({"prices": catalog})
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"etag": etag, "cache-control": "public, max-age=300"}
+    """The catalog, or with ?model= the entry that name resolves to. The route
+    takes no key; a caller that sends one has its org's aliases applied too
+    (and gets a private answer: it depends on the org)."""
+    model = inputs.identifier(request.query, "model")
+    if model is None:
+        catalog = await db.fetch_value("price_catalog", {})
+        return _cacheable(request, {"prices": catalog}, private=False)
+    header = request.headers.get(b"authorization")
+    key = None if header is None else await auth.aauthenticate(header)
+    entry = await db.fetch_value(
+        "price_of_model", {"org_id": None if key is None else key.org_id, "model": model}
+    )
+    if entry is None:
+        raise ApiError(404, "not_found", f"No price entry for the model {model!r}.", field="model")
+    body = {"prices": [entry], "model": model, "price_model": entry["model"]}
+    return _cacheable(request, body, private=key is not None)
+
+
+def _cacheable(request: Request, body: JsonBody, *, private: bool) -> Response:
+    etag = '"' + hashlib.sha256(orjson.dumps(body)).hexdigest()[:32] + '"'
+    headers = {"etag": etag, "cache-control": f"{'private' if private else 'public'}, max-age=300"}
     given = request.headers.get(b"if-none-match", b"").decode("latin-1")
     if etag in {tag.strip() for tag in given.split(",")} or given.strip() == "*":
         return Response(304, None, headers)
-    return Response(200, {"prices": catalog}, headers)
+    return Response(200, body, headers)

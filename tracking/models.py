@@ -49,6 +49,26 @@ class Price(models.Model):
         return f"{self.provider}/{self.model} from {self.effective_from:%Y-%m-%d}"
 
 
+class ModelAlias(models.Model):
+    """A model name an organization sends that means a price entry: an Azure
+    deployment name ("my-gpt4o-prod") for its base model ("gpt-4o"). Pricing
+    tries it right after the exact name (docs/sql.md, "Model names")."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    name = models.CharField(max_length=128, help_text="The model name as the gateway sends it.")
+    model = models.CharField(max_length=128, help_text="The price entry's model key it means.")
+
+    class Meta:
+        ordering = ["org", "name"]
+        constraints = [
+            # Also the index pricing reads an org's alias by.
+            models.UniqueConstraint(fields=["org", "name"], name="model_alias_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.model}"
+
+
 MONEY = {"max_digits": 20, "decimal_places": 10}
 
 
@@ -85,6 +105,12 @@ class RequestEvent(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(**MONEY)
     priced = models.BooleanField(help_text="False: no price was known (cost 0 until repriced).")
+    # The price entry's model key that priced the event (the name it resolved
+    # to, budgets/sql/functions/20_pricing.sql); NULL when unpriced or priced
+    # by the caller's own cost. Kept so that a replay answers what the first
+    # recording said. NULL, not "": it is what the SQL writes and the API
+    # answers (null), with no translation either way.
+    price_model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     latency_ms = models.IntegerField(null=True, blank=True)
     status = models.CharField(max_length=5, choices=Status.choices, default=Status.OK)
     reservation_id = models.UUIDField(null=True, blank=True)

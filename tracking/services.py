@@ -489,9 +489,12 @@ def events_reprice_batch(
         report.last_id = batch[-1].id
         changed: list[tuple[RequestEvent, Decimal]] = []
         # Priced by the same SQL as ingest (tollgate_price_at, tollgate_cost).
-        costs = dict(selectors.run("event_costs", {"event_ids": [e.id for e in batch]}))
+        costs = {
+            pk: (cost, key)
+            for pk, cost, key in selectors.run("event_costs", {"event_ids": [e.id for e in batch]})
+        }
         for event in batch:
-            cost = costs[event.id]
+            cost, price_model = costs[event.id]
             if cost is None:
                 report.no_price[event.model] = report.no_price.get(event.model, 0) + 1
                 continue
@@ -499,14 +502,16 @@ def events_reprice_batch(
             if event.priced and delta == 0:
                 report.unchanged += 1
                 continue
-            event.cost_usd, event.priced = cost, True
+            event.cost_usd, event.priced, event.price_model = cost, True, price_model
             changed.append((event, delta))
             part = report.by_model.setdefault(event.model, ModelRepricing())
             part.events += 1
             part.delta += delta
         if not changed:
             return report
-        RequestEvent.objects.bulk_update([e for e, _ in changed], ["cost_usd", "priced"])
+        RequestEvent.objects.bulk_update(
+            [e for e, _ in changed], ["cost_usd", "priced", "price_model"]
+        )
         report.rollup_hours = rollups_refresh_buckets(
             (e.org_id, hour_floor(e.started_at)) for e, _ in changed
         ).buckets

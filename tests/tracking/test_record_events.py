@@ -129,7 +129,13 @@ def test_openai_chat_cached_at_the_cache_price_and_reasoning_at_the_output_price
     # uncached 600 x 2.50/M = 0.0015; cached 400 x 1.25/M = 0.0005;
     # output 300 x 10/M = 0.003; reasoning 200 at the output price 10/M = 0.002.
     # Total 0.007.
-    assert result == {"id": "chat-1", "cost_usd": "0.007", "priced": True, "duplicate": False}
+    assert result == {
+        "id": "chat-1",
+        "cost_usd": "0.007",
+        "priced": True,
+        "price_model": "tg-chat",
+        "duplicate": False,
+    }
     stored = RequestEvent.objects.get(event_id="chat-1")
     assert stored.cost_usd == Decimal("0.007")
     assert (
@@ -340,7 +346,13 @@ def test_unknown_model_is_stored_unpriced_at_zero(api, org, key, make_budget):
 
     result = only_result(post(api, key, event("unk-1", model="tg-unknown")))
 
-    assert result == {"id": "unk-1", "cost_usd": "0", "priced": False, "duplicate": False}
+    assert result == {
+        "id": "unk-1",
+        "cost_usd": "0",
+        "priced": False,
+        "price_model": None,
+        "duplicate": False,
+    }
     stored = RequestEvent.objects.get(event_id="unk-1")
     assert (stored.priced, stored.cost_usd, stored.input_tokens) == (False, 0, 1000)
     assert sum(w.spent for w in BudgetWindow.objects.filter(budget=budget)) == 0

@@ -122,7 +122,7 @@ def test_event_cost(prices, tokens, expected):
     make_price(model="formula-model", **prices)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_event_cost('formula-model', 'acme-ai', now(), %s, %s, %s, %s, %s)",
+            "SELECT tollgate_event_cost(NULL, 'formula-model', 'acme-ai', now(), %s, %s, %s, %s, %s)",
             [
                 tokens.input_tokens,
                 tokens.cache_read_tokens,

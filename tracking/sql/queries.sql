@@ -478,9 +478,10 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
 
 -- event_costs --
 -- reprice: each event's cost at the price in effect when it started, by the
--- same SQL functions that price events at ingest (NULL: still no price).
+-- same SQL functions that price events at ingest (NULL: still no price),
+-- and the price entry's key the model resolved to.
 SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
-                           e.output_tokens, e.reasoning_tokens)
+                           e.output_tokens, e.reasoning_tokens), pr.model
 FROM tracking_requestevent e
-LEFT JOIN LATERAL tollgate_price_at(e.model, e.provider, e.started_at) pr ON true
+LEFT JOIN LATERAL tollgate_price_at(e.org_id, e.model, e.provider, e.started_at) pr ON true
 WHERE e.id = ANY(%(event_ids)s)

@@ -159,7 +159,7 @@ BEGIN
         SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
                t.id AS team_id, u.id AS user_id,
                coalesce(x.amount, CASE WHEN x.input_tokens IS NOT NULL THEN
-                   tollgate_estimate_cost(x.model, x.input_tokens,
+                   tollgate_estimate_cost(x.org_id, x.model, x.input_tokens,
                                           coalesce(x.max_output_tokens, 0),
                                           coalesce(x.at, now())) END) AS amount,
                coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
@@ -369,7 +369,7 @@ BEGIN
         END IF;
     END IF;
     IF v_amount IS NULL AND p_input IS NOT NULL THEN
-        v_amount := tollgate_estimate_cost(p_model, p_input, coalesce(p_max_output, 0), v_at);
+        v_amount := tollgate_estimate_cost(p_org, p_model, p_input, coalesce(p_max_output, 0), v_at);
         IF v_amount IS NULL THEN
             RETURN jsonb_build_object('status', 'unpriced', 'field', 'model');
         END IF;

@@ -24,7 +24,9 @@
 --   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
 --   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
---   "duplicate", "reservation"}]} or {"status": "not_found", "errors": [...]}.
+--   "price_model", "duplicate", "reservation"}]} or {"status": "not_found",
+--   "errors": [...]}. price_model: the price entry's key the event's model
+--   resolved to (20_pricing.sql), NULL when unpriced or the caller's cost.
 CREATE OR REPLACE FUNCTION tollgate_record_events(
     p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -78,19 +80,22 @@ BEGIN
         INSERT INTO tracking_requestevent (
             org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-            cost_usd, priced, latency_ms, status, reservation_id, tags, payload_hash)
+            cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
+            payload_hash)
         SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
                coalesce(i.cost_usd, c.list_cost, 0), i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
+               CASE WHEN i.cost_usd IS NULL THEN pr.model END,
                i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash
         FROM input i
-        LEFT JOIN LATERAL tollgate_price_at(i.model, i.provider, i.at) pr ON true
+        LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at) pr ON true
         CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
             i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
         ORDER BY i.event_id
         ON CONFLICT (org_id, event_id) DO NOTHING
-        RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, reservation_id
+        RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, price_model,
+                  reservation_id
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
 
@@ -104,7 +109,7 @@ BEGIN
                           SELECT n->>'event_id' FROM jsonb_array_elements(v_inserted) n);
     IF cardinality(v_replay_ids) > 0 THEN
         SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO v_replayed
-        FROM (SELECT event_id, cost_usd, priced, reservation_id, payload_hash
+        FROM (SELECT event_id, cost_usd, priced, price_model, reservation_id, payload_hash
               FROM tracking_requestevent
               WHERE org_id = p_org AND event_id = ANY(v_replay_ids)) r;
         SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
@@ -196,6 +201,7 @@ BEGIN
                'id', r.event_id,
                'cost_usd', trim_scale(r.cost_usd)::text,
                'priced', r.priced,
+               'price_model', r.price_model,
                'duplicate', NOT r.new,
                -- `settled`: this event settled the hold now (for a replay: the
                -- hold is settled); `status`: the hold's state now.
@@ -214,11 +220,13 @@ BEGIN
     FROM jsonb_array_elements(p_events) e
     JOIN (SELECT n.*, true AS new
           FROM jsonb_to_recordset(v_inserted)
-               AS n(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+               AS n(event_id text, cost_usd numeric, priced boolean, price_model text,
+                    reservation_id uuid)
           UNION ALL
           SELECT p.*, false
           FROM jsonb_to_recordset(v_replayed)
-               AS p(event_id text, cost_usd numeric, priced boolean, reservation_id uuid)
+               AS p(event_id text, cost_usd numeric, priced boolean, price_model text,
+                    reservation_id uuid)
          ) r ON r.event_id = e->>'event_id'
     LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
            ON s.id = r.reservation_id AND r.new
