@@ -75,6 +75,7 @@ def items(org_id: int, tz: str, start: int, count: int) -> list[dict]:
                 "hold": True,
                 "ttl_seconds": 300,
                 "at": None,
+                "key_id": None,
             }
         )
     return out
