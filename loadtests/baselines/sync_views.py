@@ -211,7 +211,7 @@ def _lock_windows(budgets: list[Budget], tz: str, now: datetime) -> list[BudgetW
 
 def period_bounds(period: str, tz: str, at: datetime) -> tuple[datetime, datetime]:
     """Start and end of the period holding `at` in time zone `tz`; the same
-    instants as tollgate_period_bounds() in budgets/sql/functions.sql."""
+    instants as tollgate_period_bounds() in budgets/sql/functions/10_subjects.sql."""
     if period == Budget.Period.TOTAL:
         return TOTAL_START, TOTAL_END
     zone = zoneinfo.ZoneInfo(tz)
@@ -228,7 +228,11 @@ def period_bounds(period: str, tz: str, at: datetime) -> tuple[datetime, datetim
 
 
 def _local_midnight(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
-    return datetime.combine(day, dtime.min, tzinfo=zone)
+    """The first instant of `day`: fold 0 reads a repeated midnight as the
+    earlier instant and a skipped one with the offset before the change (the
+    instant the day begins). In UTC, because an aware datetime in a gap or a
+    fold never equals one in another zone, not even the same instant."""
+    return datetime.combine(day, dtime.min, tzinfo=zone).astimezone(UTC)
 
 
 def _budget_exceeded(window: BudgetWindow, subject: str, amount: Decimal) -> ApiError:

@@ -22,7 +22,7 @@ def function_scans(plan: dict[str, Any]) -> list[str]:
 
 def plan_of(sql: str, params: list) -> dict[str, Any]:
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        cursor.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {sql}", params)
         value = cursor.fetchone()[0]
     return value[0]["Plan"]
 
@@ -36,6 +36,9 @@ def test_the_budgets_of_a_hold_are_read_without_calling_period_bounds(org, make_
     assert "tollgate_period_bounds" not in function_scans(plan)
     # The plan is that of the inlined body: it reads the budgets table itself.
     assert "budgets_budget" in str(plan)
+    # The first instant of a local date is inlined too: the verbose plan shows
+    # the expressions it computes, not a call.
+    assert "tollgate_local_day_start" not in str(plan)
 
 
 def test_period_bounds_still_answers_one_row_per_call(db):

@@ -5,8 +5,35 @@
 -- defines any more is dropped. Each hot-path request is one call to one of
 -- these functions: one round trip, one transaction.
 
+-- The first instant of local date p_day (a midnight, as a timestamp) in zone
+-- p_tz: its local midnight, except where the clock changes at midnight.
+-- PostgreSQL reads a local time that happens twice as the later instant and
+-- one that does not happen with the offset before the change. So p_day read
+-- directly is right where midnight is skipped (America/Santiago 2026-09-06:
+-- the day starts at 01:00) and wrong where it repeats (America/Havana
+-- 2026-11-01: 05:00Z, an hour after the day began); the instant after the
+-- day before's last microsecond is right where midnight repeats and wrong
+-- where the hour before midnight is skipped (the day begins exactly at
+-- 00:00 but 23:59:59 is read after it). The earlier of the two is the first
+-- instant in every zone's rules from 2011 to 2037
+-- (tests/budgets/test_period_bounds_zones.py checks every zone and change of
+-- 2020-2030 against Python's zoneinfo). Only before 2011 did clocks fall back
+-- across midnight from after it (America/Goose_Bay, 00:01 to 23:01): there the
+-- later midnight is returned, and the minute before the change lies in the
+-- day before's window.
+-- STABLE (timestamptz + interval is), so that it inlines.
+CREATE OR REPLACE FUNCTION tollgate_local_day_start(p_day timestamp, p_tz text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT least(p_day AT TIME ZONE p_tz,
+                 (p_day - interval '1 microsecond') AT TIME ZONE p_tz + interval '1 microsecond')
+$$;
+
 -- Start and end of the period that contains p_at, in the org's time zone.
--- Days, ISO weeks (Monday) and calendar months roll over at local midnight.
+-- Days, ISO weeks (Monday) and calendar months start at the first instant of
+-- their first local date (tollgate_local_day_start), and a period ends where
+-- the next one starts, so periods tile time. The local date is truncated
+-- before it becomes an instant again: date_trunc(period, p_at, p_tz) reads the
+-- truncated midnight back as PostgreSQL does, after p_at when midnight repeats.
 -- The single window of a `total` budget spans 1970 to 9999 (finite, so that
 -- Python can read it).
 --
@@ -19,10 +46,12 @@ CREATE FUNCTION tollgate_period_bounds(p_period text, p_tz text, p_at timestampt
 RETURNS TABLE (period_start timestamptz, period_end timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN p_period = 'total' THEN '1970-01-01 00:00:00+00'::timestamptz
-                ELSE date_trunc(p_period, p_at, p_tz) END,
+                ELSE tollgate_local_day_start(
+                    date_trunc(p_period, p_at AT TIME ZONE p_tz), p_tz) END,
            CASE WHEN p_period = 'total' THEN '9999-12-31 00:00:00+00'::timestamptz
-                ELSE ((date_trunc(p_period, p_at, p_tz) AT TIME ZONE p_tz)
-                      + ('1 ' || p_period)::interval) AT TIME ZONE p_tz END
+                ELSE tollgate_local_day_start(
+                    date_trunc(p_period, p_at AT TIME ZONE p_tz) + ('1 ' || p_period)::interval,
+                    p_tz) END
 $$;
 
 -- Id of a team (or end user) by the caller's identifier, registering it on
