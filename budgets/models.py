@@ -316,11 +316,6 @@ class ApiKey(models.Model):
     def is_active(self) -> bool:
         return self.revoked_at is None
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.save(update_fields=["revoked_at"])
-
 
 def parse_key(secret: str) -> str | None:
     """Return the lookup id of a well-formed key, else None."""

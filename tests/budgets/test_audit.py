@@ -5,7 +5,16 @@ through GET /v1/audit and admin."""
 
 from __future__ import annotations
 
-from budgets.models import ApiKey, AuditEntry
+import io
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+from django.urls import reverse
+
+from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Organization
 from tests.conftest import auth
 
 
@@ -82,3 +91,233 @@ def test_api_changes_that_fail_record_nothing(api, org, admin_key, make_org):
     ]
     assert [r.status_code for r in failures] == [404, 422, 404]
     assert budget_entries() == []
+
+
+# --- Through Django admin ---------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = get_user_model().objects.create_superuser("boss", "", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+def _admin_url(model, page: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{page}", args=args)
+
+
+def test_admin_budget_change_records_old_and_new_values_and_the_login(
+    staff_client, make_org, make_budget
+):
+    org = make_org("acme")
+    budget = make_budget(org, "500", scope="team", team="research", period="month")
+    response = staff_client.post(
+        _admin_url(Budget, "change", budget.pk),
+        {
+            "org": org.pk,
+            "scope": "team",
+            "team": budget.team_id,
+            "user": "",
+            "period": "month",
+            "limit_usd": "600",
+            "soft_limit_pct": "80",
+            "enforce": "on",
+            "created_at_0": "2026-12-01",
+            "created_at_1": "00:00:00",
+            "windows-TOTAL_FORMS": "0",
+            "windows-INITIAL_FORMS": "0",
+        },
+        REMOTE_ADDR="203.0.113.7",
+        HTTP_X_REQUEST_ID="admin-req-1",
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    (entry,) = budget_entries()
+    assert (entry.action, entry.object_id) == ("update", "team/research/month")
+    assert (entry.old["limit_usd"], entry.new["limit_usd"]) == ("500", "600")
+    assert (entry.actor_kind, entry.actor_label) == ("user", "boss")
+    assert entry.actor_user_id == get_user_model().objects.get(username="boss").pk
+    assert (entry.request_id, entry.client_addr) == ("admin-req-1", "203.0.113.7")
+
+
+def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_org):
+    org = make_org("acme")
+    response = staff_client.post(
+        _admin_url(Organization, "change", org.pk),
+        {
+            "slug": "acme",
+            "name": "acme",
+            "time_zone": "Europe/Paris",
+            "strict": "on",
+            "fail_mode": "open",
+            "webhook_url": "",
+            "created_at_0": "2026-12-01",
+            "created_at_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    entry = AuditEntry.objects.get(object_type="organization", action="update")
+    changed = {k: (entry.old[k], entry.new[k]) for k in entry.new if entry.old[k] != entry.new[k]}
+    assert changed == {
+        "time_zone": ("UTC", "Europe/Paris"),
+        "strict": (False, True),
+        "fail_mode": ("", "open"),
+    }
+    assert entry.actor_label == "boss" and entry.object_id == "acme"
+
+
+def test_admin_org_change_that_fails_validation_records_nothing(staff_client, make_org):
+    org = make_org("acme")
+    response = staff_client.post(
+        _admin_url(Organization, "change", org.pk),
+        {"slug": "acme", "time_zone": "Mars/Olympus", "created_at_0": "2026-12-01"},
+    )
+    assert response.status_code == 200  # the form again, with its error
+    assert not AuditEntry.objects.filter(action="update").exists()
+
+
+def test_admin_key_revoke_records_the_login(staff_client, make_org, make_key):
+    org = make_org("acme")
+    key = key_row(make_key(org))
+    for _ in range(2):  # the second revocation changes nothing
+        staff_client.post(
+            _admin_url(ApiKey, "changelist"), {"action": "revoke", "_selected_action": [key.pk]}
+        )
+
+    (entry,) = AuditEntry.objects.filter(object_type="api_key", action="revoke")
+    assert entry.object_id == str(key.pk)
+    assert entry.old["revoked_at"] is None and entry.new["revoked_at"] is not None
+    assert entry.old["lookup_id"] == key.lookup_id and "key_hash" not in entry.new
+    assert (entry.actor_kind, entry.actor_label) == ("user", "boss")
+
+
+def test_admin_window_reset_records_the_spend_it_cleared(staff_client, make_org, make_budget):
+    org = make_org("acme")
+    budget = make_budget(org, "5")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+            "NULL, true, 300, NULL)",
+            [org.id],
+        )
+    BudgetWindow.objects.update(spent="2.5")
+    staff_client.post(
+        _admin_url(Budget, "changelist"),
+        {"action": "reset_current_window", "_selected_action": [budget.pk]},
+    )
+
+    entry = AuditEntry.objects.get(action="reset_window")
+    assert entry.object_id == "org/acme/day"
+    assert (entry.old["spent_usd"], entry.new["spent_usd"]) == ("2.5", "0")
+
+
+def test_admin_shows_entries_read_only(staff_client, make_org):
+    make_org("acme")
+    entry = AuditEntry.objects.get(object_type="organization")
+    assert staff_client.get(_admin_url(AuditEntry, "changelist")).status_code == 200
+    page = staff_client.get(_admin_url(AuditEntry, "change", entry.pk))
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert staff_client.get(_admin_url(AuditEntry, "add")).status_code == 403
+    staff_client.post(_admin_url(AuditEntry, "delete", entry.pk), {"post": "yes"})
+    assert AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+# --- Management commands ---------------------------------------------------------------
+
+
+def run(command: str, *args: str) -> str:
+    out = io.StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_create_org_and_create_api_key_are_recorded_as_commands():
+    run("create_org", "acme", "--tz", "Europe/Paris")
+    run("create_api_key", "--org", "acme", "--team", "search", "--admin")
+
+    org_entry = AuditEntry.objects.get(object_type="organization")
+    assert (org_entry.action, org_entry.actor_kind, org_entry.old) == ("create", "command", None)
+    assert org_entry.new["time_zone"] == "Europe/Paris"
+    assert org_entry.actor_label.startswith("create_org (by ")
+    key_entry = AuditEntry.objects.get(object_type="api_key")
+    key = ApiKey.objects.get()
+    assert (key_entry.action, key_entry.object_id) == ("create", str(key.pk))
+    assert key_entry.new == {
+        "lookup_id": key.lookup_id,
+        "name": "",
+        "team": "search",
+        "is_admin": True,
+        "revoked_at": None,
+    }
+    assert key_entry.actor_label.startswith("create_api_key (by ")
+
+
+@pytest.mark.django_db
+def test_load_prices_records_the_load_and_each_changed_price(tmp_path):
+    prices = {
+        "gpt-x": {
+            "litellm_provider": "openai",
+            "mode": "chat",
+            "input_cost_per_token": 1e-06,
+            "output_cost_per_token": 2e-06,
+        },
+        "gpt-y": {
+            "litellm_provider": "openai",
+            "mode": "chat",
+            "input_cost_per_token": 3e-06,
+            "output_cost_per_token": 4e-06,
+        },
+    }
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(prices))
+    run("load_prices", str(path))
+    prices["gpt-x"]["input_cost_per_token"] = 5e-06
+    path.write_text(json.dumps(prices))
+    run("load_prices", str(path))
+
+    first, second = AuditEntry.objects.filter(object_type="prices").order_by("id")
+    assert first.new["added_models"] == ["gpt-x", "gpt-y"]
+    assert (second.new["added"], second.new["changed"], second.new["unchanged"]) == (0, 1, 1)
+    assert second.actor_kind == "command" and second.org_id is None
+    (change,) = AuditEntry.objects.filter(object_type="price")
+    assert change.object_id == "openai/gpt-x"
+    assert (change.old["input_per_token"], change.new["input_per_token"]) == (
+        "0.000001",
+        "0.000005",
+    )
+
+
+@pytest.mark.django_db
+def test_a_command_that_fails_records_nothing():
+    with pytest.raises(CommandError):
+        run("create_org", "acme", "--tz", "Mars/Olympus")
+    assert not AuditEntry.objects.exists()
+
+
+# --- Append-only ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement", ["UPDATE", "DELETE"])
+def test_the_database_refuses_to_change_or_delete_an_entry(make_org, statement):
+    make_org("acme")
+    entry = AuditEntry.objects.get()
+    sql = {
+        "UPDATE": "UPDATE budgets_auditentry SET action = 'nothing' WHERE id = %s",
+        "DELETE": "DELETE FROM budgets_auditentry WHERE id = %s",
+    }[statement]
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [entry.pk])
+    assert AuditEntry.objects.get().action == "create"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_outside_a_transaction_is_refused():
+    from budgets.audit import SYSTEM, audit_record
+
+    with pytest.raises(RuntimeError):
+        audit_record(actor=SYSTEM, org=None, object_type="x", object_id="y", action="z")
