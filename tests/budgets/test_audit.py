@@ -15,7 +15,7 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
 from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Organization
-from tests.conftest import auth
+from tests.conftest import assert_error, auth
 
 
 def key_row(secret: str) -> ApiKey:
@@ -321,3 +321,129 @@ def test_an_entry_outside_a_transaction_is_refused():
 
     with pytest.raises(RuntimeError):
         audit_record(actor=SYSTEM, org=None, object_type="x", object_id="y", action="z")
+
+
+# --- GET /v1/audit ----------------------------------------------------------------------
+
+
+def get_audit(api, key: str, **params):
+    return api.get("/v1/audit", params=params, headers=auth(key))
+
+
+def test_audit_lists_the_orgs_entries_newest_first(api, org, admin_key):
+    api.put("/v1/budgets/team/search/day", json={"limit_usd": "5"}, headers=auth(admin_key))
+    api.put("/v1/budgets/team/search/day", json={"limit_usd": "6"}, headers=auth(admin_key))
+
+    response = get_audit(api, admin_key)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["next_cursor"] is None
+    actions = [(e["object"]["type"], e["action"]) for e in body["entries"]]
+    # The fixtures created the org and the key (as "system") before.
+    assert actions == [
+        ("budget", "update"),
+        ("budget", "create"),
+        ("api_key", "create"),
+        ("organization", "create"),
+    ]
+    update = body["entries"][0]
+    assert update["object"] == {"type": "budget", "id": "team/search/day"}
+    assert (update["old"]["limit_usd"], update["new"]["limit_usd"]) == ("5", "6")
+    assert update["actor"]["kind"] == "key"
+    assert update["actor"]["key_id"] == key_row(admin_key).pk
+    assert update["at"].endswith("Z") and update["client_addr"] == "127.0.0.1"
+    assert update["request_id"]
+
+
+def test_a_budgets_history_is_the_log_filtered_to_it(api, org, admin_key):
+    for limit in ("1", "2", "3"):
+        api.put("/v1/budgets/team/search/day", json={"limit_usd": limit}, headers=auth(admin_key))
+    api.put("/v1/budgets/team/other/day", json={"limit_usd": "9"}, headers=auth(admin_key))
+    api.delete("/v1/budgets/team/search/day", headers=auth(admin_key))
+
+    history = get_audit(api, admin_key, object="budget:team/search/day").json()["entries"]
+    assert [(e["action"], (e["new"] or e["old"])["limit_usd"]) for e in history] == [
+        ("delete", "3"),
+        ("update", "3"),
+        ("update", "2"),
+        ("create", "1"),
+    ]
+    budgets = get_audit(api, admin_key, object="budget", action="create").json()["entries"]
+    assert {e["object"]["id"] for e in budgets} == {"team/search/day", "team/other/day"}
+
+
+def test_audit_pages_with_an_opaque_cursor(api, org, admin_key):
+    for limit in range(1, 8):
+        api.put("/v1/budgets/user/bob/day", json={"limit_usd": limit}, headers=auth(admin_key))
+
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"object": "budget", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        body = get_audit(api, admin_key, **params).json()
+        seen += [e["id"] for e in body["entries"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == 7 and seen == sorted(seen, reverse=True)
+
+
+def test_audit_filters_by_time(api, org, admin_key):
+    api.put("/v1/budgets/user/bob/day", json={"limit_usd": 1}, headers=auth(admin_key))
+    everything = get_audit(api, admin_key).json()["entries"]
+    newest = everything[0]["at"]
+    after = get_audit(api, admin_key, **{"from": newest}).json()["entries"]
+    assert [e["id"] for e in after] == [everything[0]["id"]]
+    before = get_audit(api, admin_key, to=newest).json()["entries"]
+    assert everything[0]["id"] not in [e["id"] for e in before]
+    assert get_audit(api, admin_key, to="2000-01-01T00:00:00Z").json()["entries"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2026-13-01T00:00:00Z"}, "to"),
+        ({"from": "2026-03-10T12:00:00Z", "to": "2026-03-10T11:00:00Z"}, "to"),
+        ({"object": "window"}, "object"),
+        ({"object": "budget:"}, "object"),
+        ({"action": "DROP TABLE"}, "action"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "501"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "YTE6LTE"}, "cursor"),  # "a1:-1"
+    ],
+)
+def test_bad_filters_are_422_naming_the_field(api, org, admin_key, params, field):
+    assert_error(get_audit(api, admin_key, **params), 422, "invalid_field", field)
+
+
+def test_audit_needs_an_admin_key(api, org, key):
+    assert_error(get_audit(api, key), 403, "forbidden")
+    assert_error(api.get("/v1/audit"), 401, "unauthenticated")
+    assert_error(api.post("/v1/audit", headers=auth(key)), 405, "method_not_allowed")
+
+
+def test_another_orgs_entries_are_never_visible(api, org, admin_key, make_org, make_key):
+    other = make_org("other")
+    other_key = make_key(other, admin=True)
+    api.put("/v1/budgets/team/secret/day", json={"limit_usd": 1}, headers=auth(other_key))
+
+    entries = get_audit(api, admin_key).json()["entries"]
+    assert entries and all(e["object"]["id"] != "team/secret/day" for e in entries)
+    assert {e["object"]["id"] for e in entries if e["object"]["type"] == "organization"} == {"acme"}
+    assert get_audit(api, admin_key, object="budget:team/secret/day").json()["entries"] == []
+
+
+def test_a_team_limited_admin_key_reads_only_its_teams_budgets(api, org, admin_key, make_key):
+    team_key = make_key(org, team="search", admin=True)
+    api.put("/v1/budgets/team/search/day", json={"limit_usd": 1}, headers=auth(team_key))
+
+    own = get_audit(api, team_key, object="budget:team/search/day")
+    assert own.status_code == 200 and len(own.json()["entries"]) == 1
+    for params in ({}, {"object": "budget"}, {"object": "budget:team/other/day"}):
+        assert_error(get_audit(api, team_key, **params), 403, "forbidden", "object")
