@@ -80,11 +80,33 @@ def _audit_delete(
     )
 
 
+def _audit_cascade(request: HttpRequest, budgets: QuerySet[Budget], keys: QuerySet[ApiKey]) -> None:
+    """A team or end user deleted in admin takes its budgets and keys with it
+    (on_delete=CASCADE): each is recorded as deleted, like a delete of its own."""
+    for budget in budgets.select_related("org", "team", "user"):
+        _audit_delete(request, budget.org, "budget", budget_address(budget), budget_values(budget))
+    for key in keys.select_related("org", "team"):
+        _audit_delete(request, key.org, "api_key", str(key.pk), api_key_values(key))
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["slug", "org", "name", "created_at"]
     list_filter = ["org"]
     search_fields = ["slug", "name"]
+
+    def delete_model(self, request: HttpRequest, obj: Team) -> None:
+        _audit_cascade(request, Budget.objects.filter(team=obj), ApiKey.objects.filter(team=obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        _audit_cascade(
+            request,
+            Budget.objects.filter(team__in=queryset),
+            ApiKey.objects.filter(team__in=queryset),
+        )
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(EndUser)
@@ -92,6 +114,15 @@ class EndUserAdmin(admin.ModelAdmin):
     list_display = ["external_id", "org", "created_at"]
     list_filter = ["org"]
     search_fields = ["external_id"]
+
+    def delete_model(self, request: HttpRequest, obj: EndUser) -> None:
+        _audit_cascade(request, Budget.objects.filter(user=obj), ApiKey.objects.none())
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[EndUser]) -> None:
+        _audit_cascade(request, Budget.objects.filter(user__in=queryset), ApiKey.objects.none())
+        super().delete_queryset(request, queryset)
 
 
 class BudgetWindowInline(admin.TabularInline):

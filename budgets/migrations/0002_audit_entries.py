@@ -2,7 +2,7 @@
 refuses UPDATE and DELETE of its rows, whoever sends them. TRUNCATE (the
 table owner's, as the tests' flush does) is not a row change and stays
 possible. The trigger's function is not named tollgate_*: those are installed
-from budgets/sql/functions/ after migrate, and one that no file defines is
+out of the apps' sql/functions/ folders after migrate, and one that no file defines is
 dropped."""
 
 import django.db.models.deletion

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
-from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Organization
+from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Organization, Team
 from tests.conftest import assert_error, auth
 
 
@@ -447,3 +447,21 @@ def test_a_team_limited_admin_key_reads_only_its_teams_budgets(api, org, admin_k
     assert own.status_code == 200 and len(own.json()["entries"]) == 1
     for params in ({}, {"object": "budget"}, {"object": "budget:team/other/day"}):
         assert_error(get_audit(api, team_key, **params), 403, "forbidden", "object")
+
+
+def test_deleting_a_team_in_admin_records_its_budgets_and_keys(
+    staff_client, make_org, make_budget, make_key
+):
+    org = make_org("acme")
+    make_budget(org, "5", scope="team", team="search", period="week")
+    key = key_row(make_key(org, team="search"))
+    team = key.team
+    response = staff_client.post(_admin_url(Team, "delete", team.pk), {"post": "yes"})
+    assert response.status_code == 302
+
+    deleted = AuditEntry.objects.filter(action="delete").order_by("id")
+    assert [(e.object_type, e.object_id) for e in deleted] == [
+        ("budget", "team/search/week"),
+        ("api_key", str(key.pk)),
+    ]
+    assert all(e.actor_label == "boss" for e in deleted)
