@@ -11,11 +11,13 @@ was changed.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -144,12 +146,26 @@ def budget_values(budget: Budget) -> JsonValues:
 
 def organization_values(org: Organization) -> JsonValues:
     """Every setting of the organization: a new one is recorded without a
-    change here."""
-    return {
+    change here. The webhook URL is recorded without its secret part."""
+    values = {
         field.attname: json_value(getattr(org, field.attname))
         for field in Organization._meta.concrete_fields
         if field.name not in ("id", "created_at")
     }
+    values["webhook_url"] = redacted_url(org.webhook_url)
+    return values
+
+
+def redacted_url(url: str) -> str:
+    """Scheme and host, and a fingerprint of the rest: a webhook's path often
+    is its credential (Slack's hooks.slack.com/services/T…/B…/secret), and the
+    log is read by every admin key of the org. Equal URLs give equal texts,
+    so a change still shows."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"{parts.scheme}://{parts.hostname or ''}/… (sha256 {digest})"
 
 
 def api_key_values(key: ApiKey) -> JsonValues:

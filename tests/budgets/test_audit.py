@@ -151,7 +151,7 @@ def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_
             "time_zone": "Europe/Paris",
             "strict": "on",
             "fail_mode": "open",
-            "webhook_url": "",
+            "webhook_url": "https://hooks.example.com/services/T0/B0/s3cr3t",
             "created_at_0": "2026-12-01",
             "created_at_1": "00:00:00",
         },
@@ -160,11 +160,15 @@ def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_
 
     entry = AuditEntry.objects.get(object_type="organization", action="update")
     changed = {k: (entry.old[k], entry.new[k]) for k in entry.new if entry.old[k] != entry.new[k]}
+    webhook = changed.pop("webhook_url")
     assert changed == {
         "time_zone": ("UTC", "Europe/Paris"),
         "strict": (False, True),
         "fail_mode": ("", "open"),
     }
+    # Recorded as changed, without the secret part of the URL.
+    assert webhook[0] == "" and webhook[1].startswith("https://hooks.example.com/… (sha256 ")
+    assert "s3cr3t" not in str(entry.new)
     assert entry.actor_label == "boss" and entry.object_id == "acme"
 
 
