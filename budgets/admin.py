@@ -7,10 +7,20 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from budgets.audit import (
+    Actor,
+    api_key_values,
+    audit_record,
+    budget_address,
+    budget_values,
+    json_value,
+    organization_values,
+)
 from budgets.models import (
     Alert,
     AlertDeliveryAttempt,
     ApiKey,
+    AuditEntry,
     Budget,
     BudgetWindow,
     EndUser,
@@ -18,14 +28,70 @@ from budgets.models import (
     Reservation,
     Team,
 )
-from budgets.services import budget_seed_window, reservation_release, reservations_expire
+from budgets.services import (
+    api_key_revoke,
+    budget_seed_window,
+    reservation_release,
+    reservations_expire,
+)
 from config.paginators import LargeTablePaginator
+
+# Admin runs save_model and delete_model inside the transaction of its change
+# view (and delete view), so the audit entry commits with the change; the
+# bulk deletes and the actions below open their own.
 
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "time_zone", "strict", "fail_mode", "created_at"]
     search_fields = ["slug", "name"]
+
+    def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
+        old = None
+        if change:
+            old = organization_values(Organization.objects.select_for_update().get(pk=obj.pk))
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=Actor.of_request(request),
+            org=obj,
+            object_type="organization",
+            object_id=obj.slug,
+            action="update" if change else "create",
+            old=old,
+            new=organization_values(obj),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Organization) -> None:
+        _audit_delete(request, obj, "organization", obj.slug, organization_values(obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        for org in queryset:
+            _audit_delete(request, org, "organization", org.slug, organization_values(org))
+        super().delete_queryset(request, queryset)
+
+
+def _audit_delete(
+    request: HttpRequest, org: Organization, object_type: str, object_id: str, old: dict
+) -> None:
+    audit_record(
+        actor=Actor.of_request(request),
+        org=org,
+        object_type=object_type,
+        object_id=object_id,
+        action="delete",
+        old=old,
+    )
+
+
+def _audit_cascade(request: HttpRequest, budgets: QuerySet[Budget], keys: QuerySet[ApiKey]) -> None:
+    """A team or end user deleted in admin takes its budgets and keys with it
+    (on_delete=CASCADE): each is recorded as deleted, like a delete of its own."""
+    for budget in budgets.select_related("org", "team", "user"):
+        _audit_delete(request, budget.org, "budget", budget_address(budget), budget_values(budget))
+    for key in keys.select_related("org", "team"):
+        _audit_delete(request, key.org, "api_key", str(key.pk), api_key_values(key))
 
 
 @admin.register(Team)
@@ -34,12 +100,34 @@ class TeamAdmin(admin.ModelAdmin):
     list_filter = ["org"]
     search_fields = ["slug", "name"]
 
+    def delete_model(self, request: HttpRequest, obj: Team) -> None:
+        _audit_cascade(request, Budget.objects.filter(team=obj), ApiKey.objects.filter(team=obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        _audit_cascade(
+            request,
+            Budget.objects.filter(team__in=queryset),
+            ApiKey.objects.filter(team__in=queryset),
+        )
+        super().delete_queryset(request, queryset)
+
 
 @admin.register(EndUser)
 class EndUserAdmin(admin.ModelAdmin):
     list_display = ["external_id", "org", "created_at"]
     list_filter = ["org"]
     search_fields = ["external_id"]
+
+    def delete_model(self, request: HttpRequest, obj: EndUser) -> None:
+        _audit_cascade(request, Budget.objects.filter(user=obj), ApiKey.objects.none())
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[EndUser]) -> None:
+        _audit_cascade(request, Budget.objects.filter(user__in=queryset), ApiKey.objects.none())
+        super().delete_queryset(request, queryset)
 
 
 class BudgetWindowInline(admin.TabularInline):
@@ -76,11 +164,40 @@ class BudgetAdmin(admin.ModelAdmin):
         return super().get_queryset(request).select_related("org", "team", "user")
 
     def save_model(self, request: HttpRequest, obj: Budget, form, change: bool) -> None:
+        old = None
+        if change:
+            before = (
+                Budget.objects.select_for_update(of=("self",))
+                .select_related("org", "team", "user")
+                .get(pk=obj.pk)
+            )
+            old = budget_values(before)
         super().save_model(request, obj, form, change)
         # A new budget, or one moved to another period or subject, starts with
         # the spend and holds its scope already has in the current window.
         if not change or {"scope", "team", "user", "period"} & set(form.changed_data):
             budget_seed_window(obj)
+        audit_record(
+            actor=Actor.of_request(request),
+            org=obj.org,
+            object_type="budget",
+            object_id=budget_address(obj),
+            action="update" if change else "create",
+            old=old,
+            new=budget_values(obj),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Budget) -> None:
+        _audit_delete(request, obj.org, "budget", budget_address(obj), budget_values(obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
+        for budget in queryset:
+            _audit_delete(
+                request, budget.org, "budget", budget_address(budget), budget_values(budget)
+            )
+        super().delete_queryset(request, queryset)
 
     @admin.display(description="spent")
     def spent(self, budget: Budget) -> str:
@@ -106,12 +223,12 @@ class BudgetAdmin(admin.ModelAdmin):
             return "never"
         return f"{window.period_end:%Y-%m-%d %H:%M %Z}" if window else "-"
 
-    @admin.action(description="Reset the current window's spend (audited in the admin log)")
+    @admin.action(description="Reset the current window's spend (audited)")
     def reset_current_window(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
         """Sets the current window's `spent` to 0; active holds stay held. The
         period's earlier spend is then forgiven on purpose (a budget created
-        mid-period starts with it instead). The previous value goes to
-        Django's admin log (who, when, what)."""
+        mid-period starts with it instead). The previous value goes to the
+        audit log (action "reset_window") and to Django's admin log."""
         count = 0
         for budget in queryset:
             with transaction.atomic():
@@ -129,6 +246,18 @@ class BudgetAdmin(admin.ModelAdmin):
                 previous = window.spent
                 window.spent = 0
                 window.save(update_fields=["spent"])
+                audit_record(
+                    actor=Actor.of_request(request),
+                    org=budget.org,
+                    object_type="budget",
+                    object_id=budget_address(budget),
+                    action="reset_window",
+                    old={
+                        "window_start": window.period_start.isoformat(),
+                        "spent_usd": json_value(previous),
+                    },
+                    new={"window_start": window.period_start.isoformat(), "spent_usd": "0"},
+                )
                 self.log_change(
                     request,
                     budget,
@@ -189,6 +318,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             )
             obj.lookup_id, obj.key_hash = fresh.lookup_id, fresh.key_hash
             super().save_model(request, obj, form, change)
+            self._audit(request, obj, "create", None)
             messages.warning(
                 request,
                 format_html(
@@ -198,13 +328,36 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 ),
             )
             return
+        old = api_key_values(ApiKey.objects.select_for_update().get(pk=obj.pk))
         super().save_model(request, obj, form, change)
+        self._audit(request, obj, "update", old)
+
+    def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
+        _audit_delete(request, obj.org, "api_key", str(obj.pk), api_key_values(obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.select_related("org", "team"):
+            _audit_delete(request, key.org, "api_key", str(key.pk), api_key_values(key))
+        super().delete_queryset(request, queryset)
+
+    def _audit(self, request: HttpRequest, key: ApiKey, action: str, old: dict | None) -> None:
+        audit_record(
+            actor=Actor.of_request(request),
+            org=key.org,
+            object_type="api_key",
+            object_id=str(key.pk),
+            action=action,
+            old=old,
+            new=api_key_values(key),
+        )
 
     @admin.action(description="Revoke selected keys (takes effect within 60 s)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset:
-            key.revoke()
-        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+        actor = Actor.of_request(request)
+        revoked = sum(api_key_revoke(key=key, actor=actor) for key in queryset)
+        self.message_user(request, f"Revoked {revoked} key(s).")
 
 
 class AlertDeliveryAttemptInline(admin.TabularInline):
@@ -240,3 +393,36 @@ class AlertAdmin(admin.ModelAdmin):
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         count = queryset.filter(acknowledged_at__isnull=True).update(acknowledged_at=timezone.now())
         self.message_user(request, f"Acknowledged {count} alert(s).")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read only: entries are written by the changes they record, and the
+    database refuses to change or delete one."""
+
+    list_display = [
+        "at",
+        "org",
+        "object_type",
+        "object_id",
+        "action",
+        "actor_kind",
+        "actor_label",
+        "request_id",
+        "client_addr",
+    ]
+    list_filter = ["object_type", "action", "actor_kind", ("at", admin.DateFieldListFilter), "org"]
+    search_fields = ["object_id", "actor_label", "request_id"]
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    list_select_related = ["org"]
+    readonly_fields = [f.name for f in AuditEntry._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False

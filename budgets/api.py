@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.types.json import Jsonb
 
 from budgets import inputs
+from budgets.audit import client_address
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
@@ -291,6 +292,15 @@ def _require_admin(request: Request) -> ApiKeyInfo:
     return key
 
 
+def _audit_params(request: Request, key: ApiKeyInfo) -> dict[str, Any]:
+    """Who changes a budget, for the audit entry its SQL function writes."""
+    return {
+        "key_id": key.key_id,
+        "request_id": request.request_id,
+        "client_addr": client_address(request.client),
+    }
+
+
 def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
     scope, subject, period = (request.params[k] for k in ("scope", "subject", "period"))
     if scope not in inputs.SCOPES:
@@ -335,6 +345,7 @@ async def put_budget(request: Request) -> Answer:
             "soft_limit_pct": soft,
             "enforce": enforce,
             "at": None,
+            **_audit_params(request, key),
         },
     )
     if result["status"] == "not_found":
@@ -347,7 +358,13 @@ async def delete_budget(request: Request) -> Answer:
     scope, subject, period = _budget_path(request, key)
     result = await db.fetch_value(
         "delete_budget",
-        {"org_id": key.org_id, "scope": scope, "subject": subject, "period": period},
+        {
+            "org_id": key.org_id,
+            "scope": scope,
+            "subject": subject,
+            "period": period,
+            **_audit_params(request, key),
+        },
     )
     if result["status"] == "not_found":
         raise ApiError(404, "not_found", f"No {period} budget for {scope} '{subject}'.")

@@ -338,11 +338,6 @@ class ApiKey(models.Model):
     def is_active(self) -> bool:
         return self.revoked_at is None
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.save(update_fields=["revoked_at"])
-
 
 def parse_key(secret: str) -> str | None:
     """Return the lookup id of a well-formed key, else None."""
@@ -425,3 +420,64 @@ class AlertDeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alert_id} @ {self.attempted_at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error}"
+
+
+class AuditEntry(models.Model):
+    """One change to a budget, an API key, an organization's settings or the
+    price catalog: who, when, what, the values before and after.
+
+    Written in the transaction of the change it records (by the SQL function
+    for API changes, by `budgets.audit.audit_record` for the sync side), so a
+    change that rolls back leaves no entry. Append-only: the database refuses
+    UPDATE and DELETE of this table (a trigger, migration 0002).
+    """
+
+    class ActorKind(models.TextChoices):
+        KEY = "key", "API key"
+        USER = "user", "Login"
+        COMMAND = "command", "Management command"
+        SYSTEM = "system", "System"
+
+    # Null for changes of no one organization (the price catalog). No foreign
+    # keys to what it records: the record outlives the key, the budget or the
+    # login it names, and a cascade could otherwise delete history.
+    org = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # audit_org_newest leads with org
+    )
+    at = models.DateTimeField(default=timezone.now)
+    actor_kind = models.CharField(max_length=7, choices=ActorKind.choices)
+    actor_key_id = models.BigIntegerField(null=True, blank=True)
+    actor_user_id = models.BigIntegerField(null=True, blank=True)
+    # The login's username, the key's lookup id and name, or the command's
+    # name, as they were at the time.
+    actor_label = models.CharField(max_length=200, blank=True)
+    # What changed: object_type "budget", "organization", "api_key" or
+    # "prices", and object_id its name in the API ("team/search/day" for a
+    # budget, the slug for an organization, the key's id).
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=400)
+    action = models.CharField(max_length=32)
+    old = models.JSONField(null=True, blank=True)
+    new = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    client_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            # Used by GET /v1/audit: an org's entries, newest first (keyset on id).
+            models.Index(fields=["org", "-id"], name="audit_org_newest"),
+            # Used by GET /v1/audit?object=… and a budget's history.
+            models.Index(
+                fields=["org", "object_type", "object_id", "-id"], name="audit_org_object"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.object_type}:{self.object_id} {self.action}"

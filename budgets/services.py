@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from budgets.audit import SYSTEM, Actor, api_key_values, audit_record, organization_values
 from budgets.models import (
     Alert,
     AlertDeliveryAttempt,
@@ -28,18 +29,37 @@ from budgets.models import (
 from config.hotpath import db
 
 
+@transaction.atomic
 def organization_create(
-    *, slug: str, time_zone: str = "UTC", strict: bool = False, name: str = ""
+    *,
+    slug: str,
+    time_zone: str = "UTC",
+    strict: bool = False,
+    name: str = "",
+    actor: Actor = SYSTEM,
 ) -> Organization:
     org = Organization(slug=slug, time_zone=time_zone, strict=strict, name=name or slug)
     org.full_clean()
     org.save()
+    audit_record(
+        actor=actor,
+        org=org,
+        object_type="organization",
+        object_id=org.slug,
+        action="create",
+        new=organization_values(org),
+    )
     return org
 
 
 @transaction.atomic
 def api_key_create(
-    *, org: Organization, team_slug: str | None = None, is_admin: bool = False, name: str = ""
+    *,
+    org: Organization,
+    team_slug: str | None = None,
+    is_admin: bool = False,
+    name: str = "",
+    actor: Actor = SYSTEM,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is not stored and is
     shown to the caller once. A team that does not exist yet is created."""
@@ -48,7 +68,40 @@ def api_key_create(
         team, _ = Team.objects.get_or_create(org=org, slug=team_slug)
     key, secret = ApiKey.generate(org=org, team=team, is_admin=is_admin, name=name)
     key.save()
+    audit_record(
+        actor=actor,
+        org=org,
+        object_type="api_key",
+        object_id=str(key.pk),
+        action="create",
+        new=api_key_values(key),
+    )
     return key, secret
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: Actor) -> bool:
+    """Revoke a key (it stops working within API_KEY_CACHE_SECONDS); False if
+    it was already revoked. The row is locked so that two revocations record
+    one change."""
+    key = (
+        ApiKey.objects.select_for_update(of=("self",)).select_related("org", "team").get(pk=key.pk)
+    )
+    if key.revoked_at is not None:
+        return False
+    old = api_key_values(key)
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    audit_record(
+        actor=actor,
+        org=key.org,
+        object_type="api_key",
+        object_id=str(key.pk),
+        action="revoke",
+        old=old,
+        new=api_key_values(key),
+    )
+    return True
 
 
 # --- Alert delivery (the outbox of budgets.Alert) ------------------------------------

@@ -25,6 +25,7 @@ urlpatterns = [
     # Sign-in for dashboard users (password changes and resets go through staff).
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("budgets.urls")),
     path("", include("tracking.urls")),
     path("", include("dashboard.urls")),
 ]

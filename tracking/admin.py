@@ -1,7 +1,29 @@
 from django.contrib import admin
+from django.db import transaction
 
+from budgets.audit import Actor, audit_record, json_value
 from config.paginators import LargeTablePaginator
 from tracking.models import DailyRollup, HourlyRollup, ModelAlias, Price, RequestEvent
+from tracking.services import PRICE_FIELDS
+
+
+def _price_values(price: Price) -> dict:
+    return {
+        name: json_value(getattr(price, name))
+        for name in ["provider", "model", "effective_from", *PRICE_FIELDS]
+    }
+
+
+def _audit_price(request, price: Price, action: str, old: dict | None, new: dict | None) -> None:
+    audit_record(
+        actor=Actor.of_request(request),
+        org=None,
+        object_type="price",
+        object_id=f"{price.provider}/{price.model}",
+        action=action,
+        old=old,
+        new=new,
+    )
 
 
 @admin.register(Price)
@@ -9,6 +31,22 @@ class PriceAdmin(admin.ModelAdmin):
     list_display = ["model", "provider", "effective_from", "input_per_token", "output_per_token"]
     list_filter = ["provider"]
     search_fields = ["model"]
+
+    # Audited like load_prices; admin runs these in its view's transaction.
+    def save_model(self, request, obj: Price, form, change: bool) -> None:
+        old = _price_values(Price.objects.select_for_update().get(pk=obj.pk)) if change else None
+        super().save_model(request, obj, form, change)
+        _audit_price(request, obj, "update" if change else "create", old, _price_values(obj))
+
+    def delete_model(self, request, obj: Price) -> None:
+        _audit_price(request, obj, "delete", _price_values(obj), None)
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset) -> None:
+        for price in queryset:
+            _audit_price(request, price, "delete", _price_values(price), None)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(ModelAlias)

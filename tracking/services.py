@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from budgets.audit import SYSTEM, Actor, audit_record, json_value
 from tracking import selectors
 from tracking.models import Price, RequestEvent
 
@@ -75,9 +76,13 @@ def _same(price: Price, fields: dict[str, Any]) -> bool:
 
 
 @transaction.atomic
-def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
+def prices_load(*, path: Path = DEFAULT_PRICE_FILE, actor: Actor = SYSTEM) -> PriceLoadReport:
     """Import a LiteLLM-format price map. Idempotent: an unchanged price adds
-    nothing; a changed one adds a row effective now (past costs keep theirs)."""
+    nothing; a changed one adds a row effective now (past costs keep theirs).
+
+    Audited in the same transaction: one entry per changed price (old and new
+    per-token prices) and one for the load with its counts and the models it
+    added."""
     data = json.loads(path.read_text(), parse_float=Decimal)
     report = PriceLoadReport()
     now = timezone.now()
@@ -103,6 +108,30 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE) -> PriceLoadReport:
         else:
             Price.objects.create(provider=provider, model=model, effective_from=now, **fields)
             report.changed.append(model)
+            audit_record(
+                actor=actor,
+                org=None,
+                object_type="price",
+                object_id=f"{provider}/{model}",
+                action="update",
+                old={name: json_value(getattr(latest, name)) for name in PRICE_FIELDS},
+                new={name: json_value(fields[name]) for name in PRICE_FIELDS},
+            )
+    audit_record(
+        actor=actor,
+        org=None,
+        object_type="prices",
+        object_id=path.name,
+        action="load",
+        new={
+            "file": path.name,
+            "added": len(report.added),
+            "changed": len(report.changed),
+            "unchanged": report.unchanged,
+            "skipped": sum(report.skipped_modes.values()),
+            "added_models": report.added,
+        },
+    )
     return report
 
 

@@ -29,10 +29,12 @@ SELECT tollgate_list_budgets(%(org_id)s, %(tz)s, %(at)s)
 
 -- put_budget --
 SELECT tollgate_put_budget(%(org_id)s, %(tz)s, %(strict)s, %(scope)s, %(subject)s, %(period)s,
-                           %(limit_usd)s, %(soft_limit_pct)s, %(enforce)s, %(at)s)
+                           %(limit_usd)s, %(soft_limit_pct)s, %(enforce)s, %(at)s,
+                           %(key_id)s, %(request_id)s, %(client_addr)s)
 
 -- delete_budget --
-SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s)
+SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s,
+                              %(key_id)s, %(request_id)s, %(client_addr)s)
 
 -- ping --
 SELECT 1

@@ -64,6 +64,8 @@ class Request:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
     key: Any = None  # what the app's Authenticator returned
+    request_id: str = ""  # as sent back in X-Request-Id
+    client: str | None = None  # the client's address as the ASGI server gives it
 
     def json(self) -> JsonBody:
         """The body as a JSON object; money-safe (numbers with a fraction become Decimal)."""
@@ -231,6 +233,8 @@ class ApiApp:
                 headers=headers,
                 body=body,
                 params=params,
+                request_id=request_id,
+                client=(scope.get("client") or (None,))[0],
             )
             db.start_request_clock()  # key lookup and handler share the time budget
             if route_.authenticated:

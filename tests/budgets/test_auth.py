@@ -12,7 +12,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from budgets.audit import SYSTEM
 from budgets.models import ApiKey, Budget, BudgetWindow, Reservation
+from budgets.services import api_key_revoke
 from tests.conftest import assert_error, auth
 
 CHECK = "/v1/budget/check"
@@ -94,7 +96,7 @@ def test_scheme_is_case_insensitive(api, key):
 
 
 def test_key_revoked_before_first_use_is_401(api, key):
-    api_key_row(key).revoke()
+    api_key_revoke(key=api_key_row(key), actor=SYSTEM)
 
     response = api.post(CHECK, json=BODY, headers=auth(key))
 
@@ -105,7 +107,7 @@ def test_key_revoked_before_first_use_is_401(api, key):
 def test_key_revoked_after_use_stops_working_within_the_cache_ttl(api, key):
     assert api.post(CHECK, json=BODY, headers=auth(key)).status_code == 200
 
-    api_key_row(key).revoke()
+    api_key_revoke(key=api_key_row(key), actor=SYSTEM)
     time.sleep(1.5)  # the test server caches verified keys for 1 s
 
     assert_error(api.post(CHECK, json=BODY, headers=auth(key)), 401, "unauthenticated")

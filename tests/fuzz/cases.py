@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -905,6 +906,116 @@ def usage_case(draw, keys: Keys) -> Case:
     )
 
 
+AUDIT_TYPES = ("budget", "organization", "api_key")
+NOT_TEXT = st.one_of(v.SAFE_TEXT, v.SQL_TEXT, v.WITH_CONTROL, v.WITH_SURROGATE)
+
+
+@st.composite
+def audit_case(draw, keys: Keys) -> Case:
+    """GET /v1/audit: admin keys only (the key is checked before the query);
+    a team-limited admin key reads only its team's budgets' history."""
+    name = draw(
+        pick(
+            [
+                "from",
+                "to",
+                "order",
+                "object",
+                "action",
+                "limit",
+                "cursor",
+                "many",
+                "not_admin",
+                "team_key",
+            ]
+        )
+    )
+    key = keys.admin
+    gate: Verdict | None = None
+    pairs: list[tuple[str, str]] = []
+    error = Verdict(422, name)
+    if name in ("from", "to"):
+        pairs = [(name, draw(NOT_TIMES))]
+    elif name == "order":  # to before from
+        pairs = [
+            ("from", "2026-03-10T12:00:00Z"),
+            ("to", draw(pick(["2026-03-10T11:00:00Z", "2000-01-01"]))),
+        ]
+        error = Verdict(422, "to")
+    elif name == "object":
+        value = draw(
+            st.one_of(
+                NOT_TEXT.filter(lambda s: s.partition(":")[0] not in AUDIT_TYPES),
+                st.tuples(
+                    pick(AUDIT_TYPES), st.one_of(v.WITH_CONTROL, st.just(""), pick(["u" * 401]))
+                ).map(lambda t: f"{t[0]}:{t[1]}"),
+            )
+        )
+        pairs = [("object", value)]
+    elif name == "action":
+        pairs = [("action", draw(NOT_TEXT.filter(lambda s: not re.fullmatch(r"[a-z_]{1,32}", s))))]
+    elif name == "limit":
+        pairs = [
+            (
+                "limit",
+                draw(
+                    st.one_of(
+                        pick(
+                            [
+                                "0",
+                                "501",
+                                "-1",
+                                "1e2",
+                                "5.0",
+                                " 5",
+                                "\u0661\u0660",
+                                "99999999999999999999",
+                            ]
+                        ),
+                        v.SQL_TEXT,
+                    )
+                ),
+            )
+        ]
+    elif name == "cursor":
+        pairs = [
+            (
+                "cursor",
+                draw(
+                    st.one_of(
+                        pick(["x", "YTE6LTE", "YTI6MQ", "YTE6", "====", "a1:5"]),
+                        v.SQL_TEXT,
+                        v.WITH_CONTROL,
+                    )
+                ),
+            )
+        ]
+    elif name == "many":  # more parameters than Django parses
+        pairs = [(f"p{i}", "1") for i in range(draw(pick([1001, 1500])))]
+        error = Verdict(400)
+    elif name == "not_admin":
+        key = draw(pick([keys.plain, keys.team]))
+        pairs = draw(NOISE)
+        gate = Verdict(403)
+    else:  # a team-limited admin key asking for more than its team's budgets
+        key = keys.team_admin
+        asked = draw(pick(["", "budget", "budget:team/other/day", "organization"]))
+        pairs = [("object", asked)] if asked else []
+        error = Verdict(403, "object")
+    headers, auth_ok = draw(authorization(keys, key))
+    outcome = verdict(body=None, auth_ok=auth_ok, gate=gate, malformed=False, error=error)
+    return Case(
+        "GET /v1/audit",
+        "GET",
+        f"/v1/audit?{query_string(pairs)}",
+        frozenset({outcome.status}),
+        outcome.field,
+        headers,
+        None,
+        name,
+    )
+
+
 BAD_COOKIES = st.sampled_from(
     [
         'sessionid="\\000abcdefgh"',  # an escaped NUL inside a quoted cookie
@@ -1017,6 +1128,7 @@ ROUTES = [
     ("GET", "/v1/dashboard/summary"),
     ("GET", "/v1/prices"),
     ("GET", "/v1/usage"),
+    ("GET", "/v1/audit"),
 ]
 
 

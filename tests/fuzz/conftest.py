@@ -26,6 +26,7 @@ from budgets.models import (
     Alert,
     AlertDeliveryAttempt,
     ApiKey,
+    AuditEntry,
     Budget,
     BudgetWindow,
     EndUser,
@@ -77,6 +78,7 @@ WATCHED = [
     Price,
     AggregationState,
     Membership,
+    AuditEntry,
 ]
 
 

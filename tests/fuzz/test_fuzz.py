@@ -33,6 +33,7 @@ QUOTAS = {
     "test_release": (119, 700),
     "test_status_query": (110, 700),
     "test_usage_query": (107, 700),
+    "test_audit_query": (80, 500),
     "test_summary_query": (126, 700),
     "test_prices_and_budget_list": (88, 500),
     "test_wrong_methods": (84, 500),
@@ -84,6 +85,10 @@ def test_status_query(fuzzer, world):
 
 def test_usage_query(fuzzer, world):
     run(fuzzer, "test_usage_query", cases.usage_case(world))
+
+
+def test_audit_query(fuzzer, world):
+    run(fuzzer, "test_audit_query", cases.audit_case(world))
 
 
 def test_summary_query(fuzzer, world):

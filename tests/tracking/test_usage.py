@@ -13,7 +13,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from budgets.audit import SYSTEM
 from budgets.models import ApiKey
+from budgets.services import api_key_revoke
 from tests.conftest import assert_error, auth
 from tests.tracking.conftest import hours_ago, run
 from tracking.models import HourlyRollup, RequestEvent
@@ -350,7 +352,7 @@ def test_without_a_key_is_401(api, org):
 
 
 def test_a_revoked_key_is_401(api, org, key):
-    ApiKey.objects.get(lookup_id=key.split("_")[1]).revoke()
+    api_key_revoke(key=ApiKey.objects.get(lookup_id=key.split("_")[1]), actor=SYSTEM)
 
     assert_error(api.get(USAGE, headers=auth(key)), 401, "unauthenticated")
 

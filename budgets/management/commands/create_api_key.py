@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from budgets.audit import Actor
 from budgets.models import Organization
 from budgets.services import api_key_create
 
@@ -22,7 +23,13 @@ class Command(BaseCommand):
             raise CommandError(f"No organization '{org}'. Create it with create_org.") from None
         if team is not None and not 1 <= len(team) <= 128:
             raise CommandError("--team must be 1 to 128 characters.")
-        _key, secret = api_key_create(org=organization, team_slug=team, is_admin=admin, name=name)
+        _key, secret = api_key_create(
+            org=organization,
+            team_slug=team,
+            is_admin=admin,
+            name=name,
+            actor=Actor.command("create_api_key"),
+        )
         scope = f"team '{team}'" if team else "the whole organization"
         self.stdout.write(
             f"API key for {organization.slug}, {scope}"

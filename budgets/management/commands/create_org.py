@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from budgets.audit import Actor
 from budgets.models import Organization
 from budgets.services import organization_create
 
@@ -24,7 +25,9 @@ class Command(BaseCommand):
         if Organization.objects.filter(slug=slug).exists():
             raise CommandError(f"Organization '{slug}' already exists.")
         try:
-            org = organization_create(slug=slug, time_zone=tz, strict=strict, name=name)
+            org = organization_create(
+                slug=slug, time_zone=tz, strict=strict, name=name, actor=Actor.command("create_org")
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         self.stdout.write(

@@ -139,15 +139,51 @@ BEGIN
     END IF;
 END $$;
 
--- Create or replace one budget (scope org: p_subject must be the org's slug).
+-- The audit log (budgets_auditentry, append-only): one entry of a change made
+-- with an API key, written by the function that makes the change, so that it
+-- commits with it. The label names the key as it is now (lookup id, name).
+CREATE OR REPLACE FUNCTION tollgate_audit(
+    p_org bigint, p_key bigint, p_request_id text, p_client text,
+    p_object_type text, p_object_id text, p_action text, p_old jsonb, p_new jsonb)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO budgets_auditentry (org_id, at, actor_kind, actor_key_id, actor_label,
+                                    object_type, object_id, action, old, new,
+                                    request_id, client_addr)
+    SELECT p_org, now(), 'key', p_key,
+           coalesce((SELECT left('key ' || k.lookup_id
+                                 || CASE WHEN k.name <> '' THEN ' (' || k.name || ')' ELSE '' END, 200)
+                     FROM budgets_apikey k WHERE k.id = p_key), ''),
+           p_object_type, left(p_object_id, 400), p_action, p_old, p_new,
+           left(coalesce(p_request_id, ''), 64), p_client::inet
+$$;
+
+-- A budget's values as the audit log records them (budgets/audit.py's
+-- budget_values writes the same keys for admin's changes).
+CREATE OR REPLACE FUNCTION tollgate_budget_audit_values(
+    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft integer,
+    p_enforce boolean)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('scope', p_scope, 'subject', p_subject, 'period', p_period,
+        'limit_usd', trim_scale(p_limit)::text, 'soft_limit_pct', p_soft, 'enforce', p_enforce)
+$$;
+
+-- Create or replace one budget (scope org: p_subject must be the org's slug),
+-- and record the change in the audit log (p_key: the admin key that made it;
+-- a PUT that changes nothing records nothing).
+DROP FUNCTION IF EXISTS tollgate_put_budget(
+    bigint, text, boolean, text, text, text, numeric, smallint, boolean, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_put_budget(
     p_org bigint, p_tz text, p_strict boolean, p_scope text, p_subject text, p_period text,
-    p_limit numeric, p_soft smallint, p_enforce boolean, p_at timestamptz)
+    p_limit numeric, p_soft smallint, p_enforce boolean, p_at timestamptz,
+    p_key bigint, p_request_id text, p_client text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_team bigint;
     v_user bigint;
     v_budget bigint;
+    v_old jsonb;
+    v_new jsonb := tollgate_budget_audit_values(p_scope, p_subject, p_period, p_limit, p_soft,
+                                                p_enforce);
     r record;
 BEGIN
     IF p_scope = 'org' THEN
@@ -160,13 +196,38 @@ BEGIN
         v_user := tollgate_enduser_id(p_org, p_subject, NOT p_strict);
         IF v_user IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
     END IF;
-    INSERT INTO budgets_budget (org_id, scope, team_id, user_id, period, limit_usd,
-                                soft_limit_pct, enforce, created_at, updated_at)
-    VALUES (p_org, p_scope, v_team, v_user, p_period, p_limit, p_soft, p_enforce, now(), now())
-    ON CONFLICT (org_id, scope, team_id, user_id, period) DO UPDATE
-        SET limit_usd = EXCLUDED.limit_usd, soft_limit_pct = EXCLUDED.soft_limit_pct,
-            enforce = EXCLUDED.enforce, updated_at = now()
-    RETURNING id INTO v_budget;
+    -- Insert, or lock the existing row and read its values before replacing
+    -- them (an upsert cannot say what it overwrote). Looped: a budget deleted
+    -- between the two statements is inserted on the next turn.
+    LOOP
+        INSERT INTO budgets_budget (org_id, scope, team_id, user_id, period, limit_usd,
+                                    soft_limit_pct, enforce, created_at, updated_at)
+        VALUES (p_org, p_scope, v_team, v_user, p_period, p_limit, p_soft, p_enforce, now(), now())
+        ON CONFLICT (org_id, scope, team_id, user_id, period) DO NOTHING
+        RETURNING id INTO v_budget;
+        EXIT WHEN v_budget IS NOT NULL;
+        SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, p_period, b.limit_usd,
+                                                  b.soft_limit_pct, b.enforce)
+        INTO v_budget, v_old
+        FROM budgets_budget b
+        WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
+          AND b.team_id IS NOT DISTINCT FROM v_team AND b.user_id IS NOT DISTINCT FROM v_user
+        FOR UPDATE;
+        IF v_budget IS NOT NULL THEN
+            UPDATE budgets_budget
+            SET limit_usd = p_limit, soft_limit_pct = p_soft, enforce = p_enforce,
+                updated_at = now()
+            WHERE id = v_budget;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF v_old IS NULL THEN
+        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
+                               p_scope || '/' || p_subject || '/' || p_period, 'create', NULL, v_new);
+    ELSIF v_old IS DISTINCT FROM v_new THEN
+        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
+                               p_scope || '/' || p_subject || '/' || p_period, 'update', v_old, v_new);
+    END IF;
     PERFORM tollgate_seed_window(v_budget, p_tz, coalesce(p_at, now()));
     SELECT a.* INTO r FROM tollgate_applicable(p_org, p_tz, v_team, v_user, coalesce(p_at, now())) a
     WHERE a.budget_id = v_budget;
@@ -174,13 +235,19 @@ BEGIN
         r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end));
 END $$;
 
+DROP FUNCTION IF EXISTS tollgate_delete_budget(bigint, text, text, text);
 CREATE OR REPLACE FUNCTION tollgate_delete_budget(
-    p_org bigint, p_scope text, p_subject text, p_period text)
+    p_org bigint, p_scope text, p_subject text, p_period text,
+    p_key bigint, p_request_id text, p_client text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE v_budget bigint;
+DECLARE
+    v_budget bigint;
+    v_old jsonb;
 BEGIN
     -- Locked first, so that no hold can open a new window for it in between.
-    SELECT b.id INTO v_budget
+    SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, p_period, b.limit_usd,
+                                              b.soft_limit_pct, b.enforce)
+    INTO v_budget, v_old
     FROM budgets_budget b
     JOIN budgets_organization o ON o.id = b.org_id
     WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
@@ -201,5 +268,7 @@ BEGIN
     DELETE FROM budgets_alert WHERE budget_id = v_budget;
     DELETE FROM budgets_budgetwindow WHERE budget_id = v_budget;
     DELETE FROM budgets_budget WHERE id = v_budget;
+    PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
+                           p_scope || '/' || p_subject || '/' || p_period, 'delete', v_old, NULL);
     RETURN jsonb_build_object('status', 'deleted');
 END $$;

@@ -10,8 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from budgets.audit import Actor
 from budgets.models import ApiKey, Organization
-from budgets.services import api_key_create
+from budgets.services import api_key_create, api_key_revoke
 
 DEMO_ORG = "demo"
 ADMIN_USERNAME = "admin"
@@ -110,6 +111,8 @@ class Command(BaseCommand):
         """A fresh admin key each run (secrets are not stored, so it can't be shown
         again); the previous demo key is revoked."""
         for old in ApiKey.objects.filter(org=org, name=DEMO_KEY_NAME, revoked_at__isnull=True):
-            old.revoke()
-        _key, secret = api_key_create(org=org, is_admin=True, name=DEMO_KEY_NAME)
+            api_key_revoke(key=old, actor=Actor.command("demo"))
+        _key, secret = api_key_create(
+            org=org, is_admin=True, name=DEMO_KEY_NAME, actor=Actor.command("demo")
+        )
         return secret

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from budgets.audit import Actor
 from tracking.services import DEFAULT_PRICE_FILE, prices_load
 
 
@@ -22,7 +23,7 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"No such file: {file}")
         try:
-            report = prices_load(path=file)
+            report = prices_load(path=file, actor=Actor.command("load_prices"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CommandError(f"{file} is not a JSON price map: {exc}") from exc
         skipped = sum(report.skipped_modes.values())

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
+from budgets.audit import Actor
 from budgets.auth import ApiKeyInfo
 from budgets.models import Budget, EndUser, Organization, Team
 from budgets.services import organization_create
@@ -165,7 +166,9 @@ class Command(BaseCommand):
         org = Organization.objects.filter(slug=slug).first()
         if org is not None:
             return org
-        org = organization_create(slug=slug, name="Demo Inc.", time_zone="UTC")
+        org = organization_create(
+            slug=slug, name="Demo Inc.", time_zone="UTC", actor=Actor.command("seed_demo")
+        )
         teams = {t: Team.objects.create(org=org, slug=t, name=t.title()) for t in TEAMS}
         for uid in USERS:
             EndUser.objects.create(org=org, external_id=uid)

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from budgets import views
+
+urlpatterns = [
+    path("v1/audit", views.audit, name="audit"),
+]

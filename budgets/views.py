@@ -1,0 +1,179 @@
+"""GET /v1/audit (docs/api.md, "Audit log"): the audit log of the caller's
+organization, newest first, for admin keys. A budget's history is the same
+list filtered to it: `object=budget:team/search/day`.
+
+A sync Django view: reporting, not the hot path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from django.http import HttpResponse, JsonResponse, QueryDict
+
+from budgets import inputs
+from budgets.auth import ApiKeyInfo, authenticate
+from budgets.models import AuditEntry
+from budgets.selectors import AuditQuery, audit_entries
+from config.hotpath.errors import ApiError, invalid
+from config.hotpath.views import ApiRequest, django_api_view
+
+OBJECT_TYPES = ("budget", "organization", "api_key")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+# A '+' of an offset that was not URL-encoded arrives as a space.
+_UNENCODED_PLUS = re.compile(r" (\d\d(:?\d\d)?)$")
+_ACTION = re.compile(r"[a-z_]{1,32}")
+
+api_get = django_api_view(authenticate=authenticate)
+
+
+@api_get
+def audit(request: ApiRequest) -> HttpResponse:
+    key: ApiKeyInfo = request.api_key
+    if not key.is_admin:
+        raise ApiError(403, "forbidden", "Reading the audit log needs an admin API key.")
+    query = audit_query(request.GET, key)
+    entries = audit_entries(query)
+    more = len(entries) > query.limit
+    entries = entries[: query.limit]
+    response = JsonResponse(
+        {
+            "entries": [_entry_json(entry) for entry in entries],
+            "next_cursor": _cursor(entries[-1].pk) if more else None,
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Parameters ---------------------------------------------------------------------
+
+
+def audit_query(params: QueryDict, key: ApiKeyInfo) -> AuditQuery:
+    """The query asked for, or ApiError 422 naming the bad parameter (403 for
+    a team-limited key asking for more than its team's budgets)."""
+    start, end = _moment(params, "from"), _moment(params, "to")
+    if start is not None and end is not None and end <= start:
+        raise invalid("to", "'to' must be after 'from'.")
+    object_type, object_id = _object(params)
+    if key.team_slug is not None and not _own_team_budget(key.team_slug, object_type, object_id):
+        raise ApiError(
+            403,
+            "forbidden",
+            "A team-limited key may read only its team's budgets' history "
+            f"(object=budget:team/{key.team_slug}/<period>).",
+            field="object",
+        )
+    action = params.get("action")
+    if action is not None and not _ACTION.fullmatch(action):
+        raise invalid("action", "'action' must be an action name, e.g. update.")
+    return AuditQuery(
+        org_id=key.org_id,
+        start=start,
+        end=end,
+        object_type=object_type,
+        object_id=object_id,
+        action=action,
+        before_id=_cursor_id(params.get("cursor")),
+        limit=_limit(params),
+    )
+
+
+def _moment(params: QueryDict, name: str) -> datetime | None:
+    value = params.get(name, "").strip()
+    if not value:
+        return None
+    if "T" in value:
+        value = _UNENCODED_PLUS.sub(r"+\1", value)
+    message = f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z."
+    if not value.isprintable():
+        raise invalid(name, message)  # Python 3.11's fromisoformat stops at a NUL
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise invalid(name, message) from None
+
+
+def _object(params: QueryDict) -> tuple[str | None, str | None]:
+    """`object=budget` (a type) or `object=budget:team/search/day` (one object)."""
+    value = params.get("object")
+    if value is None:
+        return None, None
+    object_type, sep, object_id = value.partition(":")
+    if object_type not in OBJECT_TYPES:
+        raise invalid(
+            "object",
+            f"'object' must be one of {', '.join(OBJECT_TYPES)}, optionally followed by "
+            "':' and the object's id (budget:team/search/day).",
+        )
+    if not sep:
+        return object_type, None
+    if not 1 <= len(object_id) <= 400 or not object_id.isprintable():
+        raise invalid("object", "The object's id after ':' must be 1 to 400 printable characters.")
+    return object_type, object_id
+
+
+def _own_team_budget(team: str, object_type: str | None, object_id: str | None) -> bool:
+    return object_type == "budget" and object_id in {
+        f"team/{team}/{period}" for period in inputs.PERIODS
+    }
+
+
+def _limit(params: QueryDict) -> int:
+    value = params.get("limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_LIMIT):
+        raise invalid("limit", f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
+    return int(value)
+
+
+# The cursor is opaque to callers: the id of the last entry of the page, so
+# that the next page starts below it whatever was recorded meanwhile.
+def _cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"a1:{entry_id}".encode()).decode().rstrip("=")
+
+
+def _cursor_id(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    if prefix != "a1" or not (number.isascii() and number.isdigit() and len(number) <= 18):
+        raise invalid("cursor", "'cursor' must be a next_cursor this endpoint returned.")
+    return int(number)
+
+
+# --- Answers ------------------------------------------------------------------------
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _entry_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.pk,
+        "at": _iso(entry.at),
+        "actor": {
+            "kind": entry.actor_kind,
+            "key_id": entry.actor_key_id,
+            "user_id": entry.actor_user_id,
+            "label": entry.actor_label,
+        },
+        "object": {"type": entry.object_type, "id": entry.object_id},
+        "action": entry.action,
+        "old": entry.old,
+        "new": entry.new,
+        "request_id": entry.request_id,
+        "client_addr": entry.client_addr,
+    }
