@@ -30,6 +30,7 @@ from config.move import SKIPPED, canonical_text, copy_order, describe_table, tab
 from dashboard.models import Membership
 from tests.clusters import Cluster, cluster
 from tests.conftest import auth, free_port, run_manage, start_server, stop_server
+from tracking.models import ModelAlias
 
 PASSWORD = "s3cret-never-printed"
 _databases = itertools.count(1)
@@ -58,6 +59,7 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
         done = run_manage(test_database_url, *command)
         assert done.returncode == 0, done.stdout + done.stderr
     org = Organization.objects.get(slug="demo")
+    ModelAlias.objects.create(org=org, name="my-gpt4o-prod", model="gpt-4o")
     key = ApiKey.generate(org=org, is_admin=True, name="move test")
     key[0].save()
     secret = key[1]
