@@ -20,13 +20,11 @@ from budgets.auth import ApiKeyInfo, authenticate
 from budgets.models import AuditEntry
 from budgets.selectors import AuditQuery, audit_entries
 from config.hotpath.errors import ApiError, invalid
-from config.hotpath.views import ApiRequest, django_api_view
+from config.hotpath.views import ApiRequest, django_api_view, moment_param
 
 OBJECT_TYPES = ("budget", "organization", "api_key")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
-# A '+' of an offset that was not URL-encoded arrives as a space.
-_UNENCODED_PLUS = re.compile(r" (\d\d(:?\d\d)?)$")
 _ACTION = re.compile(r"[a-z_]{1,32}")
 
 api_get = django_api_view(authenticate=authenticate)
@@ -57,7 +55,7 @@ def audit(request: ApiRequest) -> HttpResponse:
 def audit_query(params: QueryDict, key: ApiKeyInfo) -> AuditQuery:
     """The query asked for, or ApiError 422 naming the bad parameter (403 for
     a team-limited key asking for more than its team's budgets)."""
-    start, end = _moment(params, "from"), _moment(params, "to")
+    start, end = moment_param(params, "from"), moment_param(params, "to")
     if start is not None and end is not None and end <= start:
         raise invalid("to", "'to' must be after 'from'.")
     object_type, object_id = _object(params)
@@ -82,22 +80,6 @@ def audit_query(params: QueryDict, key: ApiKeyInfo) -> AuditQuery:
         before_id=_cursor_id(params.get("cursor")),
         limit=_limit(params),
     )
-
-
-def _moment(params: QueryDict, name: str) -> datetime | None:
-    value = params.get(name, "").strip()
-    if not value:
-        return None
-    if "T" in value:
-        value = _UNENCODED_PLUS.sub(r"+\1", value)
-    message = f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z."
-    if not value.isprintable():
-        raise invalid(name, message)  # Python 3.11's fromisoformat stops at a NUL
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise invalid(name, message) from None
 
 
 def _object(params: QueryDict) -> tuple[str | None, str | None]:

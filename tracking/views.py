@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from django.utils import timezone
 from budgets.auth import ApiKeyInfo, authenticate
 from config.hotpath.errors import invalid
 from config.hotpath.inputs import usd_text
-from config.hotpath.views import ApiRequest, django_api_view
+from config.hotpath.views import ApiRequest, django_api_view, moment_param
 from tracking.selectors import (
     GROUP_KEYS,
     UsageQuery,
@@ -42,8 +41,6 @@ MAX_RANGE = timedelta(days=366)
 FORMATS = ("json", "csv")
 GRANULARITIES = ("hour", "day")
 CSV_CHUNK_ROWS = 500
-# A '+' of an offset that was not URL-encoded arrives as a space.
-_UNENCODED_PLUS = re.compile(r" (\d\d(:?\d\d)?)$")
 
 
 api_get = django_api_view(authenticate=authenticate)
@@ -75,7 +72,7 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
 
     The range is widened to whole UTC hours (`from` down, `to` up), the finest
     grain the rollups have; the answer says which range it covers."""
-    start, end = _moment(params, "from"), _moment(params, "to")
+    start, end = moment_param(params, "from"), moment_param(params, "to")
     try:
         end = _hour_ceil(end or now)
         start = hour_floor(start or end - DEFAULT_RANGE)
@@ -97,24 +94,6 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
         ),
         _choice(params, "format", FORMATS),
     )
-
-
-def _moment(params: QueryDict, name: str) -> datetime | None:
-    value = params.get(name, "").strip()
-    if not value:
-        return None
-    if "T" in value:
-        value = _UNENCODED_PLUS.sub(r"+\1", value)
-    if not value.isprintable():
-        # Python 3.11's fromisoformat stops reading at a NUL.
-        raise invalid(name, f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z.")
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise invalid(
-            name, f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z."
-        ) from None
 
 
 def _choice(params: QueryDict, name: str, choices: tuple[str, ...]) -> str:

@@ -5,17 +5,19 @@ statuses for a bad key, a wrong method or an unreachable database."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
 from django.db import OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 
-from config.hotpath.errors import ApiError
+from config.hotpath.errors import ApiError, invalid
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,25 @@ def _api_view(
             )
 
     return wrapper
+
+
+# A '+' of an offset that was not URL-encoded arrives as a space.
+_UNENCODED_PLUS = re.compile(r" (\d\d(:?\d\d)?)$")
+
+
+def moment_param(params: QueryDict, name: str) -> datetime | None:
+    """A query parameter holding an ISO-8601 date-time (UTC when it has no
+    offset), or None when absent; 422 naming it when it is not one."""
+    value = params.get(name, "").strip()
+    if not value:
+        return None
+    if "T" in value:
+        value = _UNENCODED_PLUS.sub(r"+\1", value)
+    message = f"'{name}' must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z."
+    if not value.isprintable():
+        raise invalid(name, message)  # Python 3.11's fromisoformat stops at a NUL
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise invalid(name, message) from None
