@@ -33,7 +33,7 @@ QUOTAS = {
     "test_release": (119, 700),
     "test_status_query": (110, 700),
     "test_usage_query": (107, 700),
-    "test_audit_query": (80, 500),
+    "test_audit_query": (100, 500),
     "test_summary_query": (126, 700),
     "test_prices_and_budget_list": (88, 500),
     "test_wrong_methods": (84, 500),
