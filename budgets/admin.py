@@ -17,6 +17,7 @@ from budgets.audit import (
     organization_values,
 )
 from budgets.models import (
+    ZERO,
     Alert,
     AlertDeliveryAttempt,
     ApiKey,
@@ -29,11 +30,15 @@ from budgets.models import (
     Team,
 )
 from budgets.services import (
+    alerts_judge,
     api_key_revoke,
     budget_seed_window,
     reservation_release,
     reservations_expire,
+    time_for_people,
+    webhook_test,
 )
+from config.hotpath.inputs import usd_for_people
 from config.paginators import LargeTablePaginator
 
 # Admin runs save_model and delete_model inside the transaction of its change
@@ -45,12 +50,17 @@ from config.paginators import LargeTablePaginator
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "time_zone", "strict", "fail_mode", "created_at"]
     search_fields = ["slug", "name"]
+    actions = ["send_test_alert"]
 
     def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
         old = None
         if change:
             old = organization_values(Organization.objects.select_for_update().get(pk=obj.pk))
         super().save_model(request, obj, form, change)
+        if change and "alerts_count_holds" in form.changed_data:
+            # What the thresholds are judged on changed: holds counted now may
+            # cross one, holds no longer counted may leave one re-armed.
+            alerts_judge(org_id=obj.pk)
         audit_record(
             actor=Actor.of_request(request),
             org=obj,
@@ -64,6 +74,26 @@ class OrganizationAdmin(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: Organization) -> None:
         _audit_delete(request, obj, "organization", obj.slug, organization_values(obj))
         super().delete_model(request, obj)
+
+    @admin.action(description="Send a test alert to the webhook")
+    def send_test_alert(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        """POSTs a test payload to each selected org's webhook and says what
+        came back (recorded in the audit log as "test_webhook")."""
+        actor = Actor.of_request(request)
+        for org in queryset:
+            result = webhook_test(org=org, actor=actor)
+            at = time_for_people(result.at, org.time_zone)
+            if result.ok:
+                answer = f"HTTP {result.status_code}"
+            elif result.status_code is not None:
+                answer = f"HTTP {result.status_code} (not delivered)"
+            else:
+                answer = f"failed: {result.error}"
+            self.message_user(
+                request,
+                f"Test alert for {org.slug} at {at}: {answer} in {result.duration_ms} ms.",
+                messages.SUCCESS if result.ok else messages.ERROR,
+            )
 
     @transaction.atomic
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
@@ -177,6 +207,8 @@ class BudgetAdmin(admin.ModelAdmin):
         # the spend and holds its scope already has in the current window.
         if not change or {"scope", "team", "user", "period"} & set(form.changed_data):
             budget_seed_window(obj)
+        # Its thresholds may have moved (or the seeded spend is over one).
+        alerts_judge(org_id=obj.org_id, budget_id=obj.pk)
         audit_record(
             actor=Actor.of_request(request),
             org=obj.org,
@@ -202,12 +234,12 @@ class BudgetAdmin(admin.ModelAdmin):
     @admin.display(description="spent")
     def spent(self, budget: Budget) -> str:
         window = budget.current_window()
-        return f"{window.spent.normalize():f}" if window else "0"
+        return usd_for_people(window.spent if window else ZERO)
 
     @admin.display(description="reserved")
     def reserved(self, budget: Budget) -> str:
         window = budget.current_window()
-        return f"{window.reserved.normalize():f}" if window else "0"
+        return usd_for_people(window.reserved if window else ZERO)
 
     @admin.display(description="used %")
     def used_pct(self, budget: Budget) -> str:
@@ -246,6 +278,8 @@ class BudgetAdmin(admin.ModelAdmin):
                 previous = window.spent
                 window.spent = 0
                 window.save(update_fields=["spent"])
+                # Falling back below a threshold re-arms it.
+                alerts_judge(org_id=budget.org_id, budget_id=budget.pk)
                 audit_record(
                     actor=Actor.of_request(request),
                     org=budget.org,
@@ -262,7 +296,7 @@ class BudgetAdmin(admin.ModelAdmin):
                     request,
                     budget,
                     f"Reset spend of window from {window.period_start:%Y-%m-%d %H:%M} "
-                    f"(was ${previous.normalize():f}).",
+                    f"(was {usd_for_people(previous)}).",
                 )
                 count += 1
         self.message_user(request, f"Reset {count} window(s).")
@@ -374,9 +408,9 @@ class AlertAdmin(admin.ModelAdmin):
         "__str__",
         "org",
         "kind",
-        "used_usd",
-        "limit_usd",
-        "created_at",
+        "used",
+        "limit",
+        "fired_at",
         "delivery_status",
         "attempts",
         "acknowledged_at",
@@ -386,8 +420,23 @@ class AlertAdmin(admin.ModelAdmin):
     inlines = [AlertDeliveryAttemptInline]
     actions = ["acknowledge"]
 
+    list_select_related = ["org", "budget__org", "budget__team", "budget__user"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="used", ordering="used_usd")
+    def used(self, alert: Alert) -> str:
+        return usd_for_people(alert.used_usd)
+
+    @admin.display(description="limit", ordering="limit_usd")
+    def limit(self, alert: Alert) -> str:
+        return usd_for_people(alert.limit_usd)
+
+    @admin.display(description="fired", ordering="created_at")
+    def fired_at(self, alert: Alert) -> str:
+        """In the org's zone, so that yesterday's alert does not read as today's."""
+        return time_for_people(alert.created_at, alert.org.time_zone)
 
     @admin.action(description="Acknowledge (hide from the dashboard)")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:

@@ -65,6 +65,12 @@ class Organization(models.Model):
         validators=[MinValueValidator(ZERO)],
         help_text="A check or hold whose estimate is larger gets 402 request_too_expensive (empty: no cap).",
     )
+    # db_default too: the SQL functions and tests insert rows without naming it.
+    alerts_count_holds = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Judge alert thresholds on spend plus open holds (default: settled spend only).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -214,6 +220,13 @@ class BudgetWindow(models.Model):
     period_end = models.DateTimeField()
     spent = models.DecimalField(**MONEY, default=ZERO)
     reserved = models.DecimalField(**MONEY, default=ZERO)
+    # Whether the window's used amount was at or over each threshold when
+    # alerts last judged it (tollgate_raise_alerts, under this row's lock): an
+    # alert fires when one turns true, and one turns false again when the used
+    # amount falls back below (a release, a reset, a reprice), so each
+    # crossing fires once. The hot path creates windows in SQL: db_default.
+    soft_alerted = models.BooleanField(default=False, db_default=False)
+    hard_alerted = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["budget", "-period_start"]
@@ -353,7 +366,8 @@ class Alert(models.Model):
     """A budget window crossed its soft limit or hit its hard limit.
 
     Recorded by the hot path in the transaction that crossed the threshold,
-    once per window and kind (unique), and delivered to the org's webhook by
+    once per crossing (the window's `soft_alerted` / `hard_alerted`: a window
+    that falls back below and crosses again gets another), and delivered to the org's webhook by
     `manage.py deliver_alerts` from this row (an outbox). Shown on the
     dashboard until acknowledged.
     """
@@ -373,7 +387,10 @@ class Alert(models.Model):
     window = models.ForeignKey(BudgetWindow, on_delete=models.CASCADE, related_name="alerts")
     kind = models.CharField(max_length=4, choices=Kind.choices)
     limit_usd = models.DecimalField(**MONEY)
-    used_usd = models.DecimalField(**MONEY, help_text="spent + reserved when it crossed.")
+    used_usd = models.DecimalField(
+        **MONEY,
+        help_text="What counted when it crossed: spent, plus reserved if the org counts holds.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     delivery_status = models.CharField(
@@ -386,9 +403,6 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["window", "kind"], name="alert_once_per_window_kind"),
-        ]
         indexes = [
             # Used by deliver_alerts: due deliveries.
             models.Index(

@@ -7,6 +7,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,7 +17,14 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from budgets.audit import SYSTEM, Actor, api_key_values, audit_record, organization_values
+from budgets.audit import (
+    SYSTEM,
+    Actor,
+    api_key_values,
+    audit_record,
+    organization_values,
+    redacted_url,
+)
 from budgets.models import (
     Alert,
     AlertDeliveryAttempt,
@@ -27,6 +35,7 @@ from budgets.models import (
     Team,
 )
 from config.hotpath import db
+from config.hotpath.inputs import usd_for_people
 
 
 @transaction.atomic
@@ -36,9 +45,16 @@ def organization_create(
     time_zone: str = "UTC",
     strict: bool = False,
     name: str = "",
+    alerts_count_holds: bool = False,
     actor: Actor = SYSTEM,
 ) -> Organization:
-    org = Organization(slug=slug, time_zone=time_zone, strict=strict, name=name or slug)
+    org = Organization(
+        slug=slug,
+        time_zone=time_zone,
+        strict=strict,
+        name=name or slug,
+        alerts_count_holds=alerts_count_holds,
+    )
     org.full_clean()
     org.save()
     audit_record(
@@ -118,15 +134,22 @@ class AlertDeliveryReport:
     failed: int = 0
 
 
+def time_for_people(at: datetime, time_zone: str) -> str:
+    """A moment as people of the org read it: "2026-12-05 10:41 PST"."""
+    return f"{at.astimezone(zoneinfo.ZoneInfo(time_zone)):%Y-%m-%d %H:%M %Z}"
+
+
 def alert_payload(alert: Alert) -> dict[str, Any]:
-    """The webhook body: structured fields plus a Slack-compatible `text`."""
+    """The webhook body: structured fields (exact amounts) plus a
+    Slack-compatible `text` (money and time as people read them)."""
     budget = alert.budget
     used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
     what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
     text = (
         f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
-        f"{alert.org.slug} reached its {what}: ${alert.used_usd.normalize():f} of "
-        f"${alert.limit_usd.normalize():f} ({used_pct:.1f}%)."
+        f"{alert.org.slug} reached its {what}: {usd_for_people(alert.used_usd)} of "
+        f"{usd_for_people(alert.limit_usd)} ({used_pct:.1f}%) at "
+        f"{time_for_people(alert.created_at, alert.org.time_zone)}."
     )
     return {
         "text": text,
@@ -228,6 +251,74 @@ def alert_deliver(alert: Alert) -> bool:
             ]
         )
     return ok
+
+
+@dataclass
+class WebhookTestResult:
+    at: datetime
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def webhook_test(*, org: Organization, actor: Actor) -> WebhookTestResult:
+    """POST a test alert to the org's webhook, as a real alert is delivered,
+    and record the answer in the audit log (action "test_webhook"). The HTTP
+    call happens outside any transaction; the record is written after it."""
+    now = timezone.now()
+    body = {
+        "text": (
+            f"Tollgate: test alert for {org.slug}, sent at "
+            f"{time_for_people(now, org.time_zone)}. Budget alerts will arrive here."
+        ),
+        "test": True,
+        "alert": None,
+    }
+    started = time.monotonic()
+    status_code: int | None = None
+    error = ""
+    if not org.webhook_url:
+        error = "No webhook URL"
+    else:
+        try:
+            status_code = _post_json(org.webhook_url, body)
+        except urllib.error.HTTPError as exc:
+            status_code, error = exc.code, f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            error = str(getattr(exc, "reason", exc)) or type(exc).__name__
+    result = WebhookTestResult(
+        at=now,
+        status_code=status_code,
+        error=error[:1000],
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            org=org,
+            object_type="organization",
+            object_id=org.slug,
+            action="test_webhook",
+            new={
+                "webhook_url": redacted_url(org.webhook_url),
+                "status_code": result.status_code,
+                "error": result.error,
+                "duration_ms": result.duration_ms,
+            },
+        )
+    return result
+
+
+def alerts_judge(*, org_id: int, budget_id: int | None = None) -> None:
+    """Judge the current windows of an org (or of one budget) against their
+    thresholds again, after a change to what they are judged on: a raised
+    limit or a reset re-arms a threshold, a lowered one may cross it."""
+    with connection.cursor() as cursor:
+        cursor.execute(db.QUERIES["judge_alerts"], {"org_id": org_id, "budget_id": budget_id})
 
 
 def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:

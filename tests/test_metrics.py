@@ -64,6 +64,7 @@ def test_metrics_count_alert_deliveries_made_by_the_worker(server, org, key, mak
     receiver = Receiver()
     try:
         org.webhook_url = receiver.url
+        org.alerts_count_holds = True  # so that the hold below raises the alert
         org.save()
         make_budget(org, "1", soft_limit_pct=50)
         before = scrape_metrics(server.url)

@@ -554,7 +554,7 @@ def events_reprice_batch(
             if windows:
                 report.windows_created = windows[0][3]
                 report.windows_adjusted = len(windows)
-                selectors.run(
+                adjusted = selectors.run(
                     "adjust_windows",
                     {
                         "budget_ids": [w[0] for w in windows],
@@ -562,6 +562,7 @@ def events_reprice_batch(
                         "deltas": [w[2] for w in windows],
                     },
                 )
+                selectors.run("judge_alerts", {"window_ids": [row[0] for row in adjusted]})
     return report
 
 

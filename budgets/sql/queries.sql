@@ -59,3 +59,9 @@ FROM (
 -- A budget created in Django admin (or moved to another period) starts with
 -- its scope's spend and open holds in the current window (tollgate_seed_window).
 SELECT tollgate_seed_window(%(budget_id)s, %(tz)s, now())
+
+-- judge_alerts --
+-- Admin changed what a threshold is judged on (a reset, a limit, whether the
+-- org counts holds): judge the current windows of the org (or of one budget)
+-- again, locked in id order (tollgate_judge_alerts).
+SELECT tollgate_judge_alerts(tollgate_current_windows(%(org_id)s, %(budget_id)s, now()))

@@ -1,5 +1,9 @@
-"""Budget alerts: recorded once per window and threshold by the hot path,
-delivered from the outbox to a real local HTTP receiver with retries."""
+"""Budget alerts: recorded once per crossing by the hot path, delivered from
+the outbox to a real local HTTP receiver with retries.
+
+Most tests here raise alerts with holds, so their org counts holds
+(`alerts_count_holds`); judging on settled spend, the default, and crossings
+are tested in test_alert_crossings.py."""
 
 from __future__ import annotations
 
@@ -52,6 +56,11 @@ def receiver():
     r.server.shutdown()
 
 
+def count_holds(org) -> None:
+    org.alerts_count_holds = True
+    org.save(update_fields=["alerts_count_holds"])
+
+
 def reserve(api, key, amount, team="search"):
     return api.post(
         "/v1/budget/reservations",
@@ -61,6 +70,7 @@ def reserve(api, key, amount, team="search"):
 
 
 def test_soft_and_hard_limits_are_recorded_once(api, org, key, make_budget):
+    count_holds(org)
     budget = make_budget(org, "10", scope="team", team="search", soft_limit_pct=50)
 
     reserve(api, key, "4")  # 40%: nothing
@@ -83,6 +93,7 @@ def test_spend_from_events_raises_alerts_too(api, org, key, make_budget):
 
 
 def test_concurrent_holds_crossing_a_threshold_record_one_alert(server, org, key, make_budget):
+    count_holds(org)
     make_budget(org, "1.00", soft_limit_pct=50)
     bodies = [{"team": f"t{i % 3}", "estimated_cost_usd": "0.01"} for i in range(300)]
 
@@ -93,6 +104,7 @@ def test_concurrent_holds_crossing_a_threshold_record_one_alert(server, org, key
 
 def test_delivery_posts_json_with_slack_text(api, org, key, make_budget, receiver):
     org.webhook_url = receiver.url
+    org.alerts_count_holds = True
     org.save()
     make_budget(org, "10", scope="team", team="search", soft_limit_pct=50)
     reserve(api, key, "6")
@@ -117,6 +129,7 @@ def test_failed_delivery_is_retried_with_backoff_then_given_up(
     api, org, key, make_budget, receiver
 ):
     org.webhook_url = receiver.url
+    org.alerts_count_holds = True
     org.save()
     make_budget(org, "1", soft_limit_pct=50)
     reserve(api, key, "0.6", team=None)
@@ -149,6 +162,7 @@ def test_unreachable_webhook_gives_up_after_max_attempts(api, org, key, make_bud
     from budgets.services import ALERT_MAX_ATTEMPTS
 
     org.webhook_url = "http://127.0.0.1:1/nothing-listens"
+    org.alerts_count_holds = True
     org.save()
     make_budget(org, "1")
     reserve(api, key, "1", team=None)
@@ -176,6 +190,7 @@ def test_deliver_alerts_follow_stops_cleanly_on_sigterm(test_database_url, trans
 
 
 def test_open_alerts_show_on_the_dashboard_until_acknowledged(api, org, key, make_budget):
+    count_holds(org)
     make_budget(org, "10", scope="team", team="search", soft_limit_pct=50)
     reserve(api, key, "6")
 
@@ -186,5 +201,5 @@ def test_open_alerts_show_on_the_dashboard_until_acknowledged(api, org, key, mak
     assert [(a["kind"], a["scope"], a["subject"], a["used_usd"]) for a in shown] == [
         ("soft", "team", "search", "6")
     ]
-    assert "team budget search (day) reached its soft limit: $6 of $10" in shown[0]["message"]
+    assert "team budget search (day) reached its soft limit: $6.00 of $10.00" in shown[0]["message"]
     assert after == []

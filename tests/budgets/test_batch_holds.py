@@ -170,7 +170,7 @@ def test_every_item_gets_the_answer_a_single_hold_would_give(make_org, make_budg
 
 
 def test_alerts_of_a_batch_are_raised_once_per_window_and_kind(make_org, make_budget):
-    org = make_org()
+    org = make_org(alerts_count_holds=True)  # holds count: a batch of holds can cross
     budget = make_budget(org, "1.00", soft_limit_pct=50)
 
     decide_many([_item(org, "0.30"), _item(org, "0.30"), _item(org, "0.40"), _item(org, "0.01")])
@@ -208,7 +208,11 @@ def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, 
     cheaper path when holds arrive one at a time) and tollgate_decide_many (a
     batch): for any sequence of holds, one by one and as one batch give the
     same answers, windows, holds and alerts."""
-    org = Organization.objects.filter(slug="agree").first() or make_org("agree")
+    # One org judges alerts on spend plus holds (holds raise them), the other
+    # on settled spend (holds never do): both paths must agree on either.
+    org = Organization.objects.filter(slug="agree").first() or make_org(
+        "agree", alerts_count_holds=True
+    )
     strict = Organization.objects.filter(slug="agree-strict").first() or make_org(
         "agree-strict", strict=True
     )
@@ -265,7 +269,7 @@ def _state() -> tuple:
     # its items before it prices them; a single hold that cannot be priced
     # stops before).
     windows = sorted(
-        (w.budget_id, w.period_start, w.spent, w.reserved)
+        (w.budget_id, w.period_start, w.spent, w.reserved, w.soft_alerted, w.hard_alerted)
         for w in BudgetWindow.objects.all()
         if w.spent or w.reserved
     )

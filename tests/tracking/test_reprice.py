@@ -361,3 +361,38 @@ def test_batches_cover_every_event(org, make_event):
 def test_bad_arguments_are_refused(args):
     with pytest.raises(CommandError):
         run("reprice", *args)
+
+
+def test_repricing_judges_alert_thresholds_again(org, make_event, make_budget):
+    """A reprice that moves a window over a threshold fires it; one that
+    moves it back below re-arms it (the window's flag turns false)."""
+    from budgets.models import Alert
+
+    make_price()
+    budget = make_budget(org, "0.005", period="total", soft_limit_pct=80)
+    started = timezone.now() - timedelta(minutes=5)
+    for minutes in (1, 2):
+        make_event(
+            org,
+            model="new-model",
+            started_at=started + timedelta(minutes=minutes),
+            cost="0",
+            priced=False,
+            input_tokens=1000,
+            output_tokens=500,
+        )
+
+    run("reprice", "--since", f"{midnight_days_ago(1):%Y-%m-%d}")
+
+    alert = Alert.objects.get()  # 0.004 of 0.005: 80%
+    assert (alert.kind, alert.used_usd, alert.budget_id) == ("soft", Decimal("0.004"), budget.id)
+    assert BudgetWindow.objects.get(budget=budget).soft_alerted
+
+    Price.objects.update(
+        input_per_token=Decimal("0.0000001"), output_per_token=Decimal("0.0000002")
+    )
+    run("reprice", "--since", f"{midnight_days_ago(1):%Y-%m-%d}", "--all")
+
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.spent == Decimal("0.0004") and not window.soft_alerted
+    assert Alert.objects.count() == 1

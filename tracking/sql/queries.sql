@@ -413,6 +413,12 @@ UPDATE budgets_budgetwindow w
 SET spent = greatest(w.spent + l.delta, 0)
 FROM locked l
 WHERE w.id = l.id
+RETURNING w.id
+
+-- judge_alerts --
+-- After adjust_windows, in its transaction (the windows stay locked): a
+-- repriced window may cross a threshold or fall back below one.
+SELECT tollgate_raise_alerts(%(window_ids)s::bigint[])
 
 -- usage --
 -- GET /v1/usage: spend, tokens and requests of one org per period, exact and

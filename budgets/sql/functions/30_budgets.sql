@@ -229,6 +229,9 @@ BEGIN
                                p_scope || '/' || p_subject || '/' || p_period, 'update', v_old, v_new);
     END IF;
     PERFORM tollgate_seed_window(v_budget, p_tz, coalesce(p_at, now()));
+    -- A new limit moves the thresholds: judge the current window again (a
+    -- raised limit re-arms them; a seeded or lowered one may cross).
+    PERFORM tollgate_judge_alerts(tollgate_current_windows(p_org, v_budget, coalesce(p_at, now())));
     SELECT a.* INTO r FROM tollgate_applicable(p_org, p_tz, v_team, v_user, coalesce(p_at, now())) a
     WHERE a.budget_id = v_budget;
     RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,

@@ -1,28 +1,86 @@
--- Alerts: a record for each window that reached its soft or hard limit.
+-- Alerts: a record for each crossing of a window's soft or hard limit.
 -- Installed after every migrate by config/sqlfunctions.py (all apps' files,
 -- in app order then file name order, in one transaction); a function no file
 -- defines any more is dropped. Each hot-path request is one call to one of
 -- these functions: one round trip, one transaction.
 
--- Record an alert for each of these windows that reached its soft limit
--- (spent + reserved >= soft_limit_pct of the limit) or its hard limit, once
--- per window and kind: the unique index makes a repeat a no-op, also under
--- concurrency. Called by the writers while they hold the windows' locks, so
--- the alert commits with the change that caused it; delivery happens later,
--- from the row (manage.py deliver_alerts), never on the hot path.
+-- Judge these windows against their thresholds and record an alert for each
+-- crossing. What counts is the window's settled spend, plus its open holds
+-- when the org counts holds (alerts_count_holds). A window remembers whether
+-- it was at or over each threshold when last judged (soft_alerted,
+-- hard_alerted): an alert fires when that turns true; it turns false when the
+-- window is judged below again, which re-arms the threshold. So a threshold
+-- fires once per crossing, and again after spend fell back below it (a
+-- release, an expiry, a reset, a reprice, a raised limit) and crossed anew.
+--
+-- Callers hold the windows' row locks (FOR UPDATE, in id order), so the
+-- read-then-write of the flags is exact across processes: two writers of one
+-- window judge it one after the other and only the first sees the crossing.
+-- Every writer that can lower what counts calls this too, or a dip below
+-- would go unseen and the next crossing would be silent. The alert commits
+-- with the change that caused it; delivery happens later, from the row
+-- (manage.py deliver_alerts), never on the hot path.
 CREATE OR REPLACE FUNCTION tollgate_raise_alerts(p_window_ids bigint[])
 RETURNS void LANGUAGE sql AS $$
+    WITH judged AS (
+        SELECT w.id, b.org_id, b.id AS budget_id, b.limit_usd, j.used,
+               w.soft_alerted, w.hard_alerted, o.webhook_url,
+               b.limit_usd > 0 AND j.used * 100 >= b.limit_usd * b.soft_limit_pct AS soft_now,
+               b.limit_usd > 0 AND j.used >= b.limit_usd AS hard_now
+        FROM budgets_budgetwindow w
+        JOIN budgets_budget b ON b.id = w.budget_id
+        JOIN budgets_organization o ON o.id = b.org_id
+        CROSS JOIN LATERAL (SELECT w.spent + CASE WHEN o.alerts_count_holds THEN w.reserved
+                                                  ELSE 0 END AS used) j
+        WHERE w.id = ANY(p_window_ids)
+    ), flagged AS (
+        UPDATE budgets_budgetwindow w
+        SET soft_alerted = j.soft_now, hard_alerted = j.hard_now
+        FROM judged j
+        WHERE w.id = j.id AND (j.soft_alerted <> j.soft_now OR j.hard_alerted <> j.hard_now)
+    )
     INSERT INTO budgets_alert (org_id, budget_id, window_id, kind, limit_usd, used_usd,
                                created_at, delivery_status, attempts, next_attempt_at,
                                last_error)
-    SELECT b.org_id, b.id, w.id, k.kind, b.limit_usd, w.spent + w.reserved, now(),
-           CASE WHEN o.webhook_url = '' THEN 'skipped' ELSE 'pending' END, 0, now(), ''
+    SELECT j.org_id, j.budget_id, j.id, k.kind, j.limit_usd, j.used, now(),
+           CASE WHEN j.webhook_url = '' THEN 'skipped' ELSE 'pending' END, 0, now(), ''
+    FROM judged j
+    CROSS JOIN (VALUES ('soft'), ('hard')) AS k(kind)
+    WHERE CASE k.kind WHEN 'soft' THEN j.soft_now AND NOT j.soft_alerted
+                      ELSE j.hard_now AND NOT j.hard_alerted END
+    ORDER BY j.id, k.kind DESC
+$$;
+
+-- Lock these windows (in id order, the lock order of 50_holds.sql) and judge
+-- them: for writers that change what a threshold is judged on without
+-- holding the windows' locks already (a changed limit or soft limit, a reset
+-- in admin, an org that starts or stops counting holds).
+CREATE OR REPLACE FUNCTION tollgate_judge_alerts(p_window_ids bigint[])
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(p_window_ids) ORDER BY id FOR UPDATE;
+    PERFORM tollgate_raise_alerts(p_window_ids);
+END $$;
+
+-- The windows of an org's budgets whose period contains p_at (for
+-- tollgate_judge_alerts).
+CREATE OR REPLACE FUNCTION tollgate_current_windows(p_org bigint, p_budget bigint, p_at timestamptz)
+RETURNS bigint[] LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(w.id ORDER BY w.id), '{}')
     FROM budgets_budgetwindow w
     JOIN budgets_budget b ON b.id = w.budget_id
-    JOIN budgets_organization o ON o.id = b.org_id
-    CROSS JOIN (VALUES ('soft'), ('hard')) AS k(kind)
-    WHERE w.id = ANY(p_window_ids) AND b.limit_usd > 0
-      AND w.spent + w.reserved >= CASE k.kind WHEN 'hard' THEN b.limit_usd
-                                             ELSE b.limit_usd * b.soft_limit_pct / 100 END
-    ON CONFLICT (window_id, kind) DO NOTHING
+    WHERE b.org_id = p_org AND (p_budget IS NULL OR b.id = p_budget)
+      AND w.period_start <= p_at AND w.period_end > p_at
+$$;
+
+-- Money as people read it, as usd_for_people (config/hotpath/inputs.py) writes
+-- it: '$1,234.50', '$1.27'; an amount under a cent keeps two significant
+-- digits ('$0.00041') so that it never reads as $0.00. For alert texts.
+CREATE OR REPLACE FUNCTION tollgate_usd_for_people(p_amount numeric)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN p_amount < 0 THEN '-$' ELSE '$' END
+           || CASE WHEN a.small < 0.01 THEN trim_scale(a.small)::text
+                   ELSE to_char(round(abs(p_amount), 2), 'FM999,999,999,999,999,990.00') END
+    FROM (SELECT CASE WHEN abs(p_amount) > 0 AND abs(p_amount) < 0.01
+                      THEN round(abs(p_amount), 1 - floor(log(abs(p_amount)))::int) END AS small) a
 $$;

@@ -71,6 +71,7 @@ DECLARE
     w_reserved numeric[];   -- including the holds of the items decided so far
     w_added numeric[];      -- what this batch adds, for the one UPDATE
     w_alert boolean[];      -- reached a threshold: tollgate_raise_alerts looks
+    w_holds_count boolean[]; -- the org judges alerts on spent + reserved
     -- The reservations to insert, one element per held item.
     r_id uuid[] := '{}';
     r_org bigint[] := '{}';
@@ -139,9 +140,9 @@ BEGIN
            array_agg(b.soft_limit_pct::smallint ORDER BY l.id), array_agg(b.enforce ORDER BY l.id),
            array_agg(l.period_end ORDER BY l.id), array_agg(l.spent ORDER BY l.id),
            array_agg(l.reserved ORDER BY l.id), array_agg(0::numeric ORDER BY l.id),
-           array_agg(false ORDER BY l.id)
+           array_agg(false ORDER BY l.id), array_agg(o.alerts_count_holds ORDER BY l.id)
     INTO w_id, w_scope, w_subject, w_period, w_limit, w_soft, w_enforce, w_end, w_spent,
-         w_reserved, w_added, w_alert
+         w_reserved, w_added, w_alert, w_holds_count
     FROM (SELECT w.id, w.budget_id, w.period_end, w.spent, w.reserved
           FROM budgets_budgetwindow w
           WHERE w.id = ANY(w_id)
@@ -243,8 +244,10 @@ BEGIN
                 w_end[s]);
             v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
                 w_period[s], w_limit[s], w_soft[s], w_enforce[s], v_used);
-            -- An alert is possible only at or past the soft limit; most holds skip it.
-            IF w_limit[s] > 0 AND v_used * 100 >= w_soft[s] * w_limit[s] THEN
+            -- A hold can cross a threshold only where holds count (settled
+            -- spend is judged by the events) and at or past the soft limit;
+            -- most holds skip alerts.
+            IF w_holds_count[s] AND w_limit[s] > 0 AND v_used * 100 >= w_soft[s] * w_limit[s] THEN
                 w_alert[s] := true;
             END IF;
         END LOOP;
@@ -415,7 +418,7 @@ BEGIN
         -- Lock in id order and decide on the newest committed values.
         FOR r IN
             SELECT w.id, b.scope, b.period, b.limit_usd, b.soft_limit_pct::smallint AS soft,
-                   b.enforce, w.spent, w.reserved, w.period_end,
+                   b.enforce, w.spent, w.reserved, w.period_end, o.alerts_count_holds,
                    CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
                                 ELSE u.external_id END AS subject
             FROM budgets_budgetwindow w
@@ -436,8 +439,10 @@ BEGIN
                 r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
             v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft, r.enforce, r.spent + r.reserved + v_amount);
-            -- An alert is possible only at or past the soft limit; most holds skip it.
-            v_alert := v_alert OR (r.limit_usd > 0
+            -- A hold can cross a threshold only where holds count (settled
+            -- spend is judged by the events) and at or past the soft limit;
+            -- most holds skip alerts.
+            v_alert := v_alert OR (r.alerts_count_holds AND r.limit_usd > 0
                 AND (r.spent + r.reserved + v_amount) * 100 >= r.soft * r.limit_usd);
         END LOOP;
         IF v_blocked IS NOT NULL THEN
@@ -474,11 +479,22 @@ BEGIN
 END $$;
 
 -- Take a hold back from the windows it was added to. Caller holds no locks.
+-- A window at or over a threshold is judged again (where its org counts
+-- holds, it may fall back below and re-arm); the others skip alerts.
 CREATE OR REPLACE FUNCTION tollgate_unhold(p_window_ids bigint[], p_amount numeric)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_judge bigint[];
 BEGIN
     PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(p_window_ids) ORDER BY id FOR UPDATE;
-    UPDATE budgets_budgetwindow SET reserved = reserved - p_amount WHERE id = ANY(p_window_ids);
+    WITH u AS (
+        UPDATE budgets_budgetwindow SET reserved = reserved - p_amount
+        WHERE id = ANY(p_window_ids)
+        RETURNING id, soft_alerted OR hard_alerted AS alerted
+    )
+    SELECT array_agg(id) FILTER (WHERE alerted) INTO v_judge FROM u;
+    IF v_judge IS NOT NULL THEN
+        PERFORM tollgate_raise_alerts(v_judge);
+    END IF;
 END $$;
 
 -- A reservation id: a UUID version 7 (RFC 9562), whose first 48 bits are the
@@ -567,8 +583,16 @@ BEGIN
     INTO v_count, v_ids, v_amounts FROM per_window;
     IF v_ids IS NOT NULL THEN
         PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(v_ids) ORDER BY id FOR UPDATE;
-        UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
-        FROM unnest(v_ids, v_amounts) AS d(wid, amount) WHERE w.id = d.wid;
+        -- Windows at or over a threshold are judged again, as in tollgate_unhold.
+        WITH u AS (
+            UPDATE budgets_budgetwindow w SET reserved = w.reserved - d.amount
+            FROM unnest(v_ids, v_amounts) AS d(wid, amount) WHERE w.id = d.wid
+            RETURNING w.id, w.soft_alerted OR w.hard_alerted AS alerted
+        )
+        SELECT array_agg(id) FILTER (WHERE alerted) INTO v_ids FROM u;
+        IF v_ids IS NOT NULL THEN
+            PERFORM tollgate_raise_alerts(v_ids);
+        END IF;
     END IF;
     RETURN coalesce(v_count, 0);
 END $$;

@@ -193,7 +193,9 @@ BEGIN
     UPDATE budgets_budgetwindow w SET spent = w.spent + d.cost
     FROM unnest(v_spend_ids, v_spend_costs) AS d(wid, cost)
     WHERE w.id = d.wid AND d.cost > 0;
-    PERFORM tollgate_raise_alerts(v_spend_ids);
+    -- Spend may cross a threshold; a settled hold (cost below it, where the
+    -- org counts holds) may fall back below one.
+    PERFORM tollgate_raise_alerts(coalesce(v_spend_ids, '{}') || v_unhold_ids);
 
     -- One result per event, in request order.
     SELECT jsonb_agg(jsonb_build_object(

@@ -281,8 +281,9 @@ BEGIN
                        'delivery', a.delivery_status,
                        'message', bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
                                WHEN 'team' THEN t.slug ELSE u.external_id END
-                           || ' (' || bu.period || ') reached its ' || a.kind || ' limit: $'
-                           || trim_scale(a.used_usd) || ' of $' || trim_scale(a.limit_usd))
+                           || ' (' || bu.period || ') reached its ' || a.kind || ' limit: '
+                           || tollgate_usd_for_people(a.used_usd) || ' of '
+                           || tollgate_usd_for_people(a.limit_usd))
                        ORDER BY a.created_at DESC, a.id DESC), '[]')
                    FROM (SELECT * FROM budgets_alert
                          WHERE org_id = p_org AND acknowledged_at IS NULL

@@ -69,12 +69,35 @@ function smallMoney(text) {
   return "$" + n.toFixed(n >= 0.01 ? 4 : 6);
 }
 
+// Money as people read it, like usd_for_people (config/hotpath/inputs.py):
+// "$1,234.50", "$1.27"; under a cent two significant digits ("$0.00041"),
+// so that a small amount never reads as $0.00.
+function peopleMoney(text) {
+  const n = Number(text);
+  const abs = Math.abs(n);
+  if (abs > 0 && abs < 0.01) {
+    const digits = 1 - Math.floor(Math.log10(abs));
+    const rounded = abs.toFixed(digits);
+    if (Number(rounded) < 0.01) return (n < 0 ? "-$" : "$") + rounded.replace(/0+$/, "");
+  }
+  return usd.format(n);
+}
+
 function axisMoney(n) {
   return n >= 1000 ? usdShort.format(n) : "$" + (Number.isInteger(n) ? n : n.toFixed(2));
 }
 
 function timeFormat(options) {
   return new Intl.DateTimeFormat("en-US", { timeZone: state.summary.org.time_zone, ...options });
+}
+
+function timeAgo(iso) {
+  const minutes = Math.round((Date.now() - Date.parse(iso)) / 60000);
+  if (minutes < 1) return "just now";
+  if (minutes < 90) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return `${Math.round(hours / 24)} days ago`;
 }
 
 function relativeTime(iso) {
@@ -319,10 +342,18 @@ function renderRecent() {
   state.fresh.clear();
 }
 
+// Each alert with when it fired (in the org's zone, and how long ago), so
+// that yesterday's "hard limit reached" does not read as current.
 function renderAlerts() {
   const alerts = state.summary.alerts;
+  const fired = timeFormat({ month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                             hourCycle: "h23", timeZoneName: "short" });
   byId("alerts").replaceChildren(alerts.length
-    ? h("ul", {}, ...alerts.map((a) => h("li", {}, a.message ?? JSON.stringify(a))))
+    ? h("ul", {}, ...alerts.map((a) => h("li", { "data-alert-id": a.id },
+        h("time", { datetime: a.created_at, title: a.created_at },
+          `${fired.format(new Date(a.created_at))} (${timeAgo(a.created_at)})`),
+        ` · ${a.scope} budget ${a.subject} (${a.period}) reached its ${a.kind} limit: `
+          + `${peopleMoney(a.used_usd)} of ${peopleMoney(a.limit_usd)}`)))
     : h("p", { class: "empty" }, "No open alerts."));
 }
 
