@@ -66,6 +66,14 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
             "(this organization does not register new ones).",
             field=field,
         )
+    if status == "unpriced_model":
+        raise ApiError(
+            422,
+            "unpriced_model",
+            f"No price is known for model '{d.model}', and this organization refuses "
+            "checks and holds of models with no price.",
+            field="model",
+        )
     if status == "unpriced":
         raise invalid(
             "model", f"No price is known for model '{d.model}'; send 'estimated_cost_usd' instead."

@@ -23,6 +23,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 MONEY = {"max_digits": 20, "decimal_places": 10}
+# As tracking's prices: a per-token rate (budgets may not import tracking).
+PER_TOKEN = {"max_digits": 20, "decimal_places": 14}
 ZERO = Decimal("0")
 
 
@@ -45,6 +47,11 @@ class Organization(models.Model):
         DEFAULT = "", "Use the server default (BUDGET_FAIL_MODE)"
         OPEN = "open", "Open: allow, marked degraded"
         CLOSED = "closed", "Closed: deny with 503"
+
+    class UnpricedPolicy(models.TextChoices):
+        FALLBACK = "fallback", "Fallback: charge the hold, or a conservative per-token rate"
+        DENY = "deny", "Deny: checks and holds of a model with no price get 422"
+        ZERO = "zero", "Zero: usage with no price costs nothing until repriced"
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200, blank=True)
@@ -71,10 +78,44 @@ class Organization(models.Model):
         db_default=False,
         help_text="Judge alert thresholds on spend plus open holds (default: settled spend only).",
     )
+    # What usage of a model with no known price costs (budgets/sql/functions/
+    # 20_pricing.sql, tollgate_fallback_cost); read by the SQL at each call.
+    unpriced_policy = models.CharField(
+        max_length=8, choices=UnpricedPolicy.choices, default=UnpricedPolicy.FALLBACK
+    )
+    fallback_input_per_token = models.DecimalField(
+        **PER_TOKEN,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="Fallback rate of input (and cache) tokens of an unpriced model "
+        "(empty: the catalog's highest).",
+    )
+    fallback_output_per_token = models.DecimalField(
+        **PER_TOKEN,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="Fallback rate of output (and reasoning) tokens of an unpriced model "
+        "(empty: the catalog's highest).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(unpriced_policy__in=["fallback", "deny", "zero"]),
+                name="org_unpriced_policy_valid",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(fallback_input_per_token__isnull=True) | Q(fallback_input_per_token__gte=0)
+                )
+                & (Q(fallback_output_per_token__isnull=True) | Q(fallback_output_per_token__gte=0)),
+                name="org_fallback_rates_non_negative",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug

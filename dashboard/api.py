@@ -80,6 +80,12 @@ async def _fetch_one(name: str, params: dict[str, Any]) -> Any:
         slots.release()
 
 
+class UnpricedModel(TypedDict):
+    model: str  # the name as sent, which no price entry resolves
+    requests: int
+    cost_usd: str
+
+
 class Kpis(TypedDict):
     spend_usd: str  # in the range
     today_usd: str
@@ -93,6 +99,8 @@ class Kpis(TypedDict):
     errors: int
     error_rate_pct: str | None
     unpriced_requests: int
+    unpriced_usd: str  # spend of models with no price in the range (hold or fallback cost)
+    unpriced_models: list[UnpricedModel]  # costliest first, at most 20
 
 
 class Series(TypedDict):

@@ -111,6 +111,11 @@ class RequestEvent(models.Model):
     # recording said. NULL, not "": it is what the SQL writes and the API
     # answers (null), with no translation either way.
     price_model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    # Where cost_usd came from: "price" (the catalog), "caller" (its cost_usd),
+    # and for an unpriced model, per the org's unpriced_policy: "hold" (the
+    # hold it settled), "fallback_rate" or "zero". "" for events recorded
+    # before this field. A database default, so that older writers still work.
+    cost_source = models.CharField(max_length=16, blank=True, default="", db_default="")
     latency_ms = models.IntegerField(null=True, blank=True)
     status = models.CharField(max_length=5, choices=Status.choices, default=Status.OK)
     reservation_id = models.UUIDField(null=True, blank=True)

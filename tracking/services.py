@@ -532,6 +532,9 @@ def events_reprice_batch(
                 report.unchanged += 1
                 continue
             event.cost_usd, event.priced, event.price_model = cost, True, price_model
+            # A fallback or hold cost (or zero) is replaced, and the
+            # difference moves into the windows and rollups below.
+            event.cost_source = "price"
             changed.append((event, delta))
             part = report.by_model.setdefault(event.model, ModelRepricing())
             part.events += 1
@@ -539,7 +542,7 @@ def events_reprice_batch(
         if not changed:
             return report
         RequestEvent.objects.bulk_update(
-            [e for e, _ in changed], ["cost_usd", "priced", "price_model"]
+            [e for e, _ in changed], ["cost_usd", "priced", "price_model", "cost_source"]
         )
         report.rollup_hours = rollups_refresh_buckets(
             (e.org_id, hour_floor(e.started_at)) for e, _ in changed

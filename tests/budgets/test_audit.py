@@ -152,6 +152,7 @@ def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_
             "strict": "on",
             "fail_mode": "open",
             "webhook_url": "https://hooks.example.com/services/T0/B0/s3cr3t",
+            "unpriced_policy": "fallback",
             "created_at_0": "2026-12-01",
             "created_at_1": "00:00:00",
         },

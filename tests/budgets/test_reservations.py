@@ -205,6 +205,11 @@ def test_expired_reservation_stops_counting(api, org, key, make_budget):
 def test_estimate_is_priced_for_the_model(api, org, key, make_budget):
     from tracking.models import Price
 
+    # An estimate with no price is refused under "zero" (see
+    # tests/tracking/test_unpriced_policy.py for the other policies).
+    org.unpriced_policy = "zero"
+    org.save(update_fields=["unpriced_policy"])
+
     Price.objects.create(
         provider="openai",
         model="gpt-4o",

@@ -23,7 +23,7 @@ from tests.dashboard.conftest import (
     event,
     record,
 )
-from tracking.models import RequestEvent
+from tracking.models import Price, RequestEvent
 
 TEAMS = ("search", "support", "research")
 MODELS = ("gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro")
@@ -76,6 +76,16 @@ def assert_matches_database(body: dict, org, now: datetime) -> None:
     assert kpis["requests"] == counts["requests"]
     assert kpis["errors"] == counts["errors"]
     assert kpis["unpriced_requests"] == counts["unpriced"] > 0
+    unpriced = (
+        in_range.filter(priced=False).values("model").annotate(n=Count("id"), s=Sum("cost_usd"))
+    )
+    assert Decimal(kpis["unpriced_usd"]) == sum((row["s"] for row in unpriced), Decimal(0))
+    assert [
+        (m["model"], m["requests"], Decimal(m["cost_usd"])) for m in kpis["unpriced_models"]
+    ] == [
+        (row["model"], row["n"], row["s"])
+        for row in sorted(unpriced, key=lambda row: (-row["s"], row["model"]))
+    ]
     assert Decimal(kpis["error_rate_pct"]) == round(
         Decimal(counts["errors"] * 100) / counts["requests"], 2
     )
@@ -109,6 +119,14 @@ def assert_matches_database(body: dict, org, now: datetime) -> None:
 
 
 def test_summary_numbers_are_the_databases(api, org, key, make_budget):
+    # A catalog, so that the unpriced events cost the fallback rate (the
+    # others carry their own cost).
+    Price.objects.create(
+        provider="openai",
+        model="gpt-4o",
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+    )
     make_budget(org, "100", period="month")
     make_budget(org, "0.5", scope="team", team="search", period="day", soft_limit_pct=50)
     now = datetime.now(UTC)
@@ -122,6 +140,10 @@ def test_summary_numbers_are_the_databases(api, org, key, make_budget):
     assert body["range"] == "7d" and body["granularity"] == "day" and body["team"] is None
     assert sorted(body["teams"]) == sorted(TEAMS)
     assert_matches_database(body, org, now)
+    # 100 input x $2.5/M + 20 output x $10/M each.
+    unpriced = body["kpis"]["unpriced_models"]
+    assert [m["model"] for m in unpriced] == ["no-such-model"]
+    assert Decimal(body["kpis"]["unpriced_usd"]) == Decimal("0.00045") * unpriced[0]["requests"]
     budgets = {(b["scope"], b["id"], b["period"]): b for b in body["budgets"]}
     for window in BudgetWindow.objects.filter(budget__org=org, period_end__gt=now):
         b = window.budget

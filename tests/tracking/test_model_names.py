@@ -127,7 +127,12 @@ def test_gateway_names_are_priced_at_the_entry_they_resolve_to(api, org, key, ca
 def test_names_that_resolve_to_no_entry_stay_unpriced(api, org, key, catalog, sent):
     result = record(api, key, "ev-1", sent)
 
-    assert (result["priced"], result["cost_usd"], result["price_model"]) == (False, "0", None)
+    # Charged at the fallback rate (the org's default unpriced policy).
+    assert (result["priced"], result["price_model"], result["cost_source"]) == (
+        False,
+        None,
+        "fallback_rate",
+    )
 
 
 def test_callers_own_cost_names_no_entry(api, org, key, catalog):
@@ -171,6 +176,10 @@ def test_the_price_maps_own_key_wins_over_an_alias(api, org, key, catalog):
 def test_a_holds_estimate_is_priced_through_the_same_resolution(
     api, org, key, make_budget, catalog
 ):
+    # Under "zero" an estimate that resolves to no price is refused (under the
+    # default "fallback" it would be held at the fallback rate).
+    org.unpriced_policy = "zero"
+    org.save(update_fields=["unpriced_policy"])
     ModelAlias.objects.create(org=org, name="my-gpt4o-prod", model="gpt-4o")
     make_budget(org, "1")
     estimate = {"input_tokens": 1200, "max_output_tokens": 800}

@@ -134,6 +134,7 @@ def test_openai_chat_cached_at_the_cache_price_and_reasoning_at_the_output_price
         "cost_usd": "0.007",
         "priced": True,
         "price_model": "tg-chat",
+        "cost_source": "price",
         "duplicate": False,
     }
     stored = RequestEvent.objects.get(event_id="chat-1")
@@ -341,7 +342,11 @@ def test_callers_cost_prices_an_unknown_model(api, org, key):
     assert (result["cost_usd"], result["priced"]) == ("0.25", True)
 
 
-def test_unknown_model_is_stored_unpriced_at_zero(api, org, key, make_budget):
+def test_unknown_model_is_stored_unpriced_at_zero_when_the_org_chooses_it(
+    api, org, key, make_budget
+):
+    org.unpriced_policy = "zero"
+    org.save(update_fields=["unpriced_policy"])
     budget = make_budget(org, "10")
 
     result = only_result(post(api, key, event("unk-1", model="tg-unknown")))
@@ -351,6 +356,7 @@ def test_unknown_model_is_stored_unpriced_at_zero(api, org, key, make_budget):
         "cost_usd": "0",
         "priced": False,
         "price_model": None,
+        "cost_source": "zero",
         "duplicate": False,
     }
     stored = RequestEvent.objects.get(event_id="unk-1")
@@ -359,6 +365,8 @@ def test_unknown_model_is_stored_unpriced_at_zero(api, org, key, make_budget):
 
 
 def test_usage_before_the_first_price_is_unpriced(api, org, key):
+    org.unpriced_policy = "zero"
+    org.save(update_fields=["unpriced_policy"])
     make_price("tg-new", input="1", output="1", effective_from=datetime(2026, 6, 1, tzinfo=UTC))
 
     result = only_result(post(api, key, event("early-1", model="tg-new")))
@@ -645,16 +653,19 @@ def test_replay_is_a_200_with_the_stored_results_and_no_double_spend(
     replay = post(api, key, batch)
 
     assert replay.status_code == 200, replay.text
+    # i-3's model has no price: charged at the fallback rate (the catalog's
+    # highest, here tg-plain's own), and a replay says so again.
     assert [
-        (r["id"], r["cost_usd"], r["priced"], r["duplicate"]) for r in replay.json()["results"]
+        (r["id"], r["cost_usd"], r["priced"], r["cost_source"], r["duplicate"])
+        for r in replay.json()["results"]
     ] == [
-        ("i-1", "0.002", True, True),
-        ("i-2", "0.3", True, True),
-        ("i-3", "0", False, True),
+        ("i-1", "0.002", True, "price", True),
+        ("i-2", "0.3", True, "caller", True),
+        ("i-3", "0.002", False, "fallback_rate", True),
     ]
     assert [r["duplicate"] for r in first.json()["results"]] == [False, False, False]
     assert RequestEvent.objects.count() == 3
-    assert window_at(budget, MARCH_10_START).spent == Decimal("0.302")
+    assert window_at(budget, MARCH_10_START).spent == Decimal("0.304")
 
 
 def test_replay_without_started_at_is_still_a_duplicate(api, org, key, plain_price):

@@ -132,3 +132,83 @@ CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
 RETURNS numeric LANGUAGE sql STABLE AS $$
     SELECT tollgate_event_cost(p_org, p_model, NULL, p_at, p_input, 0, 0, p_max_output, 0)
 $$;
+
+-- Usage of a model with no known price (the org's unpriced_policy,
+-- budgets.Organization): 'zero' lets it cost nothing until repriced;
+-- 'fallback' (the default) and 'deny' charge it. An event settling a hold is
+-- charged the hold (tollgate_record_events); otherwise, and for an estimate
+-- under 'fallback', usage is charged at the rates below. 'deny' refuses checks
+-- and holds (tollgate_decide_amount) but still charges events: their usage is
+-- spent already, and refusing to record it would make it free.
+--
+-- The fallback cost: the org's own per-token rates (input for input and cache
+-- tokens, output for output and reasoning), each defaulting to the highest
+-- rate of its bucket anywhere in the catalog (any model, provider, tier or
+-- date): more, never less, than a real price would likely charge. The
+-- catalog is read only for a rate the org did not set (coalesce stops at the
+-- first non-null) and only for unpriced usage, which is rare: a few thousand
+-- price rows, a fraction of a millisecond. NULL when the catalog is empty
+-- and the org set no rates.
+CREATE OR REPLACE FUNCTION tollgate_fallback_cost(
+    p_org bigint, p_input bigint, p_cache_read bigint, p_cache_write bigint,
+    p_output bigint, p_reasoning bigint)
+RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT round(
+        p_input * coalesce(o.fallback_input_per_token,
+            (SELECT max(greatest(p.input_per_token, p.input_above_threshold_per_token))
+             FROM tracking_price p))
+        + p_cache_read * coalesce(o.fallback_input_per_token,
+            (SELECT max(greatest(p.input_per_token, p.input_above_threshold_per_token,
+                                 p.cache_read_per_token)) FROM tracking_price p))
+        + p_cache_write * coalesce(o.fallback_input_per_token,
+            (SELECT max(greatest(p.input_per_token, p.input_above_threshold_per_token,
+                                 p.cache_write_per_token)) FROM tracking_price p))
+        + p_output * coalesce(o.fallback_output_per_token,
+            (SELECT max(greatest(p.output_per_token, p.output_above_threshold_per_token))
+             FROM tracking_price p))
+        + p_reasoning * coalesce(o.fallback_output_per_token,
+            (SELECT max(greatest(p.output_per_token, p.output_above_threshold_per_token,
+                                 p.reasoning_per_token)) FROM tracking_price p)), 10)
+    FROM budgets_organization o
+    WHERE o.id = p_org
+$$;
+
+-- The amount a check or hold decides on: the caller's, else its estimate
+-- priced, and for a model with no price what the org's policy says.
+-- `unpriced`: NULL (decide on `amount`), 'deny' (the org refuses checks and
+-- holds of a model with no price: 422 unpriced_model, also when the caller
+-- sent its own amount) or 'zero' (an estimate that cannot be priced: 422 on
+-- `model`, as before policies existed). Under 'fallback' an estimate of an
+-- unpriced model is held at the fallback rates: the event that settles the
+-- hold is then charged the hold. The common case, a priced estimate or an
+-- amount of an org that does not deny, reads the org's row at most once.
+CREATE OR REPLACE FUNCTION tollgate_decide_amount(
+    p_org bigint, p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
+    p_at timestamptz, OUT amount numeric, OUT unpriced text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    amount := p_amount;
+    IF p_amount IS NULL AND p_input IS NOT NULL THEN
+        amount := tollgate_estimate_cost(p_org, p_model, p_input, coalesce(p_max_output, 0), p_at);
+        IF amount IS NOT NULL THEN
+            RETURN;
+        END IF;
+        CASE (SELECT o.unpriced_policy FROM budgets_organization o WHERE o.id = p_org)
+            WHEN 'deny' THEN
+                unpriced := 'deny';
+            WHEN 'fallback' THEN
+                amount := tollgate_fallback_cost(p_org, p_input, 0, 0,
+                                                 coalesce(p_max_output, 0), 0);
+                IF amount IS NULL THEN
+                    unpriced := 'zero';
+                END IF;
+            ELSE
+                unpriced := 'zero';
+        END CASE;
+    ELSIF p_model IS NOT NULL
+          AND (SELECT o.unpriced_policy FROM budgets_organization o WHERE o.id = p_org) = 'deny'
+          AND NOT EXISTS (SELECT 1 FROM tollgate_price_at(p_org, p_model, NULL, p_at)) THEN
+        amount := NULL;
+        unpriced := 'deny';
+    END IF;
+END $$;

@@ -159,10 +159,8 @@ BEGIN
     FOR it IN
         SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
                t.id AS team_id, u.id AS user_id,
-               coalesce(x.amount, CASE WHEN x.input_tokens IS NOT NULL THEN
-                   tollgate_estimate_cost(x.org_id, x.model, x.input_tokens,
-                                          coalesce(x.max_output_tokens, 0),
-                                          coalesce(x.at, now())) END) AS amount,
+               da.amount,
+               da.unpriced,
                coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
                coalesce(k.windows, '{}') AS windows
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
@@ -172,6 +170,8 @@ BEGIN
             key_id bigint)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
+        CROSS JOIN LATERAL tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
+                                                  x.max_output_tokens, coalesce(x.at, now())) da
         CROSS JOIN LATERAL (
             SELECT array_agg(n.slot::int ORDER BY CASE a.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1
                                                           ELSE 2 END, a.period) AS slots,
@@ -192,7 +192,11 @@ BEGIN
             v_results := array_append(v_results,
                 jsonb_build_object('status', 'not_found', 'field', 'user'));
             CONTINUE;
-        ELSIF it.amount IS NULL AND it.input_tokens IS NOT NULL THEN
+        ELSIF it.unpriced = 'deny' THEN
+            v_results := array_append(v_results,
+                jsonb_build_object('status', 'unpriced_model', 'field', 'model'));
+            CONTINUE;
+        ELSIF it.unpriced IS NOT NULL THEN
             v_results := array_append(v_results,
                 jsonb_build_object('status', 'unpriced', 'field', 'model'));
             CONTINUE;
@@ -326,7 +330,9 @@ $$;
 -- the locks are held: they are the throughput limit of a shared (org) budget.
 --
 -- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced" |
--- "too_expensive", ...}. p_key: the caller's API key, whose per-request cap
+-- "unpriced_model" | "too_expensive", ...} ("unpriced": an estimate that
+-- cannot be priced; "unpriced_model": the org denies models with no price,
+-- tollgate_decide_amount in 20_pricing.sql). p_key: the caller's API key, whose per-request cap
 -- applies (null: no key's).
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
                                         bigint, boolean, integer, timestamptz);
@@ -353,6 +359,7 @@ DECLARE
     v_res_id uuid;
     v_expires timestamptz;
     v_cap jsonb;
+    v_unpriced text;
     r record;
 BEGIN
     -- Subjects: one read in the common case, registration on first sight.
@@ -371,9 +378,12 @@ BEGIN
             RETURN jsonb_build_object('status', 'not_found', 'field', 'user');
         END IF;
     END IF;
-    IF v_amount IS NULL AND p_input IS NOT NULL THEN
-        v_amount := tollgate_estimate_cost(p_org, p_model, p_input, coalesce(p_max_output, 0), v_at);
-        IF v_amount IS NULL THEN
+    IF p_model IS NOT NULL OR (v_amount IS NULL AND p_input IS NOT NULL) THEN
+        SELECT d.amount, d.unpriced INTO v_amount, v_unpriced
+        FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at) d;
+        IF v_unpriced = 'deny' THEN
+            RETURN jsonb_build_object('status', 'unpriced_model', 'field', 'model');
+        ELSIF v_unpriced IS NOT NULL THEN
             RETURN jsonb_build_object('status', 'unpriced', 'field', 'model');
         END IF;
     END IF;

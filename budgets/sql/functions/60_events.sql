@@ -24,9 +24,13 @@
 --   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
 --   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
---   "price_model", "duplicate", "reservation"}]} or {"status": "not_found",
---   "errors": [...]}. price_model: the price entry's key the event's model
---   resolved to (20_pricing.sql), NULL when unpriced or the caller's cost.
+--   "price_model", "cost_source", "duplicate", "reservation"}]} or
+--   {"status": "not_found", "errors": [...]}. price_model: the price entry's
+--   key the event's model resolved to (20_pricing.sql), NULL when unpriced or
+--   the caller's cost. cost_source: "price", "caller", or for a model with no
+--   price (the org's unpriced_policy, tollgate_fallback_cost) "hold" (the hold
+--   this event settled), "fallback_rate" or "zero"; NULL for events recorded
+--   before it was kept.
 CREATE OR REPLACE FUNCTION tollgate_record_events(
     p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -44,6 +48,8 @@ DECLARE
     v_replayed jsonb := '[]';
     v_replay_ids text[];
     v_settle_ids uuid[];
+    -- Read once per batch (a primary-key probe), so a change applies to the next call.
+    v_policy text := (SELECT unpriced_policy FROM budgets_organization WHERE id = p_org);
 BEGIN
     IF NOT p_strict THEN
         PERFORM tollgate_team_id(p_org, x.team, true)
@@ -81,21 +87,33 @@ BEGIN
             org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
             cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
-            payload_hash)
+            payload_hash, cost_source)
         SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
-               coalesce(i.cost_usd, c.list_cost, 0), i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
+               coalesce(i.cost_usd, c.list_cost, fb.cost, 0),
+               i.cost_usd IS NOT NULL OR c.list_cost IS NOT NULL,
                CASE WHEN i.cost_usd IS NULL THEN pr.model END,
-               i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash
+               i.latency_ms, i.status, i.reservation_id, coalesce(i.tags, '{}'), i.payload_hash,
+               CASE WHEN i.cost_usd IS NOT NULL THEN 'caller'
+                    WHEN c.list_cost IS NOT NULL THEN 'price'
+                    WHEN v_policy <> 'zero' THEN 'fallback_rate'
+                    ELSE 'zero' END
         FROM input i
         LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at) pr ON true
         CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
             i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
+        -- Only for unpriced usage (the WHERE only reads outer values, so it
+        -- gates the call): priced events never reach the catalog scan.
+        LEFT JOIN LATERAL (SELECT tollgate_fallback_cost(p_org, i.input_tokens,
+                               i.cache_read_tokens, i.cache_write_tokens, i.output_tokens,
+                               i.reasoning_tokens) AS cost
+                           WHERE i.cost_usd IS NULL AND c.list_cost IS NULL
+                             AND v_policy <> 'zero') fb ON true
         ORDER BY i.event_id
         ON CONFLICT (org_id, event_id) DO NOTHING
         RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, price_model,
-                  reservation_id
+                  cost_source, reservation_id
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
 
@@ -109,7 +127,8 @@ BEGIN
                           SELECT n->>'event_id' FROM jsonb_array_elements(v_inserted) n);
     IF cardinality(v_replay_ids) > 0 THEN
         SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO v_replayed
-        FROM (SELECT event_id, cost_usd, priced, price_model, reservation_id, payload_hash
+        FROM (SELECT event_id, cost_usd, priced, price_model, cost_source, reservation_id,
+                     payload_hash
               FROM tracking_requestevent
               WHERE org_id = p_org AND event_id = ANY(v_replay_ids)) r;
         SELECT jsonb_agg(jsonb_build_object('index', (e->>'idx')::int, 'id', e->>'event_id')
@@ -153,6 +172,28 @@ BEGIN
             RETURNING r.id, r.amount, r.window_ids
         )
         SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
+
+        -- An unpriced event is charged the hold it settles: what the caller
+        -- expected it to cost, rather than the fallback rate. One event per
+        -- hold (the first by id) when several of the batch settle it.
+        WITH charged AS (
+            UPDATE tracking_requestevent e SET cost_usd = h.amount, cost_source = 'hold'
+            FROM (SELECT DISTINCT ON (n.reservation_id) n.event_id, s.amount
+                  FROM jsonb_to_recordset(v_inserted)
+                       AS n(event_id text, reservation_id uuid, cost_source text)
+                  JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
+                    ON s.id = n.reservation_id
+                  WHERE n.cost_source = 'fallback_rate'
+                  ORDER BY n.reservation_id, n.event_id) h
+            WHERE e.org_id = p_org AND e.event_id = h.event_id
+            RETURNING e.event_id, e.cost_usd
+        )
+        SELECT jsonb_agg(CASE WHEN c.event_id IS NULL THEN n
+                              ELSE n || jsonb_build_object('cost_usd', c.cost_usd,
+                                                           'cost_source', 'hold') END)
+        INTO v_inserted
+        FROM jsonb_array_elements(v_inserted) n
+        LEFT JOIN charged c ON c.event_id = n->>'event_id';
     END IF;
 
     -- Spend per window of the events' periods: one pass over the applicable
@@ -204,6 +245,7 @@ BEGIN
                'cost_usd', trim_scale(r.cost_usd)::text,
                'priced', r.priced,
                'price_model', r.price_model,
+               'cost_source', nullif(r.cost_source, ''),
                'duplicate', NOT r.new,
                -- `settled`: this event settled the hold now (for a replay: the
                -- hold is settled); `status`: the hold's state now.
@@ -223,12 +265,12 @@ BEGIN
     JOIN (SELECT n.*, true AS new
           FROM jsonb_to_recordset(v_inserted)
                AS n(event_id text, cost_usd numeric, priced boolean, price_model text,
-                    reservation_id uuid)
+                    cost_source text, reservation_id uuid)
           UNION ALL
           SELECT p.*, false
           FROM jsonb_to_recordset(v_replayed)
                AS p(event_id text, cost_usd numeric, priced boolean, price_model text,
-                    reservation_id uuid)
+                    cost_source text, reservation_id uuid)
          ) r ON r.event_id = e->>'event_id'
     LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
            ON s.id = r.reservation_id AND r.new

@@ -219,6 +219,19 @@ BEGIN
                coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.week), 0) AS week
         FROM hourly h
     ),
+    -- Spend of models with no price in the range (charged at a hold or a
+    -- fallback rate, or 0 under the org's "zero" policy) and their names, from
+    -- the raw events: the rollups keep no unpriced cost. Index event_unpriced
+    -- (partial: only unpriced events, few), so the org's priced events are
+    -- never read. Raw events are kept longer than the longest range.
+    unpriced AS (
+        SELECT e.model, sum(e.cost_usd) AS cost, count(*) AS requests
+        FROM tracking_requestevent e
+        WHERE NOT e.priced AND e.org_id = p_org
+          AND e.started_at >= b.range_from AND e.started_at < b.hi
+          AND (v_team IS NULL OR e.team_id = v_team)
+        GROUP BY e.model
+    ),
     recent AS (
         SELECT e.event_id, e.started_at, t.slug AS team, u.external_id AS "user", e.model,
                e.input_tokens + e.cache_read_tokens + e.cache_write_tokens + e.output_tokens
@@ -257,7 +270,15 @@ BEGIN
             'errors', k.errors,
             'error_rate_pct', CASE WHEN k.requests > 0
                                    THEN round(k.errors * 100.0 / k.requests, 2)::text END,
-            'unpriced_requests', k.unpriced) FROM kpis k),
+            'unpriced_requests', k.unpriced,
+            'unpriced_usd', (SELECT trim_scale(coalesce(sum(p.cost), 0))::text FROM unpriced p),
+            -- The names sent that no price entry resolves, costliest first (at most 20).
+            'unpriced_models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                    'model', p.model, 'requests', p.requests,
+                                    'cost_usd', trim_scale(p.cost)::text)
+                                    ORDER BY p.cost DESC, p.model), '[]')
+                                FROM (SELECT * FROM unpriced ORDER BY cost DESC, model
+                                      LIMIT 20) p)) FROM kpis k),
         'budgets', tollgate_list_budgets(p_org, p_tz, v_at),
         'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', r.event_id, 'started_at', tollgate_iso(r.started_at),

@@ -164,7 +164,14 @@ function renderKpis() {
   setKpi("projected", money(k.projected_month_usd));
   setKpi("requests", count.format(k.requests), `${count.format(k.errors)} failed`);
   setKpi("errors", k.error_rate_pct === null ? "–" : `${k.error_rate_pct}%`, `of ${count.format(k.requests)} requests`);
-  setKpi("unpriced", count.format(k.unpriced_requests));
+  // What the models with no price were charged (a hold or a fallback rate)
+  // and their names, as the summary last computed them: live updates add
+  // requests, not these.
+  const names = (k.unpriced_models || []).map((m) => m.model);
+  setKpi("unpriced", count.format(k.unpriced_requests),
+    names.length === 0 ? "requests without a price"
+      : `${smallMoney(k.unpriced_usd)} charged · ${names.slice(0, 5).join(", ")}`
+        + (names.length > 5 ? ` and ${names.length - 5} more` : ""));
   byId("kpi-unpriced").closest(".kpi").classList.toggle("warn", k.unpriced_requests > 0);
 }
 
