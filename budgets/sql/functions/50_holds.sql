@@ -93,7 +93,6 @@ DECLARE
     v_expires_text text;
     v_alert_ids bigint[];
     v_missing boolean;
-    v_cap jsonb;
     s integer;
     it record;
 BEGIN
@@ -159,8 +158,8 @@ BEGIN
     FOR it IN
         SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
                t.id AS team_id, u.id AS user_id,
-               da.amount,
-               da.unpriced,
+               coalesce(da.amount, x.amount) AS amount,
+               da.unpriced, rc.cap,
                coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
                coalesce(k.windows, '{}') AS windows
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
@@ -170,8 +169,19 @@ BEGIN
             key_id bigint)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
-        CROSS JOIN LATERAL tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
-                                                  x.max_output_tokens, coalesce(x.at, now())) da
+        JOIN budgets_organization o ON o.id = x.org_id
+        -- Priced (or refused) only when there is something to price: a plain
+        -- amount skips the call (a function call per item is what a batch
+        -- cannot afford), unless its org denies models without a price.
+        LEFT JOIN LATERAL (
+            SELECT d.amount, d.unpriced
+            FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
+                                        x.max_output_tokens, coalesce(x.at, now())) d
+            WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
+        ) da ON true
+        LEFT JOIN LATERAL tollgate_request_cap(x.org_id, t.id, x.key_id,
+            coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0)) rc
+            ON true
         CROSS JOIN LATERAL (
             SELECT array_agg(n.slot::int ORDER BY CASE a.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1
                                                           ELSE 2 END, a.period) AS slots,
@@ -202,10 +212,9 @@ BEGIN
             CONTINUE;
         END IF;
         v_amount := coalesce(it.amount, 0);
-        v_cap := tollgate_request_cap(it.org_id, it.team_id, it.key_id, v_amount);
-        IF v_cap IS NOT NULL THEN
+        IF it.cap IS NOT NULL THEN
             v_results := array_append(v_results, jsonb_build_object('status', 'too_expensive',
-                'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap));
+                'amount_usd', trim_scale(v_amount)::text, 'cap', it.cap));
             CONTINUE;
         END IF;
 
@@ -294,11 +303,12 @@ BEGIN
 END $$;
 
 -- The per-request cap that `p_amount` exceeds, the tightest of the key's,
--- the team's and the org's (null: none does). Read at decision time, so a
--- changed cap applies to the next request in every process.
-CREATE OR REPLACE FUNCTION tollgate_request_cap(
-    p_org bigint, p_team bigint, p_key bigint, p_amount numeric)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
+-- the team's and the org's (no row: none does). Read at decision time, so a
+-- changed cap applies to the next request in every process. A set-returning
+-- SQL function, so that a batch's query inlines it for each item.
+DROP FUNCTION IF EXISTS tollgate_request_cap(bigint, bigint, bigint, numeric);
+CREATE FUNCTION tollgate_request_cap(p_org bigint, p_team bigint, p_key bigint, p_amount numeric)
+RETURNS TABLE (cap jsonb) LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('scope', c.scope, 'id', c.id,
                               'max_request_usd', trim_scale(c.cap)::text)
     FROM (SELECT 'key' AS scope, k.lookup_id::text AS id, k.max_request_usd AS cap
@@ -388,7 +398,7 @@ BEGIN
         END IF;
     END IF;
     v_amount := coalesce(v_amount, 0);
-    v_cap := tollgate_request_cap(p_org, v_team, p_key, v_amount);
+    SELECT c.cap INTO v_cap FROM tollgate_request_cap(p_org, v_team, p_key, v_amount) c;
     IF v_cap IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'too_expensive',
             'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap);
