@@ -179,9 +179,11 @@ BEGIN
                                         x.max_output_tokens, coalesce(x.at, now())) d
             WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
         ) da ON true
-        LEFT JOIN LATERAL tollgate_request_cap(x.org_id, t.id, x.key_id,
-            coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0)) rc
-            ON true
+        LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
+        LEFT JOIN LATERAL tollgate_request_cap(
+            coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
+            ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
+            o.slug, o.max_request_usd) rc ON true
         CROSS JOIN LATERAL (
             SELECT array_agg(n.slot::int ORDER BY CASE a.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1
                                                           ELSE 2 END, a.period) AS slots,
@@ -303,21 +305,19 @@ BEGIN
 END $$;
 
 -- The per-request cap that `p_amount` exceeds, the tightest of the key's,
--- the team's and the org's (no row: none does). Read at decision time, so a
--- changed cap applies to the next request in every process. A set-returning
--- SQL function, so that a batch's query inlines it for each item.
+-- the team's and the org's (no row: none does), from the caps the caller
+-- read with the rows it has (so read at decision time: a changed cap applies
+-- to the next request in every process). A set-returning SQL function with
+-- no query of its own, so that a batch's query inlines it for each item.
 DROP FUNCTION IF EXISTS tollgate_request_cap(bigint, bigint, bigint, numeric);
-CREATE FUNCTION tollgate_request_cap(p_org bigint, p_team bigint, p_key bigint, p_amount numeric)
-RETURNS TABLE (cap jsonb) LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION tollgate_request_cap(
+    p_amount numeric, p_key text, p_key_cap numeric, p_team text, p_team_cap numeric,
+    p_org text, p_org_cap numeric)
+RETURNS TABLE (cap jsonb) LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object('scope', c.scope, 'id', c.id,
                               'max_request_usd', trim_scale(c.cap)::text)
-    FROM (SELECT 'key' AS scope, k.lookup_id::text AS id, k.max_request_usd AS cap
-          FROM budgets_apikey k WHERE k.id = p_key
-          UNION ALL
-          SELECT 'team', t.slug::text, t.max_request_usd FROM budgets_team t WHERE t.id = p_team
-          UNION ALL
-          SELECT 'org', o.slug::text, o.max_request_usd
-          FROM budgets_organization o WHERE o.id = p_org) c
+    FROM (VALUES ('key', p_key, p_key_cap), ('team', p_team, p_team_cap),
+                 ('org', p_org, p_org_cap)) AS c(scope, id, cap)
     WHERE c.cap IS NOT NULL AND p_amount > c.cap
     ORDER BY c.cap, c.scope
     LIMIT 1
@@ -398,7 +398,13 @@ BEGIN
         END IF;
     END IF;
     v_amount := coalesce(v_amount, 0);
-    SELECT c.cap INTO v_cap FROM tollgate_request_cap(p_org, v_team, p_key, v_amount) c;
+    SELECT c.cap INTO v_cap
+    FROM budgets_organization o
+    LEFT JOIN budgets_team t ON t.id = v_team
+    LEFT JOIN budgets_apikey k ON k.id = p_key
+    CROSS JOIN LATERAL tollgate_request_cap(v_amount, k.lookup_id, k.max_request_usd, t.slug,
+                                            t.max_request_usd, o.slug, o.max_request_usd) c
+    WHERE o.id = p_org;
     IF v_cap IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'too_expensive',
             'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap);
