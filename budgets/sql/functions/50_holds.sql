@@ -178,6 +178,7 @@ BEGIN
             FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
                                         x.max_output_tokens, coalesce(x.at, now())) d
             WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
+            OFFSET 0  -- not pulled up into the join: the condition then gates the call
         ) da ON true
         LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
         LEFT JOIN LATERAL tollgate_request_cap(
