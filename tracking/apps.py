@@ -12,5 +12,7 @@ class TrackingConfig(AppConfig):
         from config.hotpath import db
         from tracking import jobs
 
-        db.register_queries(Path(self.path) / "sql" / "api.sql", retryable={"price_catalog"})
+        db.register_queries(
+            Path(self.path) / "sql" / "api.sql", retryable={"price_catalog", "price_of_model"}
+        )
         worker.register("aggregate usage", jobs.aggregate_usage, heavy=True)
