@@ -214,9 +214,9 @@ class EventBatcher(db.Batcher):
     sent again alone, so that only the faulty one gets the error.
     """
 
-    def __init__(self, org_id: int, time_zone: str, strict: bool) -> None:
+    def __init__(self, org_id: int, strict: bool) -> None:
         super().__init__()
-        self.params = {"org_id": org_id, "tz": time_zone, "strict": strict}
+        self.params = {"org_id": org_id, "strict": strict}
 
     def fits(self, batch: list[list[dict[str, Any]]], item: list[dict[str, Any]]) -> bool:
         # Two requests naming one event id or one hold go to separate calls:
@@ -324,13 +324,13 @@ def _rejection(exc: psycopg.Error) -> ApiError | None:
     return None
 
 
-_batchers: dict[tuple[int, str, bool], EventBatcher] = {}
+_batchers: dict[tuple[int, bool], EventBatcher] = {}
 
 
 def _batcher(key: ApiKeyInfo) -> EventBatcher:
     """The process's batcher for the key's org (one per org: one call records
     events of one org)."""
-    org = (key.org_id, key.time_zone, key.strict)
+    org = (key.org_id, key.strict)
     batcher = _batchers.get(org)
     if batcher is None:
         batcher = _batchers[org] = EventBatcher(*org)

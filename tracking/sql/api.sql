@@ -2,7 +2,7 @@
 -- by tracking/apps.py with config/hotpath/db.py; parameters are %(name)s.
 
 -- record_events --
-SELECT tollgate_record_events(%(org_id)s, %(tz)s, %(strict)s, %(events)s)
+SELECT tollgate_record_events(%(org_id)s, %(strict)s, %(events)s)
 
 -- price_catalog --
 -- GET /v1/prices: the price of every model in effect now (money as text).

@@ -31,8 +31,9 @@
 --   price (the org's unpriced_policy, tollgate_fallback_cost) "hold" (the hold
 --   this event settled), "fallback_rate" or "zero"; NULL for events recorded
 --   before it was kept.
+DROP FUNCTION IF EXISTS tollgate_record_events(bigint, text, boolean, jsonb);
 CREATE OR REPLACE FUNCTION tollgate_record_events(
-    p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
+    p_org bigint, p_strict boolean, p_events jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_errors jsonb;
@@ -205,15 +206,17 @@ BEGIN
         FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
               FROM jsonb_to_recordset(v_inserted)
                    AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
-              CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id,
+              CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id,
                                                      n.started_at) a
               GROUP BY a.window_id, a.budget_id, a.period_start) x;
         EXIT WHEN NOT v_missing;
+        -- The zone stays until this commits (tollgate_change_time_zone).
+        PERFORM 1 FROM budgets_organization WHERE id = p_org FOR KEY SHARE;
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
         FROM jsonb_to_recordset(v_inserted)
              AS n(team_id bigint, user_id bigint, started_at timestamptz)
-        CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+        CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id, n.started_at) a
         WHERE a.window_id IS NULL;
     END LOOP;
 
