@@ -30,7 +30,8 @@ class Command(BaseCommand):
         modes = ", ".join(f"{mode} {n}" for mode, n in sorted(report.skipped_modes.items()))
         self.stdout.write(
             f"Prices from {file.name}: {len(report.added)} added, {len(report.changed)} changed, "
-            f"{report.unchanged} unchanged, {skipped} skipped (not chat{': ' + modes if modes else ''})."
+            f"{report.unchanged} unchanged, {skipped} skipped "
+            f"(not priced per token{': ' + modes if modes else ''})."
         )
         for model in report.changed:
             self.stdout.write(f"  changed: {model}")
