@@ -47,6 +47,7 @@ def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[s
         "ttl_seconds": d.ttl_seconds,
         "at": None,
         "key_id": key.key_id,
+        "service_tier": d.service_tier,
     }
 
 

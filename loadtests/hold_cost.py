@@ -75,6 +75,7 @@ def items(org_id: int, start: int, count: int) -> list[dict]:
                 "ttl_seconds": 300,
                 "at": None,
                 "key_id": None,
+                "service_tier": "",
             }
         )
     return out

@@ -16,7 +16,7 @@ RETURNING k.id, k.key_hash, k.revoked_at, k.is_admin, k.org_id, o.slug AS org_sl
 -- decide --
 SELECT tollgate_decide(%(org_id)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
                        %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(hold)s,
-                       %(ttl_seconds)s, %(at)s, %(key_id)s)
+                       %(ttl_seconds)s, %(at)s, %(key_id)s, %(service_tier)s)
 
 -- release --
 SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)

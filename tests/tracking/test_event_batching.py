@@ -239,6 +239,7 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
                 "ttl_seconds": 300,
                 "at": None,
                 "key_id": None,
+                "service_tier": "",
             },
         )
         return result["reservation_id"]

@@ -900,6 +900,7 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
         "ttl_seconds": 60,
         "at": None,
         "key_id": None,
+        "service_tier": "",
     }
     failures: list[Exception] = []
 

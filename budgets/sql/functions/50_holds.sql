@@ -52,7 +52,8 @@ $$;
 -- the same id order single decisions, releases and the sweeper use.
 --
 -- p_items: [{"org_id", "strict", "team", "user", "amount", "model",
---            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id"}, ...]
+--            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id",
+--            "service_tier"}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
@@ -169,7 +170,7 @@ BEGIN
         CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
             org_id bigint, team text, "user" text, amount numeric, model text,
             input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
-            key_id bigint)
+            key_id bigint, service_tier text)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
         JOIN budgets_organization o ON o.id = x.org_id
@@ -179,7 +180,8 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT d.amount, d.unpriced
             FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
-                                        x.max_output_tokens, coalesce(x.at, now())) d
+                                        x.max_output_tokens, coalesce(x.at, now()),
+                                        coalesce(x.service_tier, '')) d
             WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
             OFFSET 0  -- not pulled up into the join: the condition then gates the call
         ) da ON true
@@ -355,7 +357,8 @@ DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numer
 CREATE OR REPLACE FUNCTION tollgate_decide(
     p_org bigint, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
-    p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL)
+    p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL,
+    p_tier text DEFAULT '')
 RETURNS jsonb LANGUAGE plpgsql
 -- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
 -- lookups on every call (custom plans looked cheaper), which cost more than
@@ -396,7 +399,8 @@ BEGIN
     END IF;
     IF p_model IS NOT NULL OR (v_amount IS NULL AND p_input IS NOT NULL) THEN
         SELECT d.amount, d.unpriced INTO v_amount, v_unpriced
-        FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at) d;
+        FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at,
+                                    coalesce(p_tier, '')) d;
         IF v_unpriced = 'deny' THEN
             RETURN jsonb_build_object('status', 'unpriced_model', 'field', 'model');
         ELSIF v_unpriced IS NOT NULL THEN

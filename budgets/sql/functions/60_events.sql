@@ -22,7 +22,11 @@
 -- p_events: [{"idx", "event_id", "team", "user", "model", "provider",
 --   "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
 --   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
---   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
+--   "started_at" (or null = now), "reservation_id", "tags", "payload_hash",
+--   and optional (absent = 0 or ''): the parts "cache_write_1h_tokens",
+--   "input_audio_tokens", "input_image_tokens", "output_audio_tokens",
+--   "output_image_tokens", "web_search_calls", and "service_tier" (the price
+--   tier: '', 'flex', 'priority', 'batch'), "inference_geo"}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
 --   "price_model", "cost_source", "duplicate", "reservation"}]} or
 --   {"status": "not_found", "errors": [...]}. price_model: the price entry's
@@ -80,7 +84,9 @@ BEGIN
             input_tokens bigint, cache_read_tokens bigint, cache_write_tokens bigint,
             output_tokens bigint, reasoning_tokens bigint, cost_usd numeric, latency_ms integer,
             status text, started_at timestamptz, reservation_id uuid, tags jsonb,
-            payload_hash text)
+            payload_hash text, cache_write_1h_tokens bigint, input_audio_tokens bigint,
+            input_image_tokens bigint, output_audio_tokens bigint, output_image_tokens bigint,
+            web_search_calls bigint, service_tier text, inference_geo text)
         LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
         LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
     ), ins AS (
@@ -88,7 +94,9 @@ BEGIN
             org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
             cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
-            payload_hash, cost_source)
+            payload_hash, cost_source, cache_write_1h_tokens, input_audio_tokens,
+            input_image_tokens, output_audio_tokens, output_image_tokens, web_search_calls,
+            service_tier, inference_geo)
         SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
@@ -99,11 +107,20 @@ BEGIN
                CASE WHEN i.cost_usd IS NOT NULL THEN 'caller'
                     WHEN c.list_cost IS NOT NULL THEN 'price'
                     WHEN v_policy <> 'zero' THEN 'fallback_rate'
-                    ELSE 'zero' END
+                    ELSE 'zero' END,
+               coalesce(i.cache_write_1h_tokens, 0), coalesce(i.input_audio_tokens, 0),
+               coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
+               coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
+               coalesce(i.service_tier, ''), coalesce(i.inference_geo, '')
         FROM input i
-        LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at) pr ON true
+        LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at,
+                                            coalesce(i.service_tier, '')) pr ON true
         CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
-            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
+            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens,
+            coalesce(i.cache_write_1h_tokens, 0), coalesce(i.input_audio_tokens, 0),
+            coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
+            coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
+            i.inference_geo) AS list_cost) c
         -- Only for unpriced usage (the WHERE only reads outer values, so it
         -- gates the call): priced events never reach the catalog scan.
         LEFT JOIN LATERAL (SELECT tollgate_fallback_cost(p_org, i.input_tokens,
