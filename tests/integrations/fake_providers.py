@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class FakeProvider:
     # "ok", "fail" (500), or "cut" (a stream that breaks off after two chunks).
     mode: str = "ok"
     chunks: int = 3
+    # Seconds between a stream's events (a long stream).
+    chunk_delay: float = 0.0
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -197,6 +200,7 @@ def _handler(fake: FakeProvider) -> type[http.server.BaseHTTPRequestHandler]:
                         return
                     self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                     self.wfile.flush()
+                    time.sleep(fake.chunk_delay)
                 self.wfile.write(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client went away (a stream closed early)

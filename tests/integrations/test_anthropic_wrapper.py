@@ -148,20 +148,20 @@ def test_the_stream_helper_settles_when_its_block_ends(tollgate, provider, org, 
 def test_the_async_client_is_held_and_settled_the_same_way(server, key, provider, org, budget):
     async def scenario() -> None:
         async with AsyncTollgate(server.url, key, timeout_ms=TIMEOUT_MS) as tollgate:
-            client = wrap(
-                anthropic.AsyncAnthropic(base_url=provider.url, api_key="x", max_retries=0),
-                tollgate,
-            )
-            await client.messages.create(model="tg-claude", max_tokens=100, messages=MESSAGES)
-            stream = await client.messages.create(
-                model="tg-claude", max_tokens=100, messages=MESSAGES, stream=True
-            )
-            assert [e.type async for e in stream][-1] == "message_stop"
-            async with client.messages.stream(
-                model="tg-claude", max_tokens=100, messages=MESSAGES
-            ) as helper:
-                await helper.get_final_message()
-            await client.close()
+            raw = anthropic.AsyncAnthropic(base_url=provider.url, api_key="x", max_retries=0)
+            async with wrap(raw, tollgate) as client:
+                await run(client)
+
+    async def run(client: anthropic.AsyncAnthropic) -> None:
+        await client.messages.create(model="tg-claude", max_tokens=100, messages=MESSAGES)
+        stream = await client.messages.create(
+            model="tg-claude", max_tokens=100, messages=MESSAGES, stream=True
+        )
+        assert [e.type async for e in stream][-1] == "message_stop"
+        async with client.messages.stream(
+            model="tg-claude", max_tokens=100, messages=MESSAGES
+        ) as helper:
+            await helper.get_final_message()
 
     asyncio.run(scenario())
 

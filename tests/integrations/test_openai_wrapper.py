@@ -102,12 +102,11 @@ def test_a_failing_provider_releases_the_hold(tollgate, provider, org, budget):
 def test_a_stream_asks_for_its_usage_and_settles_from_the_last_chunk(
     tollgate, provider, org, budget
 ):
-    client = wrap(sdk(provider), tollgate, team="search")
-
-    stream = client.chat.completions.create(
-        model="tg-chat", messages=MESSAGES, max_tokens=100, stream=True
-    )
-    chunks = list(stream)
+    with wrap(sdk(provider), tollgate, team="search") as client:
+        stream = client.chat.completions.create(
+            model="tg-chat", messages=MESSAGES, max_tokens=100, stream=True
+        )
+        chunks = list(stream)
 
     assert provider.requests[0][1]["stream_options"] == {"include_usage": True}
     # The usage-only chunk the wrapper asked for is not the caller's.

@@ -53,6 +53,21 @@ class Proxy:
     def __repr__(self) -> str:
         return f"tollgate wrapped {self._tollgate_target!r}"
 
+    # `with wrap(OpenAI(), tollgate) as client:` (dunders skip __getattr__).
+    def __enter__(self) -> Proxy:
+        self._tollgate_target.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._tollgate_target.__exit__(*exc)
+
+    async def __aenter__(self) -> Proxy:
+        await self._tollgate_target.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._tollgate_target.__aexit__(*exc)
+
 
 def is_async(method: Any) -> bool:
     # The SDKs decorate their methods (argument checks): look beneath.
