@@ -13,6 +13,8 @@ from config.hotpath.inputs import MAX_TOKENS, identifier, integer, money
 
 SCOPES = ("org", "team", "user")
 PERIODS = ("day", "week", "month", "total")
+DEFAULT_TTL_SECONDS = 300
+MAX_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> 
         raise invalid(
             "estimated_cost_usd", "Send 'estimated_cost_usd' or 'estimate' to say how much to hold."
         )
-    ttl = integer(data, "ttl_seconds", low=1, high=3600, default=300)
+    return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl_seconds(data))
+
+
+def ttl_seconds(data: dict[str, Any]) -> int:
+    """A hold's time to live, for a reservation and for its extension."""
+    ttl = integer(data, "ttl_seconds", low=1, high=MAX_TTL_SECONDS, default=DEFAULT_TTL_SECONDS)
     assert ttl is not None
-    return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl)
+    return ttl
