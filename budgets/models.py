@@ -299,6 +299,10 @@ class Reservation(models.Model):
         EndUser, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     amount = models.DecimalField(**MONEY)
+    # What events have settled into this hold so far: partial settlements
+    # ("final": false) leave it active, holding what is left of its amount
+    # (tollgate_hold_left). NULL: closed before settled amounts were kept.
+    settled = models.DecimalField(**MONEY, null=True, blank=True, db_default=ZERO)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     # The windows this hold was added to; release/settle/expiry take it back
     # from exactly these, even after the period rolled over.
@@ -313,7 +317,10 @@ class Reservation(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(amount__gte=0), name="reservation_amount_non_negative"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(settled__gte=0), name="reservation_settled_non_negative"
+            ),
         ]
         indexes = [
             # Used by tollgate_expire_reservations (the sweeper): active holds by expiry.
