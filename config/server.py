@@ -110,6 +110,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.header_count = 0
         self.header_bytes = 0
+        # When the current request's first byte arrived (None: not in a head).
+        self.head_started: float | None = None
         self.head_timer: asyncio.TimerHandle | None = None
         self.refusal: ApiError | None = None
 
@@ -127,10 +129,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.in_head:
-            if self.head_timer is None:
-                self.head_timer = self.loop.call_later(
-                    self.limits.header_timeout, self._head_timed_out
-                )
+            if self.head_started is None:
+                self.head_started = self.loop.time()
+                # One timer per connection, re-armed only when it fires during
+                # a head: a timer per request would cost every hold.
+                if self.head_timer is None:
+                    self.head_timer = self.loop.call_later(
+                        self.limits.header_timeout, self._check_head
+                    )
             self.head_bytes += len(data)
         self._unset_keepalive_if_required()
         try:
@@ -185,7 +191,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._stop_head_timer()
+        self.head_started = None
         self.in_head = False
         self.head_bytes = 0
         super().on_headers_complete()
@@ -203,9 +209,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.head_started is None:
+            return  # the next request's first byte arms it again
+        waited = self.loop.time() - self.head_started
+        if waited < self.limits.header_timeout:
+            # This head began after the timer was armed, for an earlier one.
+            self.head_timer = self.loop.call_later(
+                self.limits.header_timeout - waited, self._check_head
+            )
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined request's head is late while the answer to the one
