@@ -130,8 +130,18 @@ RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
 RESERVATION_RETENTION_DAYS = env.float("RESERVATION_RETENTION_DAYS", default=7.0)
 if RESERVATION_RETENTION_DAYS < 0:
     raise environ.ImproperlyConfigured("RESERVATION_RETENTION_DAYS must be 0 or more.")
-# Seconds a client has to send a request's whole body before 408.
+# Seconds a client has to send a request's whole body before 408, on every
+# path (config/hotpath/router.py). Django's paths take bodies up to Django's own
+# DATA_UPLOAD_MAX_MEMORY_SIZE (413 past it, before Django reads anything).
 API_BODY_TIMEOUT_SECONDS = env.float("API_BODY_TIMEOUT_SECONDS", default=10.0)
+# What a request's line and headers may be, enforced while uvicorn reads them
+# (config/server.py): 414 past the target's length, 431 past the count or the
+# bytes of header names and values, 408 when the headers are not complete this
+# long after the request's first byte.
+HTTP_MAX_REQUEST_LINE_BYTES = env.int("HTTP_MAX_REQUEST_LINE_BYTES", default=8192)
+HTTP_MAX_HEADERS = env.int("HTTP_MAX_HEADERS", default=100)
+HTTP_MAX_HEADER_BYTES = env.int("HTTP_MAX_HEADER_BYTES", default=16384)
+HTTP_HEADER_TIMEOUT_SECONDS = env.float("HTTP_HEADER_TIMEOUT_SECONDS", default=10.0)
 # Failed API-key checks per client address per minute before 429 (per process).
 API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=120)
 # Failed sign-ins per address and username per 15 minutes before 429.

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Tollgate server (uvicorn, one worker) on the test
+"""Shared fixtures: a real Tollgate server (the production command, one worker) on the test
 database, and factories for organizations, keys and budgets.
 
 Tests that talk to the server use `transactional_db`: the server runs in
@@ -24,6 +24,7 @@ from django.db import connection
 
 from budgets.models import Budget, EndUser, Organization, Team
 from budgets.services import api_key_create, organization_create
+from config.server import server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -56,7 +57,14 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> LiveServer:
+def start_server(
+    database_url: str,
+    tmp_dir: Path,
+    # Clients on a loaded CI box may leave a connection idle for seconds.
+    options: tuple[str, ...] = ("--timeout-keep-alive", "60"),
+    **env_overrides: str,
+) -> LiveServer:
+    """The production command (config/server.py) on a free loopback port."""
     port = free_port()
     env = {
         **os.environ,
@@ -76,21 +84,7 @@ def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> Live
     log_path = tmp_dir / f"server-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            # Clients on a loaded CI box may leave a connection idle for seconds.
-            "--timeout-keep-alive",
-            "60",
-        ],
+        server_command(f"127.0.0.1:{port}", "--log-level", "warning", *options),
         cwd=BASE_DIR,
         env=env,
         stdout=log,
