@@ -22,6 +22,8 @@ from django.db import connection, models
 from django.db.models import Q
 from django.utils import timezone
 
+from budgets import webhooks
+
 MONEY = {"max_digits": 20, "decimal_places": 10}
 # As tracking's prices: a per-token rate (budgets may not import tracking).
 PER_TOKEN = {"max_digits": 20, "decimal_places": 14}
@@ -62,6 +64,7 @@ class Organization(models.Model):
         default=False, help_text="Reject unknown teams and users (404) instead of registering them."
     )
     fail_mode = models.CharField(max_length=6, choices=FailMode.choices, blank=True, default="")
+    # Where it may point is checked in clean() (budgets/webhooks.py).
     webhook_url = models.URLField(
         blank=True, help_text="Budget alerts are POSTed here as JSON (with a Slack-style 'text')."
     )
@@ -121,10 +124,26 @@ class Organization(models.Model):
         return self.slug
 
     def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
         try:
             validate_time_zone(self.time_zone)
         except ValidationError as exc:
-            raise ValidationError({"time_zone": exc.messages}) from None
+            errors["time_zone"] = exc.messages
+        if self.webhook_url and self._webhook_url_changed():
+            try:
+                webhooks.check_url(self.webhook_url)
+            except webhooks.TargetRefused as exc:
+                errors["webhook_url"] = [str(exc)]
+        if errors:
+            raise ValidationError(errors)
+
+    def _webhook_url_changed(self) -> bool:
+        """A URL already saved is checked again at each delivery; checking it
+        only when it changes keeps a DNS hiccup from blocking every other edit."""
+        if self.pk is None:
+            return True
+        saved = Organization.objects.filter(pk=self.pk).values_list("webhook_url", flat=True)
+        return list(saved) != [self.webhook_url]
 
 
 class Team(models.Model):

@@ -4,6 +4,7 @@ fresh machine. `.env.example` lists every variable."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -146,6 +147,21 @@ HTTP_HEADER_TIMEOUT_SECONDS = env.float("HTTP_HEADER_TIMEOUT_SECONDS", default=1
 API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=120)
 # Failed sign-ins per address and username per 15 minutes before 429.
 LOGIN_FAILURES_PER_15_MINUTES = env.int("LOGIN_FAILURES_PER_15_MINUTES", default=10)
+
+# --- Webhooks (budgets/webhooks.py) ------------------------------------------------
+# Networks a webhook may reach although they are private, loopback or otherwise
+# not public (CIDR, comma-separated), for deployments whose receivers live there.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise environ.ImproperlyConfigured(
+            f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 10.20.0.0/16)."
+        ) from None
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=3.0)
+# From the request sent to the answer's status line, in all.
+WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=5.0)
 
 # --- Channels --------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -220,6 +220,35 @@ def api(server, transactional_db) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+def loopback_webhooks(settings) -> None:
+    """Lets webhooks reach 127.0.0.0/8, where the tests' receivers listen:
+    loopback is refused by default (budgets/webhooks.py), and a deployment
+    whose receivers are private allows them the same way."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.fixture
+def fake_dns(monkeypatch) -> dict[str, list[str]]:
+    """Stands in for public DNS, which this machine cannot reach: a name put
+    in the returned dict resolves to its addresses (in order), any other name
+    goes to the system's resolver (/etc/hosts, IP literals)."""
+    import socket
+
+    from budgets import webhooks
+
+    names: dict[str, list[str]] = {}
+    system = webhooks.resolve
+
+    def resolve(host: str, port: int):
+        if host not in names:
+            return system(host, port)
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, (a, port)) for a in names[host]]
+
+    monkeypatch.setattr(webhooks, "resolve", resolve)
+    return names
+
+
+@pytest.fixture
 def make_org(transactional_db) -> Callable[..., Organization]:
     counter = iter(range(1, 10_000))
 

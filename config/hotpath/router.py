@@ -32,7 +32,7 @@ from config import logging as log_context
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody
 from config.hotpath.inputs import usd_text
-from config.hotpath.throttle import FailureThrottle
+from config.hotpath.throttle import FailureThrottle, client_network
 from config.logging import new_request_id
 
 logger = logging.getLogger("tollgate.api")
@@ -287,8 +287,8 @@ class ApiApp:
         metrics.labelled(metrics.LATENCY, route_.path).observe(time.perf_counter() - started)
 
     async def _authenticate(self, headers: dict[bytes, bytes], scope: dict) -> Any:
-        """The caller's key; 429 for an address that sent too many bad keys."""
-        client = (scope.get("client") or ("unknown",))[0]
+        """The caller's key; 429 for a network that sent too many bad keys."""
+        client = client_network((scope.get("client") or ("unknown",))[0])
         throttle = _key_failures()
         wait = throttle.retry_after(client)
         if wait is not None:

@@ -141,7 +141,8 @@ def test_admin_budget_change_records_old_and_new_values_and_the_login(
     assert (entry.request_id, entry.client_addr) == ("admin-req-1", "203.0.113.7")
 
 
-def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_org):
+def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_org, fake_dns):
+    fake_dns["hooks.example.com"] = ["93.184.215.14"]
     org = make_org("acme")
     response = staff_client.post(
         _admin_url(Organization, "change", org.pk),
