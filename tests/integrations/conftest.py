@@ -17,6 +17,7 @@ import httpx
 import pytest
 from tollgate_client import Tollgate
 
+from tests.integrations.fake_providers import FakeProvider, FakeProviderServer
 from tracking.models import Price
 
 # Generous: the shared CI box runs other engineers' suites beside this one.
@@ -158,3 +159,11 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    """A fake OpenAI + Anthropic API on loopback."""
+    server = FakeProviderServer()
+    yield server.fake
+    server.stop()
