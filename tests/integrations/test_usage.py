@@ -13,11 +13,14 @@ import pytest
 from tollgate_client.usage import from_response
 
 from tests.integrations.fake_providers import ANTHROPIC_USAGE, OPENAI_USAGE
-from tracking.provider_usage import normalize
+from tracking.provider_usage import ZERO, normalize
 
 
 def buckets(input=0, cache_read=0, cache_write=0, output=0, reasoning=0) -> dict[str, int]:
+    """The server's normalised usage: these buckets, and none of the counts
+    with prices of their own (audio, images, 1-hour cache writes, searches)."""
     return {
+        **ZERO,
         "input_tokens": input,
         "cache_read_tokens": cache_read,
         "cache_write_tokens": cache_write,
