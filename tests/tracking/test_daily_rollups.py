@@ -18,7 +18,7 @@ from django.utils import timezone
 from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tests.tracking.test_reprice import make_price
 from tracking.models import DailyRollup, DailyRollupZone, HourlyRollup, RequestEvent
-from tracking.services import daily_rollups_build, rollups_refresh
+from tracking.services import daily_rollups_build, rollups_refresh, rollups_refresh_buckets
 
 # Passes take the events just made.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
@@ -96,6 +96,16 @@ def random_traffic(
         pytest.param("America/New_York", date(2026, 3, 8), 23, id="new-york-spring"),
         pytest.param("America/New_York", date(2026, 11, 1), 25, id="new-york-autumn"),
         pytest.param("Australia/Sydney", date(2026, 10, 4), 23, id="sydney-spring"),
+        # Clocks that change at midnight: the day starts at its first instant,
+        # the first of two midnights (Havana, November) or 01:00 where
+        # midnight is skipped (Havana in March, Santiago in September, Cairo
+        # in April); a repeated 23:00-00:00 lengthens the day before.
+        pytest.param("America/Havana", date(2026, 11, 1), 25, id="havana-00-twice"),
+        pytest.param("America/Havana", date(2026, 3, 8), 23, id="havana-no-00"),
+        pytest.param("America/Santiago", date(2026, 9, 6), 23, id="santiago-no-00"),
+        pytest.param("America/Santiago", date(2026, 4, 4), 25, id="santiago-23-twice"),
+        pytest.param("Asia/Beirut", date(2026, 10, 24), 25, id="beirut-23-twice"),
+        pytest.param("Africa/Cairo", date(2026, 4, 24), 23, id="cairo-no-00"),
     ],
 )
 def test_a_dst_day_sums_its_23_or_25_hours(make_org, make_event, time_zone, change, hours):
@@ -120,6 +130,11 @@ def test_a_dst_day_sums_its_23_or_25_hours(make_org, make_event, time_zone, chan
         change + timedelta(days=1): 24,
         change + timedelta(days=2): 24,
     }
+    assert daily_rows() == hourly_by_day(org.id, time_zone)
+    # The same days re-summed from their hours (refresh_days, as reprice and
+    # a rebuild's batches do), keyed alike.
+    DailyRollup.objects.filter(org=org).delete()
+    rollups_refresh_buckets(HourlyRollup.objects.filter(org=org).values_list("org_id", "hour"))
     assert daily_rows() == hourly_by_day(org.id, time_zone)
 
 
