@@ -114,7 +114,7 @@ def _time_zone(params: QueryDict) -> str:
         validate_time_zone(name)
     except ValidationError:
         raise invalid(
-            "time_zone", f"'time_zone' must be an IANA time zone (not {name!r})."
+            "time_zone", "'time_zone' must be an IANA time zone name, such as America/New_York."
         ) from None
     return name
 
