@@ -9,6 +9,7 @@ import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from importlib import import_module
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -296,3 +297,46 @@ def test_deleting_a_team_deletes_its_days_with_its_hours(make_org, make_event):
 
     assert daily_rows() == hourly_by_day(org.id, "UTC")
     assert DailyRollup.objects.get().requests == 1
+
+
+def test_the_migration_has_days_keyed_by_a_later_midnight_rebuilt(make_org, make_event):
+    """Days as the code before left them in Havana: 1 Nov 2026 keyed 05:00Z
+    (its second midnight) and its first hour summed into 31 October. The
+    migration forgets the zone of that org's days only, and the next pass
+    rebuilds them right."""
+    havana = make_org(time_zone="America/Havana")
+    berlin = make_org(time_zone="Europe/Berlin")
+    quiet = make_org(time_zone="America/Havana")  # no repeated midnight near its days
+    for org in (havana, berlin):
+        for at in ("2026-10-31T12:00Z", "2026-11-01T04:30Z", "2026-11-01T06:00Z"):
+            make_event(org, started_at=datetime.fromisoformat(at), received_at=LONG_AGO)
+    make_event(quiet, started_at=datetime(2026, 6, 10, 12, tzinfo=UTC), received_at=LONG_AGO)
+    run("aggregate_usage")
+    right = daily_rows(havana.id)
+    assert right == hourly_by_day(havana.id, "America/Havana")
+    DailyRollup.objects.filter(org=havana).delete()
+    team, user = havana.teams.get(), havana.end_users.get()
+    for day, requests in (("2026-10-31T04:00Z", 2), ("2026-11-01T05:00Z", 1)):
+        DailyRollup.objects.create(
+            org=havana,
+            team=team,
+            user=user,
+            model="gpt-4o",
+            day=datetime.fromisoformat(day),
+            requests=requests,
+            cost_usd=Decimal("0.001") * requests,
+        )
+    others = {
+        pk: v
+        for pk, v in row_versions().items()
+        if DailyRollup.objects.get(pk=pk).org_id != havana.id
+    }
+
+    migration = import_module("tracking.migrations.0004_rebuild_days_keyed_by_a_later_midnight")
+    with connection.cursor() as cursor:
+        cursor.execute(migration.FORGET_DAYS_KEYED_BY_A_LATER_MIDNIGHT)
+
+    assert set(DailyRollupZone.objects.values_list("org", flat=True)) == {berlin.id, quiet.id}
+    assert rollups_refresh().day_builds == 1
+    assert daily_rows(havana.id) == right
+    assert {pk: v for pk, v in row_versions().items() if pk in others} == others
