@@ -19,7 +19,7 @@ are left alone. The test is the definition of a first instant, not the rule
 that computes one: a migration runs before the SQL functions are installed.
 """
 
-from django.db import migrations
+from django.db import migrations, models
 
 FORGET_DAYS_KEYED_BY_A_LATER_MIDNIGHT = """
 DELETE FROM tracking_dailyrollupzone z
@@ -43,5 +43,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="dailyrollup",
+            name="day",
+            field=models.DateTimeField(
+                help_text="Start of the local day: the first instant of its date."
+            ),
+        ),
         migrations.RunSQL(FORGET_DAYS_KEYED_BY_A_LATER_MIDNIGHT, migrations.RunSQL.noop),
     ]
