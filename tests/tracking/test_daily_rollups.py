@@ -332,7 +332,7 @@ def test_the_migration_has_days_keyed_by_a_later_midnight_rebuilt(make_org, make
         if DailyRollup.objects.get(pk=pk).org_id != havana.id
     }
 
-    migration = import_module("tracking.migrations.0004_rebuild_days_keyed_by_a_later_midnight")
+    migration = import_module("tracking.migrations.0005_rebuild_days_keyed_by_a_later_midnight")
     with connection.cursor() as cursor:
         cursor.execute(migration.FORGET_DAYS_KEYED_BY_A_LATER_MIDNIGHT)
 

@@ -39,7 +39,7 @@ WHERE EXISTS (
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tracking", "0003_event_cost_source"),
+        ("tracking", "0004_price_tiers_and_usage_parts"),
     ]
 
     operations = [
