@@ -4,7 +4,6 @@ API and through Django admin; a changed limit keeps the window."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -142,16 +141,16 @@ def test_a_budget_added_in_admin_counts_the_periods_spend_and_holds(api, org, ke
 
 
 def put_at(org, period: str, at: str) -> Decimal:
-    """PUT a team budget for `research` as of the moment `at`; its spent."""
+    """A team budget for `research` created at the moment `at`: the spent
+    its window is seeded with (tollgate_seed_window, as admin and the API
+    seed it at now())."""
+    team = Team.objects.get_or_create(org=org, slug="research")[0]
+    budget = Budget.objects.create(
+        org=org, scope="team", team=team, period=period, limit_usd=Decimal(1000)
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT tollgate_put_budget(%s, %s, false, 'team', 'research', %s, 1000::numeric,"
-            " 80::smallint, true, %s::timestamptz, NULL::bigint, '', NULL::text)",
-            [org.id, org.time_zone, period, at],
-        )
-        answer = cursor.fetchone()[0]
-    answer = json.loads(answer) if isinstance(answer, str) else answer
-    return Decimal(answer["budget"]["spent_usd"])
+        cursor.execute("SELECT tollgate_seed_window(%s, %s::timestamptz)", [budget.pk, at])
+    return BudgetWindow.objects.get(budget=budget).spent
 
 
 def events_at(org, *spend: tuple[str, str], team: str = "research") -> None:
