@@ -33,7 +33,8 @@ ZERO = Decimal("0")
 def validate_time_zone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: a name too long for a file name.
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(f"Unknown time zone: {value}") from exc
     # PostgreSQL computes the periods, and it knows fewer names than the
     # system's zoneinfo directory ("localtime", "posixrules", "right/UTC" load
