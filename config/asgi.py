@@ -25,6 +25,7 @@ from django.urls import path  # noqa: E402
 
 from budgets import api as budgets_api  # noqa: E402
 from budgets import auth  # noqa: E402
+from config import openapi  # noqa: E402
 from config.hotpath.router import ApiApp, route  # noqa: E402
 from dashboard import api as dashboard_api  # noqa: E402
 from dashboard import consumers  # noqa: E402
@@ -34,6 +35,7 @@ ROUTES = [
     route("GET", "/healthz", budgets_api.healthz, authenticated=False),
     route("GET", "/readyz", budgets_api.readyz, authenticated=False),
     route("GET", "/metrics", budgets_api.prometheus_metrics, authenticated=False),
+    route("GET", "/v1/openapi.json", openapi.document, authenticated=False),
     route("POST", "/v1/budget/check", budgets_api.check),
     route("POST", "/v1/budget/reservations", budgets_api.reserve),
     route("POST", "/v1/budget/reservations/{reservation_id}/release", budgets_api.release),

@@ -4,4 +4,5 @@ from dashboard import views
 
 urlpatterns = [
     path("", views.index, name="dashboard"),
+    path("docs/api/", views.api_docs, name="api_docs"),
 ]

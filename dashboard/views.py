@@ -45,6 +45,12 @@ def index(request: HttpRequest) -> HttpResponse:
     )
 
 
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """The API reference for people: the OpenAPI document (GET /v1/openapi.json)
+    rendered by the vendored Swagger UI. Public, like the document."""
+    return render(request, "dashboard/api_docs.html", {"document_url": "/v1/openapi.json"})
+
+
 class ThrottledLoginView(auth_views.LoginView):
     """Django's sign-in, with attempts limited per client network and username
     across every server process (dashboard/signins.py); used for the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 import uuid
 import zoneinfo
@@ -768,6 +769,57 @@ def release_case(draw, keys: Keys) -> Case:
     )
 
 
+# --- POST /v1/budget/reservations/{id}/extend --------------------------------------
+
+BAD_TTLS = st.one_of(
+    st.integers(max_value=0),
+    st.integers(min_value=3601),
+    st.text(max_size=8),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@st.composite
+def extend_case(draw, keys: Keys) -> Case:
+    """Unknown, malformed and other orgs' ids with absent, malformed and
+    out-of-range bodies: the id is read before the body (a malformed id is
+    404 whatever the body), then the body (blank is `{}`), then ttl_seconds."""
+    which = draw(pick(["garbage", "uuid", "other_org", "raw"]))
+    if which == "garbage":
+        reservation = segment(draw(PATH_TEXT.filter(routable)))
+    elif which == "uuid":
+        reservation = str(draw(st.uuids()))
+    elif which == "raw":
+        reservation = draw(INVALID_UTF8_SEGMENTS)
+    else:
+        reservation = keys.other_reservation
+    kind = draw(pick(["none", "not_an_object", "bad_ttl"]))
+    error = Verdict(404)
+    if kind == "none":
+        body = None
+    elif kind == "not_an_object":
+        body = draw(NOT_AN_OBJECT)
+    else:
+        body = json.dumps({"ttl_seconds": draw(BAD_TTLS)}).encode()
+        error = Verdict(422, "ttl_seconds")
+    malformed = kind == "not_an_object" and bool(body.strip())
+    gate = Verdict(404) if which in ("garbage", "raw") else None
+    headers, auth_ok = draw(authorization(keys, draw(pick([keys.admin, keys.plain, keys.team]))))
+    outcome = verdict(body=body, auth_ok=auth_ok, gate=gate, malformed=malformed, error=error)
+    return Case(
+        "POST /v1/budget/reservations/{id}/extend",
+        "POST",
+        f"/v1/budget/reservations/{reservation}/extend",
+        frozenset({outcome.status}),
+        outcome.field,
+        headers,
+        body,
+        f"{which}, {kind}",
+    )
+
+
 # --- GET endpoints: bad query strings ------------------------------------------------
 
 
@@ -1148,6 +1200,7 @@ ROUTES = [
     ("POST", "/v1/budget/check"),
     ("POST", "/v1/budget/reservations"),
     ("POST", "/v1/budget/reservations/6f1c5f3e-8a59-4f0b-9a59-000000000000/release"),
+    ("POST", "/v1/budget/reservations/6f1c5f3e-8a59-4f0b-9a59-000000000000/extend"),
     ("GET", "/v1/budget/status"),
     ("POST", "/v1/events"),
     ("GET", "/v1/budgets"),

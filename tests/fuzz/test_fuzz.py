@@ -31,6 +31,8 @@ QUOTAS = {
     "test_put_budget": (187, 1100),
     "test_delete_budget": (124, 700),
     "test_release": (119, 700),
+    # Beyond the 10,000 of issue 6: the endpoint came later.
+    "test_extend": (100, 550),
     "test_status_query": (110, 700),
     "test_usage_query": (107, 700),
     "test_audit_query": (100, 500),
@@ -77,6 +79,10 @@ def test_delete_budget(fuzzer, world):
 
 def test_release(fuzzer, world):
     run(fuzzer, "test_release", cases.release_case(world))
+
+
+def test_extend(fuzzer, world):
+    run(fuzzer, "test_extend", cases.extend_case(world))
 
 
 def test_status_query(fuzzer, world):
