@@ -119,7 +119,7 @@ def test_every_route_of_the_server_is_documented(spec):
         for p in getattr(included, "url_patterns", [])
         if str(p.pattern).startswith("v1/")
     }
-    assert django_v1 == {"/v1/usage", "/v1/audit"}
+    assert django_v1 == {"/v1/usage", "/v1/audit", "/v1/org"}
     for path in django_v1:
         assert ("GET", path) in documented, path
 
@@ -131,7 +131,7 @@ def test_every_endpoint_of_api_md_is_documented(spec):
     named = {
         (method, _shape(path.rstrip(".,;:)`")))
         for methods, path in re.findall(
-            r"\b((?:GET|PUT|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-]*)", text
+            r"\b((?:GET|PUT|PATCH|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-]*)", text
         )
         for method in methods.split("|")
     }
@@ -369,6 +369,14 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(403, "GET", "/v1/audit", headers=key)
     live(422, "GET", "/v1/audit?limit=0", headers=admin)
 
+    live(200, "GET", "/v1/org", headers=key)
+    live(401, "GET", "/v1/org", headers=BAD_KEY)
+    live(200, "PATCH", "/v1/org", json={"unpriced_policy": "deny"}, headers=admin)
+    live(400, "PATCH", "/v1/org", content=b"[1]", headers={**admin, **json_ct})
+    live(401, "PATCH", "/v1/org", json={"strict": True}, headers=BAD_KEY)
+    live(403, "PATCH", "/v1/org", json={"strict": True}, headers=key)
+    live(422, "PATCH", "/v1/org", json={"time_zone": "Mars/Olympus"}, headers=admin)
+
     live(200, "GET", "/v1/usage?group_by=team,user,model&granularity=day", headers=key)
     live(200, "GET", "/v1/usage?format=csv&group_by=team", headers=key)
     live(400, "GET", f"/v1/usage?{many}", headers=key)
@@ -403,6 +411,8 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "PUT", "/v1/budgets/team/search/day", json={"limit_usd": "1"}, headers=admin)
     live(503, "DELETE", "/v1/budgets/team/search/day", headers=admin)
     live(503, "GET", "/v1/audit", headers=admin)
+    live(503, "GET", "/v1/org", headers=key)
+    live(503, "PATCH", "/v1/org", json={"strict": True}, headers=admin)
     live(503, "GET", "/v1/usage", headers=key)
     live(503, "GET", "/v1/prices")
     live(503, "GET", "/v1/dashboard/summary", headers=key)
