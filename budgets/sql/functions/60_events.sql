@@ -237,6 +237,13 @@ BEGIN
     -- Spend may cross a threshold; a settled hold (cost below it, where the
     -- org counts holds) may fall back below one.
     PERFORM tollgate_raise_alerts(coalesce(v_spend_ids, '{}') || v_unhold_ids);
+    -- The first use of a model name that no price entry resolves raises an
+    -- alert, once per org and name ever (tollgate_alert_unpriced_models). A
+    -- batch whose new events are all priced skips it on what it inserted,
+    -- reading no table.
+    IF jsonb_path_exists(v_inserted, '$[*] ? (@.priced == false)') THEN
+        PERFORM tollgate_alert_unpriced_models(p_org, p_events, v_inserted);
+    END IF;
 
     -- One result per event, in request order.
     SELECT jsonb_agg(jsonb_build_object(
