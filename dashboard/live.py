@@ -285,6 +285,9 @@ class Unseen:
     numbers: see `message_id`), so that a page that also heard one of them
     over its socket adds it once.
 
+    Unpriced spend (`unpriced`) is kept by model name, whatever the chart
+    and top lists show: the page lists new names on its unpriced card.
+
     A team, user or model that the summary's chart and top lists leave out
     is `false` in the totals (`shown`): the page adds such spend to the
     chart's "other" stack and to no top list, as it would with the name, and
