@@ -33,6 +33,7 @@ from budgets.services import (
     alerts_judge,
     api_key_revoke,
     budget_seed_window,
+    organization_time_zone_change,
     reservation_release,
     reservations_expire,
     time_for_people,
@@ -56,6 +57,8 @@ class OrganizationAdmin(admin.ModelAdmin):
         old = None
         if change:
             old = organization_values(Organization.objects.select_for_update().get(pk=obj.pk))
+            if "time_zone" in form.changed_data:
+                organization_time_zone_change(org_id=obj.pk, time_zone=obj.time_zone)
         super().save_model(request, obj, form, change)
         if change and "alerts_count_holds" in form.changed_data:
             # What the thresholds are judged on changed: holds counted now may

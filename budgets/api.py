@@ -36,7 +36,6 @@ Answer = tuple[int, JsonBody | None]
 def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[str, Any]:
     return {
         "org_id": key.org_id,
-        "tz": key.time_zone,
         "strict": key.strict,
         "team": d.team,
         "user": d.user,
@@ -48,6 +47,7 @@ def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[s
         "ttl_seconds": d.ttl_seconds,
         "at": None,
         "key_id": key.key_id,
+        "service_tier": d.service_tier,
     }
 
 
@@ -323,9 +323,7 @@ def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
 
 async def list_budgets(request: Request) -> Answer:
     key = _require_admin(request)
-    budgets = await db.fetch_value(
-        "list_budgets", {"org_id": key.org_id, "tz": key.time_zone, "at": None}
-    )
+    budgets = await db.fetch_value("list_budgets", {"org_id": key.org_id, "at": None})
     if key.team_slug is not None:
         budgets = [b for b in budgets if b["scope"] == "team" and b["id"] == key.team_slug]
     return 200, {"budgets": budgets}
@@ -344,7 +342,6 @@ async def put_budget(request: Request) -> Answer:
         "put_budget",
         {
             "org_id": key.org_id,
-            "tz": key.time_zone,
             "strict": key.strict,
             "scope": scope,
             "subject": subject,

@@ -53,6 +53,19 @@ class Actor:
         )
 
     @classmethod
+    def of_key(cls, key: ApiKey, request: HttpRequest) -> Actor:
+        """An API key, through a Django request (the JSON views); labelled as
+        the hot path's tollgate_audit labels keys."""
+        name = f" ({key.name})" if key.name else ""
+        return cls(
+            kind=AuditEntry.ActorKind.KEY,
+            key_id=key.pk,
+            label=f"key {key.lookup_id}{name}"[:200],
+            request_id=_request_id(),
+            client_addr=client_address(request.META.get("REMOTE_ADDR")),
+        )
+
+    @classmethod
     def command(cls, name: str) -> Actor:
         """A management command, with the operating-system user who ran it."""
         try:

@@ -32,7 +32,6 @@ class ApiKeyInfo:
     key_id: int
     org_id: int
     org_slug: str
-    time_zone: str
     strict: bool
     fail_mode: str  # "" = server default
     team_slug: str | None
@@ -127,7 +126,6 @@ def _load(lookup_id: str, digest: str) -> ApiKeyInfo | None:
         key_id=key.pk,
         org_id=key.org_id,
         org_slug=key.org.slug,
-        time_zone=key.org.time_zone,
         strict=key.org.strict,
         fail_mode=key.org.fail_mode,
         team_slug=key.team.slug if key.team is not None else None,
@@ -140,7 +138,7 @@ async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:
     row = await db.fetch_one("authenticate_key", {"lookup_id": lookup_id, "key_hash": digest})
     if row is None:
         return None
-    key_id, key_hash, revoked_at, is_admin, org_id, org_slug, tz, strict, fail_mode, team = row
+    key_id, key_hash, revoked_at, is_admin, org_id, org_slug, strict, fail_mode, team = row
     # The query matched the hash too; checked again so that a change to the
     # query cannot let a wrong secret through.
     if not hmac.compare_digest(key_hash, digest):
@@ -149,7 +147,6 @@ async def _aload(lookup_id: str, digest: str) -> ApiKeyInfo | None:
         key_id=key_id,
         org_id=org_id,
         org_slug=org_slug,
-        time_zone=tz,
         strict=strict,
         fail_mode=fail_mode,
         team_slug=team,

@@ -12,6 +12,16 @@ from config.hotpath.errors import invalid
 from config.hotpath.inputs import MAX_TOKENS, identifier, integer, money
 
 SCOPES = ("org", "team", "user")
+# Service tiers as the providers name them in a response (OpenAI's
+# `service_tier`, Anthropic's `usage.service_tier`) -> the price tier.
+SERVICE_TIERS = {
+    "auto": "",
+    "default": "",
+    "standard": "",
+    "flex": "flex",
+    "priority": "priority",
+    "batch": "batch",
+}
 PERIODS = ("day", "week", "month", "total")
 
 
@@ -24,6 +34,34 @@ class Decision:
     input_tokens: int | None
     max_output_tokens: int | None
     ttl_seconds: int
+    service_tier: str = ""
+
+
+def price_tier(data: dict[str, Any], prefix: str = "") -> str:
+    """The price tier of a request: its `service_tier` (as the provider's
+    response says it) and its `batch` flag (a Batch API request). '' is the
+    standard tier; unknown tiers and a batch of flex or priority are a 422."""
+    tier_field, batch_field = f"{prefix}service_tier", f"{prefix}batch"
+    given = data.get("service_tier")
+    if given is None:
+        tier = ""
+    elif not isinstance(given, str) or given.lower() not in SERVICE_TIERS:
+        raise invalid(
+            tier_field,
+            f"'{tier_field}' must be one of {', '.join(SERVICE_TIERS)}.",
+        )
+    else:
+        tier = SERVICE_TIERS[given.lower()]
+    batch = data.get("batch")
+    if batch is None or batch is False:
+        return tier
+    if batch is not True:
+        raise invalid(batch_field, f"'{batch_field}' must be true or false.")
+    if tier not in ("", "batch"):
+        raise invalid(
+            batch_field, f"A batch request has no service tier '{given}' ('{tier_field}')."
+        )
+    return "batch"
 
 
 def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> Decision:
@@ -61,4 +99,5 @@ def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> 
         )
     ttl = integer(data, "ttl_seconds", low=1, high=3600, default=300)
     assert ttl is not None
-    return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl)
+    tier = price_tier(data)
+    return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl, tier)

@@ -22,6 +22,8 @@ from budgets.audit import (
     Actor,
     api_key_values,
     audit_record,
+    budget_address,
+    budget_values,
     organization_values,
     redacted_url,
 )
@@ -66,6 +68,49 @@ def organization_create(
         new=organization_values(org),
     )
     return org
+
+
+@transaction.atomic
+def organization_update(*, org_id: int, changes: dict[str, Any], actor: Actor) -> Organization:
+    """Change an organization's settings (the API's PATCH /v1/org): validated
+    as a whole (ValidationError naming the fields, nothing written), a new
+    time zone carrying the current windows (organization_time_zone_change),
+    audited in the same transaction. A change that changes nothing records
+    nothing."""
+    org = Organization.objects.select_for_update().get(pk=org_id)
+    old = organization_values(org)
+    for name, value in changes.items():
+        setattr(org, name, value)
+    org.full_clean()
+    if org.time_zone != old["time_zone"]:
+        organization_time_zone_change(org_id=org.pk, time_zone=org.time_zone)
+    org.save()
+    if org.alerts_count_holds != old["alerts_count_holds"]:
+        alerts_judge(org_id=org.pk)
+    new = organization_values(org)
+    if new != old:
+        audit_record(
+            actor=actor,
+            org=org,
+            object_type="organization",
+            object_id=org.slug,
+            action="update",
+            old=old,
+            new=new,
+        )
+    return org
+
+
+def organization_time_zone_change(*, org_id: int, time_zone: str) -> list[dict[str, Any]]:
+    """Move an org to another time zone, carrying each budget's current
+    window (spend, holds, alerts) into the new zone's period, so that no
+    budget opens empty; every process enforces the new zone from its next
+    statement (tollgate_change_time_zone). The caller saves the org in the
+    same transaction and records the change. Returns the windows moved."""
+    with connection.cursor() as cursor:
+        cursor.execute(db.QUERIES["change_time_zone"], {"org_id": org_id, "tz": time_zone})
+        moved = cursor.fetchone()[0]
+    return json.loads(moved) if isinstance(moved, str) else moved
 
 
 @transaction.atomic
@@ -360,14 +405,30 @@ def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:
 # Django's connection: one text of each call.
 
 
+@transaction.atomic
+def budget_create(budget: Budget, *, actor: Actor) -> Budget:
+    """Save a new budget (validated), give it its current window with the
+    period's spend so far, and record it, in one transaction."""
+    budget.full_clean()
+    budget.save()
+    budget_seed_window(budget)
+    audit_record(
+        actor=actor,
+        org=budget.org,
+        object_type="budget",
+        object_id=budget_address(budget),
+        action="create",
+        new=budget_values(budget),
+    )
+    return budget
+
+
 def budget_seed_window(budget: Budget) -> None:
     """Give a budget created mid-period (or moved to another period) the spend
     and open holds its scope already has in the current window; a budget
     whose current window exists keeps it."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            db.QUERIES["seed_window"], {"budget_id": budget.pk, "tz": budget.org.time_zone}
-        )
+        cursor.execute(db.QUERIES["seed_window"], {"budget_id": budget.pk})
 
 
 def reservation_release(reservation: Reservation) -> None:

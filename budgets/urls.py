@@ -4,4 +4,5 @@ from budgets import views
 
 urlpatterns = [
     path("v1/audit", views.audit, name="audit"),
+    path("v1/org", views.organization, name="organization"),
 ]

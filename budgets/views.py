@@ -1,8 +1,9 @@
 """GET /v1/audit (docs/api.md, "Audit log"): the audit log of the caller's
 organization, newest first, for admin keys. A budget's history is the same
-list filtered to it: `object=budget:team/search/day`.
+list filtered to it: `object=budget:team/search/day`. GET and PATCH /v1/org
+(docs/api.md, "Organization settings"): the caller's org and its settings.
 
-A sync Django view: reporting, not the hot path.
+Sync Django views: reporting and rare changes, not the hot path.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse, JsonResponse, QueryDict
 
 from budgets import inputs
+from budgets.audit import Actor, redacted_url
 from budgets.auth import ApiKeyInfo, authenticate
-from budgets.models import AuditEntry
+from budgets.models import ApiKey, AuditEntry, Organization
 from budgets.selectors import AuditQuery, audit_entries
+from budgets.services import organization_update
 from config.hotpath.errors import ApiError, invalid
+from config.hotpath.router import json_object
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
 
 OBJECT_TYPES = ("budget", "organization", "api_key")
@@ -158,4 +164,106 @@ def _entry_json(entry: AuditEntry) -> dict[str, Any]:
         "new": entry.new,
         "request_id": entry.request_id,
         "client_addr": entry.client_addr,
+    }
+
+
+# --- GET / PATCH /v1/org ------------------------------------------------------------
+
+# The settings an admin key may change, and how each is read from JSON; the
+# model's validation (full_clean) then judges the values.
+_TEXT = "text"
+_FLAG = "flag"
+_AMOUNT = "amount"
+_ORG_FIELDS = {
+    "name": _TEXT,
+    "time_zone": _TEXT,
+    "strict": _FLAG,
+    "fail_mode": _TEXT,
+    "webhook_url": _TEXT,
+    "max_request_usd": _AMOUNT,
+    "alerts_count_holds": _FLAG,
+    "unpriced_policy": _TEXT,
+    "fallback_input_per_token": _AMOUNT,
+    "fallback_output_per_token": _AMOUNT,
+}
+_NULLABLE = {"max_request_usd", "fallback_input_per_token", "fallback_output_per_token"}
+
+org_view = django_api_view(authenticate=authenticate, methods=("GET", "PATCH"))
+
+
+@org_view
+def organization(request: ApiRequest) -> HttpResponse:
+    """The caller's organization and its settings; PATCH changes some of them
+    (admin keys that are not team-limited), audited."""
+    key: ApiKeyInfo = request.api_key
+    if request.method == "PATCH":
+        if not key.is_admin or key.team_slug is not None:
+            raise ApiError(
+                403, "forbidden", "Changing the organization needs an admin key of the whole org."
+            )
+        changes = _org_changes(json_object(request.body))
+        try:
+            org = organization_update(
+                org_id=key.org_id,
+                changes=changes,
+                actor=Actor.of_key(ApiKey.objects.get(pk=key.key_id), request),
+            )
+        except ValidationError as exc:
+            field, messages = next(iter(exc.message_dict.items()))
+            raise invalid(field, " ".join(messages)) from None
+    else:
+        org = Organization.objects.get(pk=key.org_id)
+    response = JsonResponse({"organization": _org_json(org)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
+    if not data:
+        raise ApiError(422, "invalid_field", "Name at least one setting to change.")
+    changes: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = _ORG_FIELDS.get(name)
+        if kind is None:
+            raise invalid(name, f"'{name}' is not a setting; settings: {', '.join(_ORG_FIELDS)}.")
+        if value is None and name in _NULLABLE:
+            changes[name] = None
+        elif kind == _FLAG:
+            if not isinstance(value, bool):
+                raise invalid(name, f"'{name}' must be true or false.")
+            changes[name] = value
+        elif kind == _AMOUNT:
+            if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+                raise invalid(name, f"'{name}' must be a decimal string, a number or null.")
+            try:
+                amount = Decimal(value)
+            except InvalidOperation:
+                raise invalid(name, f"'{name}' must be a decimal number.") from None
+            if not amount.is_finite() or amount < 0:
+                raise invalid(name, f"'{name}' must be a non-negative number.")
+            changes[name] = amount
+        else:
+            if not isinstance(value, str):
+                raise invalid(name, f"'{name}' must be a string.")
+            changes[name] = value
+    return changes
+
+
+def _org_json(org: Organization) -> dict[str, Any]:
+    def amount(value: Decimal | None) -> str | None:
+        return None if value is None else format(value.normalize(), "f")
+
+    return {
+        "slug": org.slug,
+        "name": org.name,
+        "time_zone": org.time_zone,
+        "strict": org.strict,
+        "fail_mode": org.fail_mode,
+        # Scheme and host only: a webhook's path is often its secret.
+        "webhook_url": redacted_url(org.webhook_url),
+        "max_request_usd": amount(org.max_request_usd),
+        "alerts_count_holds": org.alerts_count_holds,
+        "unpriced_policy": org.unpriced_policy,
+        "fallback_input_per_token": amount(org.fallback_input_per_token),
+        "fallback_output_per_token": amount(org.fallback_output_per_token),
     }

@@ -190,7 +190,7 @@ def on_events_recorded(
         task = _tasks.get(key.org_id)
         loop = asyncio.get_running_loop()
         if task is None or task.done() or task.get_loop() is not loop:
-            _tasks[key.org_id] = loop.create_task(_send_rounds(layer, key.org_id, key.time_zone))
+            _tasks[key.org_id] = loop.create_task(_send_rounds(layer, key.org_id))
     except Exception:
         logger.exception("live update for org %s dropped", key.org_id)
 
@@ -241,12 +241,12 @@ def _utc_z(iso: str) -> str:
     return iso.removesuffix("+00:00") + "Z"
 
 
-async def _send_rounds(layer: Any, org_id: int, time_zone: str) -> None:
+async def _send_rounds(layer: Any, org_id: int) -> None:
     while (pending := _pending.pop(org_id, None)) is not None:
         budgets = None
         try:
             budgets = await db.fetch_value(
-                "list_budgets", {"org_id": org_id, "tz": time_zone, "at": None}, STEP_TIMEOUT
+                "list_budgets", {"org_id": org_id, "at": None}, STEP_TIMEOUT
             )
         except Exception as exc:
             logger.warning("live update for org %s without budgets: %r", org_id, exc)

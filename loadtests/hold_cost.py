@@ -56,7 +56,7 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def items(org_id: int, tz: str, start: int, count: int) -> list[dict]:
+def items(org_id: int, start: int, count: int) -> list[dict]:
     subjects = [(t, u) for t in range(1, TEAMS + 1) for u in range(1, USERS_PER_TEAM + 1)]
     out = []
     for n in range(start, start + count):
@@ -64,7 +64,6 @@ def items(org_id: int, tz: str, start: int, count: int) -> list[dict]:
         out.append(
             {
                 "org_id": org_id,
-                "tz": tz,
                 "strict": False,
                 "team": f"team-{t:02d}",
                 "user": f"user-{t:02d}-{u:02d}",
@@ -76,6 +75,7 @@ def items(org_id: int, tz: str, start: int, count: int) -> list[dict]:
                 "ttl_seconds": 300,
                 "at": None,
                 "key_id": None,
+                "service_tier": "",
             }
         )
     return out
@@ -89,7 +89,7 @@ def measure(conn, sql_decide: str, sql_many: str, org, size: int, seconds: float
 
     def call() -> None:
         nonlocal n
-        batch = items(org.id, org.time_zone, n, size)
+        batch = items(org.id, n, size)
         n += size
         if size == 1:
             result = conn.execute(sql_decide, batch[0]).fetchone()[0]

@@ -25,10 +25,11 @@ from psycopg.types.json import Jsonb
 
 from budgets import auth
 from budgets.auth import ApiKeyInfo
+from budgets.inputs import price_tier
 from config.hotpath import db, inputs, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
 from config.hotpath.router import Request, Response
-from tracking.provider_usage import normalize
+from tracking.provider_usage import EXTRA, normalize
 from tracking.signals import events_recorded
 
 MAX_BATCH = 1000
@@ -37,6 +38,14 @@ MAX_TAG_LENGTH = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 STATUSES = ("ok", "error")
 MAX_PROVIDER_LENGTH = 64  # RequestEvent.provider
+MAX_GEO_LENGTH = 32  # RequestEvent.inference_geo
+BUCKETS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 
 def _event_list(data: JsonBody) -> tuple[list[Any], bool]:
@@ -124,7 +133,26 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
             field("provider"),
             f"'{field('provider')}' must be 1 to {MAX_PROVIDER_LENGTH} characters long.",
         )
-    buckets = normalize(raw.get("usage"), field("usage"))
+    usage = raw.get("usage")
+    buckets = normalize(usage, field("usage"))
+    tier = price_tier(raw, prefix)
+    geo = ident("inference_geo")
+    if isinstance(usage, dict):
+        # Anthropic's usage says both itself.
+        if raw.get("service_tier") is None and raw.get("batch") is None:
+            tier = price_tier(usage, field("usage."))
+        if geo is None and usage.get("inference_geo") is not None:
+            try:
+                geo = inputs.identifier(usage, "inference_geo")
+            except ApiError:
+                raise invalid(
+                    field("usage.inference_geo"), "'usage.inference_geo' must be a region name."
+                ) from None
+    if geo is not None and len(geo) > MAX_GEO_LENGTH:
+        raise invalid(
+            field("inference_geo"),
+            f"'{field('inference_geo')}' must be at most {MAX_GEO_LENGTH} characters.",
+        )
     cost = None
     if raw.get("cost_usd") is not None:
         cost = inputs.money(raw["cost_usd"], field("cost_usd"))
@@ -149,7 +177,7 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
         "user": user,
         "model": model,
         "provider": provider,
-        **buckets,
+        **{name: buckets[name] for name in BUCKETS},  # type: ignore[literal-required]
         "cost_usd": None if cost is None else str(cost),
         "latency_ms": latency,
         "status": status,
@@ -157,6 +185,15 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
         "reservation_id": reservation_id,
         "tags": _tags(raw.get("tags"), field("tags")),
     }
+    # Only what is there: an event without them hashes as it did before they
+    # existed, so that its replay is still a duplicate, not a conflict.
+    for name in EXTRA:
+        if buckets[name]:  # type: ignore[literal-required]
+            event[name] = buckets[name]  # type: ignore[literal-required]
+    if tier:
+        event["service_tier"] = tier
+    if geo and geo.lower() not in ("global", "not_available"):
+        event["inference_geo"] = geo.lower()
     # Same payload = same hash, whatever the JSON spelling (number vs string cost).
     canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     event["payload_hash"] = hashlib.sha256(canonical).hexdigest()
@@ -214,9 +251,9 @@ class EventBatcher(db.Batcher):
     sent again alone, so that only the faulty one gets the error.
     """
 
-    def __init__(self, org_id: int, time_zone: str, strict: bool) -> None:
+    def __init__(self, org_id: int, strict: bool) -> None:
         super().__init__()
-        self.params = {"org_id": org_id, "tz": time_zone, "strict": strict}
+        self.params = {"org_id": org_id, "strict": strict}
 
     def fits(self, batch: list[list[dict[str, Any]]], item: list[dict[str, Any]]) -> bool:
         # Two requests naming one event id or one hold go to separate calls:
@@ -324,13 +361,13 @@ def _rejection(exc: psycopg.Error) -> ApiError | None:
     return None
 
 
-_batchers: dict[tuple[int, str, bool], EventBatcher] = {}
+_batchers: dict[tuple[int, bool], EventBatcher] = {}
 
 
 def _batcher(key: ApiKeyInfo) -> EventBatcher:
     """The process's batcher for the key's org (one per org: one call records
     events of one org)."""
-    org = (key.org_id, key.time_zone, key.strict)
+    org = (key.org_id, key.strict)
     batcher = _batchers.get(org)
     if batcher is None:
         batcher = _batchers[org] = EventBatcher(*org)
@@ -367,8 +404,10 @@ async def prices(request: Request) -> Response:
         return _cacheable(request, {"prices": catalog}, private=False)
     header = request.headers.get(b"authorization")
     key = None if header is None else await auth.aauthenticate(header)
+    tier = price_tier(request.query)
     entry = await db.fetch_value(
-        "price_of_model", {"org_id": None if key is None else key.org_id, "model": model}
+        "price_of_model",
+        {"org_id": None if key is None else key.org_id, "model": model, "service_tier": tier},
     )
     if entry is None:
         raise ApiError(404, "not_found", f"No price entry for the model {model!r}.", field="model")

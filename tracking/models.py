@@ -24,16 +24,40 @@ class Price(models.Model):
     cache_read_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     cache_write_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     reasoning_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
-    # Optional tier: input tokens above the threshold are billed at these prices.
+    # Optional long-context tier: a request whose prompt (uncached, cache
+    # read and cache write tokens) is above the threshold bills all its tokens
+    # at these prices (docs/api.md, "Prices").
     tier_threshold_tokens = models.PositiveIntegerField(null=True, blank=True)
     input_above_threshold_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     output_above_threshold_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    cache_read_above_threshold_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    cache_write_above_threshold_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    cache_write_1h_above_threshold_per_token = models.DecimalField(
+        **PER_TOKEN, null=True, blank=True
+    )
+    # Tokens with a price of their own (parts of the buckets, provider_usage.py);
+    # empty: the bucket's price.
+    cache_write_1h_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    input_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    input_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    output_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    output_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    # A paid web search (or grounding query) reported in usage.
+    web_search_per_call = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    # Multipliers of the token cost by where the request was served
+    # ({"us": "1.1"}; Anthropic's inference_geo). Empty: none.
+    region_multipliers = models.JSONField(default=dict, blank=True)
+    # "" (standard), "flex", "priority" or "batch": the prices of that
+    # service tier. A request of a tier the model has no row for pays the
+    # standard row's.
+    service_tier = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
-        ordering = ["provider", "model", "-effective_from"]
+        ordering = ["provider", "model", "service_tier", "-effective_from"]
         constraints = [
             models.UniqueConstraint(
-                fields=["provider", "model", "effective_from"], name="price_unique_effective"
+                fields=["provider", "model", "service_tier", "effective_from"],
+                name="price_unique_effective",
             ),
             models.CheckConstraint(
                 condition=Q(input_per_token__gte=0, output_per_token__gte=0),
@@ -103,6 +127,18 @@ class RequestEvent(models.Model):
         default=0, help_text="Output tokens, reasoning excluded."
     )
     reasoning_tokens = models.BigIntegerField(default=0)
+    # Parts of the buckets above with prices of their own (provider_usage.py).
+    # Database defaults, so that older writers still work.
+    cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
+    input_audio_tokens = models.BigIntegerField(default=0, db_default=0)
+    input_image_tokens = models.BigIntegerField(default=0, db_default=0)
+    output_audio_tokens = models.BigIntegerField(default=0, db_default=0)
+    output_image_tokens = models.BigIntegerField(default=0, db_default=0)
+    web_search_calls = models.BigIntegerField(default=0, db_default=0)
+    # The price tier the event was billed in: "", "flex", "priority", "batch".
+    service_tier = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # Where it was served ("us"), for a price's region_multipliers; "" none.
+    inference_geo = models.CharField(max_length=32, blank=True, default="", db_default="")
     cost_usd = models.DecimalField(**MONEY)
     priced = models.BooleanField(help_text="False: no price was known (cost 0 until repriced).")
     # The price entry's model key that priced the event (the name it resolved

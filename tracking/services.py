@@ -4,6 +4,7 @@ rollups, pruning and repricing of raw events."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,19 @@ from tracking.models import Price, RequestEvent
 DEFAULT_PRICE_FILE = Path(__file__).resolve().parent / "data" / "prices.json"
 # The first price known for a model also prices its earlier usage.
 FIRST_EFFECTIVE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
-CHAT_MODES = {"chat", "completion", "responses"}
+# Modes whose usage is billed per token (a chat-like request reports it):
+# realtime sessions, image generation (gpt-image-1, Gemini image output) and
+# audio transcription by tokens too. Entries without a token price (priced
+# per image, second or character) are skipped.
+PRICED_MODES = {
+    "chat",
+    "completion",
+    "responses",
+    "realtime",
+    "image_generation",
+    "image_edit",
+    "audio_transcription",
+}
 PRICE_FIELDS = [
     "input_per_token",
     "output_per_token",
@@ -33,7 +46,25 @@ PRICE_FIELDS = [
     "tier_threshold_tokens",
     "input_above_threshold_per_token",
     "output_above_threshold_per_token",
+    "cache_read_above_threshold_per_token",
+    "cache_write_above_threshold_per_token",
+    "cache_write_1h_above_threshold_per_token",
+    "cache_write_1h_per_token",
+    "input_audio_per_token",
+    "input_image_per_token",
+    "output_audio_per_token",
+    "output_image_per_token",
+    "web_search_per_call",
+    "region_multipliers",
 ]
+SERVICE_TIERS = ("", "flex", "priority", "batch")
+# Providers that bill the long-context tier from the threshold itself (a
+# prompt of exactly 128k tokens pays it), not from one token above it.
+INCLUSIVE_THRESHOLD_PROVIDERS = {"xai"}
+_THRESHOLD_KEY = re.compile(
+    r"^(?:input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
+    r"|cache_creation_input_token_cost)_above_(\d+)(k?)_tokens(_batches|_flex|_priority)?$"
+)
 
 
 @dataclass
@@ -41,6 +72,8 @@ class PriceLoadReport:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: int = 0
+    # Entries not priced per token, by mode: embeddings, speech, and images
+    # or transcriptions priced per image or second.
     skipped_modes: dict[str, int] = field(default_factory=dict)
 
 
@@ -53,22 +86,209 @@ def _provider(entry: dict[str, Any]) -> str:
 
 def _token_price(entry: dict[str, Any], key: str) -> Decimal | None:
     value = entry.get(key)
-    return None if value is None else Decimal(str(value))
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
+        return None
+    try:
+        price = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return price if price.is_finite() and price >= 0 else None
 
 
-def price_fields_from_litellm(entry: dict[str, Any]) -> dict[str, Any]:
-    above_in = _token_price(entry, "input_cost_per_token_above_200k_tokens")
-    above_out = _token_price(entry, "output_cost_per_token_above_200k_tokens")
+def _first(*prices: Decimal | None) -> Decimal | None:
+    return next((p for p in prices if p is not None), None)
+
+
+def _half(price: Decimal | None) -> Decimal | None:
+    return None if price is None else price / 2
+
+
+def _threshold(entry: dict[str, Any], suffix: str) -> int | None:
+    """The long-context threshold of the rates with this suffix ("" standard,
+    "_flex", "_priority", "_batches"): the lowest one the entry names (no
+    entry of LiteLLM's map names two)."""
+    found = []
+    for key, value in entry.items():
+        match = _THRESHOLD_KEY.match(key)
+        if match and value is not None and (match.group(3) or "") in ("", suffix):
+            if suffix == "_batches" and match.group(3) != "_batches":
+                continue
+            found.append(int(match.group(1)) * (1000 if match.group(2) else 1))
+    return min(found) if found else None
+
+
+def _region_multipliers(entry: dict[str, Any]) -> dict[str, str]:
+    regions = entry.get("provider_specific_entry")
+    if not isinstance(regions, dict):
+        return {}
+    # "fast" is a speed, not a region.
     return {
-        "input_per_token": _token_price(entry, "input_cost_per_token") or Decimal(0),
-        "output_per_token": _token_price(entry, "output_cost_per_token") or Decimal(0),
-        "cache_read_per_token": _token_price(entry, "cache_read_input_token_cost"),
-        "cache_write_per_token": _token_price(entry, "cache_creation_input_token_cost"),
-        "reasoning_per_token": _token_price(entry, "output_cost_per_reasoning_token"),
-        "tier_threshold_tokens": 200_000 if above_in is not None or above_out is not None else None,
-        "input_above_threshold_per_token": above_in,
-        "output_above_threshold_per_token": above_out,
+        str(name).lower(): str(value)
+        for name, value in sorted(regions.items())
+        if name != "fast" and _token_price(regions, name) is not None
     }
+
+
+def price_fields_from_litellm(entry: dict[str, Any], tier: str = "") -> dict[str, Any] | None:
+    """One price row's fields from a LiteLLM price map entry, for a service
+    tier ("" standard, "flex", "priority", "batch"); None when the entry has
+    no rates of that tier (a request of that tier then pays the standard row).
+
+    A tier's rate falls back to the standard one where the map has none, as
+    LiteLLM's cost_per_token resolves it. Batch: the `*_batches` rates; an
+    entry without them costs half of every standard rate (OpenAI, Anthropic
+    and Google all bill batches at 50%)."""
+
+    def rate(key: str) -> Decimal | None:
+        return _token_price(entry, key)
+
+    def above(prefix: str, threshold: int | None, suffix: str) -> Decimal | None:
+        if threshold is None:
+            return None
+        size = f"{threshold // 1000}k" if threshold % 1000 == 0 else str(threshold)
+        key = f"{prefix}_above_{size}_tokens"
+        return _first(rate(key + suffix), rate(key) if suffix not in ("", "_batches") else None)
+
+    if tier == "batch":
+        return _batch_fields(entry)
+    suffix = f"_{tier}" if tier else ""
+    if (
+        tier
+        and rate(f"input_cost_per_token{suffix}") is None
+        and (rate(f"output_cost_per_token{suffix}") is None)
+    ):
+        return None
+    input_rate = _first(rate(f"input_cost_per_token{suffix}"), rate("input_cost_per_token"))
+    output_rate = _first(rate(f"output_cost_per_token{suffix}"), rate("output_cost_per_token"))
+    output_image = _first(
+        rate(f"output_cost_per_image_token{suffix}"), rate("output_cost_per_image_token")
+    )
+    if not output_rate and output_image is not None:
+        # Image models price their output as image tokens only.
+        output_rate = output_image
+    if input_rate is None and output_rate is None:
+        return None
+    # A tier's reasoning rate: its own, else (when the tier prices output) the
+    # tier's output rate, else the standard reasoning rate (LiteLLM's order).
+    reasoning = rate(f"output_cost_per_reasoning_token{suffix}")
+    if reasoning is None and not (tier and rate(f"output_cost_per_token{suffix}") is not None):
+        reasoning = rate("output_cost_per_reasoning_token")
+    threshold = _threshold(entry, suffix)
+    fields = {
+        "input_per_token": input_rate or Decimal(0),
+        "output_per_token": output_rate or Decimal(0),
+        "cache_read_per_token": _first(
+            rate(f"cache_read_input_token_cost{suffix}"), rate("cache_read_input_token_cost")
+        ),
+        "cache_write_per_token": _first(
+            rate(f"cache_creation_input_token_cost{suffix}"),
+            rate("cache_creation_input_token_cost"),
+        ),
+        "reasoning_per_token": reasoning,
+        "tier_threshold_tokens": threshold,
+        "input_above_threshold_per_token": above("input_cost_per_token", threshold, suffix),
+        "output_above_threshold_per_token": above("output_cost_per_token", threshold, suffix),
+        "cache_read_above_threshold_per_token": above(
+            "cache_read_input_token_cost", threshold, suffix
+        ),
+        "cache_write_above_threshold_per_token": above(
+            "cache_creation_input_token_cost", threshold, suffix
+        ),
+        "cache_write_1h_above_threshold_per_token": above(
+            "cache_creation_input_token_cost_above_1hr", threshold, ""
+        ),
+        "cache_write_1h_per_token": rate("cache_creation_input_token_cost_above_1hr"),
+        "input_audio_per_token": _first(
+            rate(f"input_cost_per_audio_token{suffix}"), rate("input_cost_per_audio_token")
+        ),
+        "input_image_per_token": _first(
+            rate(f"input_cost_per_image_token{suffix}"), rate("input_cost_per_image_token")
+        ),
+        "output_audio_per_token": rate("output_cost_per_audio_token"),
+        "output_image_per_token": output_image,
+        "web_search_per_call": _web_search(entry),
+        "region_multipliers": _region_multipliers(entry),
+    }
+    return _inclusive(entry, fields)
+
+
+def _web_search(entry: dict[str, Any]) -> Decimal | None:
+    # The default (medium) search context: what a provider that reports only
+    # a count of searches bills (Anthropic's $10 per 1,000).
+    prices = entry.get("search_context_cost_per_query")
+    return _token_price(prices, "search_context_size_medium") if isinstance(prices, dict) else None
+
+
+def _inclusive(entry: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    threshold = fields["tier_threshold_tokens"]
+    if threshold and entry.get("litellm_provider") in INCLUSIVE_THRESHOLD_PROVIDERS:
+        # Prompt >= T is prompt > T - 1 in whole tokens.
+        fields["tier_threshold_tokens"] = threshold - 1
+    return fields
+
+
+def _batch_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
+    def rate(key: str) -> Decimal | None:
+        return _token_price(entry, key)
+
+    standard = price_fields_from_litellm(entry)
+    if standard is None:
+        return None
+    batch_input = rate("input_cost_per_token_batches")
+    output_image = _first(
+        rate("output_cost_per_image_token_batches"), _half(rate("output_cost_per_image_token"))
+    )
+    if batch_input is None:
+        # Half of every standard rate.
+        halved = {
+            name: _half(value) if isinstance(value, Decimal) else value
+            for name, value in standard.items()
+        }
+        halved["web_search_per_call"] = standard["web_search_per_call"]
+        halved["output_image_per_token"] = output_image
+        return halved
+    # LiteLLM's batch calculator: rates the map lacks for batches fall back to
+    # the batch input (cache, audio and image input) or output rate (reasoning,
+    # audio output); no 1-hour cache write rate, no reasoning rate of its own.
+    threshold = _threshold(entry, "_batches")
+
+    def above(prefix: str) -> Decimal | None:
+        if threshold is None:
+            return None
+        size = f"{threshold // 1000}k" if threshold % 1000 == 0 else str(threshold)
+        return rate(f"{prefix}_above_{size}_tokens_batches")
+
+    batch_output = _first(
+        rate("output_cost_per_token_batches"), _half(rate("output_cost_per_token"))
+    )
+    fields = {
+        "input_per_token": batch_input,
+        "output_per_token": batch_output or Decimal(0),
+        "cache_read_per_token": rate("cache_read_input_token_cost_batches"),
+        "cache_write_per_token": rate("cache_creation_input_token_cost_batches"),
+        "reasoning_per_token": None,
+        "tier_threshold_tokens": threshold,
+        "input_above_threshold_per_token": _first(above("input_cost_per_token"), batch_input),
+        "output_above_threshold_per_token": _first(
+            above("output_cost_per_token"), rate("output_cost_per_token_batches")
+        ),
+        "cache_read_above_threshold_per_token": _first(
+            above("cache_read_input_token_cost"), rate("cache_read_input_token_cost_batches")
+        ),
+        "cache_write_above_threshold_per_token": _first(
+            above("cache_creation_input_token_cost"),
+            rate("cache_creation_input_token_cost_batches"),
+        ),
+        "cache_write_1h_above_threshold_per_token": None,
+        "cache_write_1h_per_token": None,
+        "input_audio_per_token": rate("input_cost_per_audio_token_batches"),
+        "input_image_per_token": rate("input_cost_per_image_token_batches"),
+        "output_audio_per_token": None,
+        "output_image_per_token": output_image,
+        "web_search_per_call": standard["web_search_per_call"],
+        "region_multipliers": standard["region_multipliers"],
+    }
+    return _inclusive(entry, fields)
 
 
 def _same(price: Price, fields: dict[str, Any]) -> bool:
@@ -77,7 +297,8 @@ def _same(price: Price, fields: dict[str, Any]) -> bool:
 
 @transaction.atomic
 def prices_load(*, path: Path = DEFAULT_PRICE_FILE, actor: Actor = SYSTEM) -> PriceLoadReport:
-    """Import a LiteLLM-format price map. Idempotent: an unchanged price adds
+    """Import a LiteLLM-format price map: one row per model and service tier
+    (standard, flex, priority, batch). Idempotent: an unchanged price adds
     nothing; a changed one adds a row effective now (past costs keep theirs).
 
     Audited in the same transaction: one entry per changed price (old and new
@@ -86,37 +307,62 @@ def prices_load(*, path: Path = DEFAULT_PRICE_FILE, actor: Actor = SYSTEM) -> Pr
     data = json.loads(path.read_text(), parse_float=Decimal)
     report = PriceLoadReport()
     now = timezone.now()
+    latest_rows: dict[tuple[str, str, str], Price] = {}
+    for price in Price.objects.order_by("provider", "model", "service_tier", "effective_from"):
+        latest_rows[(price.provider, price.model, price.service_tier)] = price
     for model, entry in sorted(data.items()):
         if not isinstance(entry, dict) or model == "sample_spec":
             continue
         mode = str(entry.get("mode", "chat"))
-        if mode not in CHAT_MODES:
+        if mode not in PRICED_MODES:
             report.skipped_modes[mode] = report.skipped_modes.get(mode, 0) + 1
             continue
         provider = _provider(entry)
-        fields = price_fields_from_litellm(entry)
-        latest = (
-            Price.objects.filter(provider=provider, model=model).order_by("-effective_from").first()
-        )
-        if latest is None:
-            Price.objects.create(
-                provider=provider, model=model, effective_from=FIRST_EFFECTIVE_FROM, **fields
-            )
+        if price_fields_from_litellm(entry) is None:
+            # Priced per image, second or character, not per token.
+            report.skipped_modes[mode] = report.skipped_modes.get(mode, 0) + 1
+            continue
+        # Counted per model: added when it is new, changed when any of its
+        # tiers' prices changed.
+        known = (provider, model, "") in latest_rows
+        status = "unchanged" if known else "added"
+        for tier in SERVICE_TIERS:
+            fields = price_fields_from_litellm(entry, tier)
+            if fields is None:
+                continue
+            latest = latest_rows.get((provider, model, tier))
+            if latest is None:
+                Price.objects.create(
+                    provider=provider,
+                    model=model,
+                    service_tier=tier,
+                    # A tier new to a known model starts now: its earlier
+                    # requests were billed at the standard prices.
+                    effective_from=now if known else FIRST_EFFECTIVE_FROM,
+                    **fields,
+                )
+                if known:
+                    status = "changed"
+            elif not _same(latest, fields):
+                Price.objects.create(
+                    provider=provider, model=model, service_tier=tier, effective_from=now, **fields
+                )
+                status = "changed"
+                audit_record(
+                    actor=actor,
+                    org=None,
+                    object_type="price",
+                    object_id=f"{provider}/{model}" + (f" ({tier})" if tier else ""),
+                    action="update",
+                    old={name: json_value(getattr(latest, name)) for name in PRICE_FIELDS},
+                    new={name: json_value(fields[name]) for name in PRICE_FIELDS},
+                )
+        if status == "added":
             report.added.append(model)
-        elif _same(latest, fields):
-            report.unchanged += 1
-        else:
-            Price.objects.create(provider=provider, model=model, effective_from=now, **fields)
+        elif status == "changed":
             report.changed.append(model)
-            audit_record(
-                actor=actor,
-                org=None,
-                object_type="price",
-                object_id=f"{provider}/{model}",
-                action="update",
-                old={name: json_value(getattr(latest, name)) for name in PRICE_FIELDS},
-                new={name: json_value(fields[name]) for name in PRICE_FIELDS},
-            )
+        else:
+            report.unchanged += 1
     audit_record(
         actor=actor,
         org=None,

@@ -10,13 +10,13 @@ UPDATE budgets_apikey k SET last_used_at = now()
 FROM budgets_organization o
 WHERE k.lookup_id = %(lookup_id)s AND k.key_hash = %(key_hash)s AND o.id = k.org_id
 RETURNING k.id, k.key_hash, k.revoked_at, k.is_admin, k.org_id, o.slug AS org_slug,
-          o.time_zone, o.strict, o.fail_mode,
+          o.strict, o.fail_mode,
           (SELECT slug FROM budgets_team WHERE id = k.team_id) AS team_slug
 
 -- decide --
-SELECT tollgate_decide(%(org_id)s, %(tz)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
+SELECT tollgate_decide(%(org_id)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
                        %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(hold)s,
-                       %(ttl_seconds)s, %(at)s, %(key_id)s)
+                       %(ttl_seconds)s, %(at)s, %(key_id)s, %(service_tier)s)
 
 -- release --
 SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)
@@ -25,10 +25,10 @@ SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)
 SELECT tollgate_expire_reservations(%(limit)s)
 
 -- list_budgets --
-SELECT tollgate_list_budgets(%(org_id)s, %(tz)s, %(at)s)
+SELECT tollgate_list_budgets(%(org_id)s, %(at)s)
 
 -- put_budget --
-SELECT tollgate_put_budget(%(org_id)s, %(tz)s, %(strict)s, %(scope)s, %(subject)s, %(period)s,
+SELECT tollgate_put_budget(%(org_id)s, %(strict)s, %(scope)s, %(subject)s, %(period)s,
                            %(limit_usd)s, %(soft_limit_pct)s, %(enforce)s, %(at)s,
                            %(key_id)s, %(request_id)s, %(client_addr)s)
 
@@ -55,10 +55,14 @@ FROM (
     GROUP BY delivery_status
 ) AS counts
 
+-- change_time_zone --
+-- An org moves to another time zone, its current windows with it.
+SELECT tollgate_change_time_zone(%(org_id)s, %(tz)s, now())
+
 -- seed_window --
 -- A budget created in Django admin (or moved to another period) starts with
 -- its scope's spend and open holds in the current window (tollgate_seed_window).
-SELECT tollgate_seed_window(%(budget_id)s, %(tz)s, now())
+SELECT tollgate_seed_window(%(budget_id)s, now())
 
 -- judge_alerts --
 -- Admin changed what a threshold is judged on (a reset, a limit, whether the

@@ -68,20 +68,25 @@ class Request:
     client: str | None = None  # the client's address as the ASGI server gives it
 
     def json(self) -> JsonBody:
-        """The body as a JSON object; money-safe (numbers with a fraction become Decimal)."""
-        try:
-            data = _DECODER.decode(self.body.decode("utf-8"))
-        except RepeatedName as exc:
-            raise ApiError(400, "malformed_json", str(exc)) from None
-        except (ValueError, RecursionError):
-            raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
-        except ArithmeticError:
-            # Decimal cannot hold a number like 1e999999999999999999999, which
-            # the JSON grammar allows: InvalidOperation is not a ValueError.
-            raise ApiError(400, "malformed_json", "A number in the body is out of range.") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "malformed_json", "The body must be a JSON object.")
-        return data
+        return json_object(self.body)
+
+
+def json_object(body: bytes) -> JsonBody:
+    """A request body as a JSON object; money-safe (numbers with a fraction
+    become Decimal); ApiError 400 when it is not one."""
+    try:
+        data = _DECODER.decode(body.decode("utf-8"))
+    except RepeatedName as exc:
+        raise ApiError(400, "malformed_json", str(exc)) from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+    except ArithmeticError:
+        # Decimal cannot hold a number like 1e999999999999999999999, which
+        # the JSON grammar allows: InvalidOperation is not a ValueError.
+        raise ApiError(400, "malformed_json", "A number in the body is out of range.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed_json", "The body must be a JSON object.")
+    return data
 
 
 _throttle: FailureThrottle | None = None

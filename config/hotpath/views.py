@@ -33,10 +33,10 @@ def _error(exc: ApiError) -> JsonResponse:
 
 
 def django_api_view(
-    *, authenticate: Callable[[str | None], Any]
+    *, authenticate: Callable[[str | None], Any], methods: tuple[str, ...] = ("GET",)
 ) -> Callable[[Callable[[ApiRequest], HttpResponse]], Callable[[HttpRequest], HttpResponse]]:
-    """A decorator for the JSON endpoints that stay Django views: GET only,
-    with an API key (Authorization: Bearer) that `authenticate` turns into
+    """A decorator for the JSON endpoints that stay Django views: `methods`
+    only (GET by default), with an API key (Authorization: Bearer) that `authenticate` turns into
     `request.api_key`, errors in the API's one shape, as the router answers.
 
     No CSRF check: the API authenticates by key, never by the session cookie."""
@@ -44,19 +44,21 @@ def django_api_view(
     def decorator(
         view: Callable[[ApiRequest], HttpResponse],
     ) -> Callable[[HttpRequest], HttpResponse]:
-        return _api_view(view, authenticate)
+        return _api_view(view, authenticate, methods)
 
     return decorator
 
 
 def _api_view(
-    view: Callable[[ApiRequest], HttpResponse], authenticate: Callable[[str | None], Any]
+    view: Callable[[ApiRequest], HttpResponse],
+    authenticate: Callable[[str | None], Any],
+    methods: tuple[str, ...],
 ) -> Callable[[HttpRequest], HttpResponse]:
     @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest) -> HttpResponse:
         try:
-            if request.method != "GET":
+            if request.method not in methods:
                 raise ApiError(405, "method_not_allowed", "Method not allowed.")
             request.api_key = authenticate(request.headers.get("Authorization"))  # type: ignore[attr-defined]
             return view(request)  # type: ignore[arg-type]

@@ -69,6 +69,7 @@ from budgets.models import (
 )
 from config.hotpath.errors import ApiError, JsonBody, invalid
 from loadtests.baselines.sync_views import (
+    BaselineKey,
     _budget_exceeded,
     _budget_json,
     _json,
@@ -80,7 +81,7 @@ from loadtests.baselines.sync_views import (
 )
 
 # sha256(full key) -> (info, monotonic expiry); the same policy as budgets.auth.
-_key_cache: dict[str, tuple[ApiKeyInfo, float]] = {}
+_key_cache: dict[str, tuple[BaselineKey, float]] = {}
 
 
 @csrf_exempt
@@ -116,7 +117,7 @@ async def _finish_even_if_cancelled(coroutine: Coroutine[Any, Any, JsonBody]) ->
         raise
 
 
-async def _authenticate(header: str) -> ApiKeyInfo:
+async def _authenticate(header: str) -> BaselineKey:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     lookup_id = parse_key(token) if scheme.lower() == "bearer" else None
@@ -135,7 +136,7 @@ async def _authenticate(header: str) -> ApiKeyInfo:
     if key is None or not key.matches(token):
         raise ApiError(401, "unauthenticated", "Unknown API key.")
     await ApiKey.objects.filter(pk=key.pk).aupdate(last_used_at=timezone.now())
-    info = ApiKeyInfo(
+    info = BaselineKey(
         org_id=key.org_id,
         org_slug=key.org.slug,
         time_zone=key.org.time_zone,
@@ -150,7 +151,7 @@ async def _authenticate(header: str) -> ApiKeyInfo:
     return info
 
 
-async def _hold(key: ApiKeyInfo, d: inputs.Decision, amount: Decimal) -> JsonBody:
+async def _hold(key: BaselineKey, d: inputs.Decision, amount: Decimal) -> JsonBody:
     """Hold `amount` on every applicable budget, or raise 402 and hold nothing."""
     now = timezone.now()
     team = await _team(key, d.team)

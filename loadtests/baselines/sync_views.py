@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import zoneinfo
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
@@ -49,8 +50,16 @@ TOTAL_START = datetime(1970, 1, 1, tzinfo=UTC)
 TOTAL_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class BaselineKey(ApiKeyInfo):
+    """A key as these designs cache it: with its org's time zone, which they
+    pass to their queries (Tollgate's SQL reads the org's row instead)."""
+
+    time_zone: str = "UTC"
+
+
 # sha256(full key) -> (info, monotonic expiry); the same policy as budgets.auth.
-_key_cache: dict[str, tuple[ApiKeyInfo, float]] = {}
+_key_cache: dict[str, tuple[BaselineKey, float]] = {}
 
 
 @csrf_exempt
@@ -76,7 +85,7 @@ def _json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _authenticate(header: str) -> ApiKeyInfo:
+def _authenticate(header: str) -> BaselineKey:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     lookup_id = parse_key(token) if scheme.lower() == "bearer" else None
@@ -95,7 +104,7 @@ def _authenticate(header: str) -> ApiKeyInfo:
     if key is None or not key.matches(token):
         raise ApiError(401, "unauthenticated", "Unknown API key.")
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-    info = ApiKeyInfo(
+    info = BaselineKey(
         org_id=key.org_id,
         org_slug=key.org.slug,
         time_zone=key.org.time_zone,
@@ -110,7 +119,7 @@ def _authenticate(header: str) -> ApiKeyInfo:
     return info
 
 
-def _hold(key: ApiKeyInfo, d: inputs.Decision, amount: Decimal) -> JsonBody:
+def _hold(key: BaselineKey, d: inputs.Decision, amount: Decimal) -> JsonBody:
     """Hold `amount` on every applicable budget, or raise 402 and write nothing."""
     now = timezone.now()
     with transaction.atomic():

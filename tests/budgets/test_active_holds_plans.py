@@ -54,7 +54,7 @@ def org_with_many_holds(make_org, make_budget, conn) -> Organization:
     org = make_org("acme")
     make_budget(org, "1000000")
     item = {
-        "org_id": org.id, "tz": org.time_zone, "strict": False, "team": "search",
+        "org_id": org.id, "strict": False, "team": "search",
         "user": "alice", "amount": "0.01", "model": None, "input_tokens": None,
         "max_output_tokens": None, "ttl_seconds": 3600,
     }  # fmt: skip
@@ -91,7 +91,7 @@ def buffers_of(conn: psycopg.Connection, call: str, params: list) -> int:
 
 def event(org: Organization, event_id: str, **fields: str) -> str:
     key = ApiKeyInfo(
-        key_id=0, org_id=org.id, org_slug=org.slug, time_zone=org.time_zone,
+        key_id=0, org_id=org.id, org_slug=org.slug,
         strict=False, fail_mode="", team_slug=None, is_admin=False, revoked=False,
     )  # fmt: skip
     raw = {"id": event_id, "team": "search", "user": "alice", "model": "gpt-4o", **fields}
@@ -102,8 +102,8 @@ def event(org: Organization, event_id: str, **fields: str) -> str:
 def record_events(conn: psycopg.Connection, org: Organization, events: str) -> int:
     return buffers_of(
         conn,
-        "SELECT tollgate_record_events(%s, %s, %s, %s::jsonb)",
-        [org.id, org.time_zone, False, events],
+        "SELECT tollgate_record_events(%s, %s, %s::jsonb)",
+        [org.id, False, events],
     )
 
 

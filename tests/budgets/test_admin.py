@@ -50,7 +50,7 @@ def test_budget_list_shows_current_window(staff_client, make_org, make_budget):
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1.25, NULL, NULL, "
+            "SELECT tollgate_decide(%s, false, NULL, NULL, 1.25, NULL, NULL, "
             "NULL, true, 300, NULL)",
             [org.id],
         )
@@ -96,8 +96,7 @@ def test_reset_window_is_audited(staff_client, make_org, make_budget):
     budget = make_budget(org, "5")
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
-            "NULL, true, 300, NULL)",
+            "SELECT tollgate_decide(%s, false, NULL, NULL, 1, NULL, NULL, NULL, true, 300, NULL)",
             [org.id],
         )
     BudgetWindow.objects.update(spent=2)
@@ -124,7 +123,7 @@ def test_release_and_expire_actions(staff_client, make_org, make_budget):
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(
-                "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
+                "SELECT tollgate_decide(%s, false, NULL, NULL, 1, NULL, NULL, "
                 "NULL, true, 300, NULL)",
                 [org.id],
             )

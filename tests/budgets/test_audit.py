@@ -203,8 +203,7 @@ def test_admin_window_reset_records_the_spend_it_cleared(staff_client, make_org,
     budget = make_budget(org, "5")
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, 'UTC', false, NULL, NULL, 1, NULL, NULL, "
-            "NULL, true, 300, NULL)",
+            "SELECT tollgate_decide(%s, false, NULL, NULL, 1, NULL, NULL, NULL, true, 300, NULL)",
             [org.id],
         )
     BudgetWindow.objects.update(spent="2.5")

@@ -23,7 +23,6 @@ from tracking.models import Price
 def _item(org: Organization, amount: str | None, *, team=None, user=None, **extra) -> dict:
     return {
         "org_id": org.id,
-        "tz": org.time_zone,
         "strict": org.strict,
         "team": team,
         "user": user,
@@ -46,10 +45,9 @@ def decide_many(items: list[dict]) -> list[dict]:
 def decide_one(item: dict) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL)",
+            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL)",
             [
                 item["org_id"],
-                item["tz"],
                 item["strict"],
                 item["team"],
                 item["user"],

@@ -79,8 +79,8 @@ class BudgetMachine(RuleBasedStateMachine):
     )
     def hold(self, team, user, amount):
         result = _call(
-            "SELECT tollgate_decide(%s, %s, false, %s, %s, %s, NULL, NULL, NULL, true, 300, NULL)",
-            [self.org.id, self.org.time_zone, team, user, amount],
+            "SELECT tollgate_decide(%s, false, %s, %s, %s, NULL, NULL, NULL, true, 300, NULL)",
+            [self.org.id, team, user, amount],
         )
         assert result["status"] in ("held", "denied")
         return result.get("reservation_id") or "denied"
@@ -98,7 +98,6 @@ class BudgetMachine(RuleBasedStateMachine):
         batch = [
             {
                 "org_id": self.org.id,
-                "tz": self.org.time_zone,
                 "strict": False,
                 "team": team,
                 "user": user,
@@ -153,8 +152,8 @@ class BudgetMachine(RuleBasedStateMachine):
             "payload_hash": f"h{self.events}",
         }
         result = _call(
-            "SELECT tollgate_record_events(%s, %s, false, %s::jsonb)",
-            [self.org.id, self.org.time_zone, json.dumps([event])],
+            "SELECT tollgate_record_events(%s, false, %s::jsonb)",
+            [self.org.id, json.dumps([event])],
         )
         assert result["status"] == "ok"
 

@@ -21,8 +21,8 @@ from budgets.models import BudgetWindow
 def decide(org, amount: str, at: datetime, *, hold: bool = True) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, %s, false, NULL, NULL, %s, NULL, NULL, NULL, %s, 300, %s)",
-            [org.id, org.time_zone, Decimal(amount), hold, at],
+            "SELECT tollgate_decide(%s, false, NULL, NULL, %s, NULL, NULL, NULL, %s, 300, %s)",
+            [org.id, Decimal(amount), hold, at],
         )
         result = cursor.fetchone()[0]
     return json.loads(result) if isinstance(result, str) else result

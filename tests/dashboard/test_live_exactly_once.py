@@ -68,13 +68,13 @@ def test_snapshots_tell_which_recordings_a_summary_saw(org, test_database_url):
         psycopg.connect(test_database_url) as writer,
     ):
         before = writer.execute(
-            "SELECT tollgate_record_events(%s, %s, false, %s::jsonb)",
-            (org.id, org.time_zone, json.dumps(recording(org, "seen", "2"))),
+            "SELECT tollgate_record_events(%s, false, %s::jsonb)",
+            (org.id, json.dumps(recording(org, "seen", "2"))),
         ).fetchone()[0]
         writer.commit()
         in_flight = writer.execute(
-            "SELECT tollgate_record_events(%s, %s, false, %s::jsonb)",
-            (org.id, org.time_zone, json.dumps(recording(org, "unseen", "0.5"))),
+            "SELECT tollgate_record_events(%s, false, %s::jsonb)",
+            (org.id, json.dumps(recording(org, "unseen", "0.5"))),
         ).fetchone()[0]
         assert in_flight["xid"] == writer.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
         assert int(in_flight["xid"]) > int(before["xid"])

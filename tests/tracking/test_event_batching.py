@@ -35,7 +35,7 @@ INFLIGHT = 1  # requests queue behind the one call (the second-call test sets 2)
 
 def key_of(org: Organization) -> ApiKeyInfo:
     return ApiKeyInfo(
-        key_id=0, org_id=org.id, org_slug=org.slug, time_zone=org.time_zone,
+        key_id=0, org_id=org.id, org_slug=org.slug,
         strict=org.strict, fail_mode="", team_slug=None, is_admin=False, revoked=False,
     )  # fmt: skip
 
@@ -228,7 +228,6 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
             "decide",
             {
                 "org_id": org.id,
-                "tz": org.time_zone,
                 "strict": False,
                 "team": "search",
                 "user": "alice",
@@ -240,6 +239,7 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
                 "ttl_seconds": 300,
                 "at": None,
                 "key_id": None,
+                "service_tier": "",
             },
         )
         return result["reservation_id"]

@@ -58,11 +58,11 @@ def test_load_prices_imports_chat_models_and_skips_the_rest(db, price_file):
 
     assert "2 added, 0 changed, 0 unchanged, 2 skipped" in output
     assert "embedding 1" in output and "image_generation 1" in output
-    gpt = Price.objects.get(model="gpt-x")
+    gpt = Price.objects.get(model="gpt-x", service_tier="")
     assert gpt.provider == "openai"
     assert gpt.input_per_token == Decimal("0.0000025")  # exact, not a float
     assert gpt.reasoning_per_token == Decimal("0.00002")
-    claude = Price.objects.get(model="claude-x")
+    claude = Price.objects.get(model="claude-x", service_tier="")
     assert claude.tier_threshold_tokens == 200_000
     assert claude.input_above_threshold_per_token == Decimal("0.000006")
     assert claude.cache_write_per_token == Decimal("0.00000375")
@@ -78,7 +78,7 @@ def test_load_prices_is_idempotent_and_keeps_history(db, price_file):
     output = _load(price_file(changed))
 
     assert "0 added, 1 changed, 1 unchanged" in output
-    history = list(Price.objects.filter(model="gpt-x").order_by("effective_from"))
+    history = list(Price.objects.filter(model="gpt-x", service_tier="").order_by("effective_from"))
     assert [p.input_per_token for p in history] == [Decimal("0.0000025"), Decimal("0.000002")]
 
 
@@ -108,7 +108,7 @@ def test_prices_endpoint_is_cacheable(server, transactional_db, price_file):
 
     assert first.status_code == 200
     assert first.headers["cache-control"] == "public, max-age=300"
-    models = {p["model"]: p for p in first.json()["prices"]}
+    models = {p["model"]: p for p in first.json()["prices"] if p["service_tier"] == ""}
     assert set(models) == {"gpt-x", "claude-x"}
     assert models["gpt-x"]["input_per_token"] == "0.0000025"
     assert cached.status_code == 304 and cached.content == b""
@@ -127,5 +127,5 @@ def test_prices_endpoint_shows_the_price_in_effect_and_a_new_etag(
     after = httpx.get(server.url + "/v1/prices")
 
     assert after.headers["etag"] != before.headers["etag"]
-    models = {p["model"]: p for p in after.json()["prices"]}
+    models = {p["model"]: p for p in after.json()["prices"] if p["service_tier"] == ""}
     assert models["gpt-x"]["output_per_token"] == "0.000008"

@@ -9,18 +9,25 @@ from decimal import Decimal
 import pytest
 
 from config.hotpath.errors import ApiError
-from tracking.provider_usage import MAX_TOKENS, normalize
+from tracking.provider_usage import MAX_TOKENS, ZERO, normalize
 
 
 def buckets(
-    input: int = 0, cache_read: int = 0, cache_write: int = 0, output: int = 0, reasoning: int = 0
+    input: int = 0,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    output: int = 0,
+    reasoning: int = 0,
+    **parts: int,
 ) -> dict[str, int]:
     return {
+        **ZERO,
         "input_tokens": input,
         "cache_read_tokens": cache_read,
         "cache_write_tokens": cache_write,
         "output_tokens": output,
         "reasoning_tokens": reasoning,
+        **parts,
     }
 
 

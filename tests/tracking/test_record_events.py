@@ -880,7 +880,6 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
         key_id=0,
         org_id=org.pk,
         org_slug=org.slug,
-        time_zone="UTC",
         strict=False,
         fail_mode="",
         team_slug=None,
@@ -890,7 +889,6 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
     events, _ = ingest.validate(event("race-1", started_at=None, cost_usd="0.5"), key_info)
     hold_params = {
         "org_id": org.pk,
-        "tz": "UTC",
         "strict": False,
         "team": "search",
         "user": "alice",
@@ -902,6 +900,7 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
         "ttl_seconds": 60,
         "at": None,
         "key_id": None,
+        "service_tier": "",
     }
     failures: list[Exception] = []
 
@@ -939,7 +938,7 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
         try:
             events_conn.execute(
                 db.QUERIES["record_events"],
-                {"org_id": org.pk, "tz": "UTC", "strict": False, "events": Jsonb(events)},
+                {"org_id": org.pk, "strict": False, "events": Jsonb(events)},
             )
             events_conn.commit()
         except psycopg.Error as exc:

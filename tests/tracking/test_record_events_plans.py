@@ -61,7 +61,6 @@ def event(org: Organization, reservation_id: str | None) -> dict:
         key_id=0,
         org_id=org.id,
         org_slug=org.slug,
-        time_zone=org.time_zone,
         strict=False,
         fail_mode="",
         team_slug=None,
@@ -82,9 +81,9 @@ def event(org: Organization, reservation_id: str | None) -> dict:
 def hold(org: Organization) -> str:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, %s, false, 'search', 'alice', 0.01, NULL, NULL, NULL,"
+            "SELECT tollgate_decide(%s, false, 'search', 'alice', 0.01, NULL, NULL, NULL,"
             " true, 300, NULL)",
-            [org.id, org.time_zone],
+            [org.id],
         )
         result = loads(cursor.fetchone()[0])
         assert result["status"] == "held", result
@@ -98,8 +97,8 @@ def buffers_of_one_event(org: Organization) -> int:
 
         def record(explain: str = "") -> object:
             cursor.execute(
-                f"{explain} SELECT tollgate_record_events(%s, %s, false, %s)",
-                [org.id, org.time_zone, Jsonb([event(org, hold(org))])],
+                f"{explain} SELECT tollgate_record_events(%s, false, %s)",
+                [org.id, Jsonb([event(org, hold(org))])],
             )
             return loads(cursor.fetchone()[0])
 

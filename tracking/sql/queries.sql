@@ -487,7 +487,32 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
 -- same SQL functions that price events at ingest (NULL: still no price),
 -- and the price entry's key the model resolved to.
 SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
-                           e.output_tokens, e.reasoning_tokens), pr.model
+                           e.output_tokens, e.reasoning_tokens, e.cache_write_1h_tokens,
+                           e.input_audio_tokens, e.input_image_tokens, e.output_audio_tokens,
+                           e.output_image_tokens, e.web_search_calls, e.inference_geo), pr.model
 FROM tracking_requestevent e
-LEFT JOIN LATERAL tollgate_price_at(e.org_id, e.model, e.provider, e.started_at) pr ON true
+LEFT JOIN LATERAL tollgate_price_at(e.org_id, e.model, e.provider, e.started_at,
+                                    e.service_tier) pr ON true
 WHERE e.id = ANY(%(event_ids)s)
+
+-- unpriced_models --
+-- load_prices --check: the models of events that started since `since` and
+-- have no price (priced false: none resolved when they were recorded, nor
+-- since by reprice), with how many events and what they were charged (the
+-- org's unpriced policy), most charged first. Uses index event_unpriced.
+SELECT e.model, count(*) AS events, sum(e.cost_usd) AS charged, max(e.started_at) AS last_seen
+FROM tracking_requestevent e
+WHERE NOT e.priced AND e.started_at >= %(since)s
+GROUP BY e.model
+ORDER BY charged DESC, e.model
+
+-- price_map_in_force --
+-- load_prices --check: the last price map loaded (its audit entry) and the
+-- newest price change in effect.
+SELECT (SELECT a.object_id FROM budgets_auditentry a
+        WHERE a.object_type = 'prices' AND a.action = 'load'
+        ORDER BY a.at DESC LIMIT 1),
+       (SELECT max(a.at) FROM budgets_auditentry a
+        WHERE a.object_type = 'prices' AND a.action = 'load'),
+       (SELECT max(p.effective_from) FROM tracking_price p WHERE p.effective_from <= now()),
+       (SELECT count(DISTINCT (p.provider, p.model)) FROM tracking_price p)

@@ -87,9 +87,13 @@ BEGIN
 END $$;
 
 -- Every budget that applies to (org, team, user), with the bounds of its
--- current period and the window row for that period when it exists.
+-- current period and the window row for that period when it exists. Periods
+-- are read in the org's time zone as its row says at this statement, never
+-- as a caller remembers it: a change of zone (tollgate_change_time_zone)
+-- applies to every process's next statement.
+DROP FUNCTION IF EXISTS tollgate_applicable(bigint, text, bigint, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_applicable(
-    p_org bigint, p_tz text, p_team bigint, p_user bigint, p_at timestamptz)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz)
 RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
                soft_limit_pct smallint, enforce boolean, period_start timestamptz,
                period_end timestamptz, window_id bigint, spent numeric, reserved numeric)
@@ -102,7 +106,7 @@ LANGUAGE sql STABLE AS $$
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
-    CROSS JOIN LATERAL tollgate_period_bounds(b.period, p_tz, p_at) pb
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, p_at) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
     WHERE b.org_id = p_org
       AND (b.scope = 'org'

@@ -65,29 +65,36 @@ RETURNS TABLE (rank bigint, key text) LANGUAGE sql STABLE AS $$
         WHERE a.org_id = p_org AND a.name = c.name) k
 $$;
 
--- The price of `p_model` in effect at `p_at`: the newest row with
--- effective_from <= p_at, preferring the caller's provider, of the first key
--- the name resolves to (above); the row's `model` is that key. A
--- set-returning SQL function, so the planner inlines it into LATERAL joins
--- (ingest prices a whole batch in one statement). The exact name comes
--- first in a UNION ALL under LIMIT 1: Append runs its branches in order and
--- LIMIT stops it at the first row, so a name that is a key (nearly every
--- event) costs one index probe as before, and only a miss computes the
--- candidates (a few more probes of the same index, and of the aliases').
+-- The price of `p_model` in effect at `p_at` for the service tier `p_tier`
+-- ('' standard, 'flex', 'priority', 'batch'): the newest row with
+-- effective_from <= p_at, preferring the caller's provider and then the
+-- tier's own row over the standard one (a model without rows of that tier
+-- bills it at its standard prices), of the first key the name resolves to
+-- (above); the row's `model` is that key. A set-returning SQL function, so
+-- the planner inlines it into LATERAL joins (ingest prices a whole batch in
+-- one statement). The exact name comes first in a UNION ALL under LIMIT 1:
+-- Append runs its branches in order and LIMIT stops it at the first row, so
+-- a name that is a key (nearly every event) costs one index probe as before,
+-- and only a miss computes the candidates (a few more probes of the same
+-- index, and of the aliases').
 CREATE OR REPLACE FUNCTION tollgate_price_at(
-    p_org bigint, p_model text, p_provider text, p_at timestamptz)
+    p_org bigint, p_model text, p_provider text, p_at timestamptz, p_tier text)
 RETURNS SETOF tracking_price LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT * FROM (
         (SELECT * FROM tracking_price p
          WHERE p.model = p_model AND p.effective_from <= p_at
-         ORDER BY p.provider = coalesce(p_provider, '') DESC, p.effective_from DESC
+           AND p.service_tier IN ('', coalesce(p_tier, ''))
+         ORDER BY p.provider = coalesce(p_provider, '') DESC,
+                  p.service_tier = coalesce(p_tier, '') DESC, p.effective_from DESC
          LIMIT 1)
         UNION ALL
         (SELECT p.* FROM tollgate_model_keys(p_org, p_model) k
          CROSS JOIN LATERAL (
              SELECT * FROM tracking_price p
              WHERE p.model = k.key AND p.effective_from <= p_at
-             ORDER BY p.provider = coalesce(p_provider, '') DESC, p.effective_from DESC
+               AND p.service_tier IN ('', coalesce(p_tier, ''))
+             ORDER BY p.provider = coalesce(p_provider, '') DESC,
+                      p.service_tier = coalesce(p_tier, '') DESC, p.effective_from DESC
              LIMIT 1) p
          ORDER BY k.rank
          LIMIT 1)
@@ -95,42 +102,108 @@ RETURNS SETOF tracking_price LANGUAGE sql STABLE ROWS 1 AS $$
     LIMIT 1
 $$;
 
--- Cost of usage in disjoint token buckets at one price row. Cache reads and
--- writes fall back to the input price, reasoning to the output price. Above
--- the tier threshold (all input tokens counted) input and output use the
--- tier's prices. NULL when p is NULL (no price). A plain expression, inlined.
-CREATE OR REPLACE FUNCTION tollgate_cost(
-    p tracking_price, p_input bigint, p_cache_read bigint, p_cache_write bigint,
-    p_output bigint, p_reasoning bigint)
-RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
-    SELECT round(
-        CASE WHEN (p).tier_threshold_tokens IS NOT NULL
-                  AND p_input + p_cache_read + p_cache_write > (p).tier_threshold_tokens
-             THEN p_input * coalesce((p).input_above_threshold_per_token, (p).input_per_token)
-                + p_output * coalesce((p).output_above_threshold_per_token, (p).output_per_token)
-                + p_reasoning * coalesce((p).reasoning_per_token,
-                                         (p).output_above_threshold_per_token, (p).output_per_token)
-             ELSE p_input * (p).input_per_token + p_output * (p).output_per_token
-                + p_reasoning * coalesce((p).reasoning_per_token, (p).output_per_token) END
-        + p_cache_read * coalesce((p).cache_read_per_token, (p).input_per_token)
-        + p_cache_write * coalesce((p).cache_write_per_token, (p).input_per_token), 10)
+-- Whether usage falls in the price's long-context tier: its prompt (every
+-- input token: uncached, cache read and cache write, as Anthropic, Google
+-- and OpenAI count it) is above the threshold. Providers that bill the tier
+-- from the threshold itself (xAI) are loaded with threshold - 1.
+CREATE OR REPLACE FUNCTION tollgate_above_tier(p tracking_price, p_prompt bigint)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_prompt > (p).tier_threshold_tokens, false)
 $$;
 
--- Cost of one event's usage; NULL when the model has no price.
+-- The per-token rates of one price row for usage in or below its tier.
+-- Each missing rate falls back as the providers bill (and LiteLLM's
+-- cost_per_token resolves it): cache reads and writes to the input rate,
+-- 1-hour writes to the write rate, reasoning, audio and image output to the
+-- output rate, audio and image input to the input rate; in the tier, each
+-- to the tier's rate first. Plain expressions, inlined.
+CREATE OR REPLACE FUNCTION tollgate_input_rate(p tracking_price, p_above boolean)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_above THEN coalesce((p).input_above_threshold_per_token,
+                                            (p).input_per_token)
+                ELSE (p).input_per_token END
+$$;
+
+CREATE OR REPLACE FUNCTION tollgate_output_rate(p tracking_price, p_above boolean)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_above THEN coalesce((p).output_above_threshold_per_token,
+                                            (p).output_per_token)
+                ELSE (p).output_per_token END
+$$;
+
+CREATE OR REPLACE FUNCTION tollgate_cache_write_rate(p tracking_price, p_above boolean)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_above THEN coalesce((p).cache_write_above_threshold_per_token,
+                                            (p).cache_write_per_token,
+                                            tollgate_input_rate(p, true))
+                ELSE coalesce((p).cache_write_per_token, (p).input_per_token) END
+$$;
+
+-- Cost of usage in disjoint token buckets at one price row (the parts,
+-- tracking/provider_usage.py: 1-hour cache writes of the cache writes, audio
+-- and image tokens of input and of output, each billed at its own rate and
+-- the rest of its bucket at the bucket's), times the price's multiplier for
+-- the region that served it (`p_geo`, none when NULL or unknown), plus paid
+-- web searches (not multiplied; free when the price names no rate). NULL
+-- when p is NULL (no price). A plain expression, inlined.
+CREATE OR REPLACE FUNCTION tollgate_cost(
+    p tracking_price, p_input bigint, p_cache_read bigint, p_cache_write bigint,
+    p_output bigint, p_reasoning bigint, p_cache_write_1h bigint, p_input_audio bigint,
+    p_input_image bigint, p_output_audio bigint, p_output_image bigint,
+    p_web_search_calls bigint, p_geo text)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT round(
+        ((p_input - p_input_audio - p_input_image)
+            * tollgate_input_rate(p, tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))
+         + p_input_audio * coalesce((p).input_audio_per_token, tollgate_input_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
+         + p_input_image * coalesce((p).input_image_per_token, tollgate_input_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
+         + p_cache_read * CASE
+               WHEN tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)
+               THEN coalesce((p).cache_read_above_threshold_per_token, (p).cache_read_per_token,
+                             tollgate_input_rate(p, true))
+               ELSE coalesce((p).cache_read_per_token, (p).input_per_token) END
+         + (p_cache_write - p_cache_write_1h) * tollgate_cache_write_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))
+         + p_cache_write_1h * CASE
+               WHEN tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)
+               THEN coalesce((p).cache_write_1h_above_threshold_per_token,
+                             (p).cache_write_1h_per_token, tollgate_cache_write_rate(p, true))
+               ELSE coalesce((p).cache_write_1h_per_token, tollgate_cache_write_rate(p, false)) END
+         + (p_output - p_output_audio - p_output_image)
+            * tollgate_output_rate(p, tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))
+         + p_output_audio * coalesce((p).output_audio_per_token, tollgate_output_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
+         + p_output_image * coalesce((p).output_image_per_token, tollgate_output_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
+         + p_reasoning * coalesce((p).reasoning_per_token, tollgate_output_rate(p,
+               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))))
+        * coalesce(((p).region_multipliers ->> lower(p_geo))::numeric, 1)
+        + p_web_search_calls * coalesce((p).web_search_per_call, 0), 10)
+$$;
+
+-- Cost of one event's usage (the five buckets only, standard tier); NULL
+-- when the model has no price.
 CREATE OR REPLACE FUNCTION tollgate_event_cost(
     p_org bigint, p_model text, p_provider text, p_at timestamptz, p_input bigint,
     p_cache_read bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT tollgate_cost(pr, p_input, p_cache_read, p_cache_write, p_output, p_reasoning)
-    FROM tollgate_price_at(p_org, p_model, p_provider, p_at) pr
+    SELECT tollgate_cost(pr, p_input, p_cache_read, p_cache_write, p_output, p_reasoning,
+                         0, 0, 0, 0, 0, 0, NULL)
+    FROM tollgate_price_at(p_org, p_model, p_provider, p_at, '') pr
 $$;
 
--- Price of an estimate (input tokens + at most max_output tokens), the
--- model's name resolved as for events (with the org's aliases).
+-- Price of an estimate (input tokens + at most max_output tokens) in a
+-- service tier, the model's name resolved as for events (with the org's
+-- aliases). A prompt above the price's threshold is held at the tier's
+-- rates, as the event will be billed.
 CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
-    p_org bigint, p_model text, p_input bigint, p_max_output bigint, p_at timestamptz)
+    p_org bigint, p_model text, p_input bigint, p_max_output bigint, p_at timestamptz,
+    p_tier text)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT tollgate_event_cost(p_org, p_model, NULL, p_at, p_input, 0, 0, p_max_output, 0)
+    SELECT tollgate_cost(pr, p_input, 0, 0, p_max_output, 0, 0, 0, 0, 0, 0, 0, NULL)
+    FROM tollgate_price_at(p_org, p_model, NULL, p_at, p_tier) pr
 $$;
 
 -- Usage of a model with no known price (the org's unpriced_policy,
@@ -184,12 +257,13 @@ $$;
 -- amount of an org that does not deny, reads the org's row at most once.
 CREATE OR REPLACE FUNCTION tollgate_decide_amount(
     p_org bigint, p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
-    p_at timestamptz, OUT amount numeric, OUT unpriced text)
+    p_at timestamptz, p_tier text, OUT amount numeric, OUT unpriced text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     amount := p_amount;
     IF p_amount IS NULL AND p_input IS NOT NULL THEN
-        amount := tollgate_estimate_cost(p_org, p_model, p_input, coalesce(p_max_output, 0), p_at);
+        amount := tollgate_estimate_cost(p_org, p_model, p_input, coalesce(p_max_output, 0), p_at,
+                                         p_tier);
         IF amount IS NOT NULL THEN
             RETURN;
         END IF;
@@ -207,7 +281,7 @@ BEGIN
         END CASE;
     ELSIF p_model IS NOT NULL
           AND (SELECT o.unpriced_policy FROM budgets_organization o WHERE o.id = p_org) = 'deny'
-          AND NOT EXISTS (SELECT 1 FROM tollgate_price_at(p_org, p_model, NULL, p_at)) THEN
+          AND NOT EXISTS (SELECT 1 FROM tollgate_price_at(p_org, p_model, NULL, p_at, p_tier)) THEN
         amount := NULL;
         unpriced := 'deny';
     END IF;

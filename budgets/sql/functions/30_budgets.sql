@@ -44,16 +44,18 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 
 -- The budgets of one (org, team, user) as the API shows them.
+DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, text, bigint, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_list_subject_budgets(
-    p_org bigint, p_tz text, p_team bigint, p_user bigint, p_at timestamptz)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(tollgate_budget_json(a.scope, a.subject, a.period, a.limit_usd,
         a.soft_limit_pct, a.enforce, a.spent, a.reserved, a.period_end)), '[]')
-    FROM tollgate_applicable(p_org, p_tz, p_team, p_user, p_at) a
+    FROM tollgate_applicable(p_org, p_team, p_user, p_at) a
 $$;
 
 -- Every budget of an org with its current window (zeros before first use).
-CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_tz text, p_at timestamptz)
+DROP FUNCTION IF EXISTS tollgate_list_budgets(bigint, text, timestamptz);
+CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_at timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
         tollgate_budget_json(b.scope,
@@ -66,7 +68,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
-    CROSS JOIN LATERAL tollgate_period_bounds(b.period, coalesce(p_tz, o.time_zone), coalesce(p_at, now())) pb
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, coalesce(p_at, now())) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
     WHERE b.org_id = p_org
 $$;
@@ -85,7 +87,8 @@ $$;
 -- window_ids and its amount to the window's reserved, so that settling,
 -- releasing or expiring it takes it back here too. Locks those holds in id
 -- order, then creates the window: the lock order of 50_holds.sql.
-CREATE OR REPLACE FUNCTION tollgate_seed_window(p_budget bigint, p_tz text, p_at timestamptz)
+DROP FUNCTION IF EXISTS tollgate_seed_window(bigint, text, timestamptz);
+CREATE OR REPLACE FUNCTION tollgate_seed_window(p_budget bigint, p_at timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     b record;
@@ -97,10 +100,12 @@ DECLARE
     v_reserved numeric;
     v_window bigint;
 BEGIN
-    SELECT id, org_id, scope, team_id, user_id, period INTO b
-    FROM budgets_budget WHERE id = p_budget;
+    SELECT bu.id, bu.org_id, bu.scope, bu.team_id, bu.user_id, bu.period, o.time_zone INTO b
+    FROM budgets_budget bu JOIN budgets_organization o ON o.id = bu.org_id
+    WHERE bu.id = p_budget
+    FOR KEY SHARE OF o;  -- the zone stays until this commits (tollgate_change_time_zone)
     SELECT pb.period_start, pb.period_end INTO v_start, v_end
-    FROM tollgate_period_bounds(b.period, p_tz, p_at) pb;
+    FROM tollgate_period_bounds(b.period, b.time_zone, p_at) pb;
     PERFORM 1 FROM budgets_budgetwindow WHERE budget_id = p_budget AND period_start = v_start;
     IF FOUND THEN
         RETURN;
@@ -172,8 +177,10 @@ $$;
 -- a PUT that changes nothing records nothing).
 DROP FUNCTION IF EXISTS tollgate_put_budget(
     bigint, text, boolean, text, text, text, numeric, smallint, boolean, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_put_budget(bigint, text, boolean, text, text, text, numeric,
+                                            smallint, boolean, timestamptz, bigint, text, text);
 CREATE OR REPLACE FUNCTION tollgate_put_budget(
-    p_org bigint, p_tz text, p_strict boolean, p_scope text, p_subject text, p_period text,
+    p_org bigint, p_strict boolean, p_scope text, p_subject text, p_period text,
     p_limit numeric, p_soft smallint, p_enforce boolean, p_at timestamptz,
     p_key bigint, p_request_id text, p_client text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -228,11 +235,11 @@ BEGIN
         PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
                                p_scope || '/' || p_subject || '/' || p_period, 'update', v_old, v_new);
     END IF;
-    PERFORM tollgate_seed_window(v_budget, p_tz, coalesce(p_at, now()));
+    PERFORM tollgate_seed_window(v_budget, coalesce(p_at, now()));
     -- A new limit moves the thresholds: judge the current window again (a
     -- raised limit re-arms them; a seeded or lowered one may cross).
     PERFORM tollgate_judge_alerts(tollgate_current_windows(p_org, v_budget, coalesce(p_at, now())));
-    SELECT a.* INTO r FROM tollgate_applicable(p_org, p_tz, v_team, v_user, coalesce(p_at, now())) a
+    SELECT a.* INTO r FROM tollgate_applicable(p_org, v_team, v_user, coalesce(p_at, now())) a
     WHERE a.budget_id = v_budget;
     RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,
         r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end));
@@ -274,4 +281,82 @@ BEGIN
     PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
                            p_scope || '/' || p_subject || '/' || p_period, 'delete', v_old, NULL);
     RETURN jsonb_build_object('status', 'deleted');
+END $$;
+
+-- Change an org's time zone, carrying each budget's current window into the
+-- new zone's: the window row that contains p_at under the old zone takes the
+-- bounds of the period that contains p_at under the new one, with its spend,
+-- its holds (their window_ids keep pointing at it) and its alert flags. No
+-- budget opens empty, and holds taken on it settle and release on it. Spend
+-- before the old window began is not added where the new period starts
+-- earlier (the budget counts what it counted).
+--
+-- Every process sees the change at its next statement: periods are read from
+-- the org's row (tollgate_applicable), and window creation first takes a key
+-- share lock on that row, which this function's FOR UPDATE excludes, so no
+-- window of the old zone can be created behind it. Locks the org row, then
+-- window rows by id. Where the new zone's period has a window already (only
+-- a window made under an earlier zone can be one), the holds on it are
+-- updated after the windows, against the order of 50_holds.sql: an event
+-- settling such a hold at that instant may deadlock with the change, and
+-- PostgreSQL then aborts one of them (a change of zone is rare; it can be
+-- made again).
+-- Result: [{"budget_id", "window_id", "from": [start, end], "to": [start, end]}].
+CREATE OR REPLACE FUNCTION tollgate_change_time_zone(p_org bigint, p_tz text, p_at timestamptz)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_old text;
+    v_moved jsonb := '[]';
+    r record;
+BEGIN
+    CREATE TEMP TABLE IF NOT EXISTS tollgate_tz_moves (
+        budget_id bigint, window_id bigint, other_id bigint,
+        old_start timestamptz, old_end timestamptz, new_start timestamptz, new_end timestamptz
+    ) ON COMMIT DROP;
+    SELECT time_zone INTO v_old FROM budgets_organization WHERE id = p_org FOR UPDATE;
+    IF v_old IS NULL OR v_old = p_tz THEN
+        RETURN v_moved;
+    END IF;
+    TRUNCATE tollgate_tz_moves;
+    INSERT INTO tollgate_tz_moves
+    SELECT b.id, w.id, other.id, w.period_start, w.period_end, nb.period_start, nb.period_end
+    FROM budgets_budget b
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, v_old, p_at) ob
+    JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = ob.period_start
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, p_tz, p_at) nb
+    LEFT JOIN budgets_budgetwindow other
+           ON other.budget_id = b.id AND other.period_start = nb.period_start AND other.id <> w.id
+    WHERE b.org_id = p_org AND b.period <> 'total'
+      AND (w.period_start, w.period_end) IS DISTINCT FROM (nb.period_start, nb.period_end);
+
+    PERFORM 1 FROM budgets_budgetwindow
+    WHERE id IN (SELECT window_id FROM tollgate_tz_moves
+                 UNION ALL SELECT other_id FROM tollgate_tz_moves)
+    ORDER BY id FOR UPDATE;
+
+    -- A window the new zone's period has already: folded into the carried
+    -- one (its spend, holds and alerts), then removed to free its start.
+    FOR r IN SELECT * FROM tollgate_tz_moves WHERE other_id IS NOT NULL ORDER BY window_id LOOP
+        UPDATE budgets_budgetwindow w
+        SET spent = w.spent + o.spent, reserved = w.reserved + o.reserved,
+            soft_alerted = w.soft_alerted OR o.soft_alerted,
+            hard_alerted = w.hard_alerted OR o.hard_alerted
+        FROM budgets_budgetwindow o
+        WHERE w.id = r.window_id AND o.id = r.other_id;
+        UPDATE budgets_reservation SET window_ids = array_replace(window_ids, r.other_id, r.window_id)
+        WHERE status = 'active' AND window_ids @> ARRAY[r.other_id];
+        UPDATE budgets_alert SET window_id = r.window_id WHERE window_id = r.other_id;
+        DELETE FROM budgets_budgetwindow WHERE id = r.other_id;
+    END LOOP;
+
+    UPDATE budgets_budgetwindow w SET period_start = m.new_start, period_end = m.new_end
+    FROM tollgate_tz_moves m WHERE w.id = m.window_id;
+    UPDATE budgets_organization SET time_zone = p_tz WHERE id = p_org;
+
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'budget_id', m.budget_id, 'window_id', m.window_id,
+               'from', jsonb_build_array(m.old_start, m.old_end),
+               'to', jsonb_build_array(m.new_start, m.new_end)) ORDER BY m.window_id), '[]')
+    INTO v_moved FROM tollgate_tz_moves m;
+    RETURN v_moved;
 END $$;

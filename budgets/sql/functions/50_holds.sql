@@ -3,9 +3,9 @@
 --
 -- Lock order, the same in every function that writes budget windows (here and
 -- in 60_events.sql), so that none deadlocks with another: new teams (sorted),
--- new users (sorted), then events by id, reservations by id, missing windows
--- (sorted by budget and period), then window rows by id, then alerts
--- (docs/sql.md).
+-- new users (sorted), then events by id, reservations by id, the org row
+-- (key share, only to create windows), missing windows (sorted by budget and
+-- period), then window rows by id, then alerts (docs/sql.md).
 -- Installed after every migrate by config/sqlfunctions.py (all apps' files,
 -- in app order then file name order, in one transaction); a function no file
 -- defines any more is dropped. Each hot-path request is one call to one of
@@ -24,7 +24,7 @@ LANGUAGE sql STABLE AS $$
     -- Joins, not subqueries as arguments: the planner inlines a set-returning
     -- SQL function only when its arguments hold no subqueries (measured: 380 us
     -- per item as a function call, a few us inlined).
-    CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, i->>'tz', t.id, u.id,
+    CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, t.id, u.id,
                                            coalesce((i->>'at')::timestamptz, now())) a
 $$;
 
@@ -51,8 +51,9 @@ $$;
 -- (sorted by budget and period), then every window lock (sorted by id) -
 -- the same id order single decisions, releases and the sweeper use.
 --
--- p_items: [{"org_id", "tz", "strict", "team", "user", "amount", "model",
---            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id"}, ...]
+-- p_items: [{"org_id", "strict", "team", "user", "amount", "model",
+--            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id",
+--            "service_tier"}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
@@ -123,6 +124,9 @@ BEGIN
     INTO w_id, v_missing
     FROM tollgate_batch_applicable(p_items) a;
     IF v_missing THEN
+        PERFORM 1 FROM budgets_organization
+        WHERE id IN (SELECT (i->>'org_id')::bigint FROM jsonb_array_elements(p_items) i)
+        ORDER BY id FOR KEY SHARE;  -- the zone stays (tollgate_change_time_zone)
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
         FROM tollgate_batch_applicable(p_items) a
@@ -164,9 +168,9 @@ BEGIN
                coalesce(k.windows, '{}') AS windows
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
         CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
-            org_id bigint, tz text, team text, "user" text, amount numeric, model text,
+            org_id bigint, team text, "user" text, amount numeric, model text,
             input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
-            key_id bigint)
+            key_id bigint, service_tier text)
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
         JOIN budgets_organization o ON o.id = x.org_id
@@ -176,7 +180,8 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT d.amount, d.unpriced
             FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
-                                        x.max_output_tokens, coalesce(x.at, now())) d
+                                        x.max_output_tokens, coalesce(x.at, now()),
+                                        coalesce(x.service_tier, '')) d
             WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
             OFFSET 0  -- not pulled up into the join: the condition then gates the call
         ) da ON true
@@ -192,7 +197,7 @@ BEGIN
                    array_agg(a.window_id ORDER BY CASE a.scope WHEN 'org' THEN 0
                                                   WHEN 'team' THEN 1 ELSE 2 END,
                                                   a.period) AS windows
-            FROM tollgate_applicable(x.org_id, x.tz, t.id, u.id, coalesce(x.at, now())) a
+            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now())) a
             JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = a.window_id
         ) k
         ORDER BY e.idx
@@ -347,10 +352,13 @@ $$;
 -- applies (null: no key's).
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
                                         bigint, boolean, integer, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
+                                        bigint, boolean, integer, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION tollgate_decide(
-    p_org bigint, p_tz text, p_strict boolean, p_team text, p_user text,
+    p_org bigint, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
-    p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL)
+    p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL,
+    p_tier text DEFAULT '')
 RETURNS jsonb LANGUAGE plpgsql
 -- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
 -- lookups on every call (custom plans looked cheaper), which cost more than
@@ -391,7 +399,8 @@ BEGIN
     END IF;
     IF p_model IS NOT NULL OR (v_amount IS NULL AND p_input IS NOT NULL) THEN
         SELECT d.amount, d.unpriced INTO v_amount, v_unpriced
-        FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at) d;
+        FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at,
+                                    coalesce(p_tier, '')) d;
         IF v_unpriced = 'deny' THEN
             RETURN jsonb_build_object('status', 'unpriced_model', 'field', 'model');
         ELSIF v_unpriced IS NOT NULL THEN
@@ -412,7 +421,7 @@ BEGIN
     END IF;
 
     -- Unlocked read: the answer for a check, an early denial for a hold.
-    FOR r IN SELECT * FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) LOOP
+    FOR r IN SELECT * FROM tollgate_applicable(p_org, v_team, v_user, v_at) LOOP
         IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
             v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
@@ -432,13 +441,16 @@ BEGIN
     END LOOP;
 
     IF p_hold AND v_blocked IS NULL AND v_missing THEN
-        -- First use of a period: create its windows, then collect every id again.
+        -- First use of a period: create its windows, then collect every id
+        -- again. The org's zone cannot change until this commits
+        -- (tollgate_change_time_zone).
+        PERFORM 1 FROM budgets_organization WHERE id = p_org FOR KEY SHARE;
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
-        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at) a
         WHERE a.window_id IS NULL;
         SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
-        FROM tollgate_applicable(p_org, p_tz, v_team, v_user, v_at) a;
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at) a;
     END IF;
 
     IF p_hold AND v_blocked IS NULL THEN
@@ -476,7 +488,7 @@ BEGIN
             -- Lost the race for the last of the budget: deny, nothing written.
             RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
                 'blocked', v_blocked, 'budgets', tollgate_list_subject_budgets(
-                    p_org, p_tz, v_team, v_user, v_at), 'warnings', '[]'::jsonb);
+                    p_org, v_team, v_user, v_at), 'warnings', '[]'::jsonb);
         END IF;
     END IF;
 

@@ -22,7 +22,11 @@
 -- p_events: [{"idx", "event_id", "team", "user", "model", "provider",
 --   "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
 --   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
---   "started_at" (or null = now), "reservation_id", "tags", "payload_hash"}, ...]
+--   "started_at" (or null = now), "reservation_id", "tags", "payload_hash",
+--   and optional (absent = 0 or ''): the parts "cache_write_1h_tokens",
+--   "input_audio_tokens", "input_image_tokens", "output_audio_tokens",
+--   "output_image_tokens", "web_search_calls", and "service_tier" (the price
+--   tier: '', 'flex', 'priority', 'batch'), "inference_geo"}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
 --   "price_model", "cost_source", "duplicate", "reservation"}]} or
 --   {"status": "not_found", "errors": [...]}. price_model: the price entry's
@@ -31,8 +35,9 @@
 --   price (the org's unpriced_policy, tollgate_fallback_cost) "hold" (the hold
 --   this event settled), "fallback_rate" or "zero"; NULL for events recorded
 --   before it was kept.
+DROP FUNCTION IF EXISTS tollgate_record_events(bigint, text, boolean, jsonb);
 CREATE OR REPLACE FUNCTION tollgate_record_events(
-    p_org bigint, p_tz text, p_strict boolean, p_events jsonb)
+    p_org bigint, p_strict boolean, p_events jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_errors jsonb;
@@ -80,7 +85,9 @@ BEGIN
             input_tokens bigint, cache_read_tokens bigint, cache_write_tokens bigint,
             output_tokens bigint, reasoning_tokens bigint, cost_usd numeric, latency_ms integer,
             status text, started_at timestamptz, reservation_id uuid, tags jsonb,
-            payload_hash text)
+            payload_hash text, cache_write_1h_tokens bigint, input_audio_tokens bigint,
+            input_image_tokens bigint, output_audio_tokens bigint, output_image_tokens bigint,
+            web_search_calls bigint, service_tier text, inference_geo text)
         LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
         LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
     ), ins AS (
@@ -88,7 +95,9 @@ BEGIN
             org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
             cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
-            payload_hash, cost_source)
+            payload_hash, cost_source, cache_write_1h_tokens, input_audio_tokens,
+            input_image_tokens, output_audio_tokens, output_image_tokens, web_search_calls,
+            service_tier, inference_geo)
         SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
@@ -99,11 +108,20 @@ BEGIN
                CASE WHEN i.cost_usd IS NOT NULL THEN 'caller'
                     WHEN c.list_cost IS NOT NULL THEN 'price'
                     WHEN v_policy <> 'zero' THEN 'fallback_rate'
-                    ELSE 'zero' END
+                    ELSE 'zero' END,
+               coalesce(i.cache_write_1h_tokens, 0), coalesce(i.input_audio_tokens, 0),
+               coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
+               coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
+               coalesce(i.service_tier, ''), coalesce(i.inference_geo, '')
         FROM input i
-        LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at) pr ON true
+        LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at,
+                                            coalesce(i.service_tier, '')) pr ON true
         CROSS JOIN LATERAL (SELECT tollgate_cost(pr, i.input_tokens, i.cache_read_tokens,
-            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens) AS list_cost) c
+            i.cache_write_tokens, i.output_tokens, i.reasoning_tokens,
+            coalesce(i.cache_write_1h_tokens, 0), coalesce(i.input_audio_tokens, 0),
+            coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
+            coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
+            i.inference_geo) AS list_cost) c
         -- Only for unpriced usage (the WHERE only reads outer values, so it
         -- gates the call): priced events never reach the catalog scan.
         LEFT JOIN LATERAL (SELECT tollgate_fallback_cost(p_org, i.input_tokens,
@@ -207,15 +225,17 @@ BEGIN
         FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
               FROM jsonb_to_recordset(v_inserted)
                    AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
-              CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id,
+              CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id,
                                                      n.started_at) a
               GROUP BY a.window_id, a.budget_id, a.period_start) x;
         EXIT WHEN NOT v_missing;
+        -- The zone stays until this commits (tollgate_change_time_zone).
+        PERFORM 1 FROM budgets_organization WHERE id = p_org FOR KEY SHARE;
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
         FROM jsonb_to_recordset(v_inserted)
              AS n(team_id bigint, user_id bigint, started_at timestamptz)
-        CROSS JOIN LATERAL tollgate_applicable(p_org, p_tz, n.team_id, n.user_id, n.started_at) a
+        CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id, n.started_at) a
         WHERE a.window_id IS NULL;
     END LOOP;
 

@@ -279,7 +279,7 @@ BEGIN
                                     ORDER BY p.cost DESC, p.model), '[]')
                                 FROM (SELECT * FROM unpriced ORDER BY cost DESC, model
                                       LIMIT 20) p)) FROM kpis k),
-        'budgets', tollgate_list_budgets(p_org, p_tz, v_at),
+        'budgets', tollgate_list_budgets(p_org, v_at),
         'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', r.event_id, 'started_at', tollgate_iso(r.started_at),
                        'team', r.team, 'user', r."user", 'model', r.model, 'tokens', r.tokens,

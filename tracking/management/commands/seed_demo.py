@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from budgets.audit import Actor
 from budgets.auth import ApiKeyInfo
 from budgets.models import Budget, EndUser, Organization, Team
-from budgets.services import organization_create
+from budgets.services import budget_create, organization_create
 from config.hotpath.errors import ApiError
 from tracking import api as ingest
 
@@ -166,9 +166,8 @@ class Command(BaseCommand):
         org = Organization.objects.filter(slug=slug).first()
         if org is not None:
             return org
-        org = organization_create(
-            slug=slug, name="Demo Inc.", time_zone="UTC", actor=Actor.command("seed_demo")
-        )
+        actor = Actor.command("seed_demo")
+        org = organization_create(slug=slug, name="Demo Inc.", time_zone="UTC", actor=actor)
         teams = {t: Team.objects.create(org=org, slug=t, name=t.title()) for t in TEAMS}
         for uid in USERS:
             EndUser.objects.create(org=org, external_id=uid)
@@ -176,25 +175,31 @@ class Command(BaseCommand):
         def limit(usd: str) -> Decimal:
             return (Decimal(usd) * scale).quantize(Decimal("0.01"))
 
-        Budget.objects.create(org=org, scope="org", period="month", limit_usd=limit("120"))
+        budget_create(
+            Budget(org=org, scope="org", period="month", limit_usd=limit("120")), actor=actor
+        )
         for team, usd, period, enforce in (
             ("search", "1.50", "day", True),
             ("support", "1.00", "day", True),
             ("research", "5.00", "week", False),
             ("growth", "3.00", "month", True),
         ):
-            Budget.objects.create(
-                org=org,
-                scope="team",
-                team=teams[team],
-                period=period,
-                limit_usd=limit(usd),
-                enforce=enforce,
-                soft_limit_pct=80,
+            budget_create(
+                Budget(
+                    org=org,
+                    scope="team",
+                    team=teams[team],
+                    period=period,
+                    limit_usd=limit(usd),
+                    enforce=enforce,
+                    soft_limit_pct=80,
+                ),
+                actor=actor,
             )
         alice = EndUser.objects.get(org=org, external_id="alice")
-        Budget.objects.create(
-            org=org, scope="user", user=alice, period="day", limit_usd=limit("0.20")
+        budget_create(
+            Budget(org=org, scope="user", user=alice, period="day", limit_usd=limit("0.20")),
+            actor=actor,
         )
         self.stdout.write(
             f"Created organization '{slug}': {len(TEAMS)} teams, {len(USERS)} users, 6 budgets."
@@ -208,7 +213,6 @@ class Command(BaseCommand):
             key_id=0,
             org_id=org.id,
             org_slug=org.slug,
-            time_zone=org.time_zone,
             strict=False,
             fail_mode="",
             team_slug=None,
@@ -256,8 +260,8 @@ class Command(BaseCommand):
     def _record(self, org: Organization, events: list[dict[str, Any]]) -> int:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT tollgate_record_events(%s, %s, false, %s)",
-                [org.id, org.time_zone, Jsonb(events)],
+                "SELECT tollgate_record_events(%s, false, %s)",
+                [org.id, Jsonb(events)],
             )
             result = json.loads(cursor.fetchone()[0])
         return sum(1 for r in result["results"] if not r["duplicate"])

@@ -16,5 +16,19 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
         'reasoning_per_token', trim_scale((p).reasoning_per_token)::text,
         'tier_threshold_tokens', (p).tier_threshold_tokens,
         'input_above_threshold_per_token', trim_scale((p).input_above_threshold_per_token)::text,
-        'output_above_threshold_per_token', trim_scale((p).output_above_threshold_per_token)::text)
+        'output_above_threshold_per_token', trim_scale((p).output_above_threshold_per_token)::text,
+        'cache_read_above_threshold_per_token',
+            trim_scale((p).cache_read_above_threshold_per_token)::text,
+        'cache_write_above_threshold_per_token',
+            trim_scale((p).cache_write_above_threshold_per_token)::text,
+        'cache_write_1h_above_threshold_per_token',
+            trim_scale((p).cache_write_1h_above_threshold_per_token)::text,
+        'cache_write_1h_per_token', trim_scale((p).cache_write_1h_per_token)::text,
+        'input_audio_per_token', trim_scale((p).input_audio_per_token)::text,
+        'input_image_per_token', trim_scale((p).input_image_per_token)::text,
+        'output_audio_per_token', trim_scale((p).output_audio_per_token)::text,
+        'output_image_per_token', trim_scale((p).output_image_per_token)::text,
+        'web_search_per_call', trim_scale((p).web_search_per_call)::text,
+        'region_multipliers', (p).region_multipliers,
+        'service_tier', (p).service_tier)
 $$;

@@ -1,0 +1,131 @@
+"""Tollgate's cost equals LiteLLM's for every case of the parity corpus.
+
+tests/tracking/parity/corpus.json holds real-shaped usage objects of every
+shape, tier and paid tool Tollgate prices (OpenAI Chat and Responses, audio,
+realtime, image generation, Anthropic 5-minute and 1-hour cache writes and
+web searches, Anthropic served in the US, Bedrock Converse, Gemini, DeepSeek,
+xAI; the 200k and 272k tiers at and above the threshold; flex, priority and
+batch). tests/tracking/parity/prices.json is the part of LiteLLM's price map
+they use. The same map is loaded into Tollgate by `load_prices` and given to
+the pinned LiteLLM (tests/requirements-litellm.txt) in its own virtual
+environment, which prices each case with its own functions
+(parity/litellm_costs.py); the events are then recorded through the real
+server, and every cost must agree to 1e-10 USD.
+
+Where LiteLLM disagrees with a provider's published pricing Tollgate follows
+the provider; those cases are not in this corpus but in
+docs/api.md ("Where Tollgate and LiteLLM differ") and in
+test_batch_without_batch_prices_halves_every_rate_as_providers_bill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import auth
+
+PARITY = Path(__file__).resolve().parent / "parity"
+CORPUS = json.loads((PARITY / "corpus.json").read_text())
+TOLERANCE = Decimal("1e-10")
+
+
+def _litellm_python() -> Path | None:
+    try:
+        from tests.litellm_env import litellm_python  # the `litellm` helper's module
+    except ImportError:
+        candidate = Path(__file__).resolve().parents[2] / ".venv-litellm" / "bin" / "python"
+        return candidate if candidate.exists() else None
+    return litellm_python()
+
+
+@pytest.fixture(scope="module")
+def litellm_costs() -> dict[str, Decimal]:
+    python = _litellm_python()
+    if python is None:
+        if os.environ.get("CI"):
+            pytest.fail("LiteLLM's virtual environment is missing (tests/litellm_env.py).")
+        pytest.skip("LiteLLM's virtual environment is missing (tests/litellm_env.py).")
+    done = subprocess.run(
+        [str(python), str(PARITY / "litellm_costs.py"), "corpus.json", "prices.json"],
+        cwd=PARITY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {name: Decimal(cost) for name, cost in json.loads(done.stdout).items()}
+
+
+def _event(index: int, case: dict) -> dict:
+    event = {
+        "id": f"parity-{index}",
+        "model": case["model"],
+        "usage": case["usage"],
+        "started_at": "2026-11-02T10:00:00Z",
+    }
+    for name in ("service_tier", "batch"):
+        if name in case:
+            event[name] = case[name]
+    return event
+
+
+def test_corpus_covers_every_shape_tier_and_tool():
+    assert len(CORPUS) >= 40
+    assert len({case["name"] for case in CORPUS}) == len(CORPUS)
+    shapes = {case["shape"] for case in CORPUS}
+    assert shapes >= {
+        "openai",
+        "openai_responses",
+        "anthropic",
+        "bedrock",
+        "gemini",
+        "deepseek",
+        "xai",
+    }
+    text = json.dumps(CORPUS)
+    for needle in (
+        "ephemeral_1h_input_tokens",
+        "web_search_requests",
+        "cacheDetails",
+        "prompt_cache_hit_tokens",
+        '"inference_geo": "us"',
+        '"audio_tokens"',
+        '"image_tokens"',
+        '"service_tier": "flex"',
+        '"service_tier": "priority"',
+        '"batch": true',
+    ):
+        assert needle in text, needle
+    names = " ".join(case["name"] for case in CORPUS)
+    assert "above 272k" in names and "above 200k" in names and "exactly 272k" in names
+
+
+def test_tollgate_costs_equal_litellms(api, org, key, litellm_costs):
+    call_command("load_prices", str(PARITY / "prices.json"), stdout=open(os.devnull, "w"))
+
+    response = api.post(
+        "/v1/events",
+        json={"events": [_event(i, case) for i, case in enumerate(CORPUS)]},
+        headers=auth(key),
+    )
+
+    assert response.status_code == 201, response.text
+    results = response.json()["results"]
+    differences = {}
+    for case, result in zip(CORPUS, results, strict=True):
+        assert result["priced"] is True, case["name"]
+        ours, theirs = Decimal(result["cost_usd"]), litellm_costs[case["name"]]
+        if abs(ours - theirs) > TOLERANCE:
+            differences[case["name"]] = (str(ours), str(theirs))
+    assert not differences, json.dumps(differences, indent=1)
+    # The corpus is not trivially zero: every case costs something.
+    assert all(Decimal(r["cost_usd"]) > 0 for r in results)
