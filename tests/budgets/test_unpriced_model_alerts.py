@@ -203,7 +203,7 @@ def record_sql(conn: psycopg.Connection, org_id: int, event_ids_models: list[tup
         for i, (event_id, model) in enumerate(event_ids_models)
     ]
     return conn.execute(
-        "SELECT tollgate_record_events(%s, 'UTC', false, %s)", [org_id, json.dumps(events)]
+        "SELECT tollgate_record_events(%s, false, %s)", [org_id, json.dumps(events)]
     ).fetchone()[0]
 
 
