@@ -279,6 +279,44 @@ async def release(request: Request) -> Answer:
     }
 
 
+async def extend(request: Request) -> Answer:
+    """A hold's expiry pushed to ttl_seconds from now (never earlier), for long
+    and streamed calls; the body may be empty."""
+    key = request.key
+    assert key is not None
+    reservation_id = _reservation_id(request)
+    data = request.json() if request.body.strip() else {}
+    ttl = inputs.ttl_seconds(data)
+    result = await db.fetch_value(
+        "extend",
+        {
+            "org_id": key.org_id,
+            "reservation_id": reservation_id,
+            "ttl_seconds": ttl,
+            "retention": _retention(),
+        },
+    )
+    if result["status"] == "not_found":
+        raise ApiError(404, "not_found", "Unknown reservation.")
+    if result["status"] != "active":
+        closed = result["status"]
+        how = "is closed" if closed == "closed" else f"was {closed}"
+        error = ApiError(
+            409,
+            "reservation_closed",
+            f"The reservation {how}; only an active hold can be extended.",
+        )
+        error.extra["status"] = closed  # not a keyword: ApiError's own `status` is the HTTP one
+        raise error
+    return 200, {
+        "reservation_id": str(reservation_id),
+        "status": "active",
+        "expires_at": result["expires_at"],
+        "amount_usd": result["amount_usd"],
+        "settled_usd": result["settled_usd"],
+    }
+
+
 async def status(request: Request) -> Answer:
     key = request.key
     assert key is not None

@@ -23,6 +23,8 @@ SERVICE_TIERS = {
     "batch": "batch",
 }
 PERIODS = ("day", "week", "month", "total")
+DEFAULT_TTL_SECONDS = 300
+MAX_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,20 @@ def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> 
         raise invalid(
             "estimated_cost_usd", "Send 'estimated_cost_usd' or 'estimate' to say how much to hold."
         )
-    ttl = integer(data, "ttl_seconds", low=1, high=3600, default=300)
+    return Decision(
+        team,
+        user,
+        model,
+        amount,
+        input_tokens,
+        max_output_tokens,
+        ttl_seconds(data),
+        price_tier(data),
+    )
+
+
+def ttl_seconds(data: dict[str, Any]) -> int:
+    """A hold's time to live, for a reservation and for its extension."""
+    ttl = integer(data, "ttl_seconds", low=1, high=MAX_TTL_SECONDS, default=DEFAULT_TTL_SECONDS)
     assert ttl is not None
-    tier = price_tier(data)
-    return Decision(team, user, model, amount, input_tokens, max_output_tokens, ttl, tier)
+    return ttl

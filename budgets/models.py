@@ -22,6 +22,8 @@ from django.db import connection, models
 from django.db.models import Q
 from django.utils import timezone
 
+from budgets import webhooks
+
 MONEY = {"max_digits": 20, "decimal_places": 10}
 # As tracking's prices: a per-token rate (budgets may not import tracking).
 PER_TOKEN = {"max_digits": 20, "decimal_places": 14}
@@ -31,7 +33,8 @@ ZERO = Decimal("0")
 def validate_time_zone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: a name too long for a file name.
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(f"Unknown time zone: {value}") from exc
     # PostgreSQL computes the periods, and it knows fewer names than the
     # system's zoneinfo directory ("localtime", "posixrules", "right/UTC" load
@@ -62,6 +65,7 @@ class Organization(models.Model):
         default=False, help_text="Reject unknown teams and users (404) instead of registering them."
     )
     fail_mode = models.CharField(max_length=6, choices=FailMode.choices, blank=True, default="")
+    # Where it may point is checked in clean() (budgets/webhooks.py).
     webhook_url = models.URLField(
         blank=True, help_text="Budget alerts are POSTed here as JSON (with a Slack-style 'text')."
     )
@@ -121,10 +125,26 @@ class Organization(models.Model):
         return self.slug
 
     def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
         try:
             validate_time_zone(self.time_zone)
         except ValidationError as exc:
-            raise ValidationError({"time_zone": exc.messages}) from None
+            errors["time_zone"] = exc.messages
+        if self.webhook_url and self._webhook_url_changed():
+            try:
+                webhooks.check_url(self.webhook_url)
+            except webhooks.TargetRefused as exc:
+                errors["webhook_url"] = [str(exc)]
+        if errors:
+            raise ValidationError(errors)
+
+    def _webhook_url_changed(self) -> bool:
+        """A URL already saved is checked again at each delivery; checking it
+        only when it changes keeps a DNS hiccup from blocking every other edit."""
+        if self.pk is None:
+            return True
+        saved = Organization.objects.filter(pk=self.pk).values_list("webhook_url", flat=True)
+        return list(saved) != [self.webhook_url]
 
 
 class Team(models.Model):
@@ -299,6 +319,10 @@ class Reservation(models.Model):
         EndUser, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     amount = models.DecimalField(**MONEY)
+    # What events have settled into this hold so far: partial settlements
+    # ("final": false) leave it active, holding what is left of its amount
+    # (tollgate_hold_left). NULL: closed before settled amounts were kept.
+    settled = models.DecimalField(**MONEY, null=True, blank=True, db_default=ZERO)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     # The windows this hold was added to; release/settle/expiry take it back
     # from exactly these, even after the period rolled over.
@@ -313,7 +337,10 @@ class Reservation(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(amount__gte=0), name="reservation_amount_non_negative"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(settled__gte=0), name="reservation_settled_non_negative"
+            ),
         ]
         indexes = [
             # Used by tollgate_expire_reservations (the sweeper): active holds by expiry.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import urllib.error
-import urllib.request
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from budgets import webhooks
 from budgets.audit import (
     SYSTEM,
     Actor,
@@ -169,7 +168,6 @@ def api_key_revoke(*, key: ApiKey, actor: Actor) -> bool:
 
 ALERT_MAX_ATTEMPTS = 8
 ALERT_LEASE = timedelta(minutes=2)
-ALERT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -259,15 +257,20 @@ def _claim_due_alerts(limit: int) -> list[Alert]:
     )
 
 
-def _post_json(url: str, body: dict[str, Any]) -> int:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "Tollgate-Alerts/1"},
-    )
-    with urllib.request.urlopen(request, timeout=ALERT_TIMEOUT_SECONDS) as response:
-        return response.status
+def _post_json(url: str, body: dict[str, Any]) -> tuple[int | None, str]:
+    """One POST to a webhook (budgets/webhooks.py checks where it goes): the
+    status code, or None, and what went wrong in words ("" when delivered)."""
+    try:
+        status_code = webhooks.post_json(url, json.dumps(body).encode())
+    except webhooks.TargetRefused as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, str(exc) or type(exc).__name__
+    if 200 <= status_code < 300:
+        return status_code, ""
+    if 300 <= status_code < 400:
+        return status_code, f"HTTP {status_code} (redirects are not followed)"
+    return status_code, f"HTTP {status_code}"
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -279,14 +282,7 @@ def _backoff(attempts: int) -> timedelta:
 def alert_deliver(alert: Alert) -> bool:
     """One attempt; records it and schedules a retry or gives up. True if delivered."""
     started = time.monotonic()
-    status_code: int | None = None
-    error = ""
-    try:
-        status_code = _post_json(alert.org.webhook_url, alert_payload(alert))
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        error = str(getattr(exc, "reason", exc)) or type(exc).__name__
+    status_code, error = _post_json(alert.org.webhook_url, alert_payload(alert))
     ok = status_code is not None and 200 <= status_code < 300
     now = timezone.now()
     with transaction.atomic():
@@ -351,12 +347,7 @@ def webhook_test(*, org: Organization, actor: Actor) -> WebhookTestResult:
     if not org.webhook_url:
         error = "No webhook URL"
     else:
-        try:
-            status_code = _post_json(org.webhook_url, body)
-        except urllib.error.HTTPError as exc:
-            status_code, error = exc.code, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            error = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        status_code, error = _post_json(org.webhook_url, body)
     result = WebhookTestResult(
         at=now,
         status_code=status_code,

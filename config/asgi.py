@@ -37,6 +37,7 @@ ROUTES = [
     route("POST", "/v1/budget/check", budgets_api.check),
     route("POST", "/v1/budget/reservations", budgets_api.reserve),
     route("POST", "/v1/budget/reservations/{reservation_id}/release", budgets_api.release),
+    route("POST", "/v1/budget/reservations/{reservation_id}/extend", budgets_api.extend),
     route("GET", "/v1/budget/status", budgets_api.status),
     route("POST", "/v1/events", tracking_api.record_events),
     route("GET", "/v1/prices", tracking_api.prices, authenticated=False),

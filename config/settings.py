@@ -4,6 +4,7 @@ fresh machine. `.env.example` lists every variable."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -130,12 +131,37 @@ RESERVATION_SWEEP_SECONDS = env.float("RESERVATION_SWEEP_SECONDS", default=10.0)
 RESERVATION_RETENTION_DAYS = env.float("RESERVATION_RETENTION_DAYS", default=7.0)
 if RESERVATION_RETENTION_DAYS < 0:
     raise environ.ImproperlyConfigured("RESERVATION_RETENTION_DAYS must be 0 or more.")
-# Seconds a client has to send a request's whole body before 408.
+# Seconds a client has to send a request's whole body before 408, on every
+# path (config/hotpath/router.py). Django's paths take bodies up to Django's own
+# DATA_UPLOAD_MAX_MEMORY_SIZE (413 past it, before Django reads anything).
 API_BODY_TIMEOUT_SECONDS = env.float("API_BODY_TIMEOUT_SECONDS", default=10.0)
+# What a request's line and headers may be, enforced while uvicorn reads them
+# (config/server.py): 414 past the target's length, 431 past the count or the
+# bytes of header names and values, 408 when the headers are not complete this
+# long after the request's first byte.
+HTTP_MAX_REQUEST_LINE_BYTES = env.int("HTTP_MAX_REQUEST_LINE_BYTES", default=8192)
+HTTP_MAX_HEADERS = env.int("HTTP_MAX_HEADERS", default=100)
+HTTP_MAX_HEADER_BYTES = env.int("HTTP_MAX_HEADER_BYTES", default=16384)
+HTTP_HEADER_TIMEOUT_SECONDS = env.float("HTTP_HEADER_TIMEOUT_SECONDS", default=10.0)
 # Failed API-key checks per client address per minute before 429 (per process).
 API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=120)
 # Failed sign-ins per address and username per 15 minutes before 429.
 LOGIN_FAILURES_PER_15_MINUTES = env.int("LOGIN_FAILURES_PER_15_MINUTES", default=10)
+
+# --- Webhooks (budgets/webhooks.py) ------------------------------------------------
+# Networks a webhook may reach although they are private, loopback or otherwise
+# not public (CIDR, comma-separated), for deployments whose receivers live there.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise environ.ImproperlyConfigured(
+            f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 10.20.0.0/16)."
+        ) from None
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=3.0)
+# From the request sent to the answer's status line, in all.
+WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=5.0)
 
 # --- Channels --------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

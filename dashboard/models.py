@@ -24,3 +24,23 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.org.slug}"
+
+
+class SignInAttempt(models.Model):
+    """One sign-in attempt that has not succeeded (yet), for throttling
+    (dashboard/signins.py). Kept in the database so that every server process
+    counts the same attempts; rows older than the window are deleted as new
+    attempts arrive."""
+
+    # The client's network and the username tried (dashboard/signins.py).
+    key = models.CharField(max_length=250)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["key", "at"], name="signin_attempt_key_at"),
+            models.Index(fields=["at"], name="signin_attempt_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"

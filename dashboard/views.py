@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -8,8 +7,7 @@ from django.shortcuts import render
 
 from budgets.models import Organization
 from config.hotpath.errors import ApiError
-from config.hotpath.throttle import FailureThrottle
-from dashboard import access
+from dashboard import access, signins
 from dashboard.api import DEFAULT_RANGE, RANGES
 
 RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Month to date"}
@@ -47,26 +45,14 @@ def index(request: HttpRequest) -> HttpResponse:
     )
 
 
-_login_failures: FailureThrottle | None = None
-
-
-def _login_throttle() -> FailureThrottle:
-    global _login_failures
-    if _login_failures is None:
-        _login_failures = FailureThrottle(settings.LOGIN_FAILURES_PER_15_MINUTES, 15 * 60.0)
-    return _login_failures
-
-
 class ThrottledLoginView(auth_views.LoginView):
-    """Django's sign-in, with failed attempts limited per address and username
-    (used for the dashboard and for admin)."""
-
-    def _throttle_key(self) -> str:
-        username = self.request.POST.get("username", "")[:150].lower()
-        return f"{self.request.META.get('REMOTE_ADDR', '')}|{username}"
+    """Django's sign-in, with attempts limited per client network and username
+    across every server process (dashboard/signins.py); used for the
+    dashboard and for admin."""
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        wait = _login_throttle().retry_after(self._throttle_key())
+        self._throttle_key = signins.attempt_key(request, request.POST.get("username", ""))
+        wait = signins.sign_in_attempt(self._throttle_key)
         if wait is not None:
             response = HttpResponse(
                 f"Too many failed sign-ins. Try again in {int(wait) // 60 + 1} minute(s).",
@@ -77,10 +63,6 @@ class ThrottledLoginView(auth_views.LoginView):
             return response
         return super().post(request, *args, **kwargs)
 
-    def form_invalid(self, form) -> HttpResponse:
-        _login_throttle().record_failure(self._throttle_key())
-        return super().form_invalid(form)
-
     def form_valid(self, form) -> HttpResponse:
-        _login_throttle().reset(self._throttle_key())
+        signins.sign_in_succeeded(self._throttle_key)
         return super().form_valid(form)

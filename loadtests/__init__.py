@@ -16,6 +16,7 @@ Entry points (old name -> new name, where it moved):
     python -m loadtests.hot_row         all holds on one team vs. spread out
     python -m loadtests.ingest          POST /v1/events in batches, wrk
     python -m loadtests.servers         which ASGI server runs Tollgate in production
+    python -m loadtests.header_flood    hold latency during a header flood, before and after the limits
     python -m loadtests.pool            throughput and p99 against the hot-path pool size
     python -m loadtests.hold_cost       PostgreSQL's own cost of a hold, without HTTP
     python -m loadtests.hold_ids        UUID v4 vs. v7 reservation ids on a large table

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Tollgate server (uvicorn, one worker) on the test
+"""Shared fixtures: a real Tollgate server (the production command, one worker) on the test
 database, and factories for organizations, keys and budgets.
 
 Tests that talk to the server use `transactional_db`: the server runs in
@@ -24,6 +24,7 @@ from django.db import connection
 
 from budgets.models import Budget, EndUser, Organization, Team
 from budgets.services import api_key_create, organization_create
+from config.server import server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -56,7 +57,14 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> LiveServer:
+def start_server(
+    database_url: str,
+    tmp_dir: Path,
+    # Clients on a loaded CI box may leave a connection idle for seconds.
+    options: tuple[str, ...] = ("--timeout-keep-alive", "60"),
+    **env_overrides: str,
+) -> LiveServer:
+    """The production command (config/server.py) on a free loopback port."""
     port = free_port()
     env = {
         **os.environ,
@@ -76,21 +84,7 @@ def start_server(database_url: str, tmp_dir: Path, **env_overrides: str) -> Live
     log_path = tmp_dir / f"server-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            # Clients on a loaded CI box may leave a connection idle for seconds.
-            "--timeout-keep-alive",
-            "60",
-        ],
+        server_command(f"127.0.0.1:{port}", "--log-level", "warning", *options),
         cwd=BASE_DIR,
         env=env,
         stdout=log,
@@ -223,6 +217,35 @@ def server(test_database_url, tmp_path_factory, _server_backends_gone) -> Iterat
 def api(server, transactional_db) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def loopback_webhooks(settings) -> None:
+    """Lets webhooks reach 127.0.0.0/8, where the tests' receivers listen:
+    loopback is refused by default (budgets/webhooks.py), and a deployment
+    whose receivers are private allows them the same way."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.fixture
+def fake_dns(monkeypatch) -> dict[str, list[str]]:
+    """Stands in for public DNS, which this machine cannot reach: a name put
+    in the returned dict resolves to its addresses (in order), any other name
+    goes to the system's resolver (/etc/hosts, IP literals)."""
+    import socket
+
+    from budgets import webhooks
+
+    names: dict[str, list[str]] = {}
+    system = webhooks.resolve
+
+    def resolve(host: str, port: int):
+        if host not in names:
+            return system(host, port)
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, (a, port)) for a in names[host]]
+
+    monkeypatch.setattr(webhooks, "resolve", resolve)
+    return names
 
 
 @pytest.fixture

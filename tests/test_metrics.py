@@ -58,7 +58,9 @@ def test_metrics_show_the_pool(server):
         assert ("tollgate_hotpath_" + name, ()) in samples, name
 
 
-def test_metrics_count_alert_deliveries_made_by_the_worker(server, org, key, make_budget):
+def test_metrics_count_alert_deliveries_made_by_the_worker(
+    server, org, key, make_budget, loopback_webhooks
+):
     """Alerts are delivered by another process (run_worker); /metrics reads
     them from the database."""
     receiver = Receiver()

@@ -171,6 +171,11 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
             raise invalid(
                 field("reservation_id"), f"'{field('reservation_id')}' must be a reservation id."
             ) from None
+    final = raw.get("final")
+    if final is None:  # null is "not sent", as for every optional field
+        final = True
+    elif not isinstance(final, bool):
+        raise invalid(field("final"), f"'{field('final')}' must be true or false.")
     event = {
         "event_id": event_id,
         "team": team,
@@ -194,6 +199,10 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
         event["service_tier"] = tier
     if geo and geo.lower() not in ("global", "not_available"):
         event["inference_geo"] = geo.lower()
+    if not final:
+        # Only a partial settlement adds it: a final event (the default)
+        # hashes as events did before `final` existed, so their replays match.
+        event["final"] = False
     # Same payload = same hash, whatever the JSON spelling (number vs string cost).
     canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     event["payload_hash"] = hashlib.sha256(canonical).hexdigest()

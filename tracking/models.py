@@ -238,13 +238,15 @@ class HourlyRollup(models.Model):
 class DailyRollup(models.Model):
     """Usage per (org, team, user, model) and local day of the org: the sum of
     the hourly rollups whose hour starts in that day (a day of 23 or 25 hours
-    on a DST change). Written by the same transactions that write the hourly
-    rows (tracking/services.py), so the two never disagree; only in the time
-    zone that DailyRollupZone names for the org.
+    on a DST change), keyed by the first instant of its local date
+    (tollgate_local_trunc, the rule of budget windows). Written by the same
+    transactions that write the hourly rows (tracking/services.py), so the two
+    never disagree; only in the time zone that DailyRollupZone names for the org.
 
     It serves the dashboard's day ranges, which would otherwise sum ~640 hourly
     rows per day. Tokens are left out: the dashboard shows none, and
-    GET /v1/usage groups by UTC day, not local day, so it reads the hourly rows."""
+    GET /v1/usage, whose days are those of any zone asked for, reads the
+    hourly rows."""
 
     org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
     team = models.ForeignKey(
@@ -254,7 +256,7 @@ class DailyRollup(models.Model):
         "budgets.EndUser", null=True, blank=True, on_delete=models.CASCADE, db_index=False
     )
     model = models.CharField(max_length=128)
-    day = models.DateTimeField(help_text="Start of the local day (local midnight, as an instant).")
+    day = models.DateTimeField(help_text="Start of the local day: the first instant of its date.")
     requests = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0)
     unpriced_requests = models.BigIntegerField(default=0)

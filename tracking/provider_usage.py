@@ -146,10 +146,13 @@ def normalize(usage: Any, path: str = "usage") -> Buckets:
         return _gemini(usage, path)
     if keys & BEDROCK:
         return _bedrock(usage, path)
-    if keys & OPENAI_RESPONSES:
-        return _openai_responses(usage, path)
+    # Anthropic before OpenAI Responses: Anthropic's usage now carries
+    # `output_tokens_details` too (its thinking tokens), and only Anthropic
+    # has the cache keys, whose tokens OpenAI's shape would not bill.
     if keys & ANTHROPIC:
         return _anthropic(usage, path)
+    if keys & OPENAI_RESPONSES:
+        return _openai_responses(usage, path)
     if keys & (NORMALIZED | PLAIN):
         return _normalized(usage, path)
     if not usage:

@@ -55,6 +55,9 @@ class UsageQuery:
     group_by: tuple[str, ...] = ()
     # Set for a team-limited API key: only this team's usage.
     team: str | None = None
+    # Days are the local days of this zone, each starting at the first instant
+    # of its date (hours stay UTC hours).
+    time_zone: str = "UTC"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,7 @@ class UsageQuery:
             "from": self.start,
             "to": self.end,
             "granularity": self.granularity,
+            "time_zone": self.time_zone,
             "team": self.team,
             "by_team": "team" in self.group_by,
             "by_user": "user" in self.group_by,

@@ -1,5 +1,6 @@
 """GET /v1/usage (API.md, "Reading"): spend, tokens and request counts of the
-caller's organization, per hour or day, grouped by team, user and/or model.
+caller's organization, per hour or day (UTC days, or the local days of the
+`time_zone` asked for), grouped by team, user and/or model.
 
 A sync Django view (reporting is not the hot path): rollups for hours that are
 aggregated, raw events for the rest, in one query (tracking/selectors.py).
@@ -15,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.utils import timezone
 
 from budgets.auth import ApiKeyInfo, authenticate
+from budgets.models import validate_time_zone
 from config.hotpath.errors import invalid
 from config.hotpath.inputs import usd_text
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
@@ -56,6 +59,7 @@ def usage(request: ApiRequest) -> HttpResponse:
             "from": _iso(query.start),
             "to": _iso(query.end),
             "granularity": query.granularity,
+            "time_zone": query.time_zone,
             "group_by": list(query.group_by),
             "rows": [_json_row(row) for row in usage_rows(query)],
         }
@@ -91,6 +95,7 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
             granularity=_choice(params, "granularity", GRANULARITIES),  # type: ignore[arg-type]
             group_by=_group_by(params),
             team=key.team_slug,
+            time_zone=_time_zone(params),
         ),
         _choice(params, "format", FORMATS),
     )
@@ -101,6 +106,17 @@ def _choice(params: QueryDict, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise invalid(name, f"'{name}' must be one of {', '.join(choices)}.")
     return value
+
+
+def _time_zone(params: QueryDict) -> str:
+    name = params.get("time_zone") or "UTC"
+    try:
+        validate_time_zone(name)
+    except ValidationError:
+        raise invalid(
+            "time_zone", "'time_zone' must be an IANA time zone name, such as America/New_York."
+        ) from None
+    return name
 
 
 def _group_by(params: QueryDict) -> tuple[str, ...]:

@@ -21,6 +21,9 @@ SELECT tollgate_decide(%(org_id)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
 -- release --
 SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)
 
+-- extend --
+SELECT tollgate_extend(%(org_id)s, %(reservation_id)s, %(ttl_seconds)s, %(retention)s)
+
 -- expire_reservations --
 SELECT tollgate_expire_reservations(%(limit)s)
 

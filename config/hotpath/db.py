@@ -210,9 +210,11 @@ async def get_pool() -> AsyncConnectionPool:
     if _pool is not None and _pool_loop is loop:
         return _pool
     _pool, _pool_loop = pool, loop
-    await pool.open(wait=False)
-    # A fresh context: not the request id and deadline of the request that
-    # happened to open the pool.
+    # Opened, and its background tasks started, in a fresh context: not the
+    # request id and deadline of the request that happened to open the pool.
+    # The pool's workers copy the context they are started in, and they log
+    # its reconnects and discarded connections for the life of the process.
+    await loop.create_task(pool.open(wait=False), context=contextvars.Context())
     _background_tasks[:] = [
         loop.create_task(task(), context=contextvars.Context()) for task in _BACKGROUND
     ]

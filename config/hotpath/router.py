@@ -32,7 +32,7 @@ from config import logging as log_context
 from config.hotpath import db, metrics
 from config.hotpath.errors import ApiError, JsonBody
 from config.hotpath.inputs import usd_text
-from config.hotpath.throttle import FailureThrottle
+from config.hotpath.throttle import FailureThrottle, client_network
 from config.logging import new_request_id
 
 logger = logging.getLogger("tollgate.api")
@@ -215,9 +215,22 @@ class ApiApp:
 
     async def _fall_back(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            request_id = new_request_id(headers.get(b"x-request-id"))
             # Set here, not only in RequestIdMiddleware (which reuses it):
             # Django logs 4xx/5xx answers after its middleware has returned.
-            log_context.request_id.set(new_request_id(dict(scope["headers"]).get(b"x-request-id")))
+            log_context.request_id.set(request_id)
+            # Django reads a whole body before its view runs, spooling it to a
+            # temporary file past FILE_UPLOAD_MAX_MEMORY_SIZE, and has no read
+            # timeout: the body is read here first, within its size and time.
+            # Past DATA_UPLOAD_MAX_MEMORY_SIZE Django would refuse it anyway
+            # (Tollgate takes no file uploads), but only once it was all read.
+            try:
+                body = await _read_body(headers, receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+            except ApiError as exc:
+                await _send_json(send, exc.status, exc.body(), request_id, _closing(exc))
+                return
+            receive = _replay(body, receive)
         await self.fallback(scope, receive, send)
 
     async def _serve(
@@ -230,7 +243,7 @@ class ApiApp:
         log_context.request_id.set(request_id)
         extra_headers: dict[str, str] | None = None
         try:
-            body = await _read_body(headers, receive)
+            body = await _read_body(headers, receive, MAX_BODY_BYTES)
             request = Request(
                 method=scope["method"],
                 path=scope["path"],
@@ -253,6 +266,7 @@ class ApiApp:
             status, payload = exc.status, exc.body()
             if "retry_after" in exc.extra:
                 extra_headers = {"retry-after": str(exc.extra["retry_after"])}
+            extra_headers = _closing(exc, extra_headers)
         except db.StoreUnavailable as exc:
             logger.warning("store unavailable: %s", exc)
             status, payload = (
@@ -273,8 +287,8 @@ class ApiApp:
         metrics.labelled(metrics.LATENCY, route_.path).observe(time.perf_counter() - started)
 
     async def _authenticate(self, headers: dict[bytes, bytes], scope: dict) -> Any:
-        """The caller's key; 429 for an address that sent too many bad keys."""
-        client = (scope.get("client") or ("unknown",))[0]
+        """The caller's key; 429 for a network that sent too many bad keys."""
+        client = client_network((scope.get("client") or ("unknown",))[0])
         throttle = _key_failures()
         wait = throttle.retry_after(client)
         if wait is not None:
@@ -302,10 +316,16 @@ class ApiApp:
                 return
 
 
-async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
+async def _read_body(headers: dict[bytes, bytes], receive: Callable, max_bytes: int) -> bytes:
+    """The whole body, or ApiError: 413 when Content-Length or the bytes
+    received so far pass `max_bytes` (nothing past it is kept), 408 when it
+    has not all arrived within API_BODY_TIMEOUT_SECONDS."""
+    too_large = ApiError(
+        413, "payload_too_large", f"The body is larger than {_size_text(max_bytes)}."
+    )
     declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", "The body is larger than 1 MiB.")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     # A client that announces a body and stops sending it would hold the
@@ -324,11 +344,42 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable) -> bytes:
             raise ApiError(400, "malformed_json", "The client disconnected before the body ended.")
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", "The body is larger than 1 MiB.")
+        if size > max_bytes:
+            raise too_large
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _size_text(size: int) -> str:
+    mib = size / (1024 * 1024)
+    return f"{mib:g} MiB" if mib >= 1 else f"{size} bytes"
+
+
+# After these the rest of the request is not read: the connection is closed
+# instead of the server reading (and dropping) what the client still sends.
+_CLOSES_CONNECTION = frozenset({408, 413})
+
+
+def _closing(error: ApiError, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    if error.status not in _CLOSES_CONNECTION:
+        return headers
+    return {**(headers or {}), "connection": "close"}
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """`receive` for an app downstream: the body already read, as one
+    message, then the server's own messages (the disconnect)."""
+    pending = True
+
+    async def replayed() -> dict:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _with_server_time(headers: dict[str, str] | None, seconds: float) -> dict[str, str]:

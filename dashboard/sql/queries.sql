@@ -32,3 +32,10 @@ SELECT id FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s)
 -- Second half, run at the same time on another connection: chart and top lists.
 SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
+
+-- sign_in_attempt --
+-- Count a sign-in attempt, or say how long its key must wait (dashboard/signins.py).
+SELECT tollgate_sign_in_attempt(%(key)s, %(limit)s, make_interval(secs => %(window_seconds)s))
+
+-- sign_in_succeeded --
+SELECT tollgate_sign_in_succeeded(%(key)s)

@@ -28,7 +28,7 @@ from tests.conftest import auth
 
 
 @pytest.fixture
-def receiver():
+def receiver(loopback_webhooks):
     r = Receiver()
     yield r
     r.server.shutdown()

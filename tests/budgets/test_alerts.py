@@ -50,7 +50,7 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(loopback_webhooks):
     r = Receiver()
     yield r
     r.server.shutdown()
@@ -158,7 +158,9 @@ def test_failed_delivery_is_retried_with_backoff_then_given_up(
     ]
 
 
-def test_unreachable_webhook_gives_up_after_max_attempts(api, org, key, make_budget):
+def test_unreachable_webhook_gives_up_after_max_attempts(
+    api, org, key, make_budget, loopback_webhooks
+):
     from budgets.services import ALERT_MAX_ATTEMPTS
 
     org.webhook_url = "http://127.0.0.1:1/nothing-listens"

@@ -141,7 +141,8 @@ def test_admin_budget_change_records_old_and_new_values_and_the_login(
     assert (entry.request_id, entry.client_addr) == ("admin-req-1", "203.0.113.7")
 
 
-def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_org):
+def test_admin_org_setting_change_records_old_and_new_values(staff_client, make_org, fake_dns):
+    fake_dns["hooks.example.com"] = ["93.184.215.14"]
     org = make_org("acme")
     response = staff_client.post(
         _admin_url(Organization, "change", org.pk),
@@ -286,11 +287,18 @@ def test_load_prices_records_the_load_and_each_changed_price(tmp_path):
     assert first.new["added_models"] == ["gpt-x", "gpt-y"]
     assert (second.new["added"], second.new["changed"], second.new["unchanged"]) == (0, 1, 1)
     assert second.actor_kind == "command" and second.org_id is None
-    (change,) = AuditEntry.objects.filter(object_type="price")
-    assert change.object_id == "openai/gpt-x"
-    assert (change.old["input_per_token"], change.new["input_per_token"]) == (
+    # One entry per price tier that changed: the standard prices, and the
+    # batch ones derived from them (half, the map having no *_batches rates).
+    changes = {e.object_id: e for e in AuditEntry.objects.filter(object_type="price")}
+    assert set(changes) == {"openai/gpt-x", "openai/gpt-x (batch)"}
+    standard, batch = changes["openai/gpt-x"], changes["openai/gpt-x (batch)"]
+    assert (standard.old["input_per_token"], standard.new["input_per_token"]) == (
         "0.000001",
         "0.000005",
+    )
+    assert (batch.old["input_per_token"], batch.new["input_per_token"]) == (
+        "0.0000005",
+        "0.0000025",
     )
 
 

@@ -4,17 +4,18 @@ API and through Django admin; a changed limit keeps the window."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetWindow, Reservation
+from budgets.models import Budget, BudgetWindow, Reservation, Team
 from tests.conftest import auth
-from tracking.models import AggregationState, HourlyRollup
+from tracking.models import AggregationState, HourlyRollup, RequestEvent
 
 
 def put(api, admin_key, path: str, **body):
@@ -134,3 +135,92 @@ def test_a_budget_added_in_admin_counts_the_periods_spend_and_holds(api, org, ke
     window = BudgetWindow.objects.get(budget=Budget.objects.get())
     assert (window.spent, window.reserved) == (Decimal("1.25"), Decimal("0.5"))
     assert window.id in Reservation.objects.get().window_ids
+
+
+# --- Zones whose clocks change at midnight -----------------------------------------
+
+
+def put_at(org, period: str, at: str) -> Decimal:
+    """A team budget for `research` created at the moment `at`: the spent
+    its window is seeded with (tollgate_seed_window, as admin and the API
+    seed it at now())."""
+    team = Team.objects.get_or_create(org=org, slug="research")[0]
+    budget = Budget.objects.create(
+        org=org, scope="team", team=team, period=period, limit_usd=Decimal(1000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tollgate_seed_window(%s, %s::timestamptz)", [budget.pk, at])
+    return BudgetWindow.objects.get(budget=budget).spent
+
+
+def events_at(org, *spend: tuple[str, str], team: str = "research") -> None:
+    research = Team.objects.get_or_create(org=org, slug=team)[0]
+    for n, (started_at, cost) in enumerate(spend):
+        RequestEvent.objects.create(
+            org=org,
+            event_id=f"{team}-{n}",
+            team=research,
+            model="m",
+            started_at=datetime.fromisoformat(started_at),
+            cost_usd=Decimal(cost),
+            priced=True,
+            payload_hash="0" * 64,
+        )
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "at", "period", "want"),
+    [
+        # Havana's 1 Nov 2026 (and November) starts at the first of two
+        # midnights, 04:00Z: the hour before the second (05:00Z) counts.
+        ("America/Havana", "2026-11-01T06:00Z", "day", "0.111"),
+        ("America/Havana", "2026-11-01T06:00Z", "month", "0.111"),
+        # 04:30Z, in the first midnight's hour, lies in the window of 1 Nov.
+        ("America/Havana", "2026-11-01T04:30Z", "day", "0.111"),
+        # Santiago's 6 Sep 2026 starts at 01:00 (04:00Z): midnight is skipped.
+        ("America/Santiago", "2026-09-06T06:00Z", "day", "0.03"),
+    ],
+)
+def test_seeding_counts_the_spend_since_the_first_instant_of_the_local_day(
+    make_org, time_zone, at, period, want
+):
+    org = make_org("acme", time_zone=time_zone)
+    events_at(
+        org,
+        # Havana: 31 Oct 23:59 and 23:59 -04 (the day before), then 1 Nov
+        # 00:00 and 00:30 -04, then 00:30 -05 (the second midnight's hour).
+        ("2026-11-01T03:59:59+00:00", "5"),
+        ("2026-10-31T12:00:00+00:00", "5"),
+        ("2026-11-01T04:00:00+00:00", "0.001"),
+        ("2026-11-01T04:29:00+00:00", "0.01"),
+        ("2026-11-01T05:30:00+00:00", "0.1"),
+        # Santiago: 5 Sep 23:59 -04, then 6 Sep 01:00 and 02:00 -03.
+        ("2026-09-06T03:59:59+00:00", "7"),
+        ("2026-09-06T04:00:00+00:00", "0.01"),
+        ("2026-09-06T05:00:00+00:00", "0.02"),
+    )
+    assert put_at(org, period, at) == Decimal(want)
+
+
+def test_seeding_counts_pruned_hours_from_the_first_instant_of_the_local_day(make_org):
+    """Hours before the prune horizon count from their rollups: in Havana on
+    1 Nov 2026 the hour that starts at the first midnight (04:00Z) does, the
+    hour before it does not."""
+    org = make_org("acme", time_zone="America/Havana")
+    research = Team.objects.create(org=org, slug="research")
+    for hour, cost in (("2026-11-01T03:00Z", "5"), ("2026-11-01T04:00Z", "2")):
+        HourlyRollup.objects.create(
+            org=org,
+            team=research,
+            hour=datetime.fromisoformat(hour),
+            model="m",
+            requests=1,
+            cost_usd=Decimal(cost),
+        )
+    AggregationState.objects.create(
+        name="prune_events", watermark=datetime.fromisoformat("2026-11-01T05:00Z")
+    )
+    # Raw events before the horizon are in the rollups already (or gone).
+    events_at(org, ("2026-11-01T04:30:00+00:00", "2"), ("2026-11-01T05:30:00+00:00", "0.5"))
+
+    assert put_at(org, "day", "2026-11-01T06:00Z") == Decimal("2.5")

@@ -1,13 +1,19 @@
-"""Property test: random interleavings of hold, release, settle and expiry
-across tiers and periods keep the budget windows' invariants.
+"""Property test: random interleavings of hold, release, extension, partial
+and final settlement and expiry across tiers and periods keep the budget
+windows' and the holds' invariants.
 
 Drives the same SQL functions as the hot path (tollgate_decide,
-tollgate_decide_many, tollgate_release, tollgate_record_events, tollgate_expire_reservations) with
-hypothesis' rule-based state machine, and after every step checks:
+tollgate_decide_many, tollgate_release, tollgate_extend,
+tollgate_record_events, tollgate_expire_reservations) with hypothesis'
+rule-based state machine, and after every step checks:
 - holds never take an enforced window's spent + active holds over its limit
   (an event may: real cost always counts);
-- each window's `reserved` equals the sum of the active holds added to it;
+- each window's `reserved` equals the sum of what the active holds added to
+  it still hold (their amount less what was settled into them, not below 0);
 - each window's `spent` equals the sum of the costs of the events in it;
+- each hold's `settled` equals the costs of the events that settled into it
+  while it was active, and a hold closes only once (active → settled,
+  released or expired, never back), its expiry never moving earlier;
 - nothing is negative.
 """
 
@@ -67,6 +73,10 @@ class BudgetMachine(RuleBasedStateMachine):
             org=self.org, scope="user", user=users["ann"], period="total", limit_usd=money("1")
         )
         self.events = 0
+        # The model: what each hold has settled, how it closed, its expiry.
+        self.settled: dict[str, Decimal] = {}
+        self.closed: dict[str, str] = {}
+        self.expires: dict[str, str] = {}
 
     def teardown(self) -> None:
         transaction.savepoint_rollback(self.savepoint)
@@ -83,7 +93,15 @@ class BudgetMachine(RuleBasedStateMachine):
             [self.org.id, team, user, amount],
         )
         assert result["status"] in ("held", "denied")
-        return result.get("reservation_id") or "denied"
+        return self._taken(result)
+
+    def _taken(self, result: dict) -> str:
+        if result["status"] != "held":
+            return "denied"
+        hold = result["reservation_id"]
+        self.settled[hold] = Decimal(0)
+        self.expires[hold] = result["expires_at"]
+        return hold
 
     @rule(
         target=holds,
@@ -111,60 +129,136 @@ class BudgetMachine(RuleBasedStateMachine):
         ]
         results = _call("SELECT tollgate_decide_many(%s::jsonb)", [json.dumps(batch)])
         assert [r["status"] in ("held", "denied") for r in results] == [True] * len(items)
+        held = [self._taken(r) for r in results]
         # The bundle takes one of them to release, settle or expire later; the
         # others stay active, and the invariants count them like any hold.
-        return next((r["reservation_id"] for r in results if r["status"] == "held"), "denied")
+        return next((h for h in held if h != "denied"), "denied")
+
+    def _close(self, hold: str, status: str) -> None:
+        """The model's hold closes; the database's must have closed the same way."""
+        assert hold not in self.closed
+        self.closed[hold] = status
 
     @rule(hold=holds)
     def release(self, hold):
-        if hold != "denied":
-            assert (
-                _call("SELECT tollgate_release(%s, %s)", [self.org.id, hold])["status"]
-                != "not_found"
-            )
+        if hold == "denied":
+            return
+        result = _call("SELECT tollgate_release(%s, %s)", [self.org.id, hold])
+        if hold in self.closed:
+            assert result == {"status": self.closed[hold], "released_now": False}
+        elif self._overdue(hold):
+            # The sweeper has not reached it: a release still takes it back.
+            assert result["status"] == "released"
+            self._close(hold, "released")
+        else:
+            assert result == {"status": "released", "released_now": True}
+            self._close(hold, "released")
 
-    @rule(hold=holds, cost=CENTS)
-    def settle(self, hold, cost):
-        self.events += 1
+    def _overdue(self, hold: str) -> bool:
+        return Reservation.objects.filter(pk=hold, expires_at__lte="2001-01-01T00:00:00Z").exists()
+
+    @rule(hold=holds, ttl=st.integers(min_value=1, max_value=3600))
+    def extend(self, hold, ttl):
+        if hold == "denied":
+            return
+        overdue = self._overdue(hold)
+        result = _call("SELECT tollgate_extend(%s, %s, %s)", [self.org.id, hold, ttl])
+        if hold in self.closed:
+            assert result == {"status": self.closed[hold]}
+        elif overdue:
+            # Its time was up: expired now, as the sweeper would have.
+            assert result == {"status": "expired"}
+            self._close(hold, "expired")
+        else:
+            assert result["status"] == "active"
+            assert result["expires_at"] >= self.expires[hold]  # never earlier (ISO, UTC)
+            assert Decimal(result["settled_usd"]) == self.settled[hold]
+            self.expires[hold] = result["expires_at"]
+
+    @rule(hold=holds, costs=st.lists(st.tuples(CENTS, st.booleans()), min_size=1, max_size=3))
+    def settle(self, hold, costs):
+        """Events naming the hold in one call, each final or partial ("final": false)."""
         reservation = None if hold == "denied" else hold
         team = None
         if reservation is not None:
             team_id = Reservation.objects.get(pk=reservation).team_id
             team = Team.objects.get(pk=team_id).slug if team_id else None
-        event = {
-            "idx": 0,
-            "event_id": f"e{self.events}",
-            "team": team,
-            "user": None,
-            "model": "m",
-            "provider": None,
-            "input_tokens": 0,
-            "cache_read_tokens": 0,
-            "cache_write_tokens": 0,
-            "output_tokens": 0,
-            "reasoning_tokens": 0,
-            "cost_usd": str(cost),
-            "latency_ms": None,
-            "status": "ok",
-            "started_at": None,
-            "reservation_id": reservation,
-            "tags": {},
-            "payload_hash": f"h{self.events}",
-        }
+        events = []
+        for idx, (cost, final) in enumerate(costs):
+            self.events += 1
+            events.append(
+                {
+                    "idx": idx,
+                    "event_id": f"e{self.events}",
+                    "team": team,
+                    "user": None,
+                    "model": "m",
+                    "provider": None,
+                    "input_tokens": 0,
+                    "cache_read_tokens": 0,
+                    "cache_write_tokens": 0,
+                    "output_tokens": 0,
+                    "reasoning_tokens": 0,
+                    "cost_usd": str(cost),
+                    "latency_ms": None,
+                    "status": "ok",
+                    "started_at": None,
+                    "reservation_id": reservation,
+                    "final": final,
+                    "tags": {},
+                    "payload_hash": f"h{self.events}",
+                }
+            )
         result = _call(
             "SELECT tollgate_record_events(%s, false, %s::jsonb)",
-            [self.org.id, json.dumps([event])],
+            [self.org.id, json.dumps(events)],
         )
         assert result["status"] == "ok"
+        if reservation is None:
+            return
+        answers = [r["reservation"] for r in result["results"]]
+        if hold in self.closed:
+            assert [a["settled"] for a in answers] == [False] * len(costs)
+            assert {a["status"] for a in answers} == {self.closed[hold]}
+            return
+        self.settled[hold] += sum(cost for cost, _ in costs)
+        status = "settled" if any(final for _, final in costs) else "active"
+        if status == "settled":
+            self._close(hold, "settled")
+        for answer in answers:
+            assert answer["settled"] is True
+            assert answer["status"] == status
+            assert Decimal(answer["settled_usd"]) == self.settled[hold]
+            over = self.settled[hold] - Decimal(answer["held_usd"])
+            assert answer["over_hold_usd"] == (str(over.normalize()) if over > 0 else None)
 
     @rule(hold=holds)
-    def expire(self, hold):
+    def overdue(self, hold):
+        """Its time is up, and no sweeper has seen it yet."""
         if hold != "denied":
             Reservation.objects.filter(pk=hold, status="active").update(
                 expires_at="2000-01-01T00:00:00Z"
             )
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT tollgate_expire_reservations(1000)")
+
+    @rule()
+    def sweep(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tollgate_expire_reservations(1000)")
+            swept = cursor.fetchone()[0]
+        overdue = [h for h in self.settled if h not in self.closed and self._overdue(h)]
+        assert swept == len(overdue)
+        for hold in overdue:
+            self._close(hold, "expired")
+
+    @invariant()
+    def holds_match_the_model(self):
+        if not hasattr(self, "org"):
+            return
+        holds = {str(r.pk): r for r in Reservation.objects.filter(org=self.org)}
+        assert set(holds) == set(self.settled)
+        for hold, reservation in holds.items():
+            assert reservation.settled == self.settled[hold]
+            assert reservation.status == self.closed.get(hold, "active")
 
     @invariant()
     def windows_match_holds_and_events(self):
@@ -172,7 +266,10 @@ class BudgetMachine(RuleBasedStateMachine):
             return
         active = Reservation.objects.filter(org=self.org, status="active")
         for window in BudgetWindow.objects.filter(budget__org=self.org).select_related("budget"):
-            held = sum((r.amount for r in active if window.id in r.window_ids), Decimal(0))
+            held = sum(
+                (max(r.amount - r.settled, 0) for r in active if window.id in r.window_ids),
+                Decimal(0),
+            )
             assert window.reserved == held >= 0
             assert window.spent >= 0
             events = RequestEvent.objects.filter(
@@ -195,7 +292,7 @@ class BudgetMachine(RuleBasedStateMachine):
 def test_budget_invariants_hold_under_random_interleavings():
     machine = BudgetMachine.TestCase
     machine.settings = settings(
-        max_examples=40,
+        max_examples=60,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],

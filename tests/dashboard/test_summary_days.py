@@ -185,6 +185,17 @@ MOMENTS = [
     pytest.param("America/New_York", datetime(2026, 11, 1, 12, 0, tzinfo=UTC), id="new-york-25h"),
     pytest.param("Asia/Kolkata", datetime(2026, 6, 15, 19, 10, tzinfo=UTC), id="kolkata-0530"),
     pytest.param("Australia/Lord_Howe", datetime(2026, 10, 5, 3, 0, tzinfo=UTC), id="lord-howe"),
+    # Midnight twice: Havana's 1 Nov 2026 starts at the first 00:00 (04:00Z)
+    # and is also the first day of a month; the day after it is over.
+    pytest.param("America/Havana", datetime(2026, 11, 1, 4, 30, tzinfo=UTC), id="havana-00-twice"),
+    pytest.param("America/Havana", datetime(2026, 11, 3, 12, 0, tzinfo=UTC), id="havana-25h-past"),
+    # Midnight skipped: Havana's 8 Mar, Santiago's 6 Sep (days start at 01:00).
+    pytest.param("America/Havana", datetime(2026, 3, 8, 5, 10, tzinfo=UTC), id="havana-no-00"),
+    pytest.param("America/Santiago", datetime(2026, 9, 8, 2, 0, tzinfo=UTC), id="santiago-no-00"),
+    # 23:00-00:00 twice: Beirut's 24 Oct and Cairo's 29 Oct; Cairo skips 24 Apr's midnight.
+    pytest.param("Asia/Beirut", datetime(2026, 10, 25, 21, 30, tzinfo=UTC), id="beirut-23-twice"),
+    pytest.param("Africa/Cairo", datetime(2026, 10, 30, 8, 0, tzinfo=UTC), id="cairo-23-twice"),
+    pytest.param("Africa/Cairo", datetime(2026, 4, 24, 0, 30, tzinfo=UTC), id="cairo-no-00"),
     pytest.param("UTC", datetime(2026, 5, 31, 23, 15, tzinfo=UTC), id="utc-last-hour-of-month"),
     pytest.param("UTC", datetime(2026, 7, 1, 0, 40, tzinfo=UTC), id="utc-first-hour-of-month"),
 ]

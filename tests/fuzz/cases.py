@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import re
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -847,11 +848,24 @@ NOT_TIMES = st.one_of(
 )
 
 
+ZONES = zoneinfo.available_timezones()
+
+
 @st.composite
 def usage_case(draw, keys: Keys) -> Case:
     name = draw(
         st.sampled_from(
-            ["from", "to", "granularity", "format", "group_by", "range", "order", "many"]
+            [
+                "from",
+                "to",
+                "granularity",
+                "format",
+                "group_by",
+                "time_zone",
+                "range",
+                "order",
+                "many",
+            ]
         )
     )
     pairs: list[tuple[str, str]] = []
@@ -877,6 +891,19 @@ def usage_case(draw, keys: Keys) -> Case:
             )
         )
         pairs = [(name, draw(pick(["", "team,", "model,user,"])) + part)]
+    elif name == "time_zone":
+        # Not a zone: no name of zoneinfo's list, no path (posix/… and
+        # right/… zones load but are not listed), not empty (the default).
+        pairs = [
+            (
+                name,
+                draw(
+                    st.one_of(v.SAFE_TEXT, v.WITH_CONTROL, v.SQL_TEXT).filter(
+                        lambda s: s and "/" not in s and s not in ZONES
+                    )
+                ),
+            )
+        ]
     elif name == "range":  # wider than 366 days
         pairs = [("from", draw(pick(["0001-01-01", "1999-01-01T00:00:00Z", "2020-01-01"])))]
         error = Verdict(422, "to")

@@ -59,7 +59,9 @@ DOCUMENTED = {
     408: {"request_timeout"},
     409: {"conflict"},
     413: {"payload_too_large"},
+    414: {"uri_too_long"},
     422: {"invalid_field"},
+    431: {"headers_too_large"},
 }
 
 # Every table a request could write, with what of each row counts. API keys

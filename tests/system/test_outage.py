@@ -28,6 +28,7 @@ OUTAGE_SECONDS = 3.0
 # (the HTTP round trip, scheduling); a hang would take the client timeout.
 SLACK_SECONDS = 0.4
 CLIENT_TIMEOUT = 5.0
+POOL_LOGGER = " logger=psycopg.pool "
 
 
 def _manage(url: str, *args: str) -> str:
@@ -250,6 +251,14 @@ def test_outage_and_recovery_lose_nothing(outage, tmp_path):
         > 0
     )
     assert metric(counted, "tollgate_hotpath_connections_errors") > 0  # reconnects failed
+    # The pool's own lines (failed reconnects, discarded connections) come
+    # from its background workers, which serve no request: they carry no
+    # request id, not that of the request that happened to open the pool.
+    pool_lines = [line for line in live.log_path.read_text().splitlines() if POOL_LOGGER in line]
+    assert any("error connecting" in line for line in pool_lines), pool_lines[:5]
+    assert all(" request_id=- " in line for line in pool_lines), [
+        line for line in pool_lines if " request_id=- " not in line
+    ][:5]
     # Each acknowledged event was counted once, as new or (when an attempt
     # answered 503 had committed after all) as a duplicate on its retry.
     assert metric(counted, "tollgate_events_total", result="new") + metric(

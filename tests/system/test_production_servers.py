@@ -28,8 +28,8 @@ SERVERS = {
     ],
     "uvicorn": lambda port: [
         *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--loop", "uvloop"),
-        *("--http", "httptools", "--host", "127.0.0.1", "--port", str(port)),
-        *("--workers", "1", "--log-level", "warning"),
+        *("--http", "config.server:LimitedHttpToolsProtocol"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning"),
     ],
 }
 

@@ -9,6 +9,7 @@ import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from importlib import import_module
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +19,7 @@ from django.utils import timezone
 from tests.tracking.conftest import hours_ago, raw_sums, rollups, run
 from tests.tracking.test_reprice import make_price
 from tracking.models import DailyRollup, DailyRollupZone, HourlyRollup, RequestEvent
-from tracking.services import daily_rollups_build, rollups_refresh
+from tracking.services import daily_rollups_build, rollups_refresh, rollups_refresh_buckets
 
 # Passes take the events just made.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
@@ -96,6 +97,16 @@ def random_traffic(
         pytest.param("America/New_York", date(2026, 3, 8), 23, id="new-york-spring"),
         pytest.param("America/New_York", date(2026, 11, 1), 25, id="new-york-autumn"),
         pytest.param("Australia/Sydney", date(2026, 10, 4), 23, id="sydney-spring"),
+        # Clocks that change at midnight: the day starts at its first instant,
+        # the first of two midnights (Havana, November) or 01:00 where
+        # midnight is skipped (Havana in March, Santiago in September, Cairo
+        # in April); a repeated 23:00-00:00 lengthens the day before.
+        pytest.param("America/Havana", date(2026, 11, 1), 25, id="havana-00-twice"),
+        pytest.param("America/Havana", date(2026, 3, 8), 23, id="havana-no-00"),
+        pytest.param("America/Santiago", date(2026, 9, 6), 23, id="santiago-no-00"),
+        pytest.param("America/Santiago", date(2026, 4, 4), 25, id="santiago-23-twice"),
+        pytest.param("Asia/Beirut", date(2026, 10, 24), 25, id="beirut-23-twice"),
+        pytest.param("Africa/Cairo", date(2026, 4, 24), 23, id="cairo-no-00"),
     ],
 )
 def test_a_dst_day_sums_its_23_or_25_hours(make_org, make_event, time_zone, change, hours):
@@ -120,6 +131,11 @@ def test_a_dst_day_sums_its_23_or_25_hours(make_org, make_event, time_zone, chan
         change + timedelta(days=1): 24,
         change + timedelta(days=2): 24,
     }
+    assert daily_rows() == hourly_by_day(org.id, time_zone)
+    # The same days re-summed from their hours (refresh_days, as reprice and
+    # a rebuild's batches do), keyed alike.
+    DailyRollup.objects.filter(org=org).delete()
+    rollups_refresh_buckets(HourlyRollup.objects.filter(org=org).values_list("org_id", "hour"))
     assert daily_rows() == hourly_by_day(org.id, time_zone)
 
 
@@ -281,3 +297,46 @@ def test_deleting_a_team_deletes_its_days_with_its_hours(make_org, make_event):
 
     assert daily_rows() == hourly_by_day(org.id, "UTC")
     assert DailyRollup.objects.get().requests == 1
+
+
+def test_the_migration_has_days_keyed_by_a_later_midnight_rebuilt(make_org, make_event):
+    """Days as the code before left them in Havana: 1 Nov 2026 keyed 05:00Z
+    (its second midnight) and its first hour summed into 31 October. The
+    migration forgets the zone of that org's days only, and the next pass
+    rebuilds them right."""
+    havana = make_org(time_zone="America/Havana")
+    berlin = make_org(time_zone="Europe/Berlin")
+    quiet = make_org(time_zone="America/Havana")  # no repeated midnight near its days
+    for org in (havana, berlin):
+        for at in ("2026-10-31T12:00Z", "2026-11-01T04:30Z", "2026-11-01T06:00Z"):
+            make_event(org, started_at=datetime.fromisoformat(at), received_at=LONG_AGO)
+    make_event(quiet, started_at=datetime(2026, 6, 10, 12, tzinfo=UTC), received_at=LONG_AGO)
+    run("aggregate_usage")
+    right = daily_rows(havana.id)
+    assert right == hourly_by_day(havana.id, "America/Havana")
+    DailyRollup.objects.filter(org=havana).delete()
+    team, user = havana.teams.get(), havana.end_users.get()
+    for day, requests in (("2026-10-31T04:00Z", 2), ("2026-11-01T05:00Z", 1)):
+        DailyRollup.objects.create(
+            org=havana,
+            team=team,
+            user=user,
+            model="gpt-4o",
+            day=datetime.fromisoformat(day),
+            requests=requests,
+            cost_usd=Decimal("0.001") * requests,
+        )
+    others = {
+        pk: v
+        for pk, v in row_versions().items()
+        if DailyRollup.objects.get(pk=pk).org_id != havana.id
+    }
+
+    migration = import_module("tracking.migrations.0005_rebuild_days_keyed_by_a_later_midnight")
+    with connection.cursor() as cursor:
+        cursor.execute(migration.FORGET_DAYS_KEYED_BY_A_LATER_MIDNIGHT)
+
+    assert set(DailyRollupZone.objects.values_list("org", flat=True)) == {berlin.id, quiet.id}
+    assert rollups_refresh().day_builds == 1
+    assert daily_rows(havana.id) == right
+    assert {pk: v for pk, v in row_versions().items() if pk in others} == others

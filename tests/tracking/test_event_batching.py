@@ -223,28 +223,7 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
     key = key_of(org)
     first_event(key)
 
-    async def hold() -> str:
-        result = await db.fetch_value(
-            "decide",
-            {
-                "org_id": org.id,
-                "strict": False,
-                "team": "search",
-                "user": "alice",
-                "model": None,
-                "amount": Decimal("0.05"),
-                "input_tokens": None,
-                "max_output_tokens": None,
-                "hold": True,
-                "ttl_seconds": 300,
-                "at": None,
-                "key_id": None,
-                "service_tier": "",
-            },
-        )
-        return result["reservation_id"]
-
-    reservation = run(hold)
+    reservation = run(lambda: _hold(org))
 
     _, queued = run(
         lambda: behind_a_locked_window(
@@ -260,6 +239,56 @@ def test_one_hold_named_by_two_requests_is_settled_by_one_of_them(org):
 
     assert sorted(a["results"][0]["reservation"]["settled"] for a in queued) == [False, True]
     assert xmins(org, ["settles"]) != xmins(org, ["too-late"])
+
+
+def test_partial_settlements_of_one_hold_in_two_requests_both_count(org):
+    key = key_of(org)
+    first_event(key)
+    reservation = run(lambda: _hold(org))
+
+    _, queued = run(
+        lambda: behind_a_locked_window(
+            org,
+            key,
+            [one_event(key, "blocked")],
+            [
+                one_event(key, "part-1", reservation_id=reservation, final=False),
+                one_event(key, "part-2", reservation_id=reservation, final=False),
+            ],
+        )
+    )
+
+    # Not combined (one hold), each settled into it in turn: 0.01, then 0.02.
+    answers = [a["results"][0]["reservation"] for a in queued]
+    assert [a["settled"] for a in answers] == [True, True]
+    assert sorted(a["settled_usd"] for a in answers) == ["0.01", "0.02"]
+    assert {a["status"] for a in answers} == {"active"}
+    assert xmins(org, ["part-1"]) != xmins(org, ["part-2"])
+    held = BudgetWindow.objects.get(budget__org=org, budget__scope="org")
+    assert held.reserved == Decimal("0.03")
+
+
+async def _hold(org: Organization) -> str:
+    """A $0.05 hold of search/alice."""
+    result = await db.fetch_value(
+        "decide",
+        {
+            "org_id": org.id,
+            "strict": False,
+            "team": "search",
+            "user": "alice",
+            "model": None,
+            "amount": Decimal("0.05"),
+            "input_tokens": None,
+            "max_output_tokens": None,
+            "hold": True,
+            "ttl_seconds": 300,
+            "at": None,
+            "key_id": None,
+            "service_tier": "",
+        },
+    )
+    return result["reservation_id"]
 
 
 @contextlib.asynccontextmanager

@@ -30,28 +30,21 @@ import pytest
 from django.core.management import call_command
 
 from tests.conftest import auth
+from tests.litellm_env import LiteLLMUnavailable, litellm_python
 
 PARITY = Path(__file__).resolve().parent / "parity"
 CORPUS = json.loads((PARITY / "corpus.json").read_text())
 TOLERANCE = Decimal("1e-10")
 
 
-def _litellm_python() -> Path | None:
-    try:
-        from tests.litellm_env import litellm_python  # the `litellm` helper's module
-    except ImportError:
-        candidate = Path(__file__).resolve().parents[2] / ".venv-litellm" / "bin" / "python"
-        return candidate if candidate.exists() else None
-    return litellm_python()
-
-
 @pytest.fixture(scope="module")
 def litellm_costs() -> dict[str, Decimal]:
-    python = _litellm_python()
-    if python is None:
+    try:
+        python = litellm_python()
+    except LiteLLMUnavailable as exc:
         if os.environ.get("CI"):
-            pytest.fail("LiteLLM's virtual environment is missing (tests/litellm_env.py).")
-        pytest.skip("LiteLLM's virtual environment is missing (tests/litellm_env.py).")
+            pytest.fail(f"LiteLLM's virtual environment could not be made: {exc}")
+        pytest.skip(f"LiteLLM's virtual environment could not be made: {exc}")
     done = subprocess.run(
         [str(python), str(PARITY / "litellm_costs.py"), "corpus.json", "prices.json"],
         cwd=PARITY,

@@ -116,6 +116,19 @@ def test_anthropic_input_excludes_cache_reads_and_writes():
     assert normalize(ANTHROPIC) == buckets(input=50, cache_read=3000, cache_write=1000, output=200)
 
 
+def test_anthropic_with_output_details_still_bills_its_cache():
+    # The Anthropic SDK's Usage has `output_tokens_details` (thinking tokens,
+    # inside output_tokens), a key OpenAI's Responses usage has too.
+    usage = {
+        "input_tokens": 50,
+        "cache_read_input_tokens": 800,
+        "cache_creation_input_tokens": 100,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": 200},
+    }
+    assert normalize(usage) == buckets(input=50, cache_read=800, cache_write=100, output=300)
+
+
 def test_anthropic_with_only_cache_reads():
     usage = {"input_tokens": 3, "cache_read_input_tokens": 9000, "output_tokens": 1}
     assert normalize(usage) == buckets(input=3, cache_read=9000, output=1)

@@ -516,6 +516,7 @@ def test_event_settles_its_reservation(api, org, key, make_budget, plain_price):
         "settled": True,
         "status": "settled",
         "held_usd": "0.05",
+        "settled_usd": "0.002",
         "over_hold_usd": None,
     }
     assert Reservation.objects.get(pk=reservation_id).status == "settled"

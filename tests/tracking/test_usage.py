@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -131,6 +133,79 @@ def test_day_granularity_adds_up_the_utc_day(api, org, key, make_event):
         (iso(yesterday), 2, "3"),
         (iso(today), 1, "1"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "change"),
+    [
+        # Midnight twice (1 Nov starts at the first 00:00, 04:00Z) and skipped
+        # (8 Mar starts at 01:00, 05:00Z).
+        pytest.param("America/Havana", date(2026, 11, 1), id="havana-00-twice"),
+        pytest.param("America/Havana", date(2026, 3, 8), id="havana-no-00"),
+        pytest.param("America/Santiago", date(2026, 9, 6), id="santiago-no-00"),
+        pytest.param("Asia/Beirut", date(2026, 10, 24), id="beirut-23-twice"),
+    ],
+)
+def test_local_days_equal_the_events_of_each_local_date(
+    api, make_org, make_key, make_event, time_zone, change
+):
+    """Days in a time zone whose clock changes at midnight: each starts at the
+    first instant of its date, and sums exactly the events of that date as
+    zoneinfo reads it, rolled up or not."""
+    org = make_org("havana", time_zone=time_zone)
+    key = make_key(org)
+    zone = ZoneInfo(time_zone)
+
+    def first_instant(day: date) -> datetime:
+        # Fold 0: the earlier of two midnights; a skipped one read with the
+        # offset before the change, which is the instant the day begins.
+        return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+    start, end = (
+        first_instant(change - timedelta(days=2)),
+        first_instant(change + timedelta(days=3)),
+    )
+    at, n = start, 0
+    while at < end:  # an event every 20 minutes, every other one aggregated
+        n += 1
+        make_event(
+            org,
+            started_at=at,
+            cost=f"0.{n:04d}",
+            received_at=LONG_AGO if n % 2 else None,
+        )
+        at += timedelta(minutes=20)
+    run("aggregate_usage")
+    make_event(org, started_at=first_instant(change) + timedelta(minutes=59), cost="7")
+
+    body = get(
+        api, key, granularity="day", time_zone=time_zone, **{"from": iso(start), "to": iso(end)}
+    )
+
+    want: dict[str, list] = defaultdict(lambda: [0, Decimal(0)])
+    for e in RequestEvent.objects.filter(org=org):
+        day = want[iso(first_instant(e.started_at.astimezone(zone).date()))]
+        day[0] += 1
+        day[1] += e.cost_usd
+    assert body["time_zone"] == time_zone
+    assert [(r["period_start"], r["requests"], Decimal(r["cost_usd"])) for r in body["rows"]] == [
+        (day, requests, cost) for day, (requests, cost) in sorted(want.items())
+    ]
+    assert len(body["rows"]) == 5
+
+
+def test_days_are_utc_days_unless_a_time_zone_is_asked(api, org, key, make_event):
+    make_event(org, started_at=datetime(2026, 11, 1, 4, 30, tzinfo=UTC))
+    params = {"granularity": "day", "from": "2026-10-31T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+
+    utc = get(api, key, **params)
+    havana = get(api, key, time_zone="America/Havana", **params)
+
+    assert (utc["time_zone"], [r["period_start"] for r in utc["rows"]]) == (
+        "UTC",
+        ["2026-11-01T00:00:00Z"],
+    )
+    assert [r["period_start"] for r in havana["rows"]] == ["2026-11-01T04:00:00Z"]
 
 
 def test_range_is_widened_to_whole_hours(api, org, key, make_event):
@@ -398,6 +473,9 @@ def test_other_methods_are_405(api, key):
         ({"granularity": "week"}, "granularity"),
         ({"format": "xml"}, "format"),
         ({"group_by": "team,provider"}, "group_by"),
+        ({"time_zone": "Mars/Olympus_Mons"}, "time_zone"),
+        ({"time_zone": "localtime"}, "time_zone"),
+        ({"time_zone": "Europe/" + "x" * 5000}, "time_zone"),
         # Python 3.11's fromisoformat stops reading at a NUL.
         ({"from": "2026-11-01T00:00:00Z\x00junk"}, "from"),
         ({"to": "2026-11-01\x00"}, "to"),

@@ -106,7 +106,8 @@ hours_written AS (
 days_written AS (
     INSERT INTO tracking_dailyrollup AS r (
         org_id, day, team_id, user_id, model, requests, errors, unpriced_requests, cost_usd)
-    SELECT f.org_id, date_trunc('day', f.hour, z.time_zone), f.team_id, f.user_id, f.model,
+    SELECT f.org_id, tollgate_local_trunc('day', f.hour, z.time_zone), f.team_id, f.user_id,
+           f.model,
            sum(f.requests), sum(f.errors), sum(f.unpriced_requests), sum(f.cost_usd)
     FROM fresh f JOIN tracking_dailyrollupzone z ON z.org_id = f.org_id
     GROUP BY 1, 2, 3, 4, 5
@@ -226,13 +227,15 @@ SELECT (SELECT count(*) FROM buckets) AS buckets,
 -- rollups, in the time zone the org's days are built in (orgs without one
 -- are skipped: day_zones_to_build builds them whole). Run in the transaction
 -- that refreshed the hours, after it, so that daily and hourly rollups never
--- disagree. A day is the hours that start in it (23 to 25 of them; 26 hours
--- after a day's start lies in the next day). Idempotent like refresh_buckets.
+-- disagree. A day is keyed by its first instant (tollgate_local_trunc) and is
+-- the hours that start in it, up to the next day's first instant (23 to 25 of
+-- them). Idempotent like refresh_buckets.
 -- Reads the hourly rollups through rollup_unique_bucket (org, hour, ...).
 WITH days AS (
-    SELECT DISTINCT b.org_id, date_trunc('day', b.hour, z.time_zone) AS day, z.time_zone
+    SELECT DISTINCT b.org_id, d.period_start AS day, d.period_end AS day_end
     FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
     JOIN tracking_dailyrollupzone z ON z.org_id = b.org_id
+    CROSS JOIN LATERAL tollgate_period_bounds('day', z.time_zone, b.hour) d
 ),
 fresh AS (
     SELECT d.org_id, d.day, f.*
@@ -242,8 +245,7 @@ fresh AS (
                sum(r.requests) AS requests, sum(r.errors) AS errors,
                sum(r.unpriced_requests) AS unpriced_requests, sum(r.cost_usd) AS cost_usd
         FROM tracking_hourlyrollup r
-        WHERE r.org_id = d.org_id AND r.hour >= d.day
-          AND r.hour < date_trunc('day', d.day + interval '26 hours', d.time_zone)
+        WHERE r.org_id = d.org_id AND r.hour >= d.day AND r.hour < d.day_end
         GROUP BY r.team_id, r.user_id, r.model
     ) f
 ),
@@ -294,8 +296,8 @@ WITH org AS (
     SELECT o.id AS org_id, o.time_zone FROM budgets_organization o WHERE o.id = %(org_id)s
 ),
 fresh AS (
-    SELECT r.org_id, date_trunc('day', r.hour, o.time_zone) AS day, r.team_id, r.user_id,
-           r.model, sum(r.requests) AS requests, sum(r.errors) AS errors,
+    SELECT r.org_id, tollgate_local_trunc('day', r.hour, o.time_zone) AS day, r.team_id,
+           r.user_id, r.model, sum(r.requests) AS requests, sum(r.errors) AS errors,
            sum(r.unpriced_requests) AS unpriced_requests, sum(r.cost_usd) AS cost_usd
     FROM tracking_hourlyrollup r JOIN org o ON o.org_id = r.org_id
     GROUP BY 1, 2, 3, 4, 5
@@ -421,10 +423,12 @@ RETURNING w.id
 SELECT tollgate_raise_alerts(%(window_ids)s::bigint[])
 
 -- usage --
--- GET /v1/usage: spend, tokens and requests of one org per period, exact and
--- current: the hourly rollups, which hold exactly the events received up to
--- the aggregation watermark passed in as aggregated_through, plus the raw
--- tail, the events received after it. Late events in hours before the prune
+-- GET /v1/usage: spend, tokens and requests of one org per period (a UTC
+-- hour, or a local day of time_zone: the hours that start in it, keyed by
+-- its first instant, as the daily rollups are), exact and current: the
+-- hourly rollups, which hold exactly the events received up to the
+-- aggregation watermark passed in as aggregated_through, plus the raw tail,
+-- the events received after it. Late events in hours before the prune
 -- horizon are in neither (see refresh_buckets).
 -- The tail starts at the watermark this statement sees: a pass advances it
 -- in the transaction that writes the rollups it vouches for, so the two
@@ -463,7 +467,8 @@ usage AS (
       AND e.started_at >= s.pruned_before
       AND (%(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited))
 )
-SELECT date_trunc(%(granularity)s, u.hour, 'UTC') AS period_start,
+SELECT CASE WHEN %(granularity)s = 'day' THEN tollgate_local_trunc('day', u.hour, %(time_zone)s)
+            ELSE u.hour END AS period_start,
        CASE WHEN %(by_team)s THEN t.slug END AS team,
        CASE WHEN %(by_user)s THEN eu.external_id END AS "user",
        CASE WHEN %(by_model)s THEN u.model END AS model,

@@ -28,12 +28,22 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
                  (p_day - interval '1 microsecond') AT TIME ZONE p_tz + interval '1 microsecond')
 $$;
 
+-- The start of the local day, ISO week or month that contains p_at in zone
+-- p_tz: the first instant of its first local date (tollgate_local_day_start).
+-- What date_trunc(p_period, p_at, p_tz) is meant to give, but that reads the
+-- truncated midnight back as PostgreSQL does, the later instant where
+-- midnight happens twice (America/Havana 2026-11-01 04:30Z: 05:00Z, after
+-- it). Every day key and day start is this one rule: budget windows, daily
+-- rollups, the dashboard's days and GET /v1/usage's local days.
+CREATE OR REPLACE FUNCTION tollgate_local_trunc(p_period text, p_at timestamptz, p_tz text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT tollgate_local_day_start(date_trunc(p_period, p_at AT TIME ZONE p_tz), p_tz)
+$$;
+
 -- Start and end of the period that contains p_at, in the org's time zone.
 -- Days, ISO weeks (Monday) and calendar months start at the first instant of
--- their first local date (tollgate_local_day_start), and a period ends where
--- the next one starts, so periods tile time. The local date is truncated
--- before it becomes an instant again: date_trunc(period, p_at, p_tz) reads the
--- truncated midnight back as PostgreSQL does, after p_at when midnight repeats.
+-- their first local date (tollgate_local_trunc), and a period ends where
+-- the next one starts, so periods tile time.
 -- The single window of a `total` budget spans 1970 to 9999 (finite, so that
 -- Python can read it).
 --
@@ -46,8 +56,7 @@ CREATE FUNCTION tollgate_period_bounds(p_period text, p_tz text, p_at timestampt
 RETURNS TABLE (period_start timestamptz, period_end timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN p_period = 'total' THEN '1970-01-01 00:00:00+00'::timestamptz
-                ELSE tollgate_local_day_start(
-                    date_trunc(p_period, p_at AT TIME ZONE p_tz), p_tz) END,
+                ELSE tollgate_local_trunc(p_period, p_at, p_tz) END,
            CASE WHEN p_period = 'total' THEN '9999-12-31 00:00:00+00'::timestamptz
                 ELSE tollgate_local_day_start(
                     date_trunc(p_period, p_at AT TIME ZONE p_tz) + ('1 ' || p_period)::interval,

@@ -84,7 +84,8 @@ $$;
 -- hours whose raw events were pruned (an hour only partly in the window
 -- counts whole there: more, never less). Holds: every active hold of the
 -- scope taken since the window began gets this window added to its
--- window_ids and its amount to the window's reserved, so that settling,
+-- window_ids and what it holds (tollgate_hold_left: its amount less what
+-- partial settlements took) to the window's reserved, so that settling,
 -- releasing or expiring it takes it back here too. Locks those holds in id
 -- order, then creates the window: the lock order of 50_holds.sql.
 DROP FUNCTION IF EXISTS tollgate_seed_window(bigint, text, timestamptz);
@@ -126,8 +127,9 @@ BEGIN
       AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
            OR (b.scope = 'user' AND h.user_id = b.user_id));
 
-    SELECT array_agg(r.id ORDER BY r.id), coalesce(sum(r.amount), 0) INTO v_holds, v_reserved
-    FROM (SELECT r.id, r.amount FROM budgets_reservation r
+    SELECT array_agg(r.id ORDER BY r.id), coalesce(sum(tollgate_hold_left(r.amount, r.settled)), 0)
+    INTO v_holds, v_reserved
+    FROM (SELECT r.id, r.amount, r.settled FROM budgets_reservation r
           WHERE r.org_id = b.org_id AND r.status = 'active' AND r.created_at >= v_start
             AND (b.scope = 'org' OR (b.scope = 'team' AND r.team_id = b.team_id)
                  OR (b.scope = 'user' AND r.user_id = b.user_id))

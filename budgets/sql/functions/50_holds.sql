@@ -5,7 +5,13 @@
 -- in 60_events.sql), so that none deadlocks with another: new teams (sorted),
 -- new users (sorted), then events by id, reservations by id, the org row
 -- (key share, only to create windows), missing windows (sorted by budget and
--- period), then window rows by id, then alerts (docs/sql.md).
+-- period), then window rows by id, then alerts (docs/sql.md). Settlements,
+-- releases, extensions and the sweeper lock a hold before its windows.
+--
+-- A hold holds what is left of its amount: the amount less what events have
+-- settled into it so far (partial settlements, tollgate_record_events), never
+-- below zero (tollgate_hold_left). Whatever closes it takes exactly that back
+-- from its windows.
 -- Installed after every migrate by config/sqlfunctions.py (all apps' files,
 -- in app order then file name order, in one transaction); a function no file
 -- defines any more is dropped. Each hot-path request is one call to one of
@@ -517,6 +523,15 @@ BEGIN
         'budgets', v_rows, 'warnings', v_warnings);
 END $$;
 
+-- What an active hold still holds on its windows: its amount less what has
+-- been settled into it, not below zero (settled NULL: a hold closed before
+-- settled amounts were kept). The one rule of every writer that takes a hold
+-- back (release, expiry, extension, settlement, a window seeded mid-period).
+CREATE OR REPLACE FUNCTION tollgate_hold_left(p_amount numeric, p_settled numeric)
+RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(p_amount - coalesce(p_settled, 0), 0)
+$$;
+
 -- Take a hold back from the windows it was added to. Caller holds no locks.
 -- A window at or over a threshold is judged again (where its org counts
 -- holds, it may fall back below and re-arm); the others skip alerts.
@@ -583,7 +598,7 @@ CREATE OR REPLACE FUNCTION tollgate_release(p_org bigint, p_id uuid, p_retention
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE r record;
 BEGIN
-    SELECT status, amount, window_ids INTO r
+    SELECT status, amount, settled, window_ids INTO r
     FROM budgets_reservation WHERE id = p_id AND org_id = p_org FOR UPDATE;
     IF NOT FOUND THEN
         IF tollgate_reservation_id_time(p_id) < now() - p_retention THEN
@@ -595,8 +610,50 @@ BEGIN
         RETURN jsonb_build_object('status', r.status, 'released_now', false);
     END IF;
     UPDATE budgets_reservation SET status = 'released', closed_at = now() WHERE id = p_id;
-    PERFORM tollgate_unhold(r.window_ids, r.amount);
+    -- What partial settlements took is spent and stays spent.
+    PERFORM tollgate_unhold(r.window_ids, tollgate_hold_left(r.amount, r.settled));
     RETURN jsonb_build_object('status', 'released', 'released_now', true);
+END $$;
+
+-- Extend a hold (POST /v1/budget/reservations/{id}/extend): it expires
+-- p_ttl_seconds from now, or later if it already did (never earlier, so a
+-- repeat is harmless). A hold that is no longer active answers how it closed
+-- (settled, released, expired; 'closed' for an id older than the retention,
+-- as in tollgate_release). A hold whose time is up but that no sweeper has
+-- reached yet is expired here, as the sweeper would, rather than revived: a
+-- hold stops counting when it expires, whoever looks first.
+-- Locks the hold, then (expiring it) its windows in id order.
+CREATE OR REPLACE FUNCTION tollgate_extend(p_org bigint, p_id uuid, p_ttl_seconds integer,
+                                           p_retention interval DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    v_expires timestamptz;
+BEGIN
+    SELECT status, amount, settled, window_ids, expires_at INTO r
+    FROM budgets_reservation WHERE id = p_id AND org_id = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        IF tollgate_reservation_id_time(p_id) < now() - p_retention THEN
+            RETURN jsonb_build_object('status', 'closed');
+        END IF;
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF r.status = 'active' AND r.expires_at <= now() THEN
+        UPDATE budgets_reservation SET status = 'expired', closed_at = now() WHERE id = p_id;
+        PERFORM tollgate_unhold(r.window_ids, tollgate_hold_left(r.amount, r.settled));
+        RETURN jsonb_build_object('status', 'expired');
+    END IF;
+    IF r.status <> 'active' THEN
+        RETURN jsonb_build_object('status', r.status);
+    END IF;
+    UPDATE budgets_reservation
+    SET expires_at = greatest(expires_at, now() + make_interval(secs => p_ttl_seconds))
+    WHERE id = p_id
+    RETURNING expires_at INTO v_expires;
+    RETURN jsonb_build_object('status', 'active',
+        'expires_at', to_char(v_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'amount_usd', trim_scale(r.amount)::text,
+        'settled_usd', trim_scale(coalesce(r.settled, 0))::text);
 END $$;
 
 -- Expire holds whose time is up. Safe to run from many processes at once
@@ -614,7 +671,7 @@ BEGIN
         WHERE id IN (SELECT id FROM budgets_reservation
                      WHERE status = 'active' AND expires_at <= now()
                      ORDER BY expires_at LIMIT p_limit FOR UPDATE SKIP LOCKED)
-        RETURNING amount, window_ids
+        RETURNING tollgate_hold_left(amount, settled) AS amount, window_ids
     ), per_window AS (
         SELECT wid, sum(e.amount) AS amount FROM expired e, unnest(e.window_ids) AS wid GROUP BY wid
     )

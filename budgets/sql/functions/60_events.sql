@@ -22,18 +22,20 @@
 -- p_events: [{"idx", "event_id", "team", "user", "model", "provider",
 --   "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
 --   "reasoning_tokens", "cost_usd" (caller's, or null), "latency_ms", "status",
---   "started_at" (or null = now), "reservation_id", "tags", "payload_hash",
---   and optional (absent = 0 or ''): the parts "cache_write_1h_tokens",
---   "input_audio_tokens", "input_image_tokens", "output_audio_tokens",
---   "output_image_tokens", "web_search_calls", and "service_tier" (the price
---   tier: '', 'flex', 'priority', 'batch'), "inference_geo"}, ...]
+--   "started_at" (or null = now), "reservation_id", "final" (null = true: the
+--   event closes the hold it names; false: a partial settlement), "tags",
+--   "payload_hash", and optional (absent = 0 or ''): the parts
+--   "cache_write_1h_tokens", "input_audio_tokens", "input_image_tokens",
+--   "output_audio_tokens", "output_image_tokens", "web_search_calls", and
+--   "service_tier" (the price tier: '', 'flex', 'priority', 'batch'),
+--   "inference_geo"}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
 --   "price_model", "cost_source", "duplicate", "reservation"}]} or
 --   {"status": "not_found", "errors": [...]}. price_model: the price entry's
 --   key the event's model resolved to (20_pricing.sql), NULL when unpriced or
 --   the caller's cost. cost_source: "price", "caller", or for a model with no
---   price (the org's unpriced_policy, tollgate_fallback_cost) "hold" (the hold
---   this event settled), "fallback_rate" or "zero"; NULL for events recorded
+--   price (the org's unpriced_policy, tollgate_fallback_cost) "hold" (what was
+--   left of the hold this event closed), "fallback_rate" or "zero"; NULL for events recorded
 --   before it was kept.
 DROP FUNCTION IF EXISTS tollgate_record_events(bigint, text, boolean, jsonb);
 CREATE OR REPLACE FUNCTION tollgate_record_events(
@@ -54,6 +56,8 @@ DECLARE
     v_replay_ids text[];
     v_settle_ids uuid[];
     v_unpriced boolean;  -- a new event has no price
+    v_claims jsonb;
+    v_holds jsonb;
     -- Read once per batch (a primary-key probe), so a change applies to the next call.
     v_policy text := (SELECT unpriced_policy FROM budgets_organization WHERE id = p_org);
 BEGIN
@@ -164,56 +168,102 @@ BEGIN
         END IF;
     END IF;
 
-    -- Settle the holds named by new events (each hold once, however many events name it).
+    -- Settle the holds named by new events. An event settles into a hold that
+    -- is active and of its team (or teamless): its cost adds to what the hold
+    -- has settled. The hold closes ('settled') when one of them is final (the
+    -- default); after partial settlements only ("final": false) it stays
+    -- active, holding what is left of its amount (tollgate_hold_left). Either
+    -- way the windows give back what the hold no longer holds.
     v_settle_ids := ARRAY(SELECT DISTINCT (n->>'reservation_id')::uuid
                           FROM jsonb_array_elements(v_inserted) n
                           WHERE n->>'reservation_id' IS NOT NULL ORDER BY 1);
     v_settled := '[]';
+    v_claims := '[]';
     IF v_settle_ids <> '{}' THEN
         -- Locked and read by primary key, the status checked on what was read
-        -- (not in a WHERE: see tollgate_release on the partial index).
-        SELECT coalesce(array_agg(r.id) FILTER (
-                   WHERE r.status = 'active'
-                     -- An event of a team settles only that team's (or a
-                     -- teamless) hold: a team-limited key, whose events always
-                     -- carry its team, cannot settle another team's hold.
-                     AND EXISTS (SELECT 1 FROM jsonb_to_recordset(v_inserted)
-                                               AS n(reservation_id uuid, team_id bigint)
-                                 WHERE n.reservation_id = r.id
-                                   AND (n.team_id IS NULL OR r.team_id IS NULL
-                                        OR r.team_id = n.team_id))), '{}')
-        INTO v_settle_ids
-        FROM (SELECT id, status, team_id FROM budgets_reservation
+        -- in the next statement (a `status = 'active'` in this one may be
+        -- planned on the partial index: see tollgate_release).
+        SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO v_holds
+        FROM (SELECT id, status, team_id, amount, settled FROM budgets_reservation
               WHERE id = ANY(v_settle_ids) AND org_id = p_org
               ORDER BY id FOR UPDATE) r;
-        WITH settled AS (
-            UPDATE budgets_reservation r SET status = 'settled', closed_at = now()
-            WHERE r.id = ANY(v_settle_ids)
-            RETURNING r.id, r.amount, r.window_ids
-        )
-        SELECT coalesce(jsonb_agg(to_jsonb(settled)), '[]') INTO v_settled FROM settled;
+        -- An event of a team settles only that team's (or a teamless) hold: a
+        -- team-limited key, whose events always carry its team, cannot settle
+        -- another team's hold.
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'event_id', n.event_id, 'reservation_id', r.id,
+                   'final', coalesce((e->>'final')::boolean, true),
+                   'cost_usd', n.cost_usd, 'cost_source', n.cost_source,
+                   'hold_left', tollgate_hold_left(r.amount, r.settled))), '[]')
+        INTO v_claims
+        FROM jsonb_to_recordset(v_holds)
+             AS r(id uuid, status text, team_id bigint, amount numeric, settled numeric)
+        JOIN jsonb_to_recordset(v_inserted)
+             AS n(event_id text, reservation_id uuid, team_id bigint, cost_usd numeric,
+                  cost_source text)
+          ON n.reservation_id = r.id
+        JOIN jsonb_array_elements(p_events) e ON e->>'event_id' = n.event_id
+        WHERE r.status = 'active'
+          AND (n.team_id IS NULL OR r.team_id IS NULL OR r.team_id = n.team_id);
 
-        -- An unpriced event is charged the hold it settles: what the caller
-        -- expected it to cost, rather than the fallback rate. One event per
-        -- hold (the first by id) when several of the batch settle it.
+        -- An unpriced event that closes a hold is charged what is left of it:
+        -- what the caller expected the call to cost, rather than the fallback
+        -- rate. One event per hold (the first by id) when several of the batch
+        -- close it; a partial one, or one closing a hold with nothing left,
+        -- keeps the fallback rate.
         WITH charged AS (
             UPDATE tracking_requestevent e SET cost_usd = h.amount, cost_source = 'hold'
-            FROM (SELECT DISTINCT ON (n.reservation_id) n.event_id, s.amount
-                  FROM jsonb_to_recordset(v_inserted)
-                       AS n(event_id text, reservation_id uuid, cost_source text)
-                  JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
-                    ON s.id = n.reservation_id
-                  WHERE n.cost_source = 'fallback_rate'
-                  ORDER BY n.reservation_id, n.event_id) h
-            WHERE e.org_id = p_org AND e.event_id = h.event_id
+            FROM (SELECT DISTINCT ON (c.reservation_id) c.event_id, c.hold_left AS amount
+                  FROM jsonb_to_recordset(v_claims)
+                       AS c(event_id text, reservation_id uuid, final boolean,
+                            cost_source text, hold_left numeric)
+                  WHERE c.final AND c.cost_source = 'fallback_rate'
+                  ORDER BY c.reservation_id, c.event_id) h
+            WHERE e.org_id = p_org AND e.event_id = h.event_id AND h.amount > 0
             RETURNING e.event_id, e.cost_usd
+        ), patched AS (
+            SELECT jsonb_agg(CASE WHEN c.event_id IS NULL THEN n
+                                  ELSE n || jsonb_build_object('cost_usd', c.cost_usd,
+                                                               'cost_source', 'hold') END) AS inserted,
+                   bool_or(c.event_id IS NOT NULL) AS any_charged
+            FROM jsonb_array_elements(v_inserted) n
+            LEFT JOIN charged c ON c.event_id = n->>'event_id'
+        ), claims AS (
+            SELECT jsonb_agg(CASE WHEN c.event_id IS NULL THEN k
+                                  ELSE k || jsonb_build_object('cost_usd', c.cost_usd) END)
+                   AS claims
+            FROM jsonb_array_elements(v_claims) k
+            LEFT JOIN charged c ON c.event_id = k->>'event_id'
         )
-        SELECT jsonb_agg(CASE WHEN c.event_id IS NULL THEN n
-                              ELSE n || jsonb_build_object('cost_usd', c.cost_usd,
-                                                           'cost_source', 'hold') END)
-        INTO v_inserted
-        FROM jsonb_array_elements(v_inserted) n
-        LEFT JOIN charged c ON c.event_id = n->>'event_id';
+        SELECT p.inserted, coalesce(k.claims, '[]') INTO v_inserted, v_claims
+        FROM patched p, claims k;
+
+        -- Each hold once: what its events settled, whether it closes, and
+        -- what its windows give back (all it held when it closes, else the
+        -- part of it the new costs used up).
+        WITH per_hold AS (
+            SELECT c.reservation_id AS id, sum(c.cost_usd) AS added, bool_or(c.final) AS closes
+            FROM jsonb_to_recordset(v_claims)
+                 AS c(reservation_id uuid, cost_usd numeric, final boolean)
+            GROUP BY c.reservation_id
+        ), settled AS (
+            UPDATE budgets_reservation r
+            SET settled = coalesce(r.settled, 0) + h.added,
+                status = CASE WHEN h.closes THEN 'settled' ELSE r.status END,
+                closed_at = CASE WHEN h.closes THEN now() ELSE r.closed_at END
+            FROM per_hold h
+            -- By primary key: joined on per_hold alone, a generic plan built on
+            -- stale statistics hashed the whole table
+            -- (tests/budgets/test_active_holds_plans.py).
+            WHERE r.id = ANY(v_settle_ids) AND r.id = h.id
+            RETURNING r.id, r.window_ids,
+                      -- r.settled is the new value here: what it held before, less what it holds now.
+                      tollgate_hold_left(r.amount, r.settled - h.added)
+                      - CASE WHEN h.closes THEN 0 ELSE tollgate_hold_left(r.amount, r.settled) END
+                      AS amount
+        )
+        SELECT coalesce(jsonb_agg(to_jsonb(settled)) FILTER (WHERE settled.amount > 0), '[]')
+        INTO v_settled FROM settled;
     END IF;
 
     -- Spend per window of the events' periods: one pass over the applicable
@@ -276,17 +326,25 @@ BEGIN
                'price_model', r.price_model,
                'cost_source', nullif(r.cost_source, ''),
                'duplicate', NOT r.new,
-               -- `settled`: this event settled the hold now (for a replay: the
-               -- hold is settled); `status`: the hold's state now.
+               -- `settled`: this event's cost was settled into the hold now
+               -- (for a replay: the hold has settled costs); `status`: the
+               -- hold's state now ('active' after a partial settlement);
+               -- `settled_usd`: all settled into it so far (NULL: closed
+               -- before that was kept; over_hold_usd then compares this event).
                'reservation', CASE WHEN r.reservation_id IS NULL THEN NULL
                    ELSE jsonb_build_object(
                        'id', r.reservation_id,
-                       'settled', CASE WHEN r.new THEN s.id IS NOT NULL
-                                       ELSE res.status = 'settled' END,
+                       'settled', CASE WHEN r.new THEN s.event_id IS NOT NULL
+                                       ELSE res.status = 'settled' OR res.settled > 0 END,
                        'status', res.status,
                        'held_usd', trim_scale(res.amount)::text,
-                       'over_hold_usd', CASE WHEN res.status = 'settled' AND res.amount < r.cost_usd
-                                             THEN trim_scale(r.cost_usd - res.amount)::text END)
+                       'settled_usd', trim_scale(res.settled)::text,
+                       'over_hold_usd', CASE
+                           WHEN res.settled IS NULL THEN
+                               CASE WHEN res.status = 'settled' AND res.amount < r.cost_usd
+                                    THEN trim_scale(r.cost_usd - res.amount)::text END
+                           WHEN res.settled > res.amount
+                               THEN trim_scale(res.settled - res.amount)::text END)
                    END)
                ORDER BY (e->>'idx')::int)
     INTO v_results
@@ -301,14 +359,14 @@ BEGIN
                AS p(event_id text, cost_usd numeric, priced boolean, price_model text,
                     cost_source text, reservation_id uuid)
          ) r ON r.event_id = e->>'event_id'
-    LEFT JOIN jsonb_to_recordset(v_settled) AS s(id uuid, amount numeric)
-           ON s.id = r.reservation_id AND r.new
+    LEFT JOIN jsonb_to_recordset(v_claims) AS s(event_id text)
+           ON s.event_id = r.event_id AND r.new
     -- A replay's stored reservation is the one it names (same payload hash).
     -- Looked up per event by primary key. As a join (OFFSET 0 keeps the
     -- planner from turning the lookup into one), a generic plan built on
     -- stale statistics of the table hashed it whole: ~280 pages per call in
     -- tests/budgets/test_active_holds_plans.py.
-    LEFT JOIN LATERAL (SELECT status, amount FROM budgets_reservation
+    LEFT JOIN LATERAL (SELECT status, amount, settled FROM budgets_reservation
                        WHERE id = r.reservation_id AND org_id = p_org
                        OFFSET 0) res ON true;
     -- xid: this transaction, for the dashboard's live updates; a page leaves

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand
 from budgets.audit import Actor
 from budgets.models import ApiKey, Organization
 from budgets.services import api_key_create, api_key_revoke
+from config.server import server_command
 
 DEMO_ORG = "demo"
 ADMIN_USERNAME = "admin"
@@ -54,7 +55,8 @@ class Command(BaseCommand):
         self.serve(addrport)
 
     def serve(self, addrport: str) -> None:
-        """Run the development server (daphne via runserver) and the worker
+        """Run the server (uvicorn with the production command's limits on
+        headers, bodies and read times, config/server.py) and the worker
         (aggregation, reservation expiry, alert delivery) as child processes.
 
         This process keeps its claim on the embedded database while they run;
@@ -64,10 +66,7 @@ class Command(BaseCommand):
         manage = str(settings.BASE_DIR / "manage.py")
         children = [
             subprocess.Popen([sys.executable, manage, "run_worker", "--aggregate-every", "10"]),
-            # No autoreloader: its parent process, sent SIGTERM while waiting
-            # on the server it restarts, could hang in subprocess' wait (seen
-            # with `timeout demo`), keeping the embedded database up.
-            subprocess.Popen([sys.executable, manage, "runserver", "--noreload", addrport]),
+            subprocess.Popen(server_command(addrport)),
         ]
         try:
             children[1].wait()

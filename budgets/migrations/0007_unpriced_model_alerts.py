@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("budgets", "0005_unpriced_policy"),
+        ("budgets", "0006_reservation_settled"),
     ]
 
     operations = [
