@@ -411,6 +411,7 @@ class AlertAdmin(admin.ModelAdmin):
         "__str__",
         "org",
         "kind",
+        "model",
         "used",
         "limit",
         "fired_at",
@@ -419,7 +420,12 @@ class AlertAdmin(admin.ModelAdmin):
         "acknowledged_at",
     ]
     list_filter = ["kind", "delivery_status", "org"]
-    readonly_fields = [f.name for f in Alert._meta.fields]
+    # Every field read only, money and the firing time as people read them.
+    fields = readonly_fields = [
+        {"used_usd": "used", "limit_usd": "limit", "created_at": "fired_at"}.get(f.name, f.name)
+        for f in Alert._meta.fields
+        if f.name != "id"
+    ]
     inlines = [AlertDeliveryAttemptInline]
     actions = ["acknowledge"]
 
@@ -433,8 +439,9 @@ class AlertAdmin(admin.ModelAdmin):
         return usd_for_people(alert.used_usd)
 
     @admin.display(description="limit", ordering="limit_usd")
-    def limit(self, alert: Alert) -> str:
-        return usd_for_people(alert.limit_usd)
+    def limit(self, alert: Alert) -> str | None:
+        # An unpriced model's alert has no budget, hence no limit (admin's "-").
+        return None if alert.limit_usd is None else usd_for_people(alert.limit_usd)
 
     @admin.display(description="fired", ordering="created_at")
     def fired_at(self, alert: Alert) -> str:

@@ -431,18 +431,23 @@ def parse_key(secret: str) -> str | None:
 
 
 class Alert(models.Model):
-    """A budget window crossed its soft limit or hit its hard limit.
+    """A budget window crossed its soft limit or hit its hard limit, or an
+    organization sent a model that has no price.
 
-    Recorded by the hot path in the transaction that crossed the threshold,
-    once per crossing (the window's `soft_alerted` / `hard_alerted`: a window
-    that falls back below and crosses again gets another), and delivered to the org's webhook by
-    `manage.py deliver_alerts` from this row (an outbox). Shown on the
-    dashboard until acknowledged.
+    Recorded by the hot path in the transaction that caused it: a budget
+    alert once per crossing (the window's `soft_alerted` / `hard_alerted`: a
+    window that falls back below and crosses again gets another), an
+    unpriced-model alert once per organization and model name ever (the
+    unique index `alert_unpriced_model_once`), by the recording of the first
+    event of that model that no price entry resolves. Delivered to the org's
+    webhook by `manage.py deliver_alerts` from this row (an outbox). Shown on
+    the dashboard until acknowledged.
     """
 
     class Kind(models.TextChoices):
         SOFT = "soft", "Soft limit reached"
         HARD = "hard", "Hard limit reached"
+        UNPRICED_MODEL = "unpriced_model", "Model with no price"
 
     class Delivery(models.TextChoices):
         PENDING = "pending"
@@ -451,13 +456,21 @@ class Alert(models.Model):
         SKIPPED = "skipped", "Skipped (no webhook)"
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
-    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
-    window = models.ForeignKey(BudgetWindow, on_delete=models.CASCADE, related_name="alerts")
-    kind = models.CharField(max_length=4, choices=Kind.choices)
-    limit_usd = models.DecimalField(**MONEY)
+    # A budget alert's budget and window; null for an unpriced model.
+    budget = models.ForeignKey(
+        Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    window = models.ForeignKey(
+        BudgetWindow, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    kind = models.CharField(max_length=14, choices=Kind.choices)
+    # The name as sent, of an unpriced-model alert ("" for a budget alert).
+    model = models.CharField(max_length=128, blank=True, default="", db_default="")
+    limit_usd = models.DecimalField(**MONEY, null=True, blank=True)
     used_usd = models.DecimalField(
         **MONEY,
-        help_text="What counted when it crossed: spent, plus reserved if the org counts holds.",
+        help_text="What counted when it crossed: spent, plus reserved if the org counts holds; "
+        "for an unpriced model, what its first requests were charged.",
     )
     created_at = models.DateTimeField(default=timezone.now)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
@@ -471,6 +484,37 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(
+                        kind__in=["soft", "hard"],
+                        budget__isnull=False,
+                        window__isnull=False,
+                        limit_usd__isnull=False,
+                        model="",
+                    )
+                    | (
+                        Q(
+                            kind="unpriced_model",
+                            budget__isnull=True,
+                            window__isnull=True,
+                            limit_usd__isnull=True,
+                        )
+                        & ~Q(model="")
+                    )
+                ),
+                name="alert_kind_matches_subject",
+            ),
+            # Once per org and model name: the recording of events inserts
+            # with ON CONFLICT on this index, which also makes concurrent
+            # first uses of one name raise one alert across processes.
+            models.UniqueConstraint(
+                fields=["org", "model"],
+                condition=Q(kind="unpriced_model"),
+                name="alert_unpriced_model_once",
+            ),
+        ]
         indexes = [
             # Used by deliver_alerts: due deliveries.
             models.Index(
@@ -485,6 +529,8 @@ class Alert(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.kind == self.Kind.UNPRICED_MODEL:
+            return f"{self.get_kind_display()}: {self.org.slug} {self.model}"
         return f"{self.get_kind_display()}: {self.budget}"
 
 

@@ -185,6 +185,8 @@ def time_for_people(at: datetime, time_zone: str) -> str:
 def alert_payload(alert: Alert) -> dict[str, Any]:
     """The webhook body: structured fields (exact amounts) plus a
     Slack-compatible `text` (money and time as people read them)."""
+    if alert.kind == Alert.Kind.UNPRICED_MODEL:
+        return _unpriced_model_payload(alert)
     budget = alert.budget
     used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
     what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
@@ -209,6 +211,26 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
             "soft_limit_pct": budget.soft_limit_pct,
             "window_start": alert.window.period_start.isoformat(),
             "resets_at": None if budget.period == "total" else alert.window.period_end.isoformat(),
+            "created_at": alert.created_at.isoformat(),
+        },
+    }
+
+
+def _unpriced_model_payload(alert: Alert) -> dict[str, Any]:
+    free = " and counts against no budget until repriced" if not alert.used_usd else ""
+    text = (
+        f"Tollgate: {alert.org.slug} sent model '{alert.model}', which has no price, at "
+        f"{time_for_people(alert.created_at, alert.org.time_zone)}; its first use was charged "
+        f"{usd_for_people(alert.used_usd)}{free}. Add its price or an alias, then reprice."
+    )
+    return {
+        "text": text,
+        "alert": {
+            "id": alert.pk,
+            "kind": alert.kind,
+            "org": alert.org.slug,
+            "model": alert.model,
+            "used_usd": f"{alert.used_usd.normalize():f}",
             "created_at": alert.created_at.isoformat(),
         },
     }

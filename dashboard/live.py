@@ -64,6 +64,11 @@ class _Pending:
     totals: dict[tuple[str | None, str | None, str | None, str, str], list[Any]] = field(
         default_factory=dict
     )
+    # (transaction, team, model, UTC hour) -> [requests, cost] of the events
+    # with no price: the page adds these to its unpriced dollars and model
+    # names (kpis.unpriced_usd, unpriced_models), by name, which the totals
+    # may not keep (a summary's `updates` fold names it does not show).
+    unpriced: dict[tuple[str | None, str | None, str, str], list[Any]] = field(default_factory=dict)
 
     def add(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -76,6 +81,13 @@ class _Pending:
         totals[1] += event["status"] == "error"
         totals[2] += not event["priced"]
         totals[3] += Decimal(event["cost_usd"])
+        if not event["priced"]:
+            _add_unpriced(
+                self.unpriced,
+                (event["xid"], event["team"], event["model"], hour),
+                1,
+                Decimal(event["cost_usd"]),
+            )
 
     def message(self, budgets: list[Any] | None) -> dict[str, Any]:
         return {
@@ -83,8 +95,33 @@ class _Pending:
             "id": message_id(),  # one message may reach a page twice (`updates`)
             "events": list(reversed(self.events)),  # newest first, like the summary
             "totals": _total_rows(self.totals),
+            "unpriced": _unpriced_rows(self.unpriced),
             "budgets": budgets,
         }
+
+
+def _add_unpriced(
+    unpriced: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], requests: int, cost: Decimal
+) -> None:
+    sums = unpriced.setdefault(key, [0, Decimal(0)])
+    sums[0] += requests
+    sums[1] += cost
+
+
+def _unpriced_rows(unpriced: dict[tuple[Any, ...], list[Any]]) -> list[dict[str, Any]]:
+    """Unpriced sums keyed (xid, team, model, hour) -> [requests, cost] as a
+    message carries them."""
+    return [
+        {
+            "xid": xid,
+            "team": team,
+            "model": model,
+            "hour": hour,
+            "requests": u[0],
+            "cost_usd": usd_text(u[1]),
+        }
+        for (xid, team, model, hour), u in unpriced.items()
+    ]
 
 
 # This process, among the senders of an org's group, and its messages' numbers.
@@ -230,6 +267,7 @@ def client_message(message: dict[str, Any]) -> dict[str, Any]:
         "id": message["id"],
         "events": message["events"],
         "totals": message["totals"],
+        "unpriced": message.get("unpriced", []),
         "budgets": message["budgets"],
     }
 
@@ -247,6 +285,9 @@ class Unseen:
     numbers: see `message_id`), so that a page that also heard one of them
     over its socket adds it once.
 
+    Unpriced spend (`unpriced`) is kept by model name, whatever the chart
+    and top lists show: the page lists new names on its unpriced card.
+
     A team, user or model that the summary's chart and top lists leave out
     is `false` in the totals (`shown`): the page adds such spend to the
     chart's "other" stack and to no top list, as it would with the name, and
@@ -262,6 +303,7 @@ class Unseen:
         self.folded = 0  # the keeper's sequence number of the last message read
         self.covers: dict[str, list[list[int]]] = {}  # sender -> [[first, last], ...]
         self.totals: dict[tuple[Any, ...], list[Any]] = {}
+        self.unpriced: dict[tuple[Any, ...], list[Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.budgets: list[Any] | None = None
 
@@ -304,6 +346,15 @@ class Unseen:
             sums[1] += total["errors"]
             sums[2] += total["unpriced_requests"]
             sums[3] += Decimal(total["cost_usd"])
+        # The unpriced dollars and names are the KPIs' (the first statement's
+        # snapshot), kept by name: a new name is what the page must show.
+        for row in message.get("unpriced", []):
+            if sees(self.snapshots[0], row["xid"]):
+                continue
+            if shown.team is not None and row["team"] != shown.team:
+                continue
+            key = (None, row["team"], row["model"], row["hour"])
+            _add_unpriced(self.unpriced, key, row["requests"], Decimal(row["cost_usd"]))
         self.events.extend(
             e
             for e in message["events"]
@@ -323,6 +374,7 @@ class Unseen:
             "covers": {sender: [list(r) for r in ranges] for sender, ranges in self.covers.items()},
             "events": list(self.events),
             "totals": _total_rows(self.totals),
+            "unpriced": _unpriced_rows(self.unpriced),
             "budgets": self.budgets,
         }
 

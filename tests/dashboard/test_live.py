@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from config.hotpath.router import Request
 from dashboard import live
 from tests.dashboard.conftest import cookie_header, event, record
 from tracking import api as ingest
+from tracking.models import Price
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -212,3 +214,48 @@ def test_live_updates_through_the_real_server(server, api, org, key, make_user):
         message = json.loads(socket.recv(timeout=5))
 
     assert [e["id"] for e in message["events"]] == ["over-the-wire"]
+
+
+def test_a_live_update_carries_unpriced_spend_by_model_name(org, key, make_user):
+    """Events with no price reach the page as dollars and names (the
+    unpriced card), not only as a count; priced ones, or priced by the
+    caller's cost, do not."""
+    Price.objects.create(
+        provider="openai",
+        model="gpt-4o",
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+    )
+    ann = cookie(make_user("ann", org=org))
+
+    async def scenario():
+        member = communicator(ann)
+        connected, _ = await member.connect()
+        assert connected
+        await member.receive_json_from(timeout=5)
+        status, _ = await ingest_events(
+            key,
+            [
+                event("u-1", cost=None, model="tg-mystery"),
+                event("u-2", cost=None, model="tg-mystery", team="ads"),
+                event("u-3", cost=None, model="tg-mystery"),
+                event("p-1", cost=None),  # priced from the catalog
+                event("c-1", cost="0.5", model="tg-caller"),  # the caller's cost
+            ],
+        )
+        assert status == 201
+        message = await member.receive_json_from(timeout=5)
+        await member.disconnect()
+        return message
+
+    message = run(scenario())
+
+    [xid] = {t["xid"] for t in message["totals"]}
+    hour = message["events"][0]["started_at"][:13] + ":00:00Z"
+    # 100 input x $2.5/M + 20 output x $10/M, at the fallback (catalog's highest) rates.
+    assert sorted(message["unpriced"], key=lambda u: u["team"]) == [
+        {"xid": xid, "team": "ads", "model": "tg-mystery", "hour": hour,
+         "requests": 1, "cost_usd": "0.00045"},
+        {"xid": xid, "team": "search", "model": "tg-mystery", "hour": hour,
+         "requests": 2, "cost_usd": "0.0009"},
+    ]  # fmt: skip

@@ -269,3 +269,46 @@ def test_names_the_summary_does_not_show_are_folded_together():
     assert update["budgets"] == "b4"
     # A top list that is not full holds everyone: nothing of it is folded.
     assert shown.models is None
+
+
+def test_unseen_keeps_unpriced_names_the_totals_fold():
+    """The unpriced card lists model names: a summary's `updates` keep each
+    unpriced name, also one its top lists and chart leave out (folded to
+    false in the totals), and only what the KPIs' snapshot did not see."""
+
+    def recording(n: int, xid: str, team: str, model: str, cost: str) -> tuple:
+        row = {"xid": xid, "team": team, "model": model, "hour": "2026-11-23T05:00:00Z"}
+        total = {**row, "user": None, "requests": 1, "errors": 0, "unpriced_requests": 1,
+                 "cost_usd": cost}  # fmt: skip
+        message = {"id": f"s.{n}", "events": [], "totals": [total], "budgets": None,
+                   "unpriced": [{**row, "requests": 1, "cost_usd": cost}]}  # fmt: skip
+        return (n, 1.0, message)
+
+    models = [f"m{i}" for i in range(10)]
+    breakdown = {
+        "chart": {"split_by": "team", "series": [{"key": "t", "other": False}]},
+        "top": {
+            "teams": [{"id": "t", "spend_usd": "1", "requests": 1}],
+            "users": [],
+            "models": [{"id": m, "spend_usd": "1", "requests": 1} for m in models],
+        },
+    }
+    # The KPIs' statement saw 10; the chart's also 11.
+    unseen = live.Unseen(("11:11:", "12:12:"), since=0.0, shown=live.Shown.of(breakdown, None))
+    unseen.fold(
+        [
+            recording(1, "10", "t", "new-a", "9"),  # seen by the KPIs: left out
+            recording(2, "11", "t", "new-b", "0.25"),
+            recording(3, "12", "t", "new-b", "0.5"),
+            recording(4, "12", "u", "new-c", "0.001"),
+        ]
+    )
+    update = unseen.message()
+    assert {t["model"] for t in update["totals"]} == {False}  # not in the full top ten
+    unpriced = {(u["team"], u["model"]): (u["requests"], u["cost_usd"], u["xid"])
+                for u in update["unpriced"]}  # fmt: skip
+    assert unpriced == {("t", "new-b"): (2, "0.75", None), ("u", "new-c"): (1, "0.001", None)}
+
+    team_page = live.Unseen(("11:11:", "12:12:"), since=0.0, shown=live.Shown.of(breakdown, "t"))
+    team_page.fold([recording(4, "12", "u", "new-c", "0.001"), recording(5, "12", "t", "x", "1")])
+    assert [u["model"] for u in team_page.message()["unpriced"]] == ["x"]

@@ -155,6 +155,47 @@ def test_summary_numbers_are_the_databases(api, org, key, make_budget):
         assert shown["soft_limit_pct"] == b.soft_limit_pct
 
 
+def test_alerts_say_when_they_fired_and_an_unpriced_models_alert_is_the_orgs(
+    api, org, key, make_budget
+):
+    Price.objects.create(
+        provider="openai",
+        model="gpt-4o",
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+    )
+    make_budget(org, "0.5", scope="team", team="search", soft_limit_pct=50)
+    record(api, key, [event("first-mystery", cost=None, model="tg-mystery", team="support")])
+    record(api, key, [event("big", cost="0.3", team="search")])
+
+    body = api.get(SUMMARY, params={"range": "24h"}, headers=auth(key)).json()
+
+    unpriced, soft = (Alert.objects.get(kind=kind) for kind in ("unpriced_model", "soft"))
+    assert [a["id"] for a in body["alerts"]] == [soft.pk, unpriced.pk]  # newest first
+    shown = body["alerts"][1]
+    assert shown == {
+        "id": unpriced.pk,
+        "kind": "unpriced_model",
+        "scope": None,
+        "subject": None,
+        "period": None,
+        "model": "tg-mystery",
+        "created_at": shown["created_at"],
+        "limit_usd": None,
+        "used_usd": "0.00045",
+        "delivery": "skipped",
+        # 100 input x $2.5/M + 20 output x $10/M, with enough digits to be non-zero.
+        "message": "model tg-mystery has no price: its first use was charged $0.00045",
+    }
+    assert shown["created_at"] == unpriced.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["alerts"][0]["message"] == (
+        "team budget search (day) reached its soft limit: $0.30 of $0.50"
+    )
+    # A team's page shows that team's budget alerts, not the org's.
+    team_page = api.get(SUMMARY, params={"range": "24h", "team": "search"}, headers=auth(key))
+    assert [a["id"] for a in team_page.json()["alerts"]] == [soft.pk]
+
+
 def test_rollups_count_for_final_hours_and_raw_events_after_the_watermark(api, org, key):
     now = datetime.now(UTC)
     record(api, key, traffic(now))

@@ -22,10 +22,10 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Sum
 
-from budgets.models import Organization
+from budgets.models import Alert, Organization
 from tests.dashboard.conftest import PASSWORD, event, record
 from tests.dashboard.timing import summary_timing
-from tracking.models import RequestEvent
+from tracking.models import Price, RequestEvent
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -267,5 +267,111 @@ def drive_two_pages(base: str, api: httpx.Client, key: str) -> None:
         first.wait_for_selector("body[data-range='24h']:not([data-loading])")
         assert first.text_content("#kpi-spend") == "$3.75"
         assert first.text_content("#kpi-requests") == "3"
+        assert errors == []
+        browser.close()
+
+
+@pytest.mark.slow
+def test_unpriced_usage_and_alerts_in_a_real_browser(server, api, org, key, make_budget, make_user):
+    """The alert line says when each alert fired (an old one reads as old),
+    the unpriced card shows dollars and model names, and a live event of a
+    new model with no price adds to both without a reload."""
+    require_browser()
+    # The fallback rates are the catalog's highest: $2.50/M input, $10/M output.
+    Price.objects.create(
+        provider="openai",
+        model="gpt-4o",
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+    )
+    make_user("ann", org=org)
+    make_budget(org, "1", scope="team", team="search", soft_limit_pct=50)
+    record(api, key, [event("paid", cost="0.6", team="search")])  # a soft alert
+    record(api, key, [event("mystery-1", cost=None, model="tg-mystery", usage=BIG, team=None)])
+    soft = Alert.objects.get(kind="soft")
+    soft.created_at -= timedelta(hours=30)  # yesterday's
+    soft.save(update_fields=["created_at"])
+    unpriced = Alert.objects.get(kind="unpriced_model")
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(drive_unpriced, server.url, api, key, soft, unpriced).result()
+
+
+# 100,000 input x $2.50/M + 20,000 output x $10/M = $0.45 at the fallback rates.
+BIG = {"input_tokens": 100_000, "output_tokens": 20_000}
+
+
+def fired(at: datetime) -> str:
+    """As the page writes when an alert fired, in the org's zone (UTC)."""
+    return f"{at:%b} {at.day}, {at:%H:%M} UTC"
+
+
+def drive_unpriced(base: str, api: httpx.Client, key: str, soft: Alert, unpriced: Alert) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(locale="en-US", timezone_id="UTC")
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        data_requests: list[str] = []
+        page.on(
+            "request",
+            lambda r: data_requests.append(r.url) if r.resource_type in ("fetch", "xhr") else None,
+        )
+        page.goto(f"{base}/accounts/login/?next=/%3Frange%3D24h")
+        page.fill("#id_username", "ann")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-ready='1'][data-live='1']")
+
+        # The alert line: newest first, each with when it fired.
+        lines = page.locator("#alerts li")
+        assert lines.count() == 2
+        first, second = lines.nth(0), lines.nth(1)
+        assert first.get_attribute("data-kind") == "unpriced_model"
+        assert first.locator("time").text_content() == f"{fired(unpriced.created_at)} (just now)"
+        assert first.text_content().endswith(
+            " · model tg-mystery has no price: its first use was charged $0.45"
+        )
+        assert second.get_attribute("data-kind") == "soft"
+        assert second.locator("time").text_content() == f"{fired(soft.created_at)} (30 h ago)"
+        assert second.text_content().endswith(
+            " · team budget search (day) reached its soft limit: $0.60 of $1.00"
+        )
+
+        # The unpriced card: requests, dollars charged and the names.
+        assert page.text_content("#kpi-unpriced") == "1"
+        assert page.text_content("#kpi-unpriced-note") == "$0.45 charged · tg-mystery"
+        assert "warn" in (page.locator(".kpi").filter(has=page.locator("#kpi-unpriced"))
+                          .get_attribute("class") or "")  # fmt: skip
+
+        # Live: a new unpriced model, and more of the known one, no reload.
+        record(
+            api,
+            key,
+            [
+                event("enigma-1", cost=None, model="tg-enigma", usage=BIG, team="ads"),
+                event("enigma-2", cost=None, model="tg-enigma", usage=BIG, team="ads"),
+                event("mystery-2", cost=None, model="tg-mystery"),  # $0.00045
+            ],
+        )
+        page.wait_for_function(
+            "() => document.getElementById('kpi-unpriced').textContent === '4'", timeout=5000
+        )
+        # Costliest first: tg-enigma $0.90, tg-mystery $0.45045.
+        assert page.text_content("#kpi-unpriced-note") == "$1.35 charged · tg-enigma, tg-mystery"
+        assert page.locator("tr[data-event-id='enigma-2'] .badge.unpriced").count() == 1
+        assert len(data_requests) == 1, "the live events came over the websocket"
+
+        # The next summary agrees with what the page added up.
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.text_content("#kpi-unpriced") == "4"
+        assert page.text_content("#kpi-unpriced-note") == "$1.35 charged · tg-enigma, tg-mystery"
+        assert page.locator("#alerts li[data-kind='unpriced_model']").count() == 2
         assert errors == []
         browser.close()

@@ -9,8 +9,9 @@ from config.management.stopping import StopRequest
 
 class Command(BaseCommand):
     help = (
-        "Deliver pending budget alerts to each organization's webhook (JSON with a "
-        "Slack-compatible 'text'), with retries and backoff; every attempt is recorded."
+        "Deliver pending alerts (budget thresholds, models with no price) to each "
+        "organization's webhook (JSON with a Slack-compatible 'text'), with retries "
+        "and backoff; every attempt is recorded."
     )
 
     def add_arguments(self, parser) -> None:

@@ -51,6 +51,37 @@ RETURNS void LANGUAGE sql AS $$
     ORDER BY j.id, k.kind DESC
 $$;
 
+-- An alert for each model name of these newly recorded events (p_inserted:
+-- their event_id, priced and cost_usd as stored; p_events: the recorded
+-- events, with their model) that has no price and no alert of its org yet:
+-- "the first unpriced model an org sends", so that usage charged at a
+-- fallback rate, a hold or nothing is noticed and priced. used_usd is what
+-- the name's events of this recording were charged.
+--
+-- Once per org and name ever, also across processes: the unique index
+-- alert_unpriced_model_once, where ON CONFLICT waits for a concurrent first
+-- use of the name to commit or roll back. Names are inserted in order, so
+-- two recordings that both bring new names wait for each other in one
+-- order and cannot deadlock; the last lock of the global order (step 6,
+-- 50_holds.sql), after the windows. An acknowledged alert stays: the name
+-- does not alert again.
+CREATE OR REPLACE FUNCTION tollgate_alert_unpriced_models(
+    p_org bigint, p_events jsonb, p_inserted jsonb)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO budgets_alert (org_id, kind, model, used_usd, created_at, delivery_status,
+                               attempts, next_attempt_at, last_error)
+    SELECT p_org, 'unpriced_model', e.model, sum(n.cost_usd), now(),
+           CASE WHEN (SELECT webhook_url FROM budgets_organization WHERE id = p_org) = ''
+                THEN 'skipped' ELSE 'pending' END, 0, now(), ''
+    FROM jsonb_to_recordset(p_inserted) AS n(event_id text, priced boolean, cost_usd numeric)
+    JOIN jsonb_to_recordset(p_events) AS e(event_id text, model text)
+      ON e.event_id = n.event_id
+    WHERE NOT n.priced
+    GROUP BY e.model
+    ORDER BY e.model
+    ON CONFLICT (org_id, model) WHERE kind = 'unpriced_model' DO NOTHING
+$$;
+
 -- Lock these windows (in id order, the lock order of 50_holds.sql) and judge
 -- them: for writers that change what a threshold is judged on without
 -- holding the windows' locks already (a changed limit or soft limit, a reset

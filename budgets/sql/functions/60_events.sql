@@ -55,6 +55,7 @@ DECLARE
     v_replayed jsonb := '[]';
     v_replay_ids text[];
     v_settle_ids uuid[];
+    v_unpriced boolean;  -- a new event has no price
     v_claims jsonb;
     v_holds jsonb;
     -- Read once per batch (a primary-key probe), so a change applies to the next call.
@@ -137,7 +138,8 @@ BEGIN
         RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, price_model,
                   cost_source, reservation_id
     )
-    SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]') INTO v_inserted FROM ins;
+    SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]'), coalesce(bool_or(NOT ins.priced), false)
+    INTO v_inserted, v_unpriced FROM ins;
 
     -- Ids that were not inserted exist already: same payload = replay, else
     -- conflict. Only they are read back (new events answer from RETURNING):
@@ -307,6 +309,13 @@ BEGIN
     -- Spend may cross a threshold; a settled hold (cost below it, where the
     -- org counts holds) may fall back below one.
     PERFORM tollgate_raise_alerts(coalesce(v_spend_ids, '{}') || v_unhold_ids);
+    -- The first use of a model name that no price entry resolves raises an
+    -- alert, once per org and name ever (tollgate_alert_unpriced_models). A
+    -- batch whose new events are all priced skips it on what its INSERT
+    -- returned, reading no table.
+    IF v_unpriced THEN
+        PERFORM tollgate_alert_unpriced_models(p_org, p_events, v_inserted);
+    END IF;
 
     -- One result per event, in request order.
     SELECT jsonb_agg(jsonb_build_object(

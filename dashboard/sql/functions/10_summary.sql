@@ -295,22 +295,28 @@ BEGIN
         'alerts', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', a.id, 'kind', a.kind, 'scope', bu.scope,
                        'subject', CASE bu.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                                ELSE u.external_id END,
-                       'period', bu.period, 'created_at', tollgate_iso(a.created_at),
+                                                WHEN 'user' THEN u.external_id END,
+                       'period', bu.period, 'model', nullif(a.model, ''),
+                       'created_at', tollgate_iso(a.created_at),
                        'limit_usd', trim_scale(a.limit_usd)::text,
                        'used_usd', trim_scale(a.used_usd)::text,
                        'delivery', a.delivery_status,
-                       'message', bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
-                               WHEN 'team' THEN t.slug ELSE u.external_id END
-                           || ' (' || bu.period || ') reached its ' || a.kind || ' limit: '
-                           || tollgate_usd_for_people(a.used_usd) || ' of '
-                           || tollgate_usd_for_people(a.limit_usd))
+                       'message', CASE WHEN a.kind = 'unpriced_model'
+                           THEN 'model ' || a.model || ' has no price: its first use was charged '
+                                || tollgate_usd_for_people(a.used_usd)
+                           ELSE bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
+                                   WHEN 'team' THEN t.slug ELSE u.external_id END
+                               || ' (' || bu.period || ') reached its ' || a.kind || ' limit: '
+                               || tollgate_usd_for_people(a.used_usd) || ' of '
+                               || tollgate_usd_for_people(a.limit_usd) END)
                        ORDER BY a.created_at DESC, a.id DESC), '[]')
                    FROM (SELECT * FROM budgets_alert
                          WHERE org_id = p_org AND acknowledged_at IS NULL
                          ORDER BY created_at DESC, id DESC LIMIT 20) a
-                   JOIN budgets_budget bu ON bu.id = a.budget_id
                    JOIN budgets_organization o ON o.id = a.org_id
+                   -- An unpriced model's alert has no budget: it is the
+                   -- org's, shown like an org budget's (not on a team's page).
+                   LEFT JOIN budgets_budget bu ON bu.id = a.budget_id
                    LEFT JOIN budgets_team t ON t.id = bu.team_id
                    LEFT JOIN budgets_enduser u ON u.id = bu.user_id
                    WHERE p_team IS NULL OR t.slug = p_team))

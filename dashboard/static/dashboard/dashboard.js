@@ -165,12 +165,11 @@ function renderKpis() {
   setKpi("requests", count.format(k.requests), `${count.format(k.errors)} failed`);
   setKpi("errors", k.error_rate_pct === null ? "–" : `${k.error_rate_pct}%`, `of ${count.format(k.requests)} requests`);
   // What the models with no price were charged (a hold or a fallback rate)
-  // and their names, as the summary last computed them: live updates add
-  // requests, not these.
+  // and their names, costliest first; live updates add to both.
   const names = (k.unpriced_models || []).map((m) => m.model);
   setKpi("unpriced", count.format(k.unpriced_requests),
     names.length === 0 ? "requests without a price"
-      : `${smallMoney(k.unpriced_usd)} charged · ${names.slice(0, 5).join(", ")}`
+      : `${peopleMoney(k.unpriced_usd)} charged · ${names.slice(0, 5).join(", ")}`
         + (names.length > 5 ? ` and ${names.length - 5} more` : ""));
   byId("kpi-unpriced").closest(".kpi").classList.toggle("warn", k.unpriced_requests > 0);
 }
@@ -350,17 +349,18 @@ function renderRecent() {
 }
 
 // Each alert with when it fired (in the org's zone, and how long ago), so
-// that yesterday's "hard limit reached" does not read as current.
+// that yesterday's "hard limit reached" does not read as current, and its
+// message as the summary writes it (money as people read it: the server's
+// usd_for_people; a budget's threshold, or a model that has no price).
 function renderAlerts() {
   const alerts = state.summary.alerts;
   const fired = timeFormat({ month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
                              hourCycle: "h23", timeZoneName: "short" });
   byId("alerts").replaceChildren(alerts.length
-    ? h("ul", {}, ...alerts.map((a) => h("li", { "data-alert-id": a.id },
+    ? h("ul", {}, ...alerts.map((a) => h("li", { "data-alert-id": a.id, "data-kind": a.kind },
         h("time", { datetime: a.created_at, title: a.created_at },
           `${fired.format(new Date(a.created_at))} (${timeAgo(a.created_at)})`),
-        ` · ${a.scope} budget ${a.subject} (${a.period}) reached its ${a.kind} limit: `
-          + `${peopleMoney(a.used_usd)} of ${peopleMoney(a.limit_usd)}`)))
+        ` · ${a.message}`)))
     : h("p", { class: "empty" }, "No open alerts."));
 }
 
@@ -467,6 +467,31 @@ function addToTop(rows, id, totals) {
   rows.sort((a, b) => (units(b.spend_usd) > units(a.spend_usd) ? 1 : units(b.spend_usd) < units(a.spend_usd) ? -1 : 0));
 }
 
+// Unpriced spend the summary did not see: its dollars, and its model among
+// the names (costliest first). The list holds at most 20: one that is not
+// full holds every unpriced model of the range, so a new name joins it; in
+// a full one a missing name's total is unknown and waits for the next load.
+function addUnpriced(k, u, from) {
+  if (sees(state.summary.snapshot, u.xid)) return;
+  if (state.team && u.team !== state.team) return;
+  if (Date.parse(u.hour) < from) return;
+  const cost = units(u.cost_usd);
+  addMoney(k, "unpriced_usd", cost);
+  const models = k.unpriced_models;
+  let row = models.find((m) => m.model === u.model);
+  if (!row) {
+    if (models.length >= 20) return;
+    row = { model: u.model, requests: 0, cost_usd: "0" };
+    models.push(row);
+  }
+  row.requests += u.requests;
+  addMoney(row, "cost_usd", cost);
+  models.sort((a, b) => {
+    const d = units(b.cost_usd) - units(a.cost_usd);
+    return d > 0n ? 1 : d < 0n ? -1 : a.model < b.model ? -1 : a.model > b.model ? 1 : 0;
+  });
+}
+
 // Whether a statement that read `snapshot` (PostgreSQL's "xmin:xmax:xip,…")
 // saw the committed transaction `xid` (dashboard/live.py, `sees`).
 const snapshots = new Map(); // text -> {xmin, xmax, inProgress}, parsed once
@@ -547,6 +572,7 @@ function applyLive(message, rerender = true) {
     addToTop(summary.top.models, t.model, t);
   }
   k.error_rate_pct = k.requests > 0 ? ((k.errors * 100) / k.requests).toFixed(2) : null;
+  for (const u of message.unpriced ?? []) addUnpriced(k, u, from);
 
   const events = message.events.filter((e) =>
     (!state.team || e.team === state.team) && !sees(summary.snapshot, e.xid));
