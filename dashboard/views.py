@@ -9,6 +9,7 @@ from budgets.models import Organization
 from config.hotpath.errors import ApiError
 from dashboard import access, signins
 from dashboard.api import DEFAULT_RANGE, RANGES
+from tracking.selectors import prices_in_force
 
 RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Month to date"}
 
@@ -41,6 +42,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "orgs": orgs,
             "config": config,
             "ranges": [(r, RANGE_LABELS[r]) for r in RANGES],
+            "prices": prices_in_force(),
         },
     )
 

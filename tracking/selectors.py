@@ -37,6 +37,21 @@ def run(name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]
         return cursor.fetchall() if cursor.description else []
 
 
+@dataclass(frozen=True)
+class PricesInForce:
+    """The price catalog as the last load left it (load_prices --check, the dashboard)."""
+
+    file: str | None  # the price map load_prices read last; None: never loaded by it
+    loaded_at: datetime | None
+    newest_change: datetime | None  # the latest effective_from already in effect
+    models: int
+
+
+def prices_in_force() -> PricesInForce:
+    [(file, loaded_at, newest, models)] = run("price_map_in_force")
+    return PricesInForce(file, loaded_at, newest, models)
+
+
 def job_watermark(name: str) -> datetime | None:
     rows = run("job_watermark", {"name": name})
     return rows[0][0] if rows else None

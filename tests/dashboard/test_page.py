@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from django.core.management import call_command
 
 from tests.dashboard.conftest import PASSWORD
 
@@ -114,3 +116,20 @@ def test_a_session_cookie_with_an_escaped_nul_is_no_session_not_a_500(client, db
     response = client.get(path, HTTP_COOKIE='sessionid="\\000abcdefgh"')
 
     assert response.status_code in (200, 302)
+
+
+def test_the_page_says_which_price_map_is_in_force(client, org, make_user, tmp_path):
+    client.force_login(make_user("ann", org=org))
+    assert "No price map loaded by" in client.get("/").content.decode()
+
+    prices = {"gpt-x": {"litellm_provider": "openai", "mode": "chat",
+                        "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}  # fmt: skip
+    path = tmp_path / "prices-2026-12.json"
+    path.write_text(json.dumps(prices))
+    call_command("load_prices", str(path), stdout=io.StringIO())
+
+    line = client.get("/").content.decode()
+    line = line[line.index('id="prices-in-force"') :]
+    line = " ".join(line[: line.index("</p>")].split())
+    assert "Prices from prices-2026-12.json, loaded " in line
+    assert ": 1 model, newest price in effect since " in line

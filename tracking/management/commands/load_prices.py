@@ -53,13 +53,16 @@ class Command(BaseCommand):
             self.stdout.write(f"  changed: {model}")
 
     def check_prices(self) -> None:
-        [(file, loaded_at, newest, models)] = selectors.run("price_map_in_force")
-        if loaded_at is None:
-            self.stdout.write(f"Price map: none loaded by load_prices; {models} models priced.")
+        prices = selectors.prices_in_force()
+        if prices.loaded_at is None:
+            self.stdout.write(
+                f"Price map: none loaded by load_prices; {prices.models} models priced."
+            )
         else:
             self.stdout.write(
-                f"Price map: {file}, loaded {loaded_at:%Y-%m-%d %H:%M} UTC; {models} models "
-                f"priced; newest price in effect since {newest:%Y-%m-%d %H:%M} UTC."
+                f"Price map: {prices.file}, loaded {prices.loaded_at:%Y-%m-%d %H:%M} UTC; "
+                f"{prices.models} models priced; newest price in effect since "
+                f"{prices.newest_change:%Y-%m-%d %H:%M} UTC."
             )
         since = timezone.now() - timedelta(days=CHECK_DAYS)
         rows = selectors.run("unpriced_models", {"since": since})
