@@ -11,7 +11,7 @@
 | `TOLLGATE_USER_FROM` | `end_user` | where the Tollgate user comes from (first found) |
 | `TOLLGATE_TAGS_FROM` | `request_tags,key_alias` | what becomes the event's tags |
 | `TOLLGATE_DEFAULT_MAX_TOKENS` | 1024 | output tokens held for a call that sets no `max_tokens` |
-| `TOLLGATE_HOLD_TTL_SECONDS` | 600 | a hold's lifetime if no hook closes it |
+| `TOLLGATE_HOLD_TTL_SECONDS` | 600 | a hold's lifetime if no hook closes it (a stream renews it every half of it) |
 | `TOLLGATE_DISCONNECT_GRACE_SECONDS` | 2 | after a client leaves a stream, how long to wait for LiteLLM's partial usage before releasing |
 | `TOLLGATE_FLUSH_SECONDS` | 5 | how often usage Tollgate did not take is sent again, until it takes it |
 
