@@ -9,6 +9,11 @@ module, configured with one gateway key that each test restores after the
 previous test's flush; each test charges a team of its own. The team comes from the
 request tag `team:<name>`, the user from the request's `user`.
 
+The adapter reaches Tollgate through a relay (relay.py) that a test can take
+down or make hang. A second proxy, shared by the tests that need it, runs
+the adapter with `TOLLGATE_ON_UNAVAILABLE=allow` and a hold TTL of 2 s (the
+first runs the default, `refuse`, and a TTL no test reaches).
+
 Without the LiteLLM venv (no network on a first run) the module skips, and
 fails when CI is set.
 """
@@ -20,12 +25,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 from django.db import models
+from django.utils import timezone
 
 from budgets.models import Budget, BudgetWindow, Organization, Reservation, Team
 from budgets.services import api_key_create, organization_create
@@ -37,6 +44,7 @@ from loadtests.harness.litellm_proxy import (
     start_proxy,
     write_config,
 )
+from tests.integrations.relay import Relay
 from tests.litellm_env import LiteLLMUnavailable, litellm_python
 from tracking.models import Price, RequestEvent
 
@@ -46,6 +54,15 @@ INPUT_PRICE = Decimal("0.000001")  # $1 per million input tokens
 OUTPUT_PRICE = Decimal("0.00001")  # $10 per million output tokens
 # Generous: the CI box is small and shared.
 SETTLE_SECONDS = 30
+# The allowing proxy's: holds short enough for a stream to outlive them
+# unless extended; a Tollgate timeout that a loaded box still answers within.
+SHORT_TTL_SECONDS = 2
+ALLOWING_TIMEOUT_MS = 3000
+# LiteLLM's tokenizer raises on this image detail: an exception inside the adapter.
+UNCOUNTABLE = [
+    {"type": "text", "text": "What is in this picture?"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "ultra"}},
+]
 
 
 @pytest.fixture(scope="module")
@@ -93,31 +110,84 @@ def upstream(tmp_path_factory) -> Iterator[Process]:
     fake.stop()
 
 
-@pytest.fixture(scope="module")
-def proxy(litellm_venv_python, gateway, upstream, server, tmp_path_factory) -> Iterator[Process]:
-    directory = tmp_path_factory.mktemp("litellm")
-    config = write_config(directory, upstream.url, adapter=True)
-    started = start_proxy(
-        litellm_venv_python,
-        config,
+def _start(python, gateway, upstream, relay: Relay, directory, **settings: str) -> Process:
+    return start_proxy(
+        python,
+        write_config(directory, upstream.url, adapter=True),
         directory,
-        TOLLGATE_URL=server.url,
+        TOLLGATE_URL=relay.url,
         TOLLGATE_API_KEY=gateway[1],
-        TOLLGATE_TIMEOUT_MS="15000",
         TOLLGATE_TEAM_FROM="tag:team",
         TOLLGATE_USER_FROM="end_user",
         TOLLGATE_TAGS_FROM="request_tags",
         TOLLGATE_DISCONNECT_GRACE_SECONDS="1",
+        **settings,
+    )
+
+
+@pytest.fixture(scope="module")
+def relays(server) -> Iterator[dict[str, Relay]]:
+    """A relay to Tollgate for each proxy, by the proxy's policy."""
+    made = {"refuse": Relay(server.url), "allow": Relay(server.url)}
+    yield made
+    for relay in made.values():
+        relay.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(litellm_venv_python, gateway, upstream, relays, tmp_path_factory) -> Iterator[Process]:
+    started = _start(
+        litellm_venv_python,
+        gateway,
+        upstream,
+        relays["refuse"],
+        tmp_path_factory.mktemp("litellm"),
+        TOLLGATE_TIMEOUT_MS="15000",
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def allowing_proxy(
+    litellm_venv_python, gateway, upstream, relays, tmp_path_factory
+) -> Iterator[Process]:
+    started = _start(
+        litellm_venv_python,
+        gateway,
+        upstream,
+        relays["allow"],
+        tmp_path_factory.mktemp("litellm-allow"),
+        TOLLGATE_ON_UNAVAILABLE="allow",
+        TOLLGATE_TIMEOUT_MS=str(ALLOWING_TIMEOUT_MS),
+        TOLLGATE_HOLD_TTL_SECONDS=str(SHORT_TTL_SECONDS),
+        TOLLGATE_FLUSH_SECONDS="0.5",
     )
     yield started
     started.stop()
 
 
 @pytest.fixture
+def relay(relays) -> Iterator[Callable[[str], Relay]]:
+    """The relay of a proxy's policy, up again after the test."""
+    yield relays.__getitem__
+    for each in relays.values():
+        each.set("up")
+
+
+def _sdk(proxy: Process) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture
 def sdk(proxy) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=proxy.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=120
-    ) as client:
+    with _sdk(proxy) as client:
+        yield client
+
+
+@pytest.fixture
+def allowing_sdk(allowing_proxy) -> Iterator[openai.OpenAI]:
+    with _sdk(allowing_proxy) as client:
         yield client
 
 
@@ -166,7 +236,7 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = SETTLE
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def chat(sdk: openai.OpenAI, team: str, text: str, **kwargs):
+def chat(sdk: openai.OpenAI, team: str, text: str | list[dict], **kwargs):
     """A call charged to `team`; answers the raw response (for LiteLLM's call id header)."""
     return sdk.chat.completions.with_raw_response.create(
         model=MODEL,
@@ -359,3 +429,150 @@ def test_a_client_leaving_mid_stream_leaves_no_active_hold(sdk, upstream, team_b
     assert len(events) == 1
     assert 0 < events[0].output_tokens < 400
     assert spent == events[0].cost_usd > 0
+
+
+# -- when Tollgate does not answer, or the adapter fails -------------------------
+
+
+def test_tollgate_unreachable_under_refuse_answers_503_before_the_upstream(
+    sdk, proxy, upstream, relay, team_budget
+):
+    budget = team_budget("outage", "10")
+    before, mark = stats(upstream)["calls"], len(proxy.log())
+    relay("refuse").set("down")  # connections refused: the client's retries give up at once
+    with pytest.raises(openai.APIStatusError) as refused:
+        chat(sdk, "outage", "Anyone there?", max_tokens=20)
+
+    assert refused.value.status_code == 503
+    assert "TOLLGATE_ON_UNAVAILABLE=refuse" in refused.value.message
+    assert "Tollgate could not be reached" in refused.value.message
+    assert stats(upstream)["calls"] == before
+    wait_for(
+        lambda: "reserve failed, the call is refused" in proxy.log()[mark:], "the refusal logged"
+    )
+
+    # Tollgate back: the same proxy holds and bills again.
+    relay("refuse").set("up")
+    raw = chat(sdk, "outage", "Anyone there now?", max_tokens=20)
+    assert stats(upstream)["calls"] == before + 1
+    event = wait_for(lambda: RequestEvent.objects.filter(team__slug="outage").first(), "the event")
+    assert event.event_id == raw.headers["x-litellm-call-id"]
+    assert [hold.status for hold in holds("outage")] == ["settled"]
+    assert totals(budget) == (event.cost_usd, 0)
+
+
+def test_an_exception_inside_the_adapter_under_refuse_is_logged_and_refuses(
+    sdk, proxy, upstream, team_budget
+):
+    team_budget("faulty", "10")
+    before, mark = stats(upstream)["calls"], len(proxy.log())
+    with pytest.raises(openai.APIStatusError) as refused:
+        chat(sdk, "faulty", UNCOUNTABLE, max_tokens=20)
+
+    assert refused.value.status_code == 503
+    assert "Invalid detail value: ultra" in refused.value.message
+    assert stats(upstream)["calls"] == before
+    assert holds("faulty") == []
+    wait_for(
+        lambda: "reserve failed, the call is refused: ValueError" in proxy.log()[mark:],
+        "the exception logged",
+    )
+    # The proxy lives on.
+    chat(sdk, "faulty", "Still there?", max_tokens=20)
+    assert stats(upstream)["calls"] == before + 1
+
+
+@pytest.mark.parametrize("outage", ["down", "hang"])
+def test_tollgate_unreachable_under_allow_lets_the_call_through_and_bills_it_later(
+    allowing_sdk, allowing_proxy, upstream, relay, team_budget, outage
+):
+    team = f"allowed-{outage}"
+    budget = team_budget(team, "10")
+    before, mark = stats(upstream)["calls"], len(allowing_proxy.log())
+    # "hang": Tollgate takes the connection and never answers; the adapter
+    # gives up after TOLLGATE_TIMEOUT_MS.
+    relay("allow").set(outage)
+    raw = chat(allowing_sdk, team, "Anyone there?", max_tokens=30)
+    response = raw.parse()
+
+    assert stats(upstream)["calls"] == before + 1
+    # Its usage waits in the adapter while Tollgate does not answer ...
+    wait_for(lambda: "event(s) queued" in allowing_proxy.log()[mark:], "the usage queued")
+    assert not RequestEvent.objects.filter(team__slug=team).exists()
+    assert holds(team) == []
+
+    # ... and is recorded, under LiteLLM's call id, once Tollgate answers again
+    # (TOLLGATE_FLUSH_SECONDS; no other call needed).
+    relay("allow").set("up")
+    event = wait_for(
+        lambda: RequestEvent.objects.filter(team__slug=team).first(), "the queued usage recorded"
+    )
+    usage = stats(upstream)["usage"][response.id]
+    assert event.event_id == raw.headers["x-litellm-call-id"]
+    assert event.reservation_id is None
+    assert event.cost_usd == cost_of(usage)
+    assert totals(budget) == (cost_of(usage), 0)
+
+
+def test_an_exception_inside_the_adapter_under_allow_is_logged_and_the_call_billed(
+    allowing_sdk, allowing_proxy, upstream, team_budget
+):
+    team = "faulty-allowed"
+    budget = team_budget(team, "10")
+    before, mark = stats(upstream)["calls"], len(allowing_proxy.log())
+    raw = chat(allowing_sdk, team, UNCOUNTABLE, max_tokens=30)
+    response = raw.parse()
+
+    assert stats(upstream)["calls"] == before + 1
+    event = wait_for(lambda: RequestEvent.objects.filter(team__slug=team).first(), "the event")
+    usage = stats(upstream)["usage"][response.id]
+    assert event.event_id == raw.headers["x-litellm-call-id"]
+    assert event.reservation_id is None  # no hold: the estimate could not be made
+    assert event.cost_usd == cost_of(usage)
+    assert totals(budget) == (cost_of(usage), 0)
+    assert holds(team) == []
+    assert "reserve failed, the call goes ahead: ValueError" in allowing_proxy.log()[mark:]
+
+
+# -- holds during long streams ---------------------------------------------------
+
+
+def test_a_stream_longer_than_its_holds_ttl_keeps_it_held_to_its_end(
+    allowing_sdk, upstream, team_budget
+):
+    team = "long-stream"
+    budget = team_budget(team, "10")
+    raw = chat(
+        allowing_sdk,
+        team,
+        "SLOW stream, please.",  # 40 chunks 0.1 s apart
+        max_tokens=50,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    midway = None
+    for received, chunk in enumerate(raw.parse(), start=1):
+        completion_id = chunk.id
+        if received == 35:
+            # 3.5 s or more after the hold was taken for 2 s, and past the
+            # server's sweep (every second): only extensions keep it.
+            (hold,) = holds(team)
+            midway = (
+                hold.status,
+                hold.expires_at - timezone.now(),  # what it has left
+                hold.expires_at - hold.created_at,  # more than its TTL once extended
+            )
+
+    assert midway is not None
+    status, left, lifetime = midway
+    assert status == "active"
+    assert left > timedelta(0)
+    assert lifetime > timedelta(seconds=SHORT_TTL_SECONDS)
+
+    event = wait_for(
+        lambda: RequestEvent.objects.filter(team__slug=team).first(), "the stream's event"
+    )
+    usage = stats(upstream)["usage"][completion_id]
+    assert event.event_id == raw.headers["x-litellm-call-id"]
+    assert Reservation.objects.get(pk=event.reservation_id).status == "settled"
+    assert totals(budget) == (cost_of(usage), 0)

@@ -30,15 +30,18 @@ def test_settings_come_from_the_environment_with_documented_defaults():
         1000,
     )
     assert settings.team_from == ("team_alias", "team_id")
+    assert (settings.hold_ttl_seconds, settings.flush_seconds) == (600, 5.0)
     custom = Settings.from_env(
         {
             **REQUIRED,
             "TOLLGATE_REFUSAL_STATUS": "429",
             "TOLLGATE_ON_UNAVAILABLE": "allow",
             "TOLLGATE_TEAM_FROM": "tag:team, key_alias",
+            "TOLLGATE_FLUSH_SECONDS": "0.5",
         }
     )
     assert (custom.refusal_status, custom.on_unavailable) == (429, "allow")
+    assert custom.flush_seconds == 0.5
     assert custom.team_from == ("tag:team", "key_alias")
 
 
@@ -52,6 +55,9 @@ def test_settings_come_from_the_environment_with_documented_defaults():
         ({**REQUIRED, "TOLLGATE_TEAM_FROM": "team_name"}, "TOLLGATE_TEAM_FROM"),
         ({**REQUIRED, "TOLLGATE_USER_FROM": "request_tags"}, "TOLLGATE_USER_FROM"),
         ({**REQUIRED, "TOLLGATE_HOLD_TTL_SECONDS": "7200"}, "TOLLGATE_HOLD_TTL_SECONDS"),
+        ({**REQUIRED, "TOLLGATE_FLUSH_SECONDS": "0"}, "TOLLGATE_FLUSH_SECONDS"),
+        ({**REQUIRED, "TOLLGATE_FLUSH_SECONDS": "nan"}, "TOLLGATE_FLUSH_SECONDS"),
+        ({**REQUIRED, "TOLLGATE_FLUSH_SECONDS": "soon"}, "TOLLGATE_FLUSH_SECONDS"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_its_variable(environ, named):

@@ -11,18 +11,21 @@ One instance, named in `litellm_settings.callbacks`, gets these hooks of a call:
    LiteLLM's usage as an event whose id is LiteLLM's call id, settling the hold.
 3. `async_post_call_failure_hook` / `async_log_failure_event` (the call
    failed): releases the hold.
-4. `async_post_call_streaming_iterator_hook`: when a stream ends early (the
-   client left), LiteLLM bills what was streamed through the success event;
-   if none comes within the grace period (nothing was streamed yet), the hold
-   is released. No hold is left active either way.
+4. `async_post_call_streaming_iterator_hook`: while a stream runs, its hold
+   is extended every half TTL (`TOLLGATE_HOLD_TTL_SECONDS`), so a stream
+   longer than the TTL keeps its budget held to its end. When a stream ends
+   early (the client left), LiteLLM bills what was streamed through the
+   success event; if none comes within the grace period (nothing was
+   streamed yet), the hold is released. No hold is left active either way.
 
 Open holds are kept in this process by call id (a call's hooks all run in
 the process that took it), so exactly one of settle and release closes each.
 No exception of the adapter reaches the proxy except its refusals: Tollgate
 not answering, and the adapter's own faults, are logged and then refuse the
 call (`TOLLGATE_ON_UNAVAILABLE=refuse`, 503) or let it through without a hold
-(`allow`; its usage is still recorded, queued by the client until Tollgate
-answers).
+(`allow`; its usage is still recorded: events Tollgate does not take wait in
+the client's queue and are sent again every `TOLLGATE_FLUSH_SECONDS` until it
+takes them).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -45,6 +48,7 @@ from tollgate_client import (
     InvalidRequest,
     RequestTooExpensive,
     TollgateError,
+    Unavailable,
 )
 
 from tollgate_litellm.attribution import Caller, attribute
@@ -74,7 +78,8 @@ class OpenCall:
     user: str | None
     tags: dict[str, str]
     model: str
-    taken_at: float  # time.monotonic()
+    # time.monotonic() by which Tollgate expires the hold unless extended.
+    held_until: float
     released: bool = False
 
 
@@ -84,10 +89,12 @@ class TollgateLogger(CustomLogger):
         self.settings = settings or Settings.from_env()
         self._client: AsyncTollgate | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        # call id -> its hold, oldest first (pruned past the hold's TTL).
+        # call id -> its hold, by `held_until` (pruned once past it).
         self._calls: OrderedDict[str, OpenCall] = OrderedDict()
-        # Grace-period releases in flight: the loop keeps only weak references.
+        # Grace-period releases and extensions in flight: the loop keeps only
+        # weak references.
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> AsyncTollgate:
@@ -122,8 +129,13 @@ class TollgateLogger(CustomLogger):
         except Exception as error:
             if self.settings.on_unavailable == "refuse":
                 self._calls.pop(call_id, None)
-            # Under "allow" a call known to this adapter keeps its entry with no
-            # hold, so that its usage is still recorded.
+            elif call_id and call_id not in self._calls:
+                # Under "allow" the call goes ahead without a hold and its usage
+                # is still recorded: by the org alone when even who is charged
+                # could not be told.
+                self._calls[call_id] = OpenCall(
+                    None, None, None, {}, str(data.get("model") or ""), self._held_until()
+                )
             self._fail("reserve", error)
         return data
 
@@ -135,14 +147,16 @@ class TollgateLogger(CustomLogger):
             tags_from=self.settings.tags_from,
         )
         model = deployment_model(str(data.get("model") or ""))
+        # Known before the estimate, which LiteLLM's tokenizers may fail on:
+        # under "allow" the call's usage is then recorded all the same.
+        call = OpenCall(None, who.team, who.user, who.tags, model, self._held_until())
+        if call_id:
+            self._prune()
+            self._calls[call_id] = call
         estimate = {
             "input_tokens": input_tokens(model, data),
             "max_output_tokens": max_output_tokens(data, self.settings.default_max_tokens),
         }
-        call = OpenCall(None, who.team, who.user, who.tags, model, time.monotonic())
-        if call_id:
-            self._prune()
-            self._calls[call_id] = call
         reservation = await self.client.reserve(
             model=model,
             team=who.team,
@@ -159,8 +173,15 @@ class TollgateLogger(CustomLogger):
     ) -> None:
         try:
             await self._settle(kwargs, response_obj, start_time, end_time)
+        except Unavailable as error:
+            logger.error("tollgate_litellm: a call's usage waits to be recorded: %s", error.message)
         except Exception as error:
             logger.exception("tollgate_litellm: could not record a call's usage: %s", error)
+        try:
+            if len(self.client.queue):
+                self._flush_later()
+        except Exception as error:  # never let the queue's upkeep reach the proxy
+            logger.exception("tollgate_litellm: could not schedule sending queued usage: %s", error)
 
     async def _settle(self, kwargs: dict, response: Any, start_time: Any, end_time: Any) -> None:
         call_id = str(kwargs.get("litellm_call_id") or "")
@@ -209,14 +230,18 @@ class TollgateLogger(CustomLogger):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict
     ) -> AsyncGenerator[Any, None]:
+        call_id = str(request_data.get("litellm_call_id") or "")
+        keep_alive = self._keep_alive(call_id)
         finished = False
         try:
             async for item in response:
                 yield item
             finished = True
         finally:
+            if keep_alive is not None:
+                keep_alive.cancel()
             if not finished:
-                self._release_later(str(request_data.get("litellm_call_id") or ""))
+                self._release_later(call_id)
 
     async def _release(self, call_id: str) -> None:
         call = self._calls.pop(call_id, None)
@@ -245,9 +270,76 @@ class TollgateLogger(CustomLogger):
             except Exception as error:
                 logger.exception("tollgate_litellm: could not release a hold: %s", error)
 
-        task = asyncio.ensure_future(release_after_grace())
+        self._background(release_after_grace())
+
+    def _keep_alive(self, call_id: str) -> asyncio.Task[None] | None:
+        """Extends a streamed call's hold every half TTL while the stream runs
+        (the SDK wrappers of tollgate_client do the same), so that Tollgate
+        does not expire it, and stop counting it, before the stream ends. The
+        caller cancels the task when the stream ends."""
+        call = self._calls.get(call_id)
+        if call is None or call.reservation_id is None:
+            return None
+        reservation_id = call.reservation_id
+        ttl = self.settings.hold_ttl_seconds
+
+        async def extend_every_half_ttl() -> None:
+            due = call.held_until - ttl / 2
+            while True:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if call.released or self._calls.get(call_id) is not call:
+                    return  # settled, released or forgotten meanwhile
+                try:
+                    extension = await self.client.extend(reservation_id, ttl)
+                except InvalidRequest as error:
+                    # 409: closed (settled, released, or expired after all).
+                    logger.warning("tollgate_litellm: a stream's hold ended: %s", error.message)
+                    return
+                except Exception as error:
+                    extension = None
+                    logger.warning("tollgate_litellm: could not extend a stream's hold: %s", error)
+                if extension is None or extension.status != "active":
+                    # Not answered ("unknown" under allow): tried again in a
+                    # quarter TTL, which the hold still has left.
+                    due = time.monotonic() + ttl / 4
+                    continue
+                call.held_until = self._held_until()
+                if self._calls.get(call_id) is call:
+                    self._calls.move_to_end(call_id)  # keeps the dict in `held_until` order
+                due = call.held_until - ttl / 2
+
+        return self._background(extend_every_half_ttl())
+
+    def _flush_later(self) -> None:
+        """Sends the usage Tollgate did not take again, every
+        `TOLLGATE_FLUSH_SECONDS`, until it has taken all of it (the client
+        also tries after the next events Tollgate takes)."""
+        if self._flusher is not None and not self._flusher.done():
+            return
+        client = self.client
+
+        async def flush_until_empty() -> None:
+            while len(client.queue):
+                await asyncio.sleep(self.settings.flush_seconds)
+                try:
+                    result = await client.flush()
+                except TollgateError as error:
+                    logger.error("tollgate_litellm: queued usage refused: %s", error.message)
+                    continue
+                if result.sent:
+                    logger.warning(
+                        "tollgate_litellm: sent %d queued event(s), %d left",
+                        result.sent,
+                        result.remaining,
+                    )
+
+        self._flusher = self._background(flush_until_empty())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- faults --------------------------------------------------------------
 
@@ -260,12 +352,15 @@ class TollgateLogger(CustomLogger):
         logger.error("tollgate_litellm: %s failed, the call is refused: %s", step, reason)
         _refuse_unavailable(reason)
 
+    def _held_until(self) -> float:
+        return time.monotonic() + self.settings.hold_ttl_seconds
+
     def _prune(self) -> None:
-        """Forget holds older than their TTL: Tollgate has expired them."""
-        horizon = time.monotonic() - self.settings.hold_ttl_seconds
+        """Forget holds past their expiry: Tollgate has expired them."""
+        now = time.monotonic()
         while self._calls:
             call_id, call = next(iter(self._calls.items()))
-            if call.taken_at > horizon:
+            if call.held_until > now:
                 break
             del self._calls[call_id]
 

@@ -11,8 +11,9 @@
 | `TOLLGATE_USER_FROM` | `end_user` | where the Tollgate user comes from (first found) |
 | `TOLLGATE_TAGS_FROM` | `request_tags,key_alias` | what becomes the event's tags |
 | `TOLLGATE_DEFAULT_MAX_TOKENS` | 1024 | output tokens held for a call that sets no `max_tokens` |
-| `TOLLGATE_HOLD_TTL_SECONDS` | 600 | a hold's lifetime if no hook closes it |
+| `TOLLGATE_HOLD_TTL_SECONDS` | 600 | a hold's lifetime if no hook closes it (a stream renews it every half of it) |
 | `TOLLGATE_DISCONNECT_GRACE_SECONDS` | 2 | after a client leaves a stream, how long to wait for LiteLLM's partial usage before releasing |
+| `TOLLGATE_FLUSH_SECONDS` | 5 | how often usage Tollgate did not take is sent again, until it takes it |
 
 The sources (see attribution.py): `key_alias`, `team_alias`, `team_id`,
 `user_id`, `end_user`, `metadata:<name>`, `tag:<name>`, and for tags also
@@ -48,6 +49,7 @@ class Settings:
     default_max_tokens: int = 1024
     hold_ttl_seconds: int = 600
     disconnect_grace_seconds: float = 2.0
+    flush_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.url or not self.api_key:
@@ -58,6 +60,8 @@ class Settings:
             raise SettingsError("TOLLGATE_REFUSAL_STATUS must be an HTTP error status (400-599).")
         if not 1 <= self.hold_ttl_seconds <= 3600:
             raise SettingsError("TOLLGATE_HOLD_TTL_SECONDS must be 1 to 3600 (Tollgate's bound).")
+        if not 0 < self.flush_seconds <= 3600:
+            raise SettingsError("TOLLGATE_FLUSH_SECONDS must be more than 0 and at most 3600.")
         for name, sources in (
             ("TOLLGATE_TEAM_FROM", self.team_from),
             ("TOLLGATE_USER_FROM", self.user_from),
@@ -105,4 +109,5 @@ class Settings:
             disconnect_grace_seconds=number(
                 "TOLLGATE_DISCONNECT_GRACE_SECONDS", cls.disconnect_grace_seconds
             ),
+            flush_seconds=number("TOLLGATE_FLUSH_SECONDS", cls.flush_seconds),
         )
