@@ -29,7 +29,7 @@ from budgets.inputs import price_tier
 from config.hotpath import db, inputs, metrics
 from config.hotpath.errors import ApiError, JsonBody, invalid
 from config.hotpath.router import Request, Response
-from tracking.provider_usage import EXTRA, normalize
+from tracking.provider_usage import EXTRA, normalize, web_searches
 from tracking.signals import events_recorded
 
 MAX_BATCH = 1000
@@ -136,6 +136,9 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
     usage = raw.get("usage")
     buckets = normalize(usage, field("usage"))
     tier = price_tier(raw, prefix)
+    buckets["web_search_calls"], search_size = web_searches(
+        raw, buckets["web_search_calls"], prefix
+    )
     geo = ident("inference_geo")
     if isinstance(usage, dict):
         # Anthropic's usage says both itself.
@@ -197,6 +200,8 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
             event[name] = buckets[name]  # type: ignore[literal-required]
     if tier:
         event["service_tier"] = tier
+    if search_size:
+        event["web_search_context_size"] = search_size
     if geo and geo.lower() not in ("global", "not_available"):
         event["inference_geo"] = geo.lower()
     if not final:

@@ -42,8 +42,14 @@ class Price(models.Model):
     input_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     output_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     output_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
-    # A paid web search (or grounding query) reported in usage.
+    # A paid web search (or grounding query): at the default (medium) search
+    # context size, and at the low and high ones (empty: the medium price).
     web_search_per_call = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    web_search_low_per_call = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    web_search_high_per_call = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    # Billed once per request that searched, however many queries it ran
+    # (Google's grounding of Gemini 2.x), instead of per query.
+    web_search_per_request = models.BooleanField(default=False, db_default=False)
     # Multipliers of the token cost by where the request was served
     # ({"us": "1.1"}; Anthropic's inference_geo). Empty: none.
     region_multipliers = models.JSONField(default=dict, blank=True)
@@ -135,6 +141,9 @@ class RequestEvent(models.Model):
     output_audio_tokens = models.BigIntegerField(default=0, db_default=0)
     output_image_tokens = models.BigIntegerField(default=0, db_default=0)
     web_search_calls = models.BigIntegerField(default=0, db_default=0)
+    # The search context size of its web searches ("low", "high"; "" the
+    # default, medium), from the request: it chooses the search price.
+    web_search_context_size = models.CharField(max_length=8, blank=True, default="", db_default="")
     # The price tier the event was billed in: "", "flex", "priority", "batch".
     service_tier = models.CharField(max_length=16, blank=True, default="", db_default="")
     # Where it was served ("us"), for a price's region_multipliers; "" none.

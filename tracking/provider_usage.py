@@ -32,6 +32,10 @@ the rest of its bucket at the bucket's (budgets/sql/functions/20_pricing.sql).
 Fields that are not priced (accepted predictions, tool-use details, ...) are
 ignored.
 
+Paid web searches the usage object does not count (OpenAI's, Gemini's
+grounding) and their search context size come beside it on the event
+(`web_searches`).
+
 The shape is recognised by its keys. Bad values raise ApiError naming the
 field (`usage.prompt_tokens`), so the whole batch is rejected with a 422.
 """
@@ -326,3 +330,37 @@ def _normalized(usage: dict[str, Any], path: str) -> Buckets:
         f"{path}.cache_write_1h_tokens",
     )
     return buckets
+
+
+# The search context sizes a request may ask for (OpenAI's
+# `web_search_options.search_context_size`, the `search_context_size` of a
+# Responses `web_search` tool); "medium" is the default and stored as "".
+SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
+
+
+def web_searches(event: dict[str, Any], counted: int, prefix: str = "") -> tuple[int, str]:
+    """The paid web searches of an event and their search context size.
+
+    `counted` is what its usage object reported (Anthropic's
+    `server_tool_use.web_search_requests`); the event's own `web_search_calls`
+    counts those the usage does not (OpenAI: one per `web_search_call` item of a
+    Responses output, one for a Chat Completion that searched; Gemini: the
+    queries of `groundingMetadata.webSearchQueries`). Both may be sent when
+    they agree. The size: '' for medium (the default), 'low' or 'high'."""
+    calls_field, size_field = f"{prefix}web_search_calls", f"{prefix}web_search_context_size"
+    calls = event.get("web_search_calls") or 0
+    if isinstance(calls, bool) or not isinstance(calls, int) or not 0 <= calls <= MAX_CALLS:
+        raise invalid(calls_field, f"'{calls_field}' must be a whole number 0 to {MAX_CALLS}.")
+    if calls and counted and calls != counted:
+        raise invalid(
+            calls_field,
+            f"'{calls_field}' ({calls}) differs from the searches the usage reports ({counted}).",
+        )
+    size = event.get("web_search_context_size")
+    if size is None:
+        size = ""
+    elif not isinstance(size, str) or size.lower() not in SEARCH_CONTEXT_SIZES:
+        raise invalid(size_field, f"'{size_field}' must be one of low, medium, high.")
+    else:
+        size = "" if size.lower() == "medium" else size.lower()
+    return calls or counted, size

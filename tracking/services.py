@@ -55,6 +55,9 @@ PRICE_FIELDS = [
     "output_audio_per_token",
     "output_image_per_token",
     "web_search_per_call",
+    "web_search_low_per_call",
+    "web_search_high_per_call",
+    "web_search_per_request",
     "region_multipliers",
 ]
 SERVICE_TIERS = ("", "flex", "priority", "batch")
@@ -206,17 +209,48 @@ def price_fields_from_litellm(entry: dict[str, Any], tier: str = "") -> dict[str
         ),
         "output_audio_per_token": rate("output_cost_per_audio_token"),
         "output_image_per_token": output_image,
-        "web_search_per_call": _web_search(entry),
+        **_web_search(entry),
         "region_multipliers": _region_multipliers(entry),
     }
     return _inclusive(entry, fields)
 
 
-def _web_search(entry: dict[str, Any]) -> Decimal | None:
-    # The default (medium) search context: what a provider that reports only
-    # a count of searches bills (Anthropic's $10 per 1,000).
+WEB_SEARCH_FIELDS = (
+    "web_search_per_call",
+    "web_search_low_per_call",
+    "web_search_high_per_call",
+    "web_search_per_request",
+)
+# Google's price of a grounded request when the map names none (LiteLLM's
+# Gemini calculator bills it too: $35 per 1,000 grounded prompts).
+GOOGLE_GROUNDING_DEFAULT = Decimal("0.035")
+# The map's providers of Google's own models (Vertex AI's partner models,
+# `vertex_ai-anthropic_models` and the like, bill searches their vendor's way).
+GOOGLE_GROUNDING_PROVIDERS = {"gemini", "vertex_ai", "vertex_ai-language-models"}
+
+
+def _web_search(entry: dict[str, Any]) -> dict[str, Any]:
+    """A search's price at each search context size (the medium one is the
+    default: what a request that does not say its size, or a provider that
+    reports only a count of searches, bills), and whether it is billed once
+    per request that searched. As LiteLLM's calculators price them: Gemini
+    (Google AI Studio, Vertex AI) bills grounding per request unless the map
+    says `web_search_billing_unit: per_query` (Gemini 3), at $0.035 when the
+    map names no price; Vertex AI's partner models (Claude, ...) per search."""
     prices = entry.get("search_context_cost_per_query")
-    return _token_price(prices, "search_context_size_medium") if isinstance(prices, dict) else None
+    if not isinstance(prices, dict):
+        prices = {}
+    medium = _token_price(prices, "search_context_size_medium")
+    gemini = entry.get("litellm_provider") in GOOGLE_GROUNDING_PROVIDERS
+    if gemini and medium is None:
+        medium = GOOGLE_GROUNDING_DEFAULT
+    return {
+        "web_search_per_call": medium,
+        "web_search_low_per_call": _token_price(prices, "search_context_size_low"),
+        "web_search_high_per_call": _token_price(prices, "search_context_size_high"),
+        "web_search_per_request": gemini
+        and entry.get("web_search_billing_unit", "per_prompt") != "per_query",
+    }
 
 
 def _inclusive(entry: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +278,8 @@ def _batch_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
             name: _half(value) if isinstance(value, Decimal) else value
             for name, value in standard.items()
         }
-        halved["web_search_per_call"] = standard["web_search_per_call"]
+        for name in WEB_SEARCH_FIELDS:
+            halved[name] = standard[name]
         halved["output_image_per_token"] = output_image
         return halved
     # LiteLLM's batch calculator: rates the map lacks for batches fall back to
@@ -285,7 +320,7 @@ def _batch_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
         "input_image_per_token": rate("input_cost_per_image_token_batches"),
         "output_audio_per_token": None,
         "output_image_per_token": output_image,
-        "web_search_per_call": standard["web_search_per_call"],
+        **{name: standard[name] for name in WEB_SEARCH_FIELDS},
         "region_multipliers": standard["region_multipliers"],
     }
     return _inclusive(entry, fields)

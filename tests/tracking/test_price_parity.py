@@ -5,8 +5,13 @@ shape, tier and paid tool Tollgate prices (OpenAI Chat and Responses, audio,
 realtime, image generation, Anthropic 5-minute and 1-hour cache writes and
 web searches, Anthropic served in the US, Bedrock Converse, Gemini, DeepSeek,
 xAI; the 200k and 272k tiers at and above the threshold; flex, priority and
-batch). tests/tracking/parity/prices.json is the part of LiteLLM's price map
-they use. The same map is loaded into Tollgate by `load_prices` and given to
+batch; OpenAI web searches at each search context size, Chat and Responses;
+Gemini grounding billed per request (2.x) and per query (3)).
+tests/tracking/parity/prices.json is the part of LiteLLM's price map they use;
+one entry, gpt-4o-mini-search-preview, carries the per-size search prices
+LiteLLM's map had for it before it made them equal (low $25, medium $27.50,
+high $30 per 1,000), since no entry of the pinned map prices the sizes
+differently and the choice of size must show in the cost. The same map is loaded into Tollgate by `load_prices` and given to
 the pinned LiteLLM (tests/requirements-litellm.txt) in its own virtual
 environment, which prices each case with its own functions
 (parity/litellm_costs.py); the events are then recorded through the real
@@ -65,7 +70,7 @@ def _event(index: int, case: dict) -> dict:
         "usage": case["usage"],
         "started_at": "2026-11-02T10:00:00Z",
     }
-    for name in ("service_tier", "batch"):
+    for name in ("service_tier", "batch", "web_search_calls", "web_search_context_size"):
         if name in case:
             event[name] = case[name]
     return event
@@ -96,6 +101,10 @@ def test_corpus_covers_every_shape_tier_and_tool():
         '"service_tier": "flex"',
         '"service_tier": "priority"',
         '"batch": true',
+        '"web_search_context_size": "low"',
+        '"web_search_context_size": "high"',
+        "billed per request",
+        "billed per query",
     ):
         assert needle in text, needle
     names = " ".join(case["name"] for case in CORPUS)

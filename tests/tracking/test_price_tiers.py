@@ -78,6 +78,18 @@ def _event(id: str, **fields) -> dict:
             {"usage": {"input_tokens": 5, "server_tool_use": {"web_search_requests": 10**7}}},
             "events[1].usage.server_tool_use.web_search_requests",
         ),
+        ({"web_search_context_size": "huge"}, "events[1].web_search_context_size"),
+        ({"web_search_context_size": 2}, "events[1].web_search_context_size"),
+        ({"web_search_calls": -1}, "events[1].web_search_calls"),
+        ({"web_search_calls": 10**7}, "events[1].web_search_calls"),
+        ({"web_search_calls": "2"}, "events[1].web_search_calls"),
+        (
+            {
+                "usage": {"input_tokens": 5, "server_tool_use": {"web_search_requests": 2}},
+                "web_search_calls": 3,
+            },
+            "events[1].web_search_calls",
+        ),
     ],
 )
 def test_bad_tiers_and_usage_are_a_422_naming_the_field_and_nothing_is_stored(
@@ -177,6 +189,83 @@ def test_reprice_prices_the_parts_and_tiers_exactly(api, org, key, catalog):
     stored = RequestEvent.objects.get(event_id="c1")
     assert stored.cache_write_1h_tokens == 1500 and stored.web_search_calls == 2
     assert stored.cost_usd == expected + 1500 * Decimal("0.000001")
+
+
+def test_search_context_size_chooses_the_search_price_and_reprice_keeps_it(api, org, key, catalog):
+    # gpt-4o-mini-search-preview: 1.5e-7 in, 6e-7 out; a search $0.025 low,
+    # $0.0275 medium, $0.03 high.
+    def event(id: str, **fields) -> dict:
+        usage = {"prompt_tokens": 1000, "completion_tokens": 100}
+        return {"id": id, "model": "gpt-4o-mini-search-preview", "usage": usage, **fields}
+
+    response = _post(
+        api,
+        key,
+        event("none"),
+        event("low", web_search_calls=2, web_search_context_size="LOW"),
+        event("medium", web_search_calls=2),
+        event("high", web_search_calls=2, web_search_context_size="high"),
+    )
+
+    assert response.status_code == 201, response.text
+    tokens = Decimal("0.00021")  # 1000 x 1.5e-7 + 100 x 6e-7
+    costs = [Decimal(r["cost_usd"]) for r in response.json()["results"]]
+    assert costs == [
+        tokens,
+        tokens + Decimal("0.05"),
+        tokens + Decimal("0.055"),
+        tokens + Decimal("0.06"),
+    ]
+    stored = {
+        e.event_id: (e.web_search_calls, e.web_search_context_size)
+        for e in RequestEvent.objects.filter(org=org)
+    }
+    assert stored == {"none": (0, ""), "low": (2, "low"), "medium": (2, ""), "high": (2, "high")}
+
+    price = Price.objects.get(model="gpt-4o-mini-search-preview", service_tier="")
+    assert (price.web_search_low_per_call, price.web_search_per_call) == (
+        Decimal("0.025"),
+        Decimal("0.0275"),
+    )
+    assert price.web_search_high_per_call == Decimal("0.03")
+    assert price.web_search_per_request is False
+    Price.objects.create(
+        **{
+            f.name: getattr(price, f.name)
+            for f in Price._meta.fields
+            if f.name not in ("id", "effective_from")
+        }
+        | {"web_search_high_per_call": Decimal("0.04")},
+        effective_from=timezone.now() - timedelta(days=1),
+    )
+    call_command("reprice", "--since", "2000-01-01", "--all", stdout=io.StringIO())
+
+    repriced = dict(RequestEvent.objects.filter(org=org).values_list("event_id", "cost_usd"))
+    assert repriced["high"] == tokens + Decimal("0.08")
+    assert repriced["low"] == tokens + Decimal("0.05")
+
+
+def test_gemini_grounding_is_billed_per_request_or_per_query_as_the_map_says(
+    api, org, key, catalog
+):
+    def event(id: str, model: str, calls: int) -> dict:
+        usage = {"promptTokenCount": 1000, "candidatesTokenCount": 100}
+        return {"id": id, "model": model, "usage": usage, "web_search_calls": calls}
+
+    response = _post(
+        api,
+        key,
+        event("g25-0", "gemini-2.5-pro", 0),
+        event("g25-3", "gemini-2.5-pro", 3),
+        event("g3-0", "vertex_ai/gemini-3-pro-preview", 0),
+        event("g3-3", "vertex_ai/gemini-3-pro-preview", 3),
+    )
+
+    assert response.status_code == 201, response.text
+    costs = [Decimal(r["cost_usd"]) for r in response.json()["results"]]
+    assert costs[1] - costs[0] == Decimal("0.035")  # one grounded prompt, whatever its queries
+    assert costs[3] - costs[2] == Decimal("0.042")  # 3 queries x $0.014
+    assert Price.objects.get(model="gemini-2.5-pro", service_tier="").web_search_per_request
 
 
 def test_load_prices_check_lists_models_seen_without_a_price(org, make_event, catalog):

@@ -494,7 +494,8 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
 SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_write_tokens,
                            e.output_tokens, e.reasoning_tokens, e.cache_write_1h_tokens,
                            e.input_audio_tokens, e.input_image_tokens, e.output_audio_tokens,
-                           e.output_image_tokens, e.web_search_calls, e.inference_geo), pr.model
+                           e.output_image_tokens, e.web_search_calls, e.inference_geo,
+                           e.web_search_context_size), pr.model
 FROM tracking_requestevent e
 LEFT JOIN LATERAL tollgate_price_at(e.org_id, e.model, e.provider, e.started_at,
                                     e.service_tier) pr ON true

@@ -144,13 +144,17 @@ $$;
 -- and image tokens of input and of output, each billed at its own rate and
 -- the rest of its bucket at the bucket's), times the price's multiplier for
 -- the region that served it (`p_geo`, none when NULL or unknown), plus paid
--- web searches (not multiplied; free when the price names no rate). NULL
--- when p is NULL (no price). A plain expression, inlined.
+-- web searches (not multiplied; free when the price names no rate) at the
+-- rate of the request's search context size (`p_search_size` 'low' or
+-- 'high'; anything else, and a size the price has no rate for, the medium
+-- rate), one per search, or one per request that searched when the price
+-- bills per request (Gemini 2.x grounding). NULL when p is NULL (no price).
+-- A plain expression, inlined.
 CREATE OR REPLACE FUNCTION tollgate_cost(
     p tracking_price, p_input bigint, p_cache_read bigint, p_cache_write bigint,
     p_output bigint, p_reasoning bigint, p_cache_write_1h bigint, p_input_audio bigint,
     p_input_image bigint, p_output_audio bigint, p_output_image bigint,
-    p_web_search_calls bigint, p_geo text)
+    p_web_search_calls bigint, p_geo text, p_search_size text)
 RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
     SELECT round(
         ((p_input - p_input_audio - p_input_image)
@@ -180,7 +184,11 @@ RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
          + p_reasoning * coalesce((p).reasoning_per_token, tollgate_output_rate(p,
                tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))))
         * coalesce(((p).region_multipliers ->> lower(p_geo))::numeric, 1)
-        + p_web_search_calls * coalesce((p).web_search_per_call, 0), 10)
+        + CASE WHEN (p).web_search_per_request THEN least(p_web_search_calls, 1)
+               ELSE p_web_search_calls END
+          * coalesce(CASE p_search_size WHEN 'low' THEN (p).web_search_low_per_call
+                                        WHEN 'high' THEN (p).web_search_high_per_call END,
+                     (p).web_search_per_call, 0), 10)
 $$;
 
 -- Cost of one event's usage (the five buckets only, standard tier); NULL
@@ -190,7 +198,7 @@ CREATE OR REPLACE FUNCTION tollgate_event_cost(
     p_cache_read bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint)
 RETURNS numeric LANGUAGE sql STABLE AS $$
     SELECT tollgate_cost(pr, p_input, p_cache_read, p_cache_write, p_output, p_reasoning,
-                         0, 0, 0, 0, 0, 0, NULL)
+                         0, 0, 0, 0, 0, 0, NULL, NULL)
     FROM tollgate_price_at(p_org, p_model, p_provider, p_at, '') pr
 $$;
 
@@ -202,7 +210,7 @@ CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
     p_org bigint, p_model text, p_input bigint, p_max_output bigint, p_at timestamptz,
     p_tier text)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT tollgate_cost(pr, p_input, 0, 0, p_max_output, 0, 0, 0, 0, 0, 0, 0, NULL)
+    SELECT tollgate_cost(pr, p_input, 0, 0, p_max_output, 0, 0, 0, 0, 0, 0, 0, NULL, NULL)
     FROM tollgate_price_at(p_org, p_model, NULL, p_at, p_tier) pr
 $$;
 

@@ -9,6 +9,14 @@ Gemini, Bedrock Converse, xAI) into its `Usage`, then through
 `litellm.cost_per_token` (the batch calculator for batch requests) and, for
 paid web searches, `StandardBuiltInToolCostTracking.get_cost_for_built_in_tools`,
 which is what `completion_cost` adds for them.
+
+Searches the usage object does not count are given as the response and
+request LiteLLM reads them from: a case's `web_search_calls` become that many
+`web_search_call` items of a Responses output (OpenAI Responses), a
+`url_citation` annotation of a Chat Completion (OpenAI Chat: LiteLLM bills one
+search per answer that cites), or as many distinct
+`groundingMetadata.webSearchQueries` of the Gemini response; its
+`web_search_context_size` is the request's `web_search_options`.
 """
 
 from __future__ import annotations
@@ -39,7 +47,15 @@ def _usage(case: dict) -> Usage:
             VertexGeminiConfig,
         )
 
-        return VertexGeminiConfig._calculate_usage(completion_response={"usageMetadata": usage})
+        calculated = VertexGeminiConfig._calculate_usage(
+            completion_response={"usageMetadata": usage}
+        )
+        if case.get("web_search_calls"):
+            queries = [f"query {n}" for n in range(case["web_search_calls"])]
+            VertexGeminiConfig.set_grounding_usage_counters(
+                calculated, [{"webSearchQueries": queries}]
+            )
+        return calculated
     if shape == "bedrock":
         from litellm.llms.bedrock.chat.converse_transformation import AmazonConverseConfig
 
@@ -60,6 +76,57 @@ def _usage(case: dict) -> Usage:
     return Usage(**usage)
 
 
+def _response(case: dict) -> object:
+    """The response whose output shows OpenAI's searches (None otherwise)."""
+    calls = case.get("web_search_calls")
+    if not calls or case["shape"] not in ("openai", "openai_responses"):
+        return None
+    if case["shape"] == "openai_responses":
+        from litellm.types.llms.openai import ResponsesAPIResponse
+
+        return ResponsesAPIResponse(
+            id="resp_1",
+            created_at=0,
+            model=case["model"],
+            object="response",
+            status="completed",
+            output=[
+                {"type": "web_search_call", "id": f"ws_{n}", "status": "completed"}
+                for n in range(calls)
+            ],
+            parallel_tool_calls=True,
+            tool_choice="auto",
+            tools=[],
+        )
+    assert calls == 1, "a Chat Completion shows that it searched, not how often"
+    from litellm.types.utils import ModelResponse
+
+    return ModelResponse(
+        model=case["model"],
+        choices=[
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": "Found.",
+                    "annotations": [
+                        {
+                            "type": "url_citation",
+                            "url_citation": {
+                                "url": "https://example.com",
+                                "title": "Example",
+                                "start_index": 0,
+                                "end_index": 6,
+                            },
+                        }
+                    ],
+                },
+            }
+        ],
+    )
+
+
 def cost(case: dict) -> float:
     usage = _usage(case)
     provider = case["provider"]
@@ -74,13 +141,23 @@ def cost(case: dict) -> float:
         service_tier=None if batch or tier in ("default", "standard") else tier,
         call_type="retrieve_batch" if batch else "completion",
     )
+    size = case.get("web_search_context_size")
     tools = StandardBuiltInToolCostTracking.get_cost_for_built_in_tools(
-        model=case["model"], response_object=None, usage=usage, custom_llm_provider=provider
+        model=case["model"],
+        response_object=_response(case),
+        usage=usage,
+        custom_llm_provider=provider,
+        standard_built_in_tools_params={
+            "web_search_options": {"search_context_size": size} if size else None
+        },
     )
     return prompt + completion + tools
 
 
 def main() -> None:
+    # A lookup LiteLLM retries under another provider prints its provider list
+    # to stdout, which carries the answer.
+    litellm.suppress_debug_info = True
     corpus_path, prices_path = sys.argv[1:3]
     with open(prices_path) as file:
         litellm.register_model(json.load(file))

@@ -29,6 +29,9 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
         'output_audio_per_token', trim_scale((p).output_audio_per_token)::text,
         'output_image_per_token', trim_scale((p).output_image_per_token)::text,
         'web_search_per_call', trim_scale((p).web_search_per_call)::text,
+        'web_search_low_per_call', trim_scale((p).web_search_low_per_call)::text,
+        'web_search_high_per_call', trim_scale((p).web_search_high_per_call)::text,
+        'web_search_per_request', (p).web_search_per_request,
         'region_multipliers', (p).region_multipliers,
         'service_tier', (p).service_tier)
 $$;
