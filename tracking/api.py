@@ -134,7 +134,12 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
             f"'{field('provider')}' must be 1 to {MAX_PROVIDER_LENGTH} characters long.",
         )
     usage = raw.get("usage")
-    buckets = normalize(usage, field("usage"))
+    searched = raw.get("web_search_calls")
+    buckets = normalize(
+        usage,
+        field("usage"),
+        grounded=isinstance(searched, int) and not isinstance(searched, bool) and searched > 0,
+    )
     tier = price_tier(raw, prefix)
     buckets["web_search_calls"], search_size = web_searches(
         raw, buckets["web_search_calls"], prefix

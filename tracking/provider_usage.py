@@ -137,8 +137,10 @@ def _buckets(**counts: int) -> Buckets:
     return {**ZERO, **counts}  # type: ignore[typeddict-item]
 
 
-def normalize(usage: Any, path: str = "usage") -> Buckets:
-    """Split `usage` (any shape of API.md) into disjoint buckets."""
+def normalize(usage: Any, path: str = "usage", *, grounded: bool = False) -> Buckets:
+    """Split `usage` (any shape of API.md) into disjoint buckets. `grounded`:
+    the request searched the web (the event's `web_search_calls`), which
+    changes what Gemini bills."""
     if usage is None:
         return _buckets()
     if not isinstance(usage, dict):
@@ -147,7 +149,7 @@ def normalize(usage: Any, path: str = "usage") -> Buckets:
     if keys & OPENAI_CHAT:
         return _openai_chat(usage, path)
     if keys & GEMINI:
-        return _gemini(usage, path)
+        return _gemini(usage, path, grounded)
     if keys & BEDROCK:
         return _bedrock(usage, path)
     # Anthropic before OpenAI Responses: Anthropic's usage now carries
@@ -264,14 +266,21 @@ def _anthropic(usage: dict[str, Any], path: str) -> Buckets:
     )
 
 
-def _gemini(usage: dict[str, Any], path: str) -> Buckets:
+def _gemini(usage: dict[str, Any], path: str, grounded: bool) -> Buckets:
     prompt = _count(usage, "promptTokenCount", path)
     cached = _count(usage, "cachedContentTokenCount", path)
+    tool_use = _count(usage, "toolUsePromptTokenCount", path)
+    if grounded:
+        # Google bills grounding with Google Search per request or query and
+        # not the search results it adds to the prompt
+        # (https://ai.google.dev/gemini-api/docs/pricing); other tools' tokens
+        # (URL context, code execution) are input.
+        tool_use = 0
     return _buckets(
         input_tokens=_part(
             prompt, cached, f"{path}.promptTokenCount", f"{path}.cachedContentTokenCount"
         )
-        + _count(usage, "toolUsePromptTokenCount", path),
+        + tool_use,
         cache_read_tokens=cached,
         output_tokens=_count(usage, "candidatesTokenCount", path),
         reasoning_tokens=_count(usage, "thoughtsTokenCount", path),

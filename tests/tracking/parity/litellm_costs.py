@@ -47,14 +47,14 @@ def _usage(case: dict) -> Usage:
             VertexGeminiConfig,
         )
 
-        calculated = VertexGeminiConfig._calculate_usage(
-            completion_response={"usageMetadata": usage}
-        )
+        response: dict = {"usageMetadata": usage}
+        grounding = []
         if case.get("web_search_calls"):
             queries = [f"query {n}" for n in range(case["web_search_calls"])]
-            VertexGeminiConfig.set_grounding_usage_counters(
-                calculated, [{"webSearchQueries": queries}]
-            )
+            grounding = [{"webSearchQueries": queries}]
+            response["candidates"] = [{"groundingMetadata": grounding[0]}]
+        calculated = VertexGeminiConfig._calculate_usage(completion_response=response)
+        VertexGeminiConfig.set_grounding_usage_counters(calculated, grounding)
         return calculated
     if shape == "bedrock":
         from litellm.llms.bedrock.chat.converse_transformation import AmazonConverseConfig
