@@ -38,7 +38,10 @@ class Price(models.Model):
     # Tokens with a price of their own (parts of the buckets, provider_usage.py);
     # empty: the bucket's price.
     cache_write_1h_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    cache_read_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     input_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
+    # Audio input in the long-context tier (empty: the audio rate below it).
+    input_audio_above_threshold_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     input_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     output_audio_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
     output_image_per_token = models.DecimalField(**PER_TOKEN, null=True, blank=True)
@@ -136,6 +139,7 @@ class RequestEvent(models.Model):
     # Parts of the buckets above with prices of their own (provider_usage.py).
     # Database defaults, so that older writers still work.
     cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_read_audio_tokens = models.BigIntegerField(default=0, db_default=0)
     input_audio_tokens = models.BigIntegerField(default=0, db_default=0)
     input_image_tokens = models.BigIntegerField(default=0, db_default=0)
     output_audio_tokens = models.BigIntegerField(default=0, db_default=0)

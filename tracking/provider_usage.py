@@ -10,21 +10,27 @@ overlap, or a token is billed twice:
   xAI counts `reasoning_tokens` outside `completion_tokens` (its `total_tokens`
   then equals prompt + completion + reasoning), everyone else inside.
 - OpenAI Responses / Realtime: `input_tokens` include `input_tokens_details.cached_tokens`;
-  `output_tokens` include `output_tokens_details.reasoning_tokens`.
+  `output_tokens` include `output_tokens_details.reasoning_tokens` (Realtime names
+  them `input_token_details` / `output_token_details`).
+- OpenAI's `audio_tokens` / `image_tokens` of the input count cached ones too;
+  `cached_tokens_details` (Realtime) says which cached tokens were audio or image.
 - Anthropic Messages: `input_tokens` exclude `cache_read_input_tokens` and
   `cache_creation_input_tokens` (split by `cache_creation.ephemeral_1h_input_tokens`
   / `ephemeral_5m_input_tokens`); thinking is inside `output_tokens`; paid web
   searches are `server_tool_use.web_search_requests`.
 - Gemini `usageMetadata`: `promptTokenCount` includes `cachedContentTokenCount`;
   `thoughtsTokenCount` is outside `candidatesTokenCount`; tool-use prompt tokens
-  are input too.
+  are input too (not when the request was grounded with Google Search).
+  `promptTokensDetails`, `cacheTokensDetails` and `candidatesTokensDetails` list
+  the tokens by modality (the prompt's include the cached ones).
 - Bedrock Converse: `inputTokens` exclude `cacheReadInputTokens` and
   `cacheWriteInputTokens` (split by TTL in `cacheDetails`); `outputTokens`.
 - Normalized: already disjoint buckets.
 
 The five buckets (uncached input, cache read, cache write, output, reasoning)
 are disjoint. The other counts are the part of one bucket that has a price of
-its own: `cache_write_1h_tokens` of `cache_write_tokens`, `input_audio_tokens`
+its own: `cache_write_1h_tokens` of `cache_write_tokens`, `cache_read_audio_tokens`
+of `cache_read_tokens`, `input_audio_tokens`
 and `input_image_tokens` of `input_tokens`, `output_audio_tokens` and
 `output_image_tokens` of `output_tokens`; `web_search_calls` counts paid
 searches, not tokens. Pricing bills each token once: a part at its own rate,
@@ -59,6 +65,7 @@ class Buckets(TypedDict):
     reasoning_tokens: int
     # Parts of the buckets above with a price of their own.
     cache_write_1h_tokens: int
+    cache_read_audio_tokens: int
     input_audio_tokens: int
     input_image_tokens: int
     output_audio_tokens: int
@@ -69,6 +76,7 @@ class Buckets(TypedDict):
 # The parts, and the bucket each is part of.
 PARTS = {
     "cache_write_1h_tokens": "cache_write_tokens",
+    "cache_read_audio_tokens": "cache_read_tokens",
     "input_audio_tokens": "input_tokens",
     "input_image_tokens": "input_tokens",
     "output_audio_tokens": "output_tokens",
@@ -83,6 +91,7 @@ ZERO: Buckets = {
     "output_tokens": 0,
     "reasoning_tokens": 0,
     "cache_write_1h_tokens": 0,
+    "cache_read_audio_tokens": 0,
     "input_audio_tokens": 0,
     "input_image_tokens": 0,
     "output_audio_tokens": 0,
@@ -92,6 +101,7 @@ ZERO: Buckets = {
 
 OPENAI_CHAT = {"prompt_tokens", "completion_tokens"}
 OPENAI_RESPONSES = {"input_tokens_details", "output_tokens_details"}
+OPENAI_REALTIME = {"input_token_details", "output_token_details"}
 ANTHROPIC = {"cache_creation_input_tokens", "cache_read_input_tokens", "server_tool_use"}
 GEMINI = {
     "promptTokenCount",
@@ -99,6 +109,9 @@ GEMINI = {
     "thoughtsTokenCount",
     "cachedContentTokenCount",
     "toolUsePromptTokenCount",
+    "promptTokensDetails",
+    "candidatesTokensDetails",
+    "cacheTokensDetails",
 }
 BEDROCK = {"inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"}
 NORMALIZED = {"cache_read_tokens", "cache_write_tokens", "reasoning_tokens", *EXTRA}
@@ -159,6 +172,13 @@ def normalize(usage: Any, path: str = "usage", *, grounded: bool = False) -> Buc
         return _anthropic(usage, path)
     if keys & OPENAI_RESPONSES:
         return _openai_responses(usage, path)
+    if keys & OPENAI_REALTIME:
+        return _openai(
+            usage,
+            path,
+            ("input_tokens", "input_token_details"),
+            ("output_tokens", "output_token_details"),
+        )
     if keys & (NORMALIZED | PLAIN):
         return _normalized(usage, path)
     if not usage:
@@ -194,7 +214,9 @@ def _openai(
 ) -> Buckets:
     """OpenAI's APIs and those that copy them: cached tokens are inside the
     input count, reasoning tokens inside the output count (xAI's outside);
-    audio and image tokens are inside their side's count."""
+    audio and image tokens are inside their side's count, cached ones
+    included (`cached_tokens_details` splits those; without it cached tokens
+    are taken to be text)."""
     (in_key, in_name), (out_key, out_name) = inputs, outputs
     in_path, out_path = f"{path}.{in_name}", f"{path}.{out_name}"
     given_in = _count(usage, in_key, path)
@@ -219,9 +241,15 @@ def _openai(
         # xAI: reasoning is billed as output but counted beside completion_tokens.
         given_out += reasoning
     uncached = _part(given_in, cached, f"{path}.{in_key}", cached_field)
-    audio_in = _count(in_details, "audio_tokens", in_path)
-    image_in = _count(in_details, "image_tokens", in_path)
-    # Cached tokens are taken to be text: OpenAI reports no split of them.
+    cached_path = f"{in_path}.cached_tokens_details"
+    cached_details = _details(in_details, "cached_tokens_details", in_path)
+    cached_audio = _count(cached_details, "audio_tokens", cached_path)
+    cached_image = _count(cached_details, "image_tokens", cached_path)
+    _part(cached, cached_audio + cached_image, cached_field, f"{cached_path}.audio_tokens")
+    # What is left of each modality once its cached tokens are taken out (as
+    # LiteLLM does, none when a count says fewer than were cached).
+    audio_in = max(_count(in_details, "audio_tokens", in_path) - cached_audio, 0)
+    image_in = max(_count(in_details, "image_tokens", in_path) - cached_image, 0)
     _part(uncached, audio_in + image_in, f"{path}.{in_key}", f"{in_path}.audio_tokens")
     output = _part(given_out, reasoning, f"{path}.{out_key}", f"{out_path}.reasoning_tokens")
     audio_out = _count(out_details, "audio_tokens", out_path)
@@ -232,6 +260,7 @@ def _openai(
         cache_read_tokens=cached,
         output_tokens=output,
         reasoning_tokens=reasoning,
+        cache_read_audio_tokens=cached_audio,
         input_audio_tokens=audio_in,
         input_image_tokens=image_in,
         output_audio_tokens=audio_out,
@@ -276,15 +305,55 @@ def _gemini(usage: dict[str, Any], path: str, grounded: bool) -> Buckets:
         # (https://ai.google.dev/gemini-api/docs/pricing); other tools' tokens
         # (URL context, code execution) are input.
         tool_use = 0
-    return _buckets(
-        input_tokens=_part(
-            prompt, cached, f"{path}.promptTokenCount", f"{path}.cachedContentTokenCount"
-        )
-        + tool_use,
-        cache_read_tokens=cached,
-        output_tokens=_count(usage, "candidatesTokenCount", path),
-        reasoning_tokens=_count(usage, "thoughtsTokenCount", path),
+    uncached = (
+        _part(prompt, cached, f"{path}.promptTokenCount", f"{path}.cachedContentTokenCount")
+        + tool_use
     )
+    output = _count(usage, "candidatesTokenCount", path)
+    prompt_by = _modalities(usage, "promptTokensDetails", path)
+    cached_by = _modalities(usage, "cacheTokensDetails", path)
+    output_by = _modalities(usage, "candidatesTokensDetails", path)
+    cached_audio = cached_by["AUDIO"]
+    _part(cached, cached_audio, f"{path}.cachedContentTokenCount", f"{path}.cacheTokensDetails")
+    audio_in = max(prompt_by["AUDIO"] - cached_audio, 0)
+    image_in = max(prompt_by["IMAGE"] - cached_by["IMAGE"], 0)
+    _part(uncached, audio_in + image_in, f"{path}.promptTokenCount", f"{path}.promptTokensDetails")
+    _part(
+        output,
+        output_by["AUDIO"] + output_by["IMAGE"],
+        f"{path}.candidatesTokenCount",
+        f"{path}.candidatesTokensDetails",
+    )
+    return _buckets(
+        input_tokens=uncached,
+        cache_read_tokens=cached,
+        output_tokens=output,
+        reasoning_tokens=_count(usage, "thoughtsTokenCount", path),
+        cache_read_audio_tokens=cached_audio,
+        input_audio_tokens=audio_in,
+        input_image_tokens=image_in,
+        output_audio_tokens=output_by["AUDIO"],
+        output_image_tokens=output_by["IMAGE"],
+    )
+
+
+def _modalities(usage: dict[str, Any], key: str, path: str) -> dict[str, int]:
+    """Gemini's tokens by modality: `[{"modality": "AUDIO", "tokenCount": N}, ...]`
+    summed by modality (TEXT, AUDIO, IMAGE, VIDEO, DOCUMENT; others ignored)."""
+    totals = dict.fromkeys(("TEXT", "AUDIO", "IMAGE", "VIDEO", "DOCUMENT"), 0)
+    entries = usage.get(key)
+    if entries is None:
+        return totals
+    if not isinstance(entries, list):
+        raise invalid(f"{path}.{key}", f"'{path}.{key}' must be a list.")
+    for index, entry in enumerate(entries):
+        where = f"{path}.{key}[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("modality", ""), str):
+            raise invalid(where, f"'{where}' must be an object with a modality.")
+        modality = entry.get("modality", "").upper()
+        if modality in totals:
+            totals[modality] += _count(entry, "tokenCount", where)
+    return totals
 
 
 def _bedrock(usage: dict[str, Any], path: str) -> Buckets:
@@ -337,6 +406,12 @@ def _normalized(usage: dict[str, Any], path: str) -> Buckets:
         buckets["cache_write_1h_tokens"],
         f"{path}.cache_write_tokens",
         f"{path}.cache_write_1h_tokens",
+    )
+    _part(
+        buckets["cache_read_tokens"],
+        buckets["cache_read_audio_tokens"],
+        f"{path}.cache_read_tokens",
+        f"{path}.cache_read_audio_tokens",
     )
     return buckets
 

@@ -50,7 +50,9 @@ PRICE_FIELDS = [
     "cache_write_above_threshold_per_token",
     "cache_write_1h_above_threshold_per_token",
     "cache_write_1h_per_token",
+    "cache_read_audio_per_token",
     "input_audio_per_token",
+    "input_audio_above_threshold_per_token",
     "input_image_per_token",
     "output_audio_per_token",
     "output_image_per_token",
@@ -66,7 +68,8 @@ SERVICE_TIERS = ("", "flex", "priority", "batch")
 INCLUSIVE_THRESHOLD_PROVIDERS = {"xai"}
 _THRESHOLD_KEY = re.compile(
     r"^(?:input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
-    r"|cache_creation_input_token_cost)_above_(\d+)(k?)_tokens(_batches|_flex|_priority)?$"
+    r"|cache_creation_input_token_cost|input_cost_per_audio_token)"
+    r"_above_(\d+)(k?)_tokens(_batches|_flex|_priority)?$"
 )
 
 
@@ -201,8 +204,15 @@ def price_fields_from_litellm(entry: dict[str, Any], tier: str = "") -> dict[str
             "cache_creation_input_token_cost_above_1hr", threshold, ""
         ),
         "cache_write_1h_per_token": rate("cache_creation_input_token_cost_above_1hr"),
+        "cache_read_audio_per_token": _first(
+            rate(f"cache_read_input_audio_token_cost{suffix}"),
+            rate("cache_read_input_audio_token_cost"),
+        ),
         "input_audio_per_token": _first(
             rate(f"input_cost_per_audio_token{suffix}"), rate("input_cost_per_audio_token")
+        ),
+        "input_audio_above_threshold_per_token": above(
+            "input_cost_per_audio_token", threshold, suffix
         ),
         "input_image_per_token": _first(
             rate(f"input_cost_per_image_token{suffix}"), rate("input_cost_per_image_token")
@@ -316,7 +326,9 @@ def _batch_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
         ),
         "cache_write_1h_above_threshold_per_token": None,
         "cache_write_1h_per_token": None,
+        "cache_read_audio_per_token": rate("cache_read_input_audio_token_cost_batches"),
         "input_audio_per_token": rate("input_cost_per_audio_token_batches"),
+        "input_audio_above_threshold_per_token": above("input_cost_per_audio_token"),
         "input_image_per_token": rate("input_cost_per_image_token_batches"),
         "output_audio_per_token": None,
         "output_image_per_token": output_image,

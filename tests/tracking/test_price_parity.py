@@ -1,12 +1,13 @@
 """Tollgate's cost equals LiteLLM's for every case of the parity corpus.
 
 tests/tracking/parity/corpus.json holds real-shaped usage objects of every
-shape, tier and paid tool Tollgate prices (OpenAI Chat and Responses, audio,
-realtime, image generation, Anthropic 5-minute and 1-hour cache writes and
+shape, tier and paid tool Tollgate prices (OpenAI Chat, Responses and
+Realtime, audio, realtime, image generation, Anthropic 5-minute and 1-hour cache writes and
 web searches, Anthropic served in the US, Bedrock Converse, Gemini, DeepSeek,
 xAI; the 200k and 272k tiers at and above the threshold; flex, priority and
 batch; OpenAI web searches at each search context size, Chat and Responses;
-Gemini grounding billed per request (2.x) and per query (3)).
+Gemini grounding billed per request (2.x) and per query (3); cached audio
+and audio in the long-context tier, OpenAI Realtime and Gemini).
 tests/tracking/parity/prices.json is the part of LiteLLM's price map they use;
 one entry, gpt-4o-mini-search-preview, carries the per-size search prices
 LiteLLM's map had for it before it made them equal (low $25, medium $27.50,
@@ -83,6 +84,7 @@ def test_corpus_covers_every_shape_tier_and_tool():
     assert shapes >= {
         "openai",
         "openai_responses",
+        "openai_realtime",
         "anthropic",
         "bedrock",
         "gemini",
@@ -101,6 +103,9 @@ def test_corpus_covers_every_shape_tier_and_tool():
         '"service_tier": "flex"',
         '"service_tier": "priority"',
         '"batch": true',
+        "cached_tokens_details",
+        "cacheTokensDetails",
+        "promptTokensDetails",
         '"web_search_context_size": "low"',
         '"web_search_context_size": "high"',
         "billed per request",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import auth
@@ -284,3 +285,58 @@ def test_load_prices_check_lists_models_seen_without_a_price(org, make_event, ca
         call_command("load_prices", "--check", stdout=out)
     assert "gpt-9-unknown: 2 events, charged $0.75" in out.getvalue()
     assert "old-unknown" not in out.getvalue()
+
+
+def test_reprice_prices_cached_audio_and_audio_in_the_tier_exactly(api, org, key, catalog):
+    # gemini-2.5-flash: text 3e-7, audio 1e-6 (3e-7 above 200k), cache read
+    # 3e-8, cached audio 1e-7, output 2.5e-6.
+    usage = {
+        "promptTokenCount": 250_000,
+        "cachedContentTokenCount": 50_000,
+        "candidatesTokenCount": 800,
+        "promptTokensDetails": [
+            {"modality": "TEXT", "tokenCount": 150_000},
+            {"modality": "AUDIO", "tokenCount": 100_000},
+        ],
+        "cacheTokensDetails": [
+            {"modality": "TEXT", "tokenCount": 20_000},
+            {"modality": "AUDIO", "tokenCount": 30_000},
+        ],
+    }
+    event = {"id": "a1", "model": "gemini-2.5-flash", "usage": usage}
+    recorded = _post(api, key, event).json()["results"][0]
+    # 130000 x 3e-7 + 70000 x 3e-7 + 20000 x 3e-8 + 30000 x 1e-7 + 800 x 2.5e-6
+    expected = Decimal("0.0656")
+    assert Decimal(recorded["cost_usd"]) == expected
+
+    price = Price.objects.get(model="gemini-2.5-flash", service_tier="")
+    assert price.tier_threshold_tokens == 200_000
+    assert price.input_audio_above_threshold_per_token == Decimal("3e-7")
+    Price.objects.create(
+        **{
+            f.name: getattr(price, f.name)
+            for f in Price._meta.fields
+            if f.name not in ("id", "effective_from")
+        }
+        | {"cache_read_audio_per_token": Decimal("2e-7")},
+        effective_from=timezone.now() - timedelta(days=1),
+    )
+    call_command("reprice", "--since", "2000-01-01", "--all", stdout=io.StringIO())
+
+    stored = RequestEvent.objects.get(event_id="a1")
+    assert stored.cache_read_audio_tokens == 30_000 and stored.input_audio_tokens == 70_000
+    assert stored.cost_usd == expected + 30_000 * Decimal("1e-7")
+
+
+def test_the_cost_expression_is_inlined_where_events_are_repriced(db):
+    # An inlined SQL function leaves its body in the verbose plan, not a call:
+    # tollgate_cost stays one plain expression as its parameters grow.
+    from tracking.selectors import QUERIES
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN (VERBOSE, FORMAT JSON) {QUERIES['event_costs']}", {"event_ids": [1, 2]}
+        )
+        plan = str(cursor.fetchone()[0])
+    assert "tollgate_cost" not in plan
+    assert "web_search_per_request" in plan and "cache_read_audio_per_token" in plan

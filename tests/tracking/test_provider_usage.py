@@ -322,3 +322,98 @@ def test_usage_must_be_an_object(usage):
 )
 def test_details_must_be_objects(usage, field):
     assert rejects(usage).field == field
+
+
+def test_openai_realtime_splits_cached_audio_from_cached_text():
+    usage = {
+        "total_tokens": 7500,
+        "input_tokens": 6000,
+        "output_tokens": 1500,
+        "input_token_details": {
+            "cached_tokens": 3000,
+            "text_tokens": 2500,
+            "audio_tokens": 3500,
+            "cached_tokens_details": {"text_tokens": 1000, "audio_tokens": 2000},
+        },
+        "output_token_details": {"text_tokens": 300, "audio_tokens": 1200},
+    }
+    # Audio counts the cached audio too: 3500 - 2000 are uncached.
+    assert normalize(usage) == buckets(
+        input=3000,
+        cache_read=3000,
+        output=1500,
+        cache_read_audio_tokens=2000,
+        input_audio_tokens=1500,
+        output_audio_tokens=1200,
+    )
+
+
+def test_gemini_modalities_split_audio_and_cached_audio():
+    usage = {
+        "promptTokenCount": 8000,
+        "cachedContentTokenCount": 4000,
+        "candidatesTokenCount": 400,
+        "promptTokensDetails": [
+            {"modality": "TEXT", "tokenCount": 3000},
+            {"modality": "AUDIO", "tokenCount": 5000},
+        ],
+        "cacheTokensDetails": [
+            {"modality": "TEXT", "tokenCount": 1000},
+            {"modality": "AUDIO", "tokenCount": 3000},
+        ],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 400}],
+    }
+    assert normalize(usage) == buckets(
+        input=4000,
+        cache_read=4000,
+        output=400,
+        cache_read_audio_tokens=3000,
+        input_audio_tokens=2000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("usage", "field"),
+    [
+        (
+            {
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "input_token_details": {
+                    "cached_tokens": 5,
+                    "cached_tokens_details": {"audio_tokens": 6},
+                },
+            },
+            "usage.input_token_details.cached_tokens_details.audio_tokens",
+        ),
+        (
+            {"promptTokenCount": 10, "cachedContentTokenCount": 2, "cacheTokensDetails": {}},
+            "usage.cacheTokensDetails",
+        ),
+        (
+            {
+                "promptTokenCount": 10,
+                "cachedContentTokenCount": 2,
+                "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 3}],
+            },
+            "usage.cacheTokensDetails",
+        ),
+        (
+            {
+                "promptTokenCount": 10,
+                "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": -1}],
+            },
+            "usage.promptTokensDetails[0].tokenCount",
+        ),
+        (
+            {"promptTokenCount": 10, "promptTokensDetails": ["AUDIO"]},
+            "usage.promptTokensDetails[0]",
+        ),
+        (
+            {"cache_read_tokens": 5, "cache_read_audio_tokens": 6},
+            "usage.cache_read_audio_tokens",
+        ),
+    ],
+)
+def test_bad_modality_counts_are_a_422_naming_the_field(usage, field):
+    assert rejects(usage).field == field

@@ -495,7 +495,7 @@ SELECT e.id, tollgate_cost(pr, e.input_tokens, e.cache_read_tokens, e.cache_writ
                            e.output_tokens, e.reasoning_tokens, e.cache_write_1h_tokens,
                            e.input_audio_tokens, e.input_image_tokens, e.output_audio_tokens,
                            e.output_image_tokens, e.web_search_calls, e.inference_geo,
-                           e.web_search_context_size), pr.model
+                           e.web_search_context_size, e.cache_read_audio_tokens), pr.model
 FROM tracking_requestevent e
 LEFT JOIN LATERAL tollgate_price_at(e.org_id, e.model, e.provider, e.started_at,
                                     e.service_tier) pr ON true

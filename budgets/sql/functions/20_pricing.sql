@@ -141,8 +141,11 @@ $$;
 
 -- Cost of usage in disjoint token buckets at one price row (the parts,
 -- tracking/provider_usage.py: 1-hour cache writes of the cache writes, audio
--- and image tokens of input and of output, each billed at its own rate and
--- the rest of its bucket at the bucket's), times the price's multiplier for
+-- of the cache reads, audio and image tokens of input and of output, each
+-- billed at its own rate and the rest of its bucket at the bucket's; audio
+-- input in the tier at the tier's audio rate, else the audio rate below it,
+-- as LiteLLM's cost_per_token; cached audio at one rate in and out of the
+-- tier, as LiteLLM's), times the price's multiplier for
 -- the region that served it (`p_geo`, none when NULL or unknown), plus paid
 -- web searches (not multiplied; free when the price names no rate) at the
 -- rate of the request's search context size (`p_search_size` 'low' or
@@ -154,20 +157,30 @@ CREATE OR REPLACE FUNCTION tollgate_cost(
     p tracking_price, p_input bigint, p_cache_read bigint, p_cache_write bigint,
     p_output bigint, p_reasoning bigint, p_cache_write_1h bigint, p_input_audio bigint,
     p_input_image bigint, p_output_audio bigint, p_output_image bigint,
-    p_web_search_calls bigint, p_geo text, p_search_size text)
+    p_web_search_calls bigint, p_geo text, p_search_size text, p_cache_read_audio bigint)
 RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
     SELECT round(
         ((p_input - p_input_audio - p_input_image)
             * tollgate_input_rate(p, tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))
-         + p_input_audio * coalesce((p).input_audio_per_token, tollgate_input_rate(p,
-               tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
+         + p_input_audio * coalesce(CASE
+               WHEN tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)
+               THEN coalesce((p).input_audio_above_threshold_per_token,
+                             (p).input_audio_per_token)
+               ELSE (p).input_audio_per_token END,
+               tollgate_input_rate(p,
+                   tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
          + p_input_image * coalesce((p).input_image_per_token, tollgate_input_rate(p,
                tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)))
-         + p_cache_read * CASE
+         + (p_cache_read - p_cache_read_audio) * CASE
                WHEN tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)
                THEN coalesce((p).cache_read_above_threshold_per_token, (p).cache_read_per_token,
                              tollgate_input_rate(p, true))
                ELSE coalesce((p).cache_read_per_token, (p).input_per_token) END
+         + p_cache_read_audio * coalesce((p).cache_read_audio_per_token, CASE
+               WHEN tollgate_above_tier(p, p_input + p_cache_read + p_cache_write)
+               THEN coalesce((p).cache_read_above_threshold_per_token, (p).cache_read_per_token,
+                             tollgate_input_rate(p, true))
+               ELSE coalesce((p).cache_read_per_token, (p).input_per_token) END)
          + (p_cache_write - p_cache_write_1h) * tollgate_cache_write_rate(p,
                tollgate_above_tier(p, p_input + p_cache_read + p_cache_write))
          + p_cache_write_1h * CASE
@@ -198,7 +211,7 @@ CREATE OR REPLACE FUNCTION tollgate_event_cost(
     p_cache_read bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint)
 RETURNS numeric LANGUAGE sql STABLE AS $$
     SELECT tollgate_cost(pr, p_input, p_cache_read, p_cache_write, p_output, p_reasoning,
-                         0, 0, 0, 0, 0, 0, NULL, NULL)
+                         0, 0, 0, 0, 0, 0, NULL, NULL, 0)
     FROM tollgate_price_at(p_org, p_model, p_provider, p_at, '') pr
 $$;
 
@@ -210,7 +223,7 @@ CREATE OR REPLACE FUNCTION tollgate_estimate_cost(
     p_org bigint, p_model text, p_input bigint, p_max_output bigint, p_at timestamptz,
     p_tier text)
 RETURNS numeric LANGUAGE sql STABLE AS $$
-    SELECT tollgate_cost(pr, p_input, 0, 0, p_max_output, 0, 0, 0, 0, 0, 0, 0, NULL, NULL)
+    SELECT tollgate_cost(pr, p_input, 0, 0, p_max_output, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0)
     FROM tollgate_price_at(p_org, p_model, NULL, p_at, p_tier) pr
 $$;
 

@@ -25,8 +25,8 @@
 --   "started_at" (or null = now), "reservation_id", "final" (null = true: the
 --   event closes the hold it names; false: a partial settlement), "tags",
 --   "payload_hash", and optional (absent = 0 or ''): the parts
---   "cache_write_1h_tokens", "input_audio_tokens", "input_image_tokens",
---   "output_audio_tokens", "output_image_tokens", "web_search_calls", and
+--   "cache_write_1h_tokens", "cache_read_audio_tokens", "input_audio_tokens",
+--   "input_image_tokens", "output_audio_tokens", "output_image_tokens", "web_search_calls", and
 --   "service_tier" (the price tier: '', 'flex', 'priority', 'batch'),
 --   "inference_geo", "web_search_context_size" ('low', 'high'; '' medium)}, ...]
 -- Result: {"status": "ok", "results": [{"idx", "id", "cost_usd", "priced",
@@ -92,7 +92,7 @@ BEGIN
             payload_hash text, cache_write_1h_tokens bigint, input_audio_tokens bigint,
             input_image_tokens bigint, output_audio_tokens bigint, output_image_tokens bigint,
             web_search_calls bigint, service_tier text, inference_geo text,
-            web_search_context_size text)
+            web_search_context_size text, cache_read_audio_tokens bigint)
         LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
         LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
     ), ins AS (
@@ -102,7 +102,7 @@ BEGIN
             cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
             payload_hash, cost_source, cache_write_1h_tokens, input_audio_tokens,
             input_image_tokens, output_audio_tokens, output_image_tokens, web_search_calls,
-            service_tier, inference_geo, web_search_context_size)
+            service_tier, inference_geo, web_search_context_size, cache_read_audio_tokens)
         SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
@@ -118,7 +118,7 @@ BEGIN
                coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
                coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
                coalesce(i.service_tier, ''), coalesce(i.inference_geo, ''),
-               coalesce(i.web_search_context_size, '')
+               coalesce(i.web_search_context_size, ''), coalesce(i.cache_read_audio_tokens, 0)
         FROM input i
         LEFT JOIN LATERAL tollgate_price_at(p_org, i.model, i.provider, i.at,
                                             coalesce(i.service_tier, '')) pr ON true
@@ -127,7 +127,8 @@ BEGIN
             coalesce(i.cache_write_1h_tokens, 0), coalesce(i.input_audio_tokens, 0),
             coalesce(i.input_image_tokens, 0), coalesce(i.output_audio_tokens, 0),
             coalesce(i.output_image_tokens, 0), coalesce(i.web_search_calls, 0),
-            i.inference_geo, i.web_search_context_size) AS list_cost) c
+            i.inference_geo, i.web_search_context_size,
+            coalesce(i.cache_read_audio_tokens, 0)) AS list_cost) c
         -- Only for unpriced usage (the WHERE only reads outer values, so it
         -- gates the call): priced events never reach the catalog scan.
         LEFT JOIN LATERAL (SELECT tollgate_fallback_cost(p_org, i.input_tokens,

@@ -65,6 +65,14 @@ def _usage(case: dict) -> Usage:
 
         XAIChatConfig.fold_reasoning_tokens_into_completion(usage)
         return Usage(**usage)
+    if shape == "openai_realtime":
+        return Usage(
+            prompt_tokens=usage["input_tokens"],
+            completion_tokens=usage["output_tokens"],
+            total_tokens=usage["total_tokens"],
+            prompt_tokens_details=usage.get("input_token_details"),
+            completion_tokens_details=usage.get("output_token_details"),
+        )
     if shape == "openai_responses":
         return Usage(
             prompt_tokens=usage["input_tokens"],
