@@ -20,6 +20,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from budgets.models import Budget, Organization, Reservation
 from config import openapi as document_module
 from tests.budgets.test_reservation_retention import id_made_at
 from tests.conftest import auth
+from tracking.models import Price
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -383,7 +385,19 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(401, "GET", "/v1/usage", headers=BAD_KEY)
     live(422, "GET", "/v1/usage?granularity=week", headers=key)
 
+    # A real entry, so that the catalog's items are validated too.
+    Price.objects.create(
+        provider="openai",
+        model="tg-openapi",
+        effective_from=datetime(2024, 1, 1, tzinfo=UTC),
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+        web_search_per_call=Decimal("0.025"),
+        region_multipliers={"us": 1.1},
+    )
     catalog = live(200, "GET", "/v1/prices")
+    assert any(p["model"] == "tg-openapi" for p in catalog.json()["prices"])
+    live(200, "GET", "/v1/prices?model=tg-openapi", headers=key)
     live(304, "GET", "/v1/prices", headers={"If-None-Match": catalog.headers["etag"]})
     live(401, "GET", "/v1/prices?model=gpt-4o", headers=BAD_KEY)
     live(404, "GET", "/v1/prices?model=tg-no-such-model", headers=key)
