@@ -203,5 +203,9 @@ def test_open_alerts_show_on_the_dashboard_until_acknowledged(api, org, key, mak
     assert [(a["kind"], a["scope"], a["subject"], a["used_usd"]) for a in shown] == [
         ("soft", "team", "search", "6")
     ]
-    assert "team budget search (day) reached its soft limit: $6.00 of $10.00" in shown[0]["message"]
+    day = Alert.objects.get().window.period_start
+    assert (
+        f"team budget search (day of {day:%b} {day.day}) reached its soft limit: $6.00 of $10.00"
+        in shown[0]["message"]
+    )
     assert after == []

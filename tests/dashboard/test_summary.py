@@ -188,8 +188,9 @@ def test_alerts_say_when_they_fired_and_an_unpriced_models_alert_is_the_orgs(
         "message": "model tg-mystery has no price: its first use was charged $0.00045",
     }
     assert shown["created_at"] == unpriced.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    day = soft.window.period_start  # the org's zone is UTC
     assert body["alerts"][0]["message"] == (
-        "team budget search (day) reached its soft limit: $0.30 of $0.50"
+        f"team budget search (day of {day:%b} {day.day}) reached its soft limit: $0.30 of $0.50"
     )
     # A team's page shows that team's budget alerts, not the org's.
     team_page = api.get(SUMMARY, params={"range": "24h", "team": "search"}, headers=auth(key))
@@ -428,3 +429,20 @@ def test_unknown_team_is_404(api, key):
 
 def test_other_methods_are_405(api, key):
     assert_error(api.post(SUMMARY, headers=auth(key)), 405, "method_not_allowed")
+
+
+def test_an_alert_names_the_window_it_crossed_in(api, org, key, make_budget):
+    """Alerts of past periods stay open until acknowledged: each message says
+    which period's window crossed, in the org's zone."""
+    make_budget(org, "0.5", scope="team", team="search", period="week", soft_limit_pct=50)
+    make_budget(org, "0.5", scope="org", period="month", soft_limit_pct=50)
+    make_budget(org, "0.5", scope="user", user="alice", period="total", soft_limit_pct=50)
+    record(api, key, [event("big", cost="0.3", team="search", user="alice")])
+
+    body = api.get(SUMMARY, params={"range": "24h"}, headers=auth(key)).json()
+    messages = {a["period"]: a["message"] for a in body["alerts"]}
+    week = Alert.objects.get(budget__period="week").window.period_start
+    month = Alert.objects.get(budget__period="month").window.period_start
+    assert f"team budget search (week of {week:%b} {week.day}) reached" in messages["week"]
+    assert f"org budget {org.slug} ({month:%B %Y}) reached" in messages["month"]
+    assert "user budget alice (total) reached its soft limit: $0.30 of $0.50" == messages["total"]

@@ -288,7 +288,7 @@ def test_unpriced_usage_and_alerts_in_a_real_browser(server, api, org, key, make
     make_budget(org, "1", scope="team", team="search", soft_limit_pct=50)
     record(api, key, [event("paid", cost="0.6", team="search")])  # a soft alert
     record(api, key, [event("mystery-1", cost=None, model="tg-mystery", usage=BIG, team=None)])
-    soft = Alert.objects.get(kind="soft")
+    soft = Alert.objects.select_related("window").get(kind="soft")
     soft.created_at -= timedelta(hours=30)  # yesterday's
     soft.save(update_fields=["created_at"])
     unpriced = Alert.objects.get(kind="unpriced_model")
@@ -339,8 +339,10 @@ def drive_unpriced(base: str, api: httpx.Client, key: str, soft: Alert, unpriced
         )
         assert second.get_attribute("data-kind") == "soft"
         assert second.locator("time").text_content() == f"{fired(soft.created_at)} (30 h ago)"
+        day = soft.window.period_start  # the org's zone is UTC
         assert second.text_content().endswith(
-            " · team budget search (day) reached its soft limit: $0.60 of $1.00"
+            f" · team budget search (day of {day:%b} {day.day}) reached its soft limit: "
+            "$0.60 of $1.00"
         )
 
         # The unpriced card: requests, dollars charged and the names.

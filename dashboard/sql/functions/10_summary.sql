@@ -306,7 +306,14 @@ BEGIN
                                 || tollgate_usd_for_people(a.used_usd)
                            ELSE bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
                                    WHEN 'team' THEN t.slug ELSE u.external_id END
-                               || ' (' || bu.period || ') reached its ' || a.kind || ' limit: '
+                               -- Which window: alerts of past periods stay open
+                               -- until acknowledged, and read alike otherwise.
+                               || ' (' || CASE bu.period WHEN 'total' THEN 'total'
+                                    WHEN 'month' THEN to_char(aw.period_start AT TIME ZONE o.time_zone,
+                                                              'FMMonth YYYY')
+                                    ELSE bu.period || ' of ' || to_char(
+                                        aw.period_start AT TIME ZONE o.time_zone, 'Mon FMDD') END
+                               || ') reached its ' || a.kind || ' limit: '
                                || tollgate_usd_for_people(a.used_usd) || ' of '
                                || tollgate_usd_for_people(a.limit_usd) END)
                        ORDER BY a.created_at DESC, a.id DESC), '[]')
@@ -317,6 +324,7 @@ BEGIN
                    -- An unpriced model's alert has no budget: it is the
                    -- org's, shown like an org budget's (not on a team's page).
                    LEFT JOIN budgets_budget bu ON bu.id = a.budget_id
+                   LEFT JOIN budgets_budgetwindow aw ON aw.id = a.window_id
                    LEFT JOIN budgets_team t ON t.id = bu.team_id
                    LEFT JOIN budgets_enduser u ON u.id = bu.user_id
                    WHERE p_team IS NULL OR t.slug = p_team))
