@@ -431,7 +431,7 @@ class ReservationAdmin(admin.ModelAdmin):
     fields = readonly_fields = [
         money(f.name) if f.name in ("amount", "settled") else f.name
         for f in Reservation._meta.fields
-    ] + ["window_ids"]
+    ]
     actions = ["release_selected", "expire_overdue"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
