@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
+from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, NullIf
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -42,13 +46,93 @@ from budgets.services import (
 from config.hotpath.inputs import usd_for_people
 from config.paginators import LargeTablePaginator
 
+
+class MoneyInput(forms.NumberInput):
+    """An amount field showing its value as written ("122.45", "0.0000025"),
+    not at the column's ten decimal places ("122.4500000000")."""
+
+    def format_value(self, value):
+        if isinstance(value, str):
+            try:
+                value = Decimal(value)
+            except InvalidOperation:
+                return value  # what was typed, shown back with its error
+        if isinstance(value, Decimal) and value.is_finite():
+            value = value.normalize()
+            if value.as_tuple().exponent > -2:
+                value = value.quantize(Decimal("0.01"))
+            return format(value, "f")
+        return super().format_value(value)
+
+
+def constraint_words(model: type[models.Model], error: IntegrityError) -> str:
+    """What a constraint the database refused a save for means, in the words
+    of the model's constraint (its violation_error_message)."""
+    diag = getattr(error.__cause__, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    for constraint in model._meta.constraints:
+        if constraint.name == name:
+            return constraint.get_violation_error_message()
+    return f"The database refused the change ({name or 'a constraint'}); nothing was saved."
+
+
+class MoneyAdmin(admin.ModelAdmin):
+    """Amount inputs as people write them (MoneyInput), and a save the
+    database refuses (one that passed the form's checks, e.g. a duplicate
+    created meanwhile) said in words instead of a server error."""
+
+    formfield_overrides = {models.DecimalField: {"widget": MoneyInput}}
+
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        try:
+            # Admin's own transaction around the save rolls it back whole.
+            return super().changeform_view(request, *args, **kwargs)
+        except IntegrityError as error:
+            self.message_user(request, constraint_words(self.model, error), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+class OrgTeamsForm(forms.ModelForm):
+    """A form whose team must be one of its org's. Each team is named with its
+    org ("acme/search"); budgets/admin/org_teams.js shows only the picked
+    org's, and clean() refuses another org's team in words."""
+
+    class Media:
+        js = ["budgets/admin/org_teams.js"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        team = self.fields.get("team")
+        if team is not None:
+            team.queryset = team.queryset.select_related("org").order_by("org__slug", "slug")
+
+    def clean(self):
+        cleaned = super().clean()
+        team, org = cleaned.get("team"), cleaned.get("org")
+        if team is not None and org is not None and team.org_id != org.pk:
+            self.add_error("team", f"Team {team} is not one of {org.slug}'s teams.")
+        return cleaned
+
+
+def money(field: str, description: str | None = None):
+    """A list column or read-only field showing an amount as money ("$122.45")."""
+
+    @admin.display(description=description or field.removesuffix("_usd"), ordering=field)
+    def show(obj) -> str | None:
+        value = getattr(obj, field)
+        return None if value is None else usd_for_people(value)  # None: admin's "-"
+
+    show.__name__ = field
+    return show
+
+
 # Admin runs save_model and delete_model inside the transaction of its change
 # view (and delete view), so the audit entry commits with the change; the
 # bulk deletes and the actions below open their own.
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(MoneyAdmin):
     list_display = ["slug", "name", "time_zone", "strict", "fail_mode", "created_at"]
     search_fields = ["slug", "name"]
     actions = ["send_test_alert"]
@@ -128,7 +212,7 @@ def _audit_cascade(request: HttpRequest, budgets: QuerySet[Budget], keys: QueryS
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(MoneyAdmin):
     list_display = ["slug", "org", "name", "created_at"]
     list_filter = ["org"]
     search_fields = ["slug", "name"]
@@ -166,35 +250,57 @@ class EndUserAdmin(admin.ModelAdmin):
 class BudgetWindowInline(admin.TabularInline):
     model = BudgetWindow
     extra = 0
-    fields = ["period_start", "period_end", "spent", "reserved"]
-    readonly_fields = fields
+    fields = readonly_fields = ["period_start", "period_end", money("spent"), money("reserved")]
     can_delete = False
     max_num = 0
     ordering = ["-period_start"]
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(MoneyAdmin):
+    # The name already says org, scope, subject, period and limit: the numbers
+    # that change come right after it, within 1440 px beside the filters.
     list_display = [
         "__str__",
-        "org",
-        "scope",
-        "period",
-        "enforce",
+        "used_pct",
         "spent",
         "reserved",
-        "limit_usd",
-        "used_pct",
+        money("limit_usd", "limit"),
         "resets_at",
+        "enforce",
     ]
     list_filter = ["scope", "period", "enforce", "org"]
     search_fields = ["org__slug", "team__slug", "user__external_id"]
-    autocomplete_fields = ["team", "user"]
+    form = OrgTeamsForm
+    autocomplete_fields = ["user"]
     inlines = [BudgetWindowInline]
     actions = ["reset_current_window"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
-        return super().get_queryset(request).select_related("org", "team", "user")
+        # The current window's numbers in the list's one query (sortable),
+        # rather than a window query per row and column.
+        now = timezone.now()
+        window = BudgetWindow.objects.filter(
+            budget=OuterRef("pk"), period_start__lte=now, period_end__gt=now
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("org", "team", "user")
+            .annotate(
+                window_spent=Subquery(window.values("spent")[:1]),
+                window_reserved=Subquery(window.values("reserved")[:1]),
+                window_end=Subquery(window.values("period_end")[:1]),
+            )
+            .annotate(
+                used_ratio=(
+                    Coalesce(F("window_spent"), Value(ZERO))
+                    + Coalesce(F("window_reserved"), Value(ZERO))
+                )
+                * 100
+                / NullIf(F("limit_usd"), Value(ZERO))
+            )
+        )
 
     def save_model(self, request: HttpRequest, obj: Budget, form, change: bool) -> None:
         old = None
@@ -234,29 +340,28 @@ class BudgetAdmin(admin.ModelAdmin):
             )
         super().delete_queryset(request, queryset)
 
-    @admin.display(description="spent")
+    @admin.display(description="spent", ordering="window_spent")
     def spent(self, budget: Budget) -> str:
-        window = budget.current_window()
-        return usd_for_people(window.spent if window else ZERO)
+        return usd_for_people(budget.window_spent or ZERO)
 
-    @admin.display(description="reserved")
+    @admin.display(description="reserved", ordering="window_reserved")
     def reserved(self, budget: Budget) -> str:
-        window = budget.current_window()
-        return usd_for_people(window.reserved if window else ZERO)
+        return usd_for_people(budget.window_reserved or ZERO)
 
-    @admin.display(description="used %")
+    @admin.display(description="used %", ordering="used_ratio")
     def used_pct(self, budget: Budget) -> str:
-        window = budget.current_window()
-        if window is None or not budget.limit_usd:
-            return "-"
-        return f"{(window.spent + window.reserved) * 100 / budget.limit_usd:.1f}"
+        """Spent and held of the limit in the current window (none yet: 0)."""
+        if budget.used_ratio is None:
+            return "-"  # a zero limit
+        return f"{budget.used_ratio:.1f}%"
 
-    @admin.display(description="resets at")
+    @admin.display(description="resets at", ordering="window_end")
     def resets_at(self, budget: Budget) -> str:
-        window = budget.current_window()
         if budget.period == Budget.Period.TOTAL:
             return "never"
-        return f"{window.period_end:%Y-%m-%d %H:%M %Z}" if window else "-"
+        if budget.window_end is None:
+            return "-"
+        return time_for_people(budget.window_end, budget.org.time_zone)
 
     @admin.action(description="Reset the current window's spend (audited)")
     def reset_current_window(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
@@ -307,12 +412,26 @@ class BudgetAdmin(admin.ModelAdmin):
 
 @admin.register(Reservation)
 class ReservationAdmin(admin.ModelAdmin):
-    list_display = ["id", "org", "team", "user", "amount", "status", "created_at", "expires_at"]
+    list_display = [
+        "id",
+        "org",
+        "team",
+        "user",
+        money("amount"),
+        money("settled"),
+        "status",
+        "created_at",
+        "expires_at",
+    ]
     list_filter = ["status", "org"]
     list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
-    readonly_fields = [f.name for f in Reservation._meta.fields] + ["window_ids"]
+    # Every field read only, amounts as money.
+    fields = readonly_fields = [
+        money(f.name) if f.name in ("amount", "settled") else f.name
+        for f in Reservation._meta.fields
+    ]
     actions = ["release_selected", "expire_overdue"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -333,12 +452,13 @@ class ReservationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(MoneyAdmin):
     list_display = [
         "__str__",
         "org",
         "team",
         "is_admin",
+        money("max_request_usd", "max per request"),
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -346,6 +466,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["org", "is_admin"]
     readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
     fields = ["org", "team", "name", "is_admin", "max_request_usd", *readonly_fields]
+    form = OrgTeamsForm
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:

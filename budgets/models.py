@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from budgets import webhooks
+from config.hotpath.inputs import usd_for_people
 
 MONEY = {"max_digits": 20, "decimal_places": 10}
 # As tracking's prices: a per-token rate (budgets may not import tracking).
@@ -111,6 +112,7 @@ class Organization(models.Model):
             models.CheckConstraint(
                 condition=Q(unpriced_policy__in=["fallback", "deny", "zero"]),
                 name="org_unpriced_policy_valid",
+                violation_error_message="The unpriced policy must be fallback, deny or zero.",
             ),
             models.CheckConstraint(
                 condition=(
@@ -118,6 +120,7 @@ class Organization(models.Model):
                 )
                 & (Q(fallback_output_per_token__isnull=True) | Q(fallback_output_per_token__gte=0)),
                 name="org_fallback_rates_non_negative",
+                violation_error_message="Fallback prices must be zero or more.",
             ),
         ]
 
@@ -163,7 +166,13 @@ class Team(models.Model):
 
     class Meta:
         ordering = ["org", "slug"]
-        constraints = [models.UniqueConstraint(fields=["org", "slug"], name="team_unique_slug")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "slug"],
+                name="team_unique_slug",
+                violation_error_message="This organization already has a team with this slug.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.org.slug}/{self.slug}"
@@ -180,7 +189,9 @@ class EndUser(models.Model):
         ordering = ["org", "external_id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["org", "external_id"], name="enduser_unique_external_id"
+                fields=["org", "external_id"],
+                name="enduser_unique_external_id",
+                violation_error_message="This organization already has a user with this id.",
             )
         ]
 
@@ -214,10 +225,15 @@ class Budget(models.Model):
     class Meta:
         ordering = ["org", "scope", "period"]
         constraints = [
-            models.CheckConstraint(condition=Q(limit_usd__gte=0), name="budget_limit_non_negative"),
+            models.CheckConstraint(
+                condition=Q(limit_usd__gte=0),
+                name="budget_limit_non_negative",
+                violation_error_message="The limit must be zero or more.",
+            ),
             models.CheckConstraint(
                 condition=Q(soft_limit_pct__gte=0, soft_limit_pct__lte=100),
                 name="budget_soft_limit_pct_range",
+                violation_error_message="The soft limit is a percentage from 0 to 100.",
             ),
             models.CheckConstraint(
                 condition=(
@@ -226,6 +242,7 @@ class Budget(models.Model):
                     | Q(scope="user", team__isnull=True, user__isnull=False)
                 ),
                 name="budget_scope_matches_subject",
+                violation_error_message="An org budget has no team or user, a team budget a team only, a user budget a user only.",
             ),
             # One budget per subject and period; NULLS NOT DISTINCT so that two
             # org-scope budgets (team and user NULL) also collide. The hot path's
@@ -233,12 +250,13 @@ class Budget(models.Model):
             models.UniqueConstraint(
                 fields=["org", "scope", "team", "user", "period"],
                 name="budget_unique_scope_period",
+                violation_error_message="This subject already has a budget for this period.",
                 nulls_distinct=False,
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.org.slug} {self.scope}:{self.subject_id} {self.period} ${self.limit_usd}"
+        return f"{self.org.slug} {self.scope}:{self.subject_id} {self.period} {usd_for_people(self.limit_usd)}"
 
     @property
     def subject_id(self) -> str:
@@ -292,10 +310,20 @@ class BudgetWindow(models.Model):
     class Meta:
         ordering = ["budget", "-period_start"]
         constraints = [
-            models.UniqueConstraint(fields=["budget", "period_start"], name="window_unique_period"),
-            models.CheckConstraint(condition=Q(spent__gte=0), name="window_spent_non_negative"),
+            models.UniqueConstraint(
+                fields=["budget", "period_start"],
+                name="window_unique_period",
+                violation_error_message="This budget already has a window for this period.",
+            ),
             models.CheckConstraint(
-                condition=Q(reserved__gte=0), name="window_reserved_non_negative"
+                condition=Q(spent__gte=0),
+                name="window_spent_non_negative",
+                violation_error_message="A window's spend cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0),
+                name="window_reserved_non_negative",
+                violation_error_message="A window's held amount cannot be negative.",
             ),
         ]
 
@@ -336,10 +364,14 @@ class Reservation(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(amount__gte=0), name="reservation_amount_non_negative"
+                condition=Q(amount__gte=0),
+                name="reservation_amount_non_negative",
+                violation_error_message="A hold's amount cannot be negative.",
             ),
             models.CheckConstraint(
-                condition=Q(settled__gte=0), name="reservation_settled_non_negative"
+                condition=Q(settled__gte=0),
+                name="reservation_settled_non_negative",
+                violation_error_message="A hold's settled amount cannot be negative.",
             ),
         ]
         indexes = [
@@ -361,7 +393,7 @@ class Reservation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} ${self.amount} {self.status}"
+        return f"{self.id} {usd_for_people(self.amount)} {self.status}"
 
 
 KEY_PREFIX = "tg_"

@@ -22,13 +22,16 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AbstractBaseUser, User
+from django.db.models import F, OuterRef, Subquery
 from django.http.cookie import parse_cookie
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from budgets.models import Organization
 from config.hotpath import db
 from config.hotpath.errors import ApiError
-from dashboard.models import Membership
+from dashboard.models import LastViewedOrg, Membership
+from tracking.models import RequestEvent
 
 # Engines that keep sessions in django_session, which the pool can read.
 DB_SESSION_ENGINES = ("config.sessions", "django.contrib.sessions.backends.db")
@@ -78,6 +81,38 @@ def organization_for(user: AbstractBaseUser, requested: str | None) -> Organizat
     if org is None:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     return org
+
+
+def landing_org(user: AbstractBaseUser) -> str | None:
+    """Where staff land without `?org=`: the org they last viewed, else their
+    own (Membership), else the one that received an event last (each org's
+    newest from its (org, received_at) index), else the first by slug."""
+    last = LastViewedOrg.objects.filter(user_id=user.pk).select_related("org").first()
+    if last is not None:
+        return last.org.slug
+    membership = Membership.objects.select_related("org").filter(user_id=user.pk).first()
+    if membership is not None:
+        return membership.org.slug
+    newest = RequestEvent.objects.filter(org=OuterRef("pk")).order_by("-received_at")
+    busiest = (
+        Organization.objects.annotate(active_at=Subquery(newest.values("received_at")[:1]))
+        .order_by(F("active_at").desc(nulls_last=True), "slug")
+        .values_list("slug", flat=True)
+        .first()
+    )
+    return busiest
+
+
+def remember_viewed(user: AbstractBaseUser, org: Organization) -> None:
+    LastViewedOrg.objects.update_or_create(
+        user_id=user.pk, defaults={"org": org, "viewed_at": timezone.now()}
+    )
+
+
+def switcher_orgs() -> list[Organization]:
+    """Every org, as the switcher lists them: by the name shown, then slug."""
+    orgs = Organization.objects.only("slug", "name")
+    return sorted(orgs, key=lambda o: ((o.name or o.slug).casefold(), o.slug))
 
 
 def _session_store_class() -> type:

@@ -44,3 +44,20 @@ class SignInAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class LastViewedOrg(models.Model):
+    """The organization a staff login last opened on the dashboard, where the
+    next visit without `?org=` lands (dashboard/access.py, landing_org)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="last_viewed_org",
+    )
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, related_name="+")
+    viewed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} last viewed {self.org.slug}"

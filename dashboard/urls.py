@@ -4,5 +4,6 @@ from dashboard import views
 
 urlpatterns = [
     path("", views.index, name="dashboard"),
+    path("dashboard/export", views.export, name="dashboard_export"),
     path("docs/api/", views.api_docs, name="api_docs"),
 ]

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from budgets.models import Organization
-from config.hotpath.errors import ApiError
+from config.hotpath import inputs
+from config.hotpath.errors import ApiError, invalid
 from dashboard import access, signins
+from dashboard import export as export_
 from dashboard.api import DEFAULT_RANGE, RANGES
 from tracking.selectors import prices_in_force
 
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Month to date"}
 
 
@@ -18,22 +22,28 @@ RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Mon
 def index(request: HttpRequest) -> HttpResponse:
     """The dashboard: a shell that fills itself with one summary fetch
     (GET /v1/dashboard/summary) and then listens on /ws/spend/."""
+    requested = request.GET.get("org") or None
+    staff = request.user.is_staff
     try:
-        org = access.organization_for(request.user, request.GET.get("org") or None)
+        org = access.organization_for(
+            request.user, requested or (access.landing_org(request.user) if staff else None)
+        )
     except ApiError as exc:
         return render(
             request, "dashboard/no_access.html", {"message": exc.message}, status=exc.status
         )
+    if staff and requested:
+        access.remember_viewed(request.user, org)
     range_ = request.GET.get("range")
     config = {
         "summaryUrl": "/v1/dashboard/summary",
         "socketPath": "/ws/spend/",
         "org": org.slug,
-        "switchOrg": request.user.is_staff,
+        "switchOrg": staff,
         "range": range_ if range_ in RANGES else DEFAULT_RANGE,
         "team": request.GET.get("team") or "",
     }
-    orgs = Organization.objects.order_by("slug") if request.user.is_staff else []
+    orgs = access.switcher_orgs() if staff else []
     return render(
         request,
         "dashboard/index.html",
@@ -45,6 +55,42 @@ def index(request: HttpRequest) -> HttpResponse:
             "prices": prices_in_force(),
         },
     )
+
+
+def export(request: HttpRequest) -> HttpResponse:
+    """GET /dashboard/export?format=csv|json&range=&team=&org=: what the page
+    shows for that range and team, as a download. The signed-in session is
+    the credential (no API key); the org is chosen as for the page: members
+    their own, staff the switcher's (`org`, else where they land)."""
+    try:
+        if not request.user.is_authenticated:
+            raise ApiError(401, "unauthenticated", "Sign in to download the dashboard.")
+        fmt = request.GET.get("format") or "csv"
+        if fmt not in export_.FORMATS:
+            raise invalid("format", f"'format' must be one of {', '.join(export_.FORMATS)}.")
+        range_ = request.GET.get("range") or DEFAULT_RANGE
+        if range_ not in RANGES:
+            raise invalid("range", f"'range' must be one of {', '.join(RANGES)}.")
+        team = inputs.identifier({"team": request.GET.get("team") or None}, "team")
+        requested = inputs.identifier({"org": request.GET.get("org") or None}, "org")
+        if request.user.is_staff and requested is None:
+            requested = access.landing_org(request.user)
+        org = access.organization_for(request.user, requested)
+        body = export_.summary(org, range_, team)
+    except ApiError as exc:
+        response: HttpResponse = JsonResponse(exc.body(), status=exc.status)
+        response["Cache-Control"] = "no-store"
+        return response
+    stem = "-".join(["tollgate", org.slug, range_, *([team] if team else [])])
+    # Ids may hold quotes or non-ASCII letters, which a header cannot carry.
+    name = f"{_UNSAFE_IN_FILE_NAME.sub('_', stem)}.{fmt}"
+    if fmt == "json":
+        response = JsonResponse(body)
+    else:
+        response = HttpResponse(export_.csv_text(body), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def api_docs(request: HttpRequest) -> HttpResponse:

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.db import transaction
 
+from budgets.admin import MoneyAdmin, money
 from budgets.audit import Actor, audit_record, json_value
 from config.paginators import LargeTablePaginator
 from tracking.models import DailyRollup, HourlyRollup, ModelAlias, Price, RequestEvent
@@ -27,7 +28,7 @@ def _audit_price(request, price: Price, action: str, old: dict | None, new: dict
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(MoneyAdmin):
     list_display = ["model", "provider", "effective_from", "input_per_token", "output_per_token"]
     list_filter = ["provider"]
     search_fields = ["model"]
@@ -65,7 +66,7 @@ class RequestEventAdmin(admin.ModelAdmin):
         "team",
         "user",
         "model",
-        "cost_usd",
+        money("cost_usd", "cost"),
         "priced",
         "status",
         "started_at",
@@ -75,7 +76,9 @@ class RequestEventAdmin(admin.ModelAdmin):
     list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
-    readonly_fields = [f.name for f in RequestEvent._meta.fields]
+    fields = readonly_fields = [
+        money(f.name, "cost") if f.name == "cost_usd" else f.name for f in RequestEvent._meta.fields
+    ]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -100,12 +103,14 @@ class RequestEventAdmin(admin.ModelAdmin):
 
 @admin.register(HourlyRollup)
 class HourlyRollupAdmin(admin.ModelAdmin):
-    list_display = ["hour", "org", "team", "user", "model", "requests", "cost_usd"]
+    list_display = ["hour", "org", "team", "user", "model", "requests", money("cost_usd", "cost")]
     list_filter = ["org"]
     list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
-    readonly_fields = [f.name for f in HourlyRollup._meta.fields]
+    fields = readonly_fields = [
+        money(f.name, "cost") if f.name == "cost_usd" else f.name for f in HourlyRollup._meta.fields
+    ]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -113,12 +118,14 @@ class HourlyRollupAdmin(admin.ModelAdmin):
 
 @admin.register(DailyRollup)
 class DailyRollupAdmin(admin.ModelAdmin):
-    list_display = ["day", "org", "team", "user", "model", "requests", "cost_usd"]
+    list_display = ["day", "org", "team", "user", "model", "requests", money("cost_usd", "cost")]
     list_filter = ["org"]
     list_select_related = ["org", "team__org", "user__org"]  # their __str__ reads the org
     paginator = LargeTablePaginator
     show_full_result_count = False
-    readonly_fields = [f.name for f in DailyRollup._meta.fields]
+    fields = readonly_fields = [
+        money(f.name, "cost") if f.name == "cost_usd" else f.name for f in DailyRollup._meta.fields
+    ]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -152,7 +152,7 @@ def _json_row(row: UsageRow) -> dict[str, Any]:
     }
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     # Team and user ids come from gateway callers: a leading = + - @ would make
     # a spreadsheet run the cell as a formula (CSV injection), so it is quoted
     # the way spreadsheets understand.
@@ -171,7 +171,7 @@ def _csv_values(row: UsageRow, columns: list[str]) -> list[str]:
         elif value is None:
             values.append("")
         elif column in GROUP_KEYS:
-            values.append(_csv_cell(value))
+            values.append(csv_cell(value))
         else:
             values.append(str(value))
     return values

@@ -57,7 +57,7 @@ def test_budget_list_shows_current_window(staff_client, make_org, make_budget):
     response = staff_client.get(_admin_url(Budget, "changelist"))
     page = response.content.decode()
     assert '<td class="field-reserved">$1.25</td>' in page
-    assert '<td class="field-used_pct">25.0</td>' in page
+    assert '<td class="field-used_pct">25.0%</td>' in page
     assert staff_client.get(_admin_url(Budget, "change", budget.pk)).status_code == 200
 
 

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from budgets.models import Alert, ApiKey, Budget, Organization
 from config.move import SKIPPED, canonical_text, copy_order, describe_table, table_digest
-from dashboard.models import Membership, SignInAttempt
+from dashboard.models import LastViewedOrg, Membership, SignInAttempt
 from tests.clusters import Cluster, cluster
 from tests.conftest import auth, free_port, run_manage, start_server, stop_server
 from tracking.models import ModelAlias
@@ -121,6 +121,7 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
     viewer.groups.add(group)
     viewer.user_permissions.add(Permission.objects.get(codename="view_budget"))
     Membership.objects.create(user=viewer, org=org)
+    LastViewedOrg.objects.create(user=admin, org=org)  # where staff land
     # A sign-in being throttled: copied like any row (it expires in 15 minutes).
     SignInAttempt.objects.create(key="198.51.100.7|viewer")
     budget = Budget.objects.filter(org=org).first()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.core.management import call_command
 
-from tests.dashboard.conftest import PASSWORD
+from tests.dashboard.conftest import PASSWORD, event, record
 
 
 def page_config(response) -> dict:
@@ -133,3 +134,44 @@ def test_the_page_says_which_price_map_is_in_force(client, org, make_user, tmp_p
     line = " ".join(line[: line.index("</p>")].split())
     assert "Prices from prices-2026-12.json, loaded " in line
     assert ": 1 model, newest price in effect since " in line
+
+
+def test_staff_land_on_the_org_they_last_viewed_else_the_busiest(
+    api, client, org, make_org, make_key, make_user
+):
+    make_org("aaa-empty")  # first by slug, and no traffic at all
+    globex = make_org("globex")
+    record(api, make_key(org), [event("old", cost="1.00")])
+    record(api, make_key(globex), [event("new", cost="1.00")])  # received last
+    client.force_login(make_user("root", staff=True))
+
+    assert page_config(client.get("/"))["org"] == "globex"
+    assert page_config(client.get("/?org=acme"))["org"] == "acme"
+    assert page_config(client.get("/"))["org"] == "acme"
+    # Another staff login keeps its own landing.
+    client.force_login(make_user("rita", staff=True))
+    assert page_config(client.get("/"))["org"] == "globex"
+
+
+def test_staff_with_an_org_of_their_own_land_there_until_they_switch(
+    client, org, make_org, make_user
+):
+    make_org("globex")
+    client.force_login(make_user("root", org=org, staff=True))
+
+    assert page_config(client.get("/"))["org"] == "acme"
+    client.get("/?org=globex")
+    assert page_config(client.get("/"))["org"] == "globex"
+
+
+def test_the_org_switcher_is_sorted_by_the_name_it_shows(client, make_org, make_user):
+    make_org("a-zeta", name="Zeta Corp")
+    make_org("m-beta", name="beta labs")
+    make_org("z-alpha", name="Alpha Inc")
+    make_org("delta")  # no name: listed by its slug
+    client.force_login(make_user("root", staff=True))
+
+    html = client.get("/?org=delta").content.decode()
+
+    shown = re.findall(r'<option value="([^"]+)"', html[html.index('id="org-switcher"') :])
+    assert shown == ["z-alpha", "m-beta", "delta", "a-zeta"]

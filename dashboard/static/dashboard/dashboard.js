@@ -374,6 +374,9 @@ function renderFilters() {
   select.replaceChildren(h("option", { value: "" }, "All teams"),
     ...teams.map((team) => h("option", { value: team }, team)));
   select.value = state.team;
+  for (const link of document.querySelectorAll("a[data-export]")) {
+    link.href = `/dashboard/export${urlFor()}&format=${link.dataset.export}`;
+  }
 }
 
 function render() {
