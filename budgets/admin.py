@@ -188,27 +188,28 @@ class BudgetAdmin(admin.ModelAdmin):
         "resets_at",
     ]
     list_filter = ["scope", "period", "enforce", "org"]
-    search_fields = ["org__slug", "team__slug", "user__external_id"]
+    search_fields = ["org__slug", "team__slug", "user__external_id", "key__lookup_id"]
     autocomplete_fields = ["team", "user"]
+    raw_id_fields = ["key"]
     inlines = [BudgetWindowInline]
     actions = ["reset_current_window"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
-        return super().get_queryset(request).select_related("org", "team", "user")
+        return super().get_queryset(request).select_related("org", "team", "user", "key")
 
     def save_model(self, request: HttpRequest, obj: Budget, form, change: bool) -> None:
         old = None
         if change:
             before = (
                 Budget.objects.select_for_update(of=("self",))
-                .select_related("org", "team", "user")
+                .select_related("org", "team", "user", "key")
                 .get(pk=obj.pk)
             )
             old = budget_values(before)
         super().save_model(request, obj, form, change)
         # A new budget, or one moved to another period or subject, starts with
         # the spend and holds its scope already has in the current window.
-        if not change or {"scope", "team", "user", "period"} & set(form.changed_data):
+        if not change or {"scope", "team", "user", "key", "period"} & set(form.changed_data):
             budget_seed_window(obj)
         # Its thresholds may have moved (or the seeded spend is over one).
         alerts_judge(org_id=obj.org_id, budget_id=obj.pk)
@@ -345,7 +346,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     list_filter = ["org", "is_admin"]
     readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
-    fields = ["org", "team", "name", "is_admin", "max_request_usd", *readonly_fields]
+    fields = [
+        "org",
+        "team",
+        "name",
+        "is_admin",
+        "max_request_usd",
+        "allowed_models",
+        *readonly_fields,
+    ]
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
