@@ -51,23 +51,24 @@ def validate_time_zone(value: str) -> None:
 # name a request sends, lower-cased (tollgate_model_refusal, 50_holds.sql).
 # Empty list: every model is allowed.
 MAX_ALLOWED_MODELS = 100
-_ALLOWED_MODEL = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}\*?|\*")
+_ALLOWED_MODEL = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}\*?")
 
 
 def validate_allowed_models(value: list[str]) -> None:
+    """Entries as normalize_allowed_models leaves them."""
     if len(value) > MAX_ALLOWED_MODELS:
         raise ValidationError(f"At most {MAX_ALLOWED_MODELS} models.")
     for entry in value:
-        if not isinstance(entry, str) or not _ALLOWED_MODEL.fullmatch(entry) or entry == "*":
+        if not _ALLOWED_MODEL.fullmatch(entry):
             raise ValidationError(
                 f"{entry!r} is not a model name or a family pattern like 'claude-opus-*' "
-                "(lower case; '*' only at the end, after at least one character)."
+                "('*' only at the end, after at least one character; no spaces)."
             )
 
 
 def normalize_allowed_models(value: list[str]) -> list[str]:
     """Lower-cased, trimmed, duplicates dropped, sorted: one spelling per list."""
-    return sorted({entry.strip().lower() for entry in value if isinstance(entry, str)})
+    return sorted({entry.strip().lower() for entry in value})
 
 
 def allowed_models_field() -> ArrayField:
@@ -186,12 +187,17 @@ class Organization(models.Model):
 
 
 def _clean_allowed_models(obj: models.Model, errors: dict[str, list[str]]) -> None:
+    value = obj.allowed_models
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        errors["allowed_models"] = ["A list of model names or patterns."]
+        return
+    normalized = normalize_allowed_models(value)
     try:
-        validate_allowed_models(obj.allowed_models)
+        validate_allowed_models(normalized)
     except ValidationError as exc:
         errors["allowed_models"] = exc.messages
     else:
-        obj.allowed_models = normalize_allowed_models(obj.allowed_models)
+        obj.allowed_models = normalized
 
 
 class Team(models.Model):
