@@ -270,9 +270,10 @@ class BudgetAdmin(MoneyAdmin):
         "enforce",
     ]
     list_filter = ["scope", "period", "enforce", "org"]
-    search_fields = ["org__slug", "team__slug", "user__external_id"]
+    search_fields = ["org__slug", "team__slug", "user__external_id", "key__lookup_id"]
     form = OrgTeamsForm
     autocomplete_fields = ["user"]
+    raw_id_fields = ["key"]
     inlines = [BudgetWindowInline]
     actions = ["reset_current_window"]
 
@@ -286,7 +287,7 @@ class BudgetAdmin(MoneyAdmin):
         return (
             super()
             .get_queryset(request)
-            .select_related("org", "team", "user")
+            .select_related("org", "team", "user", "key")
             .annotate(
                 window_spent=Subquery(window.values("spent")[:1]),
                 window_reserved=Subquery(window.values("reserved")[:1]),
@@ -307,14 +308,14 @@ class BudgetAdmin(MoneyAdmin):
         if change:
             before = (
                 Budget.objects.select_for_update(of=("self",))
-                .select_related("org", "team", "user")
+                .select_related("org", "team", "user", "key")
                 .get(pk=obj.pk)
             )
             old = budget_values(before)
         super().save_model(request, obj, form, change)
         # A new budget, or one moved to another period or subject, starts with
         # the spend and holds its scope already has in the current window.
-        if not change or {"scope", "team", "user", "period"} & set(form.changed_data):
+        if not change or {"scope", "team", "user", "key", "period"} & set(form.changed_data):
             budget_seed_window(obj)
         # Its thresholds may have moved (or the seeded spend is over one).
         alerts_judge(org_id=obj.org_id, budget_id=obj.pk)
@@ -465,7 +466,15 @@ class ApiKeyAdmin(MoneyAdmin):
     ]
     list_filter = ["org", "is_admin"]
     readonly_fields = ["lookup_id", "created_at", "last_used_at", "revoked_at"]
-    fields = ["org", "team", "name", "is_admin", "max_request_usd", *readonly_fields]
+    fields = [
+        "org",
+        "team",
+        "name",
+        "is_admin",
+        "max_request_usd",
+        "allowed_models",
+        *readonly_fields,
+    ]
     form = OrgTeamsForm
     actions = ["revoke"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -65,6 +66,17 @@ def _raise_for_lookup(result: JsonBody, d: inputs.Decision) -> None:
             f"Unknown {field} '{getattr(d, field)}' "
             "(this organization does not register new ones).",
             field=field,
+        )
+    if status == "model_not_allowed":
+        refused = result["refused_by"]
+        raise ApiError(
+            403,
+            "model_not_allowed",
+            f"Model '{d.model}' is not allowed by the {refused['scope']} '{refused['id']}' model "
+            "allow-list; nothing was held.",
+            field="model",
+            scope=refused["scope"],
+            id=refused["id"],
         )
     if status == "unpriced_model":
         raise ApiError(
@@ -347,13 +359,19 @@ def _audit_params(request: Request, key: ApiKeyInfo) -> dict[str, Any]:
     }
 
 
+# The public part of a key (tg_<lookup id>_<secret>), as ApiKey.generate makes it.
+_KEY_LOOKUP_ID = re.compile(r"[0-9a-f]{12}")
+
+
 def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
     scope, subject, period = (request.params[k] for k in ("scope", "subject", "period"))
     if scope not in inputs.SCOPES:
-        raise invalid("scope", "'scope' must be one of org, team, user.")
+        raise invalid("scope", f"'scope' must be one of {', '.join(inputs.SCOPES)}.")
     if period not in inputs.PERIODS:
         raise invalid("period", "'period' must be one of day, week, month, total.")
     identifier({"id": subject}, "id", required=True)
+    if scope == "key" and not _KEY_LOOKUP_ID.fullmatch(subject):
+        raise invalid("id", "A key budget's id is the key's lookup id: 12 hex digits.")
     if key.team_slug is not None and (scope != "team" or subject != key.team_slug):
         raise ApiError(403, "forbidden", "This API key may only manage its own team's budgets.")
     return scope, subject, period

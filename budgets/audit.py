@@ -188,5 +188,6 @@ def api_key_values(key: ApiKey) -> JsonValues:
         "name": key.name,
         "team": key.team.slug if key.team_id else None,
         "is_admin": key.is_admin,
+        "allowed_models": list(key.allowed_models),
         "revoked_at": json_value(key.revoked_at),
     }

@@ -11,7 +11,7 @@ from budgets.auth import ApiKeyInfo
 from config.hotpath.errors import invalid
 from config.hotpath.inputs import MAX_TOKENS, identifier, integer, money
 
-SCOPES = ("org", "team", "user")
+SCOPES = ("org", "team", "user", "key")
 # Service tiers as the providers name them in a response (OpenAI's
 # `service_tier`, Anthropic's `usage.service_tier`) -> the price tier.
 SERVICE_TIERS = {

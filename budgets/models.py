@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 import zoneinfo
@@ -44,6 +45,42 @@ def validate_time_zone(value: str) -> None:
         cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)", [value])
         if not cursor.fetchone()[0]:
             raise ValidationError(f"Unknown time zone: {value}")
+
+
+# A model allow-list entry: an exact model name or a family pattern, a prefix
+# ending in "*" ("claude-opus-*"), stored lower-cased; matched against the
+# name a request sends, lower-cased (tollgate_model_refusal, 50_holds.sql).
+# Empty list: every model is allowed.
+MAX_ALLOWED_MODELS = 100
+_ALLOWED_MODEL = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}\*?")
+
+
+def validate_allowed_models(value: list[str]) -> None:
+    """Entries as normalize_allowed_models leaves them."""
+    if len(value) > MAX_ALLOWED_MODELS:
+        raise ValidationError(f"At most {MAX_ALLOWED_MODELS} models.")
+    for entry in value:
+        if not _ALLOWED_MODEL.fullmatch(entry):
+            raise ValidationError(
+                f"{entry!r} is not a model name or a family pattern like 'claude-opus-*' "
+                "('*' only at the end, after at least one character; no spaces)."
+            )
+
+
+def normalize_allowed_models(value: list[str]) -> list[str]:
+    """Lower-cased, trimmed, duplicates dropped, sorted: one spelling per list."""
+    return sorted({entry.strip().lower() for entry in value})
+
+
+def allowed_models_field() -> ArrayField:
+    return ArrayField(
+        models.CharField(max_length=129),
+        default=list,
+        db_default=models.Value([], output_field=ArrayField(models.CharField(max_length=129))),
+        blank=True,
+        help_text="Models this may use: exact names or family patterns like 'claude-opus-*' "
+        "(empty: every model). Other models get 403 model_not_allowed.",
+    )
 
 
 class Organization(models.Model):
@@ -104,6 +141,7 @@ class Organization(models.Model):
         help_text="Fallback rate of output (and reasoning) tokens of an unpriced model "
         "(empty: the catalog's highest).",
     )
+    allowed_models = allowed_models_field()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -129,6 +167,7 @@ class Organization(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
+        _clean_allowed_models(self, errors)
         try:
             validate_time_zone(self.time_zone)
         except ValidationError as exc:
@@ -150,6 +189,20 @@ class Organization(models.Model):
         return list(saved) != [self.webhook_url]
 
 
+def _clean_allowed_models(obj: models.Model, errors: dict[str, list[str]]) -> None:
+    value = obj.allowed_models
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        errors["allowed_models"] = ["A list of model names or patterns."]
+        return
+    normalized = normalize_allowed_models(value)
+    try:
+        validate_allowed_models(normalized)
+    except ValidationError as exc:
+        errors["allowed_models"] = exc.messages
+    else:
+        obj.allowed_models = normalized
+
+
 class Team(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
     # The gateway's own identifier for the team.
@@ -162,6 +215,7 @@ class Team(models.Model):
         validators=[MinValueValidator(ZERO)],
         help_text="The largest estimate one request of this team may hold (empty: no cap).",
     )
+    allowed_models = allowed_models_field()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -176,6 +230,12 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org.slug}/{self.slug}"
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        _clean_allowed_models(self, errors)
+        if errors:
+            raise ValidationError(errors)
 
 
 class EndUser(models.Model):
@@ -204,6 +264,7 @@ class Budget(models.Model):
         ORG = "org"
         TEAM = "team"
         USER = "user"
+        KEY = "key"
 
     class Period(models.TextChoices):
         DAY = "day"
@@ -215,6 +276,8 @@ class Budget(models.Model):
     scope = models.CharField(max_length=4, choices=Scope.choices)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE)
     user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.CASCADE)
+    # A budget on one API key (scope "key"): every hold and event made with it.
+    key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.CASCADE)
     period = models.CharField(max_length=5, choices=Period.choices)
     limit_usd = models.DecimalField(**MONEY)
     soft_limit_pct = models.PositiveSmallIntegerField(default=80)
@@ -237,18 +300,22 @@ class Budget(models.Model):
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(scope="org", team__isnull=True, user__isnull=True)
-                    | Q(scope="team", team__isnull=False, user__isnull=True)
-                    | Q(scope="user", team__isnull=True, user__isnull=False)
+                    Q(scope="org", team__isnull=True, user__isnull=True, key__isnull=True)
+                    | Q(scope="team", team__isnull=False, user__isnull=True, key__isnull=True)
+                    | Q(scope="user", team__isnull=True, user__isnull=False, key__isnull=True)
+                    | Q(scope="key", team__isnull=True, user__isnull=True, key__isnull=False)
                 ),
                 name="budget_scope_matches_subject",
-                violation_error_message="An org budget has no team or user, a team budget a team only, a user budget a user only.",
+                violation_error_message=(
+                    "An org budget has no team, user or key; a team budget a team only, "
+                    "a user budget a user only, a key budget a key only."
+                ),
             ),
             # One budget per subject and period; NULLS NOT DISTINCT so that two
             # org-scope budgets (team and user NULL) also collide. The hot path's
             # upsert names these columns in ON CONFLICT.
             models.UniqueConstraint(
-                fields=["org", "scope", "team", "user", "period"],
+                fields=["org", "scope", "team", "user", "key", "period"],
                 name="budget_unique_scope_period",
                 violation_error_message="This subject already has a budget for this period.",
                 nulls_distinct=False,
@@ -264,18 +331,25 @@ class Budget(models.Model):
             return self.team.slug
         if self.scope == self.Scope.USER and self.user_id:
             return self.user.external_id
+        if self.scope == self.Scope.KEY and self.key_id:
+            return self.key.lookup_id
         return self.org.slug
 
     def clean(self) -> None:
-        if self.scope == self.Scope.ORG and (self.team_id or self.user_id):
-            raise ValidationError("An org budget has no team or user.")
-        if self.scope == self.Scope.TEAM and (not self.team_id or self.user_id):
-            raise ValidationError("A team budget needs a team (and no user).")
-        if self.scope == self.Scope.USER and (not self.user_id or self.team_id):
-            raise ValidationError("A user budget needs a user (and no team).")
-        for related in (self.team, self.user):
+        subjects = {"team": self.team_id, "user": self.user_id, "key": self.key_id}
+        if self.scope == self.Scope.ORG and any(subjects.values()):
+            raise ValidationError("An org budget has no team, user or key.")
+        if self.scope in subjects and (
+            not subjects[self.scope] or any(v for name, v in subjects.items() if name != self.scope)
+        ):
+            raise ValidationError(
+                f"A {self.scope} budget needs a {self.scope} (and no other subject)."
+            )
+        for related in (self.team, self.user, self.key):
             if related is not None and self.org_id and related.org_id != self.org_id:
-                raise ValidationError("Team and user must belong to the budget's organization.")
+                raise ValidationError(
+                    "Team, user and key must belong to the budget's organization."
+                )
 
     def current_window(self) -> BudgetWindow | None:
         """The window of the period that contains now (None before its first use)."""
@@ -345,6 +419,10 @@ class Reservation(models.Model):
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
     user = models.ForeignKey(
         EndUser, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
+    # The API key that took the hold: a key budget created mid-period counts it.
+    key = models.ForeignKey(
+        "ApiKey", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     amount = models.DecimalField(**MONEY)
     # What events have settled into this hold so far: partial settlements
@@ -426,6 +504,7 @@ class ApiKey(models.Model):
         validators=[MinValueValidator(ZERO)],
         help_text="The largest estimate one request with this key may hold (empty: no cap).",
     )
+    allowed_models = allowed_models_field()
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -443,6 +522,12 @@ class ApiKey(models.Model):
         lookup_id = secrets.token_hex(6)
         secret = f"{KEY_PREFIX}{lookup_id}_{secrets.token_urlsafe(32)}"
         return cls(lookup_id=lookup_id, key_hash=hash_key_secret(secret), **fields), secret
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        _clean_allowed_models(self, errors)
+        if errors:
+            raise ValidationError(errors)
 
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.key_hash, hash_key_secret(secret))

@@ -174,6 +174,7 @@ def _entry_json(entry: AuditEntry) -> dict[str, Any]:
 _TEXT = "text"
 _FLAG = "flag"
 _AMOUNT = "amount"
+_MODELS = "models"
 _ORG_FIELDS = {
     "name": _TEXT,
     "time_zone": _TEXT,
@@ -185,6 +186,7 @@ _ORG_FIELDS = {
     "unpriced_policy": _TEXT,
     "fallback_input_per_token": _AMOUNT,
     "fallback_output_per_token": _AMOUNT,
+    "allowed_models": _MODELS,
 }
 _NULLABLE = {"max_request_usd", "fallback_input_per_token", "fallback_output_per_token"}
 
@@ -232,6 +234,13 @@ def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise invalid(name, f"'{name}' must be true or false.")
             changes[name] = value
+        elif kind == _MODELS:
+            # Entries are judged by the model (validate_allowed_models).
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise invalid(
+                    name, f"'{name}' must be a list of model names or patterns ([] for any)."
+                )
+            changes[name] = value
         elif kind == _AMOUNT:
             if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
                 raise invalid(name, f"'{name}' must be a decimal string, a number or null.")
@@ -266,4 +275,5 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "unpriced_policy": org.unpriced_policy,
         "fallback_input_per_token": amount(org.fallback_input_per_token),
         "fallback_output_per_token": amount(org.fallback_output_per_token),
+        "allowed_models": list(org.allowed_models),
     }

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from budgets.models import Budget, EndUser, Organization, Team
+from budgets.models import ApiKey, Budget, EndUser, Organization, Team
 from budgets.services import api_key_create, organization_create
 from config.server import server_command
 
@@ -294,6 +294,7 @@ def make_budget() -> Callable[..., Budget]:
         scope: str = "org",
         team: str | None = None,
         user: str | None = None,
+        key: ApiKey | None = None,
         period: str = "day",
         enforce: bool = True,
         soft_limit_pct: int = 80,
@@ -305,6 +306,7 @@ def make_budget() -> Callable[..., Budget]:
             scope=scope,
             team=team_obj,
             user=user_obj,
+            key=key,
             period=period,
             limit_usd=Decimal(limit),
             enforce=enforce,

@@ -216,6 +216,11 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
     # Same payload = same hash, whatever the JSON spelling (number vs string cost).
     canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     event["payload_hash"] = hashlib.sha256(canonical).hexdigest()
+    # After the hash: which key sends it is not the event's payload, so a
+    # replay through another key is still a duplicate. The event counts toward
+    # the budgets of the key that recorded it; key id 0 is no stored key
+    # (seed_demo validates its events as a key of the org that does not exist).
+    event["key_id"] = key.key_id or None
     return event
 
 

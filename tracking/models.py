@@ -125,6 +125,10 @@ class RequestEvent(models.Model):
     user = models.ForeignKey(
         "budgets.EndUser", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
+    # The API key that recorded it: the event counts toward that key's budgets.
+    key = models.ForeignKey(
+        "budgets.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     model = models.CharField(max_length=128)
     provider = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -142,3 +143,61 @@ def test_release_and_expire_actions(staff_client, make_org, make_budget):
     assert Reservation.objects.get(pk=first.pk).status == "released"
     assert Reservation.objects.get(pk=second.pk).status == "expired"
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
+
+
+def test_a_keys_allow_list_is_set_in_admin_normalized_and_validated(staff_client, make_org):
+    org = make_org("acme")
+    add = _admin_url(ApiKey, "add")
+
+    refused = staff_client.post(add, {"org": org.pk, "allowed_models": "gpt 4o"})
+    assert refused.status_code == 200  # the form again, with the error
+    assert "not a model name or a family pattern" in refused.content.decode()
+    assert not ApiKey.objects.exists()
+
+    staff_client.post(add, {"org": org.pk, "allowed_models": "GPT-4o,claude-opus-*"})
+    assert ApiKey.objects.get().allowed_models == ["claude-opus-*", "gpt-4o"]
+
+
+def test_a_key_budget_is_created_in_admin_with_the_keys_spend_so_far(
+    staff_client, make_org, make_key
+):
+    org = make_org("acme")
+    key = ApiKey.objects.get(lookup_id=make_key(org).split("_")[1])
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_decide(%s, false, NULL, NULL, 0.3, NULL, NULL, NULL, true, 300, "
+            "NULL, %s)",
+            [org.id, key.id],
+        )
+
+    response = staff_client.post(
+        _admin_url(Budget, "add"),
+        {
+            "org": org.pk,
+            "scope": "key",
+            "key": key.pk,
+            "period": "day",
+            "limit_usd": "1",
+            "soft_limit_pct": "80",
+            "enforce": "on",
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            # The windows inline's management form (it shows windows, adds none).
+            "windows-TOTAL_FORMS": "0",
+            "windows-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    budget = Budget.objects.get(scope="key")
+    assert budget.key == key
+    assert BudgetWindow.objects.get(budget=budget).reserved == Decimal("0.3")
+    assert budget.subject_id == key.lookup_id
+    bad = staff_client.post(
+        _admin_url(Budget, "add"),
+        {"org": org.pk, "scope": "key", "period": "week", "limit_usd": "1", "soft_limit_pct": "80"},
+    )
+    assert "A key budget needs a key" in bad.content.decode()
+    assert Budget.objects.count() == 1

@@ -16,7 +16,16 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budgets.models import Alert, Budget, BudgetWindow, Organization, Reservation, Team
+from budgets.models import (
+    Alert,
+    ApiKey,
+    Budget,
+    BudgetWindow,
+    Organization,
+    Reservation,
+    Team,
+)
+from budgets.services import api_key_create
 from tracking.models import Price
 
 
@@ -45,7 +54,7 @@ def decide_many(items: list[dict]) -> list[dict]:
 def decide_one(item: dict) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL)",
+            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL, %s)",
             [
                 item["org_id"],
                 item["strict"],
@@ -56,6 +65,7 @@ def decide_one(item: dict) -> dict:
                 item["input_tokens"],
                 item["max_output_tokens"],
                 item["ttl_seconds"],
+                item.get("key_id"),
             ],
         )
         value = cursor.fetchone()[0]
@@ -188,6 +198,9 @@ ITEM = st.fixed_dictionaries(
         "user": st.sampled_from([None, "alice", "mallory", "bob", "new-user"]),
         "cents": st.one_of(st.none(), st.integers(min_value=0, max_value=250)),
         "model": st.sampled_from(["gpt-4o", "unpriced-1"]),
+        # Amounts name their model too (allow-lists judge it), or none.
+        "named": st.booleans(),
+        "key": st.sampled_from([None, "open", "capped", "gpt-only"]),
         "ttl_seconds": st.sampled_from([60, 300]),
     }
 )
@@ -230,7 +243,22 @@ def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, 
         make_budget(strict, "1.00", scope="team", team="known")
         make_budget(strict, "0.75")
         Organization.objects.filter(pk=org.pk).update(max_request_usd=Decimal("2"))
-        Team.objects.filter(org=org, slug="ads").update(max_request_usd=Decimal("0.3"))
+        Team.objects.filter(org=org, slug="ads").update(
+            max_request_usd=Decimal("0.3"), allowed_models=["gpt-*", "claude-opus-*"]
+        )
+        for name in ("open", "capped", "gpt-only"):
+            api_key_create(org=org, team_slug=None, is_admin=False, name=name)
+        ApiKey.objects.filter(org=org, name="gpt-only").update(allowed_models=["gpt-4o"])
+        make_budget(org, "0.60", scope="key", key=ApiKey.objects.get(org=org, name="capped"))
+        make_budget(
+            org,
+            "0.90",
+            scope="key",
+            key=ApiKey.objects.get(org=org, name="capped"),
+            period="week",
+            soft_limit_pct=50,
+        )
+    keys = dict(ApiKey.objects.filter(org=org).values_list("name", "id"))
     items = []
     for spec in specs:
         target = strict if spec["strict"] else org
@@ -238,8 +266,10 @@ def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, 
             extra = {"model": spec["model"], "input_tokens": 1000, "max_output_tokens": 500}
             amount = None
         else:
-            extra = {}
+            extra = {"model": spec["model"]} if spec["named"] else {}
             amount = str(Decimal(spec["cents"]) / 100)
+        if spec["key"] is not None and not spec["strict"]:
+            extra["key_id"] = keys[spec["key"]]
         items.append(
             _item(
                 target,
@@ -276,6 +306,7 @@ def _state() -> tuple:
             r.org_id,
             r.team.slug if r.team else "",
             r.user_id is not None,
+            r.key_id or 0,
             r.amount,
             r.expires_at,
             r.model,
@@ -291,4 +322,19 @@ def _state() -> tuple:
 
 
 def _without_ids(results: list[dict]) -> list[dict]:
-    return [{**r, "reservation_id": "…"} if "reservation_id" in r else r for r in results]
+    """Answers without their reservation ids, and a held item's budgets in
+    one order: a hold lists them in window id order, and window ids follow
+    the order windows were first used in, which differs between holds made
+    one by one (each creates its own) and a batch (all at once, by budget)."""
+
+    def listed(rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=lambda b: (b["scope"], b["id"], b["period"]))
+
+    normalized = []
+    for r in results:
+        if "reservation_id" in r:
+            r = {**r, "reservation_id": "…"}
+        if r.get("status") == "held":
+            r = {**r, "budgets": listed(r["budgets"]), "warnings": listed(r["warnings"])}
+        normalized.append(r)
+    return normalized

@@ -1,6 +1,6 @@
 """Property test: random interleavings of hold, release, extension, partial
-and final settlement and expiry across tiers and periods keep the budget
-windows' and the holds' invariants.
+and final settlement and expiry across tiers (org, team, user and API key)
+and periods keep the budget windows' and the holds' invariants.
 
 Drives the same SQL functions as the hot path (tollgate_decide,
 tollgate_decide_many, tollgate_release, tollgate_extend,
@@ -30,11 +30,20 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from budgets.models import Budget, BudgetWindow, EndUser, Organization, Reservation, Team
+from budgets.models import (
+    ApiKey,
+    Budget,
+    BudgetWindow,
+    EndUser,
+    Organization,
+    Reservation,
+    Team,
+)
 from tracking.models import RequestEvent
 
 TEAMS = ["alpha", "beta"]
 USERS = ["ann", "bob", "cyd"]
+KEYS = ["app", "other"]
 CENTS = st.integers(min_value=1, max_value=150).map(lambda c: Decimal(c) / 100)
 
 
@@ -72,6 +81,18 @@ class BudgetMachine(RuleBasedStateMachine):
         Budget.objects.create(
             org=self.org, scope="user", user=users["ann"], period="total", limit_usd=money("1")
         )
+        self.keys = {}
+        for name in KEYS:
+            key, _ = ApiKey.generate(org=self.org, name=name)
+            key.save()
+            self.keys[name] = key.id
+        Budget.objects.create(
+            org=self.org,
+            scope="key",
+            key_id=self.keys["app"],
+            period="day",
+            limit_usd=money("1.2"),
+        )
         self.events = 0
         # The model: what each hold has settled, how it closed, its expiry.
         self.settled: dict[str, Decimal] = {}
@@ -86,11 +107,12 @@ class BudgetMachine(RuleBasedStateMachine):
         team=st.sampled_from([*TEAMS, None]),
         user=st.sampled_from([*USERS, None]),
         amount=CENTS,
+        key=st.sampled_from([*KEYS, None]),
     )
-    def hold(self, team, user, amount):
+    def hold(self, team, user, amount, key):
         result = _call(
-            "SELECT tollgate_decide(%s, false, %s, %s, %s, NULL, NULL, NULL, true, 300, NULL)",
-            [self.org.id, team, user, amount],
+            "SELECT tollgate_decide(%s, false, %s, %s, %s, NULL, NULL, NULL, true, 300, NULL, %s)",
+            [self.org.id, team, user, amount, self.keys.get(key)],
         )
         assert result["status"] in ("held", "denied")
         return self._taken(result)
@@ -106,7 +128,12 @@ class BudgetMachine(RuleBasedStateMachine):
     @rule(
         target=holds,
         items=st.lists(
-            st.tuples(st.sampled_from([*TEAMS, None]), st.sampled_from([*USERS, None]), CENTS),
+            st.tuples(
+                st.sampled_from([*TEAMS, None]),
+                st.sampled_from([*USERS, None]),
+                CENTS,
+                st.sampled_from([*KEYS, None]),
+            ),
             min_size=2,
             max_size=5,
         ),
@@ -124,8 +151,9 @@ class BudgetMachine(RuleBasedStateMachine):
                 "input_tokens": None,
                 "max_output_tokens": None,
                 "ttl_seconds": 300,
+                "key_id": self.keys.get(key),
             }
-            for team, user, amount in items
+            for team, user, amount, key in items
         ]
         results = _call("SELECT tollgate_decide_many(%s::jsonb)", [json.dumps(batch)])
         assert [r["status"] in ("held", "denied") for r in results] == [True] * len(items)
@@ -175,16 +203,22 @@ class BudgetMachine(RuleBasedStateMachine):
             assert Decimal(result["settled_usd"]) == self.settled[hold]
             self.expires[hold] = result["expires_at"]
 
-    @rule(hold=holds, costs=st.lists(st.tuples(CENTS, st.booleans()), min_size=1, max_size=3))
+    @rule(
+        hold=holds,
+        costs=st.lists(
+            st.tuples(CENTS, st.booleans(), st.sampled_from([*KEYS, None])), min_size=1, max_size=3
+        ),
+    )
     def settle(self, hold, costs):
-        """Events naming the hold in one call, each final or partial ("final": false)."""
+        """Events naming the hold in one call, each final or partial ("final": false),
+        each recorded with a key (the key budget counts those of its key)."""
         reservation = None if hold == "denied" else hold
         team = None
         if reservation is not None:
             team_id = Reservation.objects.get(pk=reservation).team_id
             team = Team.objects.get(pk=team_id).slug if team_id else None
         events = []
-        for idx, (cost, final) in enumerate(costs):
+        for idx, (cost, final, key) in enumerate(costs):
             self.events += 1
             events.append(
                 {
@@ -207,6 +241,7 @@ class BudgetMachine(RuleBasedStateMachine):
                     "final": final,
                     "tags": {},
                     "payload_hash": f"h{self.events}",
+                    "key_id": self.keys.get(key),
                 }
             )
         result = _call(
@@ -221,8 +256,8 @@ class BudgetMachine(RuleBasedStateMachine):
             assert [a["settled"] for a in answers] == [False] * len(costs)
             assert {a["status"] for a in answers} == {self.closed[hold]}
             return
-        self.settled[hold] += sum(cost for cost, _ in costs)
-        status = "settled" if any(final for _, final in costs) else "active"
+        self.settled[hold] += sum(cost for cost, _, _ in costs)
+        status = "settled" if any(final for _, final, _ in costs) else "active"
         if status == "settled":
             self._close(hold, "settled")
         for answer in answers:
@@ -280,6 +315,8 @@ class BudgetMachine(RuleBasedStateMachine):
                 events = events.filter(team=budget.team)
             elif budget.scope == "user":
                 events = events.filter(user=budget.user)
+            elif budget.scope == "key":
+                events = events.filter(key=budget.key)
             assert window.spent == (events.aggregate(s=Sum("cost_usd"))["s"] or 0)
             if budget.enforce:
                 # Holds alone never pass the limit (events may: real cost counts).

@@ -95,33 +95,44 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- Every budget that applies to (org, team, user), with the bounds of its
+-- The order budgets are listed in: org, team, user, key.
+CREATE OR REPLACE FUNCTION tollgate_scope_rank(p_scope text)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE p_scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 WHEN 'user' THEN 2 ELSE 3 END
+$$;
+
+-- Every budget that applies to (org, team, user, key), with the bounds of its
 -- current period and the window row for that period when it exists. Periods
 -- are read in the org's time zone as its row says at this statement, never
 -- as a caller remembers it: a change of zone (tollgate_change_time_zone)
--- applies to every process's next statement.
+-- applies to every process's next statement. p_key: the API key of the
+-- request (a key budget's subject is the key's lookup id).
 DROP FUNCTION IF EXISTS tollgate_applicable(bigint, text, bigint, bigint, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_applicable(bigint, bigint, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_applicable(
-    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint)
 RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
                soft_limit_pct smallint, enforce boolean, period_start timestamptz,
                period_end timestamptz, window_id bigint, spent numeric, reserved numeric)
 LANGUAGE sql STABLE AS $$
     SELECT b.id, b.scope,
-           CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug ELSE u.external_id END,
+           CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                        WHEN 'user' THEN u.external_id ELSE k.lookup_id END,
            b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
            pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0)
     FROM budgets_budget b
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    LEFT JOIN budgets_apikey k ON k.id = b.key_id
     CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, p_at) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
     WHERE b.org_id = p_org
       AND (b.scope = 'org'
            OR (b.scope = 'team' AND b.team_id = p_team)
-           OR (b.scope = 'user' AND b.user_id = p_user))
-    ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END, b.period
+           OR (b.scope = 'user' AND b.user_id = p_user)
+           OR (b.scope = 'key' AND b.key_id = p_key))
+    ORDER BY tollgate_scope_rank(b.scope), b.period
 $$;
 
 -- Create the windows of these (budget, period) pairs that do not exist yet:

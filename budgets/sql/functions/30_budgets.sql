@@ -43,14 +43,15 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         ELSE '[]'::jsonb END
 $$;
 
--- The budgets of one (org, team, user) as the API shows them.
+-- The budgets of one (org, team, user, key) as the API shows them.
 DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, text, bigint, bigint, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, bigint, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_list_subject_budgets(
-    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(tollgate_budget_json(a.scope, a.subject, a.period, a.limit_usd,
         a.soft_limit_pct, a.enforce, a.spent, a.reserved, a.period_end)), '[]')
-    FROM tollgate_applicable(p_org, p_team, p_user, p_at) a
+    FROM tollgate_applicable(p_org, p_team, p_user, p_at, p_key) a
 $$;
 
 -- Every budget of an org with its current window (zeros before first use).
@@ -59,15 +60,17 @@ CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_at timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
         tollgate_budget_json(b.scope,
-            CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug ELSE u.external_id END,
+            CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                         WHEN 'user' THEN u.external_id ELSE k.lookup_id END,
             b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
             coalesce(w.spent, 0), coalesce(w.reserved, 0), pb.period_end)
-        ORDER BY CASE b.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 ELSE 2 END,
-                 coalesce(t.slug, u.external_id), b.period), '[]')
+        ORDER BY tollgate_scope_rank(b.scope),
+                 coalesce(t.slug, u.external_id, k.lookup_id), b.period), '[]')
     FROM budgets_budget b
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    LEFT JOIN budgets_apikey k ON k.id = b.key_id
     CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, coalesce(p_at, now())) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
     WHERE b.org_id = p_org
@@ -101,7 +104,8 @@ DECLARE
     v_reserved numeric;
     v_window bigint;
 BEGIN
-    SELECT bu.id, bu.org_id, bu.scope, bu.team_id, bu.user_id, bu.period, o.time_zone INTO b
+    SELECT bu.id, bu.org_id, bu.scope, bu.team_id, bu.user_id, bu.key_id, bu.period,
+           o.time_zone INTO b
     FROM budgets_budget bu JOIN budgets_organization o ON o.id = bu.org_id
     WHERE bu.id = p_budget
     FOR KEY SHARE OF o;  -- the zone stays until this commits (tollgate_change_time_zone)
@@ -119,10 +123,12 @@ BEGIN
     WHERE e.org_id = b.org_id
       AND e.started_at >= greatest(v_start, v_pruned) AND e.started_at < v_end
       AND (b.scope = 'org' OR (b.scope = 'team' AND e.team_id = b.team_id)
-           OR (b.scope = 'user' AND e.user_id = b.user_id));
+           OR (b.scope = 'user' AND e.user_id = b.user_id)
+           OR (b.scope = 'key' AND e.key_id = b.key_id));
+    -- Rollups keep no key: a key budget counts the raw events still kept.
     SELECT v_spent + coalesce(sum(h.cost_usd), 0) INTO v_spent
     FROM tracking_hourlyrollup h
-    WHERE h.org_id = b.org_id
+    WHERE h.org_id = b.org_id AND b.scope <> 'key'
       AND h.hour > v_start - interval '1 hour' AND h.hour < least(v_end, v_pruned)
       AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
            OR (b.scope = 'user' AND h.user_id = b.user_id));
@@ -132,7 +138,8 @@ BEGIN
     FROM (SELECT r.id, r.amount, r.settled FROM budgets_reservation r
           WHERE r.org_id = b.org_id AND r.status = 'active' AND r.created_at >= v_start
             AND (b.scope = 'org' OR (b.scope = 'team' AND r.team_id = b.team_id)
-                 OR (b.scope = 'user' AND r.user_id = b.user_id))
+                 OR (b.scope = 'user' AND r.user_id = b.user_id)
+                 OR (b.scope = 'key' AND r.key_id = b.key_id))
           ORDER BY r.id
           FOR UPDATE) r;
 
@@ -189,6 +196,7 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_team bigint;
     v_user bigint;
+    v_key bigint;
     v_budget bigint;
     v_old jsonb;
     v_new jsonb := tollgate_budget_audit_values(p_scope, p_subject, p_period, p_limit, p_soft,
@@ -201,18 +209,23 @@ BEGIN
     ELSIF p_scope = 'team' THEN
         v_team := tollgate_team_id(p_org, p_subject, NOT p_strict);
         IF v_team IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
-    ELSE
+    ELSIF p_scope = 'user' THEN
         v_user := tollgate_enduser_id(p_org, p_subject, NOT p_strict);
         IF v_user IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
+    ELSE
+        -- A key is never registered by a budget: it must exist (revoked or not).
+        SELECT id INTO v_key FROM budgets_apikey WHERE org_id = p_org AND lookup_id = p_subject;
+        IF v_key IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
     END IF;
     -- Insert, or lock the existing row and read its values before replacing
     -- them (an upsert cannot say what it overwrote). Looped: a budget deleted
     -- between the two statements is inserted on the next turn.
     LOOP
-        INSERT INTO budgets_budget (org_id, scope, team_id, user_id, period, limit_usd,
+        INSERT INTO budgets_budget (org_id, scope, team_id, user_id, key_id, period, limit_usd,
                                     soft_limit_pct, enforce, created_at, updated_at)
-        VALUES (p_org, p_scope, v_team, v_user, p_period, p_limit, p_soft, p_enforce, now(), now())
-        ON CONFLICT (org_id, scope, team_id, user_id, period) DO NOTHING
+        VALUES (p_org, p_scope, v_team, v_user, v_key, p_period, p_limit, p_soft, p_enforce,
+                now(), now())
+        ON CONFLICT (org_id, scope, team_id, user_id, key_id, period) DO NOTHING
         RETURNING id INTO v_budget;
         EXIT WHEN v_budget IS NOT NULL;
         SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, p_period, b.limit_usd,
@@ -221,6 +234,7 @@ BEGIN
         FROM budgets_budget b
         WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
           AND b.team_id IS NOT DISTINCT FROM v_team AND b.user_id IS NOT DISTINCT FROM v_user
+          AND b.key_id IS NOT DISTINCT FROM v_key
         FOR UPDATE;
         IF v_budget IS NOT NULL THEN
             UPDATE budgets_budget
@@ -241,7 +255,8 @@ BEGIN
     -- A new limit moves the thresholds: judge the current window again (a
     -- raised limit re-arms them; a seeded or lowered one may cross).
     PERFORM tollgate_judge_alerts(tollgate_current_windows(p_org, v_budget, coalesce(p_at, now())));
-    SELECT a.* INTO r FROM tollgate_applicable(p_org, v_team, v_user, coalesce(p_at, now())) a
+    SELECT a.* INTO r
+    FROM tollgate_applicable(p_org, v_team, v_user, coalesce(p_at, now()), v_key) a
     WHERE a.budget_id = v_budget;
     RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,
         r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end));
@@ -266,7 +281,8 @@ BEGIN
       AND CASE p_scope
             WHEN 'org' THEN o.slug = p_subject
             WHEN 'team' THEN b.team_id = (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_subject)
-            ELSE b.user_id = (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_subject)
+            WHEN 'user' THEN b.user_id = (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_subject)
+            ELSE b.key_id = (SELECT id FROM budgets_apikey WHERE org_id = p_org AND lookup_id = p_subject)
           END
     FOR UPDATE OF b;
     IF v_budget IS NULL THEN

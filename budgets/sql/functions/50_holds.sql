@@ -31,7 +31,8 @@ LANGUAGE sql STABLE AS $$
     -- SQL function only when its arguments hold no subqueries (measured: 380 us
     -- per item as a function call, a few us inlined).
     CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, t.id, u.id,
-                                           coalesce((i->>'at')::timestamptz, now())) a
+                                           coalesce((i->>'at')::timestamptz, now()),
+                                           (i->>'key_id')::bigint) a
 $$;
 
 -- Many holds in one transaction: the decisions of concurrent requests that
@@ -84,6 +85,7 @@ DECLARE
     r_org bigint[] := '{}';
     r_team bigint[] := '{}';
     r_user bigint[] := '{}';
+    r_key bigint[] := '{}';
     r_amount numeric[] := '{}';
     r_windows text[] := '{}';
     r_model text[] := '{}';
@@ -144,7 +146,8 @@ BEGIN
     -- committed values: a row locked after waiting is read again).
     SELECT array_agg(l.id ORDER BY l.id), array_agg(b.scope ORDER BY l.id),
            array_agg(CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                  ELSE u.external_id END ORDER BY l.id),
+                                  WHEN 'user' THEN u.external_id ELSE ak.lookup_id END
+                     ORDER BY l.id),
            array_agg(b.period ORDER BY l.id), array_agg(b.limit_usd ORDER BY l.id),
            array_agg(b.soft_limit_pct::smallint ORDER BY l.id), array_agg(b.enforce ORDER BY l.id),
            array_agg(l.period_end ORDER BY l.id), array_agg(l.spent ORDER BY l.id),
@@ -160,16 +163,17 @@ BEGIN
     JOIN budgets_budget b ON b.id = l.budget_id
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
-    LEFT JOIN budgets_enduser u ON u.id = b.user_id;
+    LEFT JOIN budgets_enduser u ON u.id = b.user_id
+    LEFT JOIN budgets_apikey ak ON ak.id = b.key_id;
 
     -- Each item with its subjects, its amount and the slots of its windows:
-    -- in the order tollgate_applicable lists budgets (org, team, user; by
-    -- period), and sorted (= window id order).
+    -- in the order tollgate_applicable lists budgets (org, team, user, key;
+    -- by period), and sorted (= window id order).
     FOR it IN
         SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
                t.id AS team_id, u.id AS user_id,
                coalesce(da.amount, x.amount) AS amount,
-               da.unpriced, rc.cap,
+               da.unpriced, rc.cap, mr.refusal,
                coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
                coalesce(k.windows, '{}') AS windows
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
@@ -196,14 +200,15 @@ BEGIN
             coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
             ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
             o.slug, o.max_request_usd) rc ON true
+        LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
+            t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true
         CROSS JOIN LATERAL (
-            SELECT array_agg(n.slot::int ORDER BY CASE a.scope WHEN 'org' THEN 0 WHEN 'team' THEN 1
-                                                          ELSE 2 END, a.period) AS slots,
+            SELECT array_agg(n.slot::int ORDER BY tollgate_scope_rank(a.scope), a.period)
+                       AS slots,
                    array_agg(n.slot::int ORDER BY n.slot) AS sorted,
-                   array_agg(a.window_id ORDER BY CASE a.scope WHEN 'org' THEN 0
-                                                  WHEN 'team' THEN 1 ELSE 2 END,
-                                                  a.period) AS windows
-            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now())) a
+                   array_agg(a.window_id ORDER BY tollgate_scope_rank(a.scope), a.period)
+                       AS windows
+            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now()), x.key_id) a
             JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = a.window_id
         ) k
         ORDER BY e.idx
@@ -215,6 +220,10 @@ BEGIN
         ELSIF it."user" IS NOT NULL AND it.user_id IS NULL THEN
             v_results := array_append(v_results,
                 jsonb_build_object('status', 'not_found', 'field', 'user'));
+            CONTINUE;
+        ELSIF it.refusal IS NOT NULL THEN
+            v_results := array_append(v_results, jsonb_build_object(
+                'status', 'model_not_allowed', 'model', it.model, 'refused_by', it.refusal));
             CONTINUE;
         ELSIF it.unpriced = 'deny' THEN
             v_results := array_append(v_results,
@@ -289,6 +298,7 @@ BEGIN
         r_org := array_append(r_org, it.org_id);
         r_team := array_append(r_team, it.team_id);
         r_user := array_append(r_user, it.user_id);
+        r_key := array_append(r_key, it.key_id);
         r_amount := array_append(r_amount, v_amount);
         r_windows := array_append(r_windows, it.windows::text);
         r_model := array_append(r_model, coalesce(it.model, ''));
@@ -308,11 +318,12 @@ BEGIN
         PERFORM tollgate_raise_alerts(v_alert_ids);
     END IF;
     INSERT INTO budgets_reservation
-        (id, org_id, team_id, user_id, amount, status, window_ids, model, created_at, expires_at)
-    SELECT r.id, r.org_id, r.team_id, r.user_id, r.amount, 'active', r.windows::bigint[],
-           r.model, now(), r.expires
-    FROM unnest(r_id, r_org, r_team, r_user, r_amount, r_windows, r_model, r_expires)
-         AS r(id, org_id, team_id, user_id, amount, windows, model, expires);
+        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, created_at,
+         expires_at)
+    SELECT r.id, r.org_id, r.team_id, r.user_id, r.key_id, r.amount, 'active',
+           r.windows::bigint[], r.model, now(), r.expires
+    FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_expires)
+         AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, expires);
     RETURN to_jsonb(v_results);
 END $$;
 
@@ -335,6 +346,36 @@ RETURNS TABLE (cap jsonb) LANGUAGE sql IMMUTABLE AS $$
     LIMIT 1
 $$;
 
+-- Whether a model name is on an allow-list: an exact name, or a family
+-- pattern ("claude-opus-*": a prefix ending in "*"). Entries are stored
+-- lower-cased (budgets/models.py), the name is compared lower-cased.
+CREATE OR REPLACE FUNCTION tollgate_model_allowed(p_model text, p_allowed text[])
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM unnest(p_allowed) a(entry)
+        WHERE a.entry = lower(p_model)
+           OR (right(a.entry, 1) = '*' AND starts_with(lower(p_model), left(a.entry, -1))))
+$$;
+
+-- The allow-list that refuses the model (no row: none does), the org's, then
+-- the team's, then the key's, from the lists the caller read with the rows it
+-- has (no read of its own, so a changed list applies to the next request in
+-- every process). An empty list allows every model; a request that names no
+-- model (a status read, an amount-only check) is judged by none. A set-returning SQL
+-- function, like tollgate_request_cap, so that a batch's query inlines it.
+CREATE OR REPLACE FUNCTION tollgate_model_refusal(
+    p_model text, p_key text, p_key_allowed text[], p_team text, p_team_allowed text[],
+    p_org text, p_org_allowed text[])
+RETURNS TABLE (refusal jsonb) LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('scope', c.scope, 'id', c.id)
+    FROM (VALUES (1, 'org', p_org, p_org_allowed), (2, 'team', p_team, p_team_allowed),
+                 (3, 'key', p_key, p_key_allowed)) AS c(n, scope, id, allowed)
+    WHERE p_model IS NOT NULL AND cardinality(c.allowed) > 0
+      AND NOT tollgate_model_allowed(p_model, c.allowed)
+    ORDER BY c.n
+    LIMIT 1
+$$;
+
 -- The decision for one request. With p_hold it also takes the hold: every
 -- applicable window gets `reserved += amount` in one step, or none does.
 --
@@ -354,8 +395,10 @@ $$;
 -- Result: {"status": "ok" | "held" | "denied" | "not_found" | "unpriced" |
 -- "unpriced_model" | "too_expensive", ...} ("unpriced": an estimate that
 -- cannot be priced; "unpriced_model": the org denies models with no price,
--- tollgate_decide_amount in 20_pricing.sql). p_key: the caller's API key, whose per-request cap
--- applies (null: no key's).
+-- tollgate_decide_amount in 20_pricing.sql; "model_not_allowed": an allow-list
+-- of the org, the team or the key refuses the model, checked before the
+-- others and before anything is held). p_key: the caller's API key, whose
+-- per-request cap, allow-list and key budgets apply (null: no key's).
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
                                         bigint, boolean, integer, timestamptz);
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
@@ -384,6 +427,7 @@ DECLARE
     v_res_id uuid;
     v_expires timestamptz;
     v_cap jsonb;
+    v_refusal jsonb;
     v_unpriced text;
     r record;
 BEGIN
@@ -407,27 +451,34 @@ BEGIN
         SELECT d.amount, d.unpriced INTO v_amount, v_unpriced
         FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at,
                                     coalesce(p_tier, '')) d;
-        IF v_unpriced = 'deny' THEN
-            RETURN jsonb_build_object('status', 'unpriced_model', 'field', 'model');
-        ELSIF v_unpriced IS NOT NULL THEN
-            RETURN jsonb_build_object('status', 'unpriced', 'field', 'model');
-        END IF;
     END IF;
-    v_amount := coalesce(v_amount, 0);
-    SELECT c.cap INTO v_cap
+    -- The org, team and key rows, read once for their allow-lists and caps.
+    SELECT c.cap, m.refusal INTO v_cap, v_refusal
     FROM budgets_organization o
     LEFT JOIN budgets_team t ON t.id = v_team
     LEFT JOIN budgets_apikey k ON k.id = p_key
-    CROSS JOIN LATERAL tollgate_request_cap(v_amount, k.lookup_id, k.max_request_usd, t.slug,
-                                            t.max_request_usd, o.slug, o.max_request_usd) c
+    LEFT JOIN LATERAL tollgate_request_cap(
+        coalesce(CASE WHEN v_unpriced IS NULL THEN v_amount END, 0), k.lookup_id,
+        k.max_request_usd, t.slug, t.max_request_usd, o.slug, o.max_request_usd) c ON true
+    LEFT JOIN LATERAL tollgate_model_refusal(p_model, k.lookup_id, k.allowed_models, t.slug,
+        t.allowed_models, o.slug, o.allowed_models) m ON true
     WHERE o.id = p_org;
+    IF v_refusal IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'model_not_allowed', 'model', p_model,
+                                  'refused_by', v_refusal);
+    ELSIF v_unpriced = 'deny' THEN
+        RETURN jsonb_build_object('status', 'unpriced_model', 'field', 'model');
+    ELSIF v_unpriced IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'unpriced', 'field', 'model');
+    END IF;
+    v_amount := coalesce(v_amount, 0);
     IF v_cap IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'too_expensive',
             'amount_usd', trim_scale(v_amount)::text, 'cap', v_cap);
     END IF;
 
     -- Unlocked read: the answer for a check, an early denial for a hold.
-    FOR r IN SELECT * FROM tollgate_applicable(p_org, v_team, v_user, v_at) LOOP
+    FOR r IN SELECT * FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) LOOP
         IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
             v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
                 r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
@@ -453,10 +504,10 @@ BEGIN
         PERFORM 1 FROM budgets_organization WHERE id = p_org FOR KEY SHARE;
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
-        FROM tollgate_applicable(p_org, v_team, v_user, v_at) a
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) a
         WHERE a.window_id IS NULL;
         SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
-        FROM tollgate_applicable(p_org, v_team, v_user, v_at) a;
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) a;
     END IF;
 
     IF p_hold AND v_blocked IS NULL THEN
@@ -465,12 +516,13 @@ BEGIN
             SELECT w.id, b.scope, b.period, b.limit_usd, b.soft_limit_pct::smallint AS soft,
                    b.enforce, w.spent, w.reserved, w.period_end, o.alerts_count_holds,
                    CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                ELSE u.external_id END AS subject
+                                WHEN 'user' THEN u.external_id ELSE ak.lookup_id END AS subject
             FROM budgets_budgetwindow w
             JOIN budgets_budget b ON b.id = w.budget_id
             JOIN budgets_organization o ON o.id = b.org_id
             LEFT JOIN budgets_team t ON t.id = b.team_id
             LEFT JOIN budgets_enduser u ON u.id = b.user_id
+            LEFT JOIN budgets_apikey ak ON ak.id = b.key_id
             WHERE w.id = ANY(v_window_ids)
             ORDER BY w.id
             FOR UPDATE OF w
@@ -494,7 +546,7 @@ BEGIN
             -- Lost the race for the last of the budget: deny, nothing written.
             RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
                 'blocked', v_blocked, 'budgets', tollgate_list_subject_budgets(
-                    p_org, v_team, v_user, v_at), 'warnings', '[]'::jsonb);
+                    p_org, v_team, v_user, v_at, p_key), 'warnings', '[]'::jsonb);
         END IF;
     END IF;
 
@@ -514,8 +566,9 @@ BEGIN
     v_expires := now() + make_interval(secs => p_ttl_seconds);
     v_res_id := tollgate_new_reservation_id();
     INSERT INTO budgets_reservation
-        (id, org_id, team_id, user_id, amount, status, window_ids, model, created_at, expires_at)
-    VALUES (v_res_id, p_org, v_team, v_user, v_amount, 'active', v_window_ids,
+        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, created_at,
+         expires_at)
+    VALUES (v_res_id, p_org, v_team, v_user, p_key, v_amount, 'active', v_window_ids,
             coalesce(p_model, ''), now(), v_expires);
     RETURN jsonb_build_object('status', 'held', 'reservation_id', v_res_id,
         'amount_usd', trim_scale(v_amount)::text,

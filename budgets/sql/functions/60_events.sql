@@ -92,18 +92,18 @@ BEGIN
             payload_hash text, cache_write_1h_tokens bigint, input_audio_tokens bigint,
             input_image_tokens bigint, output_audio_tokens bigint, output_image_tokens bigint,
             web_search_calls bigint, service_tier text, inference_geo text,
-            web_search_context_size text, cache_read_audio_tokens bigint)
+            web_search_context_size text, cache_read_audio_tokens bigint, key_id bigint)
         LEFT JOIN budgets_team t ON t.org_id = p_org AND t.slug = e.team
         LEFT JOIN budgets_enduser u ON u.org_id = p_org AND u.external_id = e."user"
     ), ins AS (
         INSERT INTO tracking_requestevent (
-            org_id, event_id, team_id, user_id, model, provider, started_at, received_at,
+            org_id, event_id, team_id, user_id, key_id, model, provider, started_at, received_at,
             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
             cost_usd, priced, price_model, latency_ms, status, reservation_id, tags,
             payload_hash, cost_source, cache_write_1h_tokens, input_audio_tokens,
             input_image_tokens, output_audio_tokens, output_image_tokens, web_search_calls,
             service_tier, inference_geo, web_search_context_size, cache_read_audio_tokens)
-        SELECT p_org, i.event_id, i.team_id, i.user_id, i.model, coalesce(i.provider, ''), i.at,
+        SELECT p_org, i.event_id, i.team_id, i.user_id, i.key_id, i.model, coalesce(i.provider, ''), i.at,
                clock_timestamp(), i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
                i.output_tokens, i.reasoning_tokens,
                coalesce(i.cost_usd, c.list_cost, fb.cost, 0),
@@ -138,7 +138,7 @@ BEGIN
                              AND v_policy <> 'zero') fb ON true
         ORDER BY i.event_id
         ON CONFLICT (org_id, event_id) DO NOTHING
-        RETURNING event_id, team_id, user_id, started_at, cost_usd, priced, price_model,
+        RETURNING event_id, team_id, user_id, key_id, started_at, cost_usd, priced, price_model,
                   cost_source, reservation_id
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]'), coalesce(bool_or(NOT ins.priced), false)
@@ -277,9 +277,10 @@ BEGIN
         INTO v_spend_ids, v_spend_costs, v_missing
         FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
               FROM jsonb_to_recordset(v_inserted)
-                   AS n(team_id bigint, user_id bigint, started_at timestamptz, cost_usd numeric)
+                   AS n(team_id bigint, user_id bigint, key_id bigint, started_at timestamptz,
+                        cost_usd numeric)
               CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id,
-                                                     n.started_at) a
+                                                     n.started_at, n.key_id) a
               GROUP BY a.window_id, a.budget_id, a.period_start) x;
         EXIT WHEN NOT v_missing;
         -- The zone stays until this commits (tollgate_change_time_zone).
@@ -287,8 +288,9 @@ BEGIN
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
         FROM jsonb_to_recordset(v_inserted)
-             AS n(team_id bigint, user_id bigint, started_at timestamptz)
-        CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id, n.started_at) a
+             AS n(team_id bigint, user_id bigint, key_id bigint, started_at timestamptz)
+        CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id, n.started_at,
+                                               n.key_id) a
         WHERE a.window_id IS NULL;
     END LOOP;
 

@@ -295,7 +295,8 @@ BEGIN
         'alerts', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', a.id, 'kind', a.kind, 'scope', bu.scope,
                        'subject', CASE bu.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                                WHEN 'user' THEN u.external_id END,
+                                                WHEN 'user' THEN u.external_id
+                                                ELSE ak.lookup_id END,
                        'period', bu.period, 'model', nullif(a.model, ''),
                        'created_at', tollgate_iso(a.created_at),
                        'limit_usd', trim_scale(a.limit_usd)::text,
@@ -305,7 +306,8 @@ BEGIN
                            THEN 'model ' || a.model || ' has no price: its first use was charged '
                                 || tollgate_usd_for_people(a.used_usd)
                            ELSE bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
-                                   WHEN 'team' THEN t.slug ELSE u.external_id END
+                                   WHEN 'team' THEN t.slug WHEN 'user' THEN u.external_id
+                                   ELSE ak.lookup_id END
                                -- Which window: alerts of past periods stay open
                                -- until acknowledged, and read alike otherwise.
                                || ' (' || CASE bu.period WHEN 'total' THEN 'total'
@@ -327,6 +329,7 @@ BEGIN
                    LEFT JOIN budgets_budgetwindow aw ON aw.id = a.window_id
                    LEFT JOIN budgets_team t ON t.id = bu.team_id
                    LEFT JOIN budgets_enduser u ON u.id = bu.user_id
+                   LEFT JOIN budgets_apikey ak ON ak.id = bu.key_id
                    WHERE p_team IS NULL OR t.slug = p_team))
     INTO v_summary;
     RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);

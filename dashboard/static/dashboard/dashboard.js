@@ -256,7 +256,7 @@ function renderChart() {
       h("span", { class: "amount" }, money(series.total_usd)))));
 }
 
-const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User" };
+const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key" };
 
 function renderBudgets() {
   const budgets = state.summary.budgets;
