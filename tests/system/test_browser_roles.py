@@ -155,7 +155,9 @@ def drive(base: str, shots: Path | None) -> None:
         # An error page in the product's look.
         response = page.goto(f"{base}/no/such/page")
         assert response.status == 404
-        topbar = page.evaluate("getComputedStyle(document.querySelector('.topbar')).backgroundColor")
+        topbar = page.evaluate(
+            "getComputedStyle(document.querySelector('.topbar')).backgroundColor"
+        )
         assert topbar == "rgb(17, 24, 39)"
         assert page.text_content(".error-page .status") == "404"
         if shots:
