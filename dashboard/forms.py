@@ -138,15 +138,45 @@ class BudgetForm(BudgetLimitsForm):
         return cleaned
 
 
+class KeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False, help_text="Who or what uses it.")
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.none(),
+        required=False,
+        empty_label="Any team",
+        help_text="A key of one team records and checks that team only.",
+    )
+    is_admin = forms.BooleanField(
+        required=False, label="Admin key (manages budgets through the API)"
+    )
+
+    def __init__(self, *args: Any, org: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = Team.objects.filter(org=org).order_by("slug")
+        self.fields["team"].label_from_instance = lambda t: t.slug
+
+
+class WebhookForm(forms.Form):
+    webhook_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        label="Webhook URL",
+        help_text="Budget alerts are POSTed here as JSON (Slack-compatible). Empty: no alerts sent.",
+    )
+
+
 class MemberAddForm(forms.Form):
-    username = forms.CharField(max_length=150)
+    username = forms.CharField(max_length=150, help_text="A login staff created in Django admin.")
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.VIEWER)
 
 
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices)
-    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.none(), required=False)
+    teams = forms.ModelMultipleChoiceField(
+        queryset=Team.objects.none(), required=False, help_text="The teams a team lead leads."
+    )
 
     def __init__(self, *args: Any, org: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["teams"].queryset = Team.objects.filter(org=org).order_by("slug")
+        self.fields["teams"].label_from_instance = lambda t: t.slug

@@ -1,8 +1,10 @@
 """Pages where an organization's people change it: budgets (org admins and
 team leads), and API keys, the webhook and members (org admins).
 
-Every change goes through a confirmation page (the form's values posted
-again with `confirmed=1`) and then through budgets/services.py, which
+A budget change or deletion and a key's revocation go through a
+confirmation page (the form's values posted again with `confirmed=1`);
+every change goes through budgets/services.py (dashboard/services.py for
+members), which
 validates, makes the change and records it in the audit log with the
 signed-in login as the actor, in one transaction. Who may change what is
 dashboard/access.py's `powers_for`; a refusal is a 403 page.
@@ -24,12 +26,28 @@ from django.views.decorators.http import require_http_methods
 
 from budgets.admin import constraint_words
 from budgets.audit import Actor, budget_address, budget_values
-from budgets.models import AuditEntry, Budget, Organization
-from budgets.services import budget_create, budget_delete, budget_update
+from budgets.models import ApiKey, AuditEntry, Budget, Organization
+from budgets.services import (
+    api_key_create,
+    api_key_revoke,
+    budget_create,
+    budget_delete,
+    budget_update,
+    organization_update,
+)
 from config.hotpath.errors import ApiError
 from config.hotpath.inputs import usd_for_people
 from dashboard import access
-from dashboard.forms import BudgetForm, BudgetLimitsForm
+from dashboard.forms import (
+    BudgetForm,
+    BudgetLimitsForm,
+    KeyCreateForm,
+    MemberAddForm,
+    MemberRoleForm,
+    WebhookForm,
+)
+from dashboard.models import Membership
+from dashboard.services import membership_add, membership_update
 
 READ_ONLY = "This login may only read this organization's dashboard."
 NOT_YOUR_TEAM = "A team lead may only change the budgets of the teams they lead."
@@ -210,3 +228,175 @@ def budget_remove(request: HttpRequest) -> HttpResponse:
             "cancel": budget_url("edit", budget),
         },
     )
+
+
+# --- The organization: API keys, webhook, members (org admins) -------------------
+
+
+def _org_admin(request: HttpRequest) -> Organization:
+    org, powers = org_and_powers(request)
+    if not powers.is_org_admin:
+        raise PermissionDenied("Only an org admin manages API keys, the webhook and members.")
+    return org
+
+
+def settings_url(org: Organization) -> str:
+    return "/dashboard/org?" + urlencode({"org": org.slug})
+
+
+def _settings_page(
+    request: HttpRequest, org: Organization, status: int = 200, **forms_and_more
+) -> HttpResponse:
+    bound = forms_and_more.pop("member_forms", {})  # a member's form sent back with errors
+    members = list(
+        Membership.objects.filter(org=org)
+        .select_related("user")
+        .prefetch_related("teams")
+        .order_by("user__username")
+    )
+    context = {
+        "org": org,
+        "keys": ApiKey.objects.filter(org=org).select_related("team").order_by("-created_at"),
+        "key_form": KeyCreateForm(org=org),
+        "webhook_form": WebhookForm(initial={"webhook_url": org.webhook_url}),
+        "member_form": MemberAddForm(),
+        "members": [
+            (
+                m,
+                bound.get(m.pk)
+                or MemberRoleForm(
+                    org=org,
+                    initial={"role": m.role, "teams": list(m.teams.all())},
+                    auto_id=f"id_member{m.pk}_%s",
+                ),
+            )
+            for m in members
+        ],
+        "dashboard": dashboard_url(org),
+        **forms_and_more,
+    }
+    response = render(request, "dashboard/org_settings.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # a new key's secret is on it once
+    return response
+
+
+@login_required
+@require_http_methods(["GET"])
+def org_settings(request: HttpRequest) -> HttpResponse:
+    return _settings_page(request, _org_admin(request))
+
+
+@login_required
+@require_http_methods(["POST"])
+def key_create(request: HttpRequest) -> HttpResponse:
+    org = _org_admin(request)
+    form = KeyCreateForm(request.POST, org=org)
+    if not form.is_valid():
+        return _settings_page(request, org, 422, key_form=form)
+    team = form.cleaned_data["team"]
+    key, secret = api_key_create(
+        org=org,
+        team_slug=team.slug if team else None,
+        is_admin=form.cleaned_data["is_admin"],
+        name=form.cleaned_data["name"],
+        actor=Actor.of_request(request),
+    )
+    return _settings_page(request, org, 201, new_key=key, new_secret=secret)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request: HttpRequest) -> HttpResponse:
+    org = _org_admin(request)
+    key = (
+        ApiKey.objects.filter(org=org, lookup_id=request.GET.get("key", ""))
+        .select_related("team")
+        .first()
+    )
+    if key is None:
+        raise Http404("No such API key in this organization.")
+    if request.method == "POST" and request.POST.get("confirmed") == "1":
+        if api_key_revoke(key=key, actor=Actor.of_request(request)):
+            messages.success(request, f"Key {key.lookup_id} revoked.")
+        return redirect(settings_url(org))
+    return render(
+        request,
+        "dashboard/key_revoke.html",
+        {"org": org, "key": key, "cancel": settings_url(org)},
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def webhook_set(request: HttpRequest) -> HttpResponse:
+    org = _org_admin(request)
+    form = WebhookForm(request.POST)
+    if form.is_valid():
+        try:
+            organization_update(
+                org_id=org.pk,
+                changes={"webhook_url": form.cleaned_data["webhook_url"]},
+                actor=Actor.of_request(request),
+            )
+        except ValidationError as exc:
+            for message in exc.message_dict.get("webhook_url", exc.messages):
+                form.add_error("webhook_url", message)
+    if form.errors:
+        return _settings_page(request, org, 422, webhook_form=form)
+    messages.success(request, "Webhook saved.")
+    return redirect(settings_url(org))
+
+
+@login_required
+@require_http_methods(["POST"])
+def member_add(request: HttpRequest) -> HttpResponse:
+    org = _org_admin(request)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            membership_add(
+                org=org,
+                username=form.cleaned_data["username"],
+                role=form.cleaned_data["role"],
+                actor=Actor.of_request(request),
+            )
+        except ValidationError as exc:
+            for message in exc.message_dict.get("username", exc.messages):
+                form.add_error("username", message)
+    if form.errors:
+        return _settings_page(request, org, 422, member_form=form)
+    messages.success(request, f"{form.cleaned_data['username']} added.")
+    return redirect(settings_url(org))
+
+
+@login_required
+@require_http_methods(["POST"])
+def member_update(request: HttpRequest) -> HttpResponse:
+    org = _org_admin(request)
+    membership = (
+        Membership.objects.filter(org=org, user__username=request.GET.get("user", ""))
+        .select_related("user")
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such member of this organization.")
+    if membership.user_id == request.user.pk:
+        # An org admin who demoted themselves could not undo it.
+        raise PermissionDenied("Your own role is changed by another org admin (or staff).")
+    form = MemberRoleForm(request.POST, org=org, auto_id=f"id_member{membership.pk}_%s")
+    if form.is_valid():
+        try:
+            membership_update(
+                membership=membership,
+                role=form.cleaned_data["role"],
+                teams=form.cleaned_data["teams"],
+                actor=Actor.of_request(request),
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+    if form.errors:
+        return _settings_page(request, org, 422, member_forms={membership.pk: form})
+    messages.success(
+        request, f"{membership.user.get_username()} is now {form.cleaned_data['role']}."
+    )
+    return redirect(settings_url(org))

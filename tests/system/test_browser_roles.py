@@ -3,11 +3,11 @@ controls and is refused with a 403 page; an org admin edits a budget through
 the form's validation and the confirmation, and the audit record appears; a
 team lead gets edit controls for their team only; the page at 390 px (chart
 labels at least 11 px, the cost column on screen); and a 404 in the
-product's look.
+product's look; and an org admin's page making an API key.
 
 Skipped where the browser is missing, a failure under CI (require_browser).
 Set TOLLGATE_SCREENSHOT_DIR=docs to refresh docs/dashboard-phone.png,
-docs/dashboard-edit.png and docs/error-page.png.
+docs/dashboard-edit.png, docs/dashboard-org.png and docs/error-page.png.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from budgets.models import AuditEntry, Budget
+from budgets.models import ApiKey, AuditEntry, Budget
 from dashboard.models import Membership
 from tests.dashboard.conftest import PASSWORD, event, record
 from tests.system.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
@@ -54,6 +54,7 @@ def test_roles_editing_phone_and_error_pages_in_a_real_browser(
     assert (entry.actor_kind, entry.actor_user_id, entry.actor_label) == ("user", ann.pk, "ann")
     assert (entry.old["limit_usd"], entry.new["limit_usd"]) == ("100", "150")
     assert Budget.objects.count() == 3
+    assert ApiKey.objects.get(name="staging gateway").org == org
 
 
 def sign_in(browser, base: str, username: str, viewport: dict, errors: list[str]):
@@ -123,6 +124,13 @@ def drive(base: str, shots: Path | None) -> None:
         page.goto(f"{base}/")
         page.wait_for_selector(".budget[data-budget='team:search:month']")
         assert "of $150.00" in page.text_content(".budget[data-budget='team:search:month']")
+        # Their org's page: a new key's secret is shown once.
+        page.click("a.settings-link")
+        page.fill("#key-form #id_name", "staging gateway")
+        page.click("#key-form button[type=submit]")
+        assert page.text_content("#new-secret").startswith("tg_")
+        if shots:
+            page.screenshot(path=str(shots / "dashboard-org.png"), full_page=True)
         page.context.close()
 
         # A phone: labels legible, the cost column on screen, no sideways scroll.
