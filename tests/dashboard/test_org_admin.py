@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 
 from budgets.models import ApiKey, AuditEntry, Team
 from dashboard.models import Membership
+from tests.conftest import auth
 
 ADMIN, LEAD, VIEWER = (Membership.Role.ORG_ADMIN, Membership.Role.TEAM_LEAD, Membership.Role.VIEWER)
 PAGE = "/dashboard/org?org=acme"
@@ -115,3 +116,17 @@ def test_members_are_added_and_their_roles_changed_with_an_audit_record(client, 
     assert update.new == {"user": "bob", "role": "team_lead", "teams": ["search"]}
     page = client.get(PAGE).content.decode()
     assert 'data-member="bob"' in page
+
+
+def test_member_changes_are_read_through_the_audit_api(api, client, org, admin_key, make_user):
+    client.force_login(make_user("ann", org=org, role=ADMIN))
+    make_user("bob")
+    client.post("/dashboard/org/members?org=acme", {"username": "bob", "role": LEAD})
+
+    response = api.get("/v1/audit", params={"object": "membership:bob"}, headers=auth(admin_key))
+
+    assert response.status_code == 200
+    (entry,) = response.json()["entries"]
+    assert entry["object"] == {"type": "membership", "id": "bob"}
+    assert entry["actor"]["label"] == "ann" and entry["actor"]["kind"] == "user"
+    assert entry["new"] == {"user": "bob", "role": "team_lead", "teams": []}

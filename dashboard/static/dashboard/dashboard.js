@@ -266,7 +266,7 @@ function renderBudgets() {
   const budgets = state.summary.budgets;
   const container = byId("budgets");
   if (!budgets.length) {
-    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet. Staff can add them in admin."));
+    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet."));
     return;
   }
   container.replaceChildren(...budgets.map((b) => {
