@@ -187,6 +187,20 @@ def test_a_team_lead_edits_their_teams_budgets_and_nothing_else(client, org, bud
     assert Budget.objects.count() == 4
     (entry,) = AuditEntry.objects.filter(object_type="budget")
     assert (entry.actor_user_id, entry.object_id) == (lead.pk, "team/search/month")
+    # A new budget of their own team is theirs to make.
+    own_new = client.post(
+        NEW,
+        {
+            "scope": "team",
+            "team": budgets["search"].team_id,
+            "period": "day",
+            "limit_usd": "3",
+            "soft_limit_pct": "80",
+            "confirmed": "1",
+        },
+    )
+    assert own_new.status_code == 302
+    assert Budget.objects.filter(scope="team", team__slug="search", period="day").exists()
 
 
 def test_a_team_lead_of_no_team_only_reads(client, org, budgets, make_user):
