@@ -37,7 +37,9 @@ from budgets.models import (
 from budgets.services import (
     alerts_judge,
     api_key_revoke,
-    budget_seed_window,
+    budget_create,
+    budget_delete,
+    budget_update,
     organization_time_zone_change,
     reservation_release,
     reservations_expire,
@@ -323,34 +325,17 @@ class BudgetAdmin(MoneyAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Budget, form, change: bool) -> None:
-        old = None
-        if change:
-            before = (
-                Budget.objects.select_for_update(of=("self",))
-                .select_related("org", "team", "user", "key")
-                .get(pk=obj.pk)
-            )
-            old = budget_values(before)
-        super().save_model(request, obj, form, change)
-        # A new budget, or one moved to another period or subject, starts with
-        # the spend and holds its scope already has in the current window.
-        if not change or {"scope", "team", "user", "key", "period"} & set(form.changed_data):
-            budget_seed_window(obj)
-        # Its thresholds may have moved (or the seeded spend is over one).
-        alerts_judge(org_id=obj.org_id, budget_id=obj.pk)
-        audit_record(
-            actor=Actor.of_request(request),
-            org=obj.org,
-            object_type="budget",
-            object_id=budget_address(obj),
-            action="update" if change else "create",
-            old=old,
-            new=budget_values(obj),
-        )
+        actor = Actor.of_request(request)
+        if not change:
+            budget_create(obj, actor=actor)
+            return
+        # A budget moved to another period or subject starts with the spend
+        # and holds its new scope already has in the current window.
+        moved = bool({"scope", "team", "user", "key", "period"} & set(form.changed_data))
+        budget_update(obj, actor=actor, moved=moved)
 
     def delete_model(self, request: HttpRequest, obj: Budget) -> None:
-        _audit_delete(request, obj.org, "budget", budget_address(obj), budget_values(obj))
-        super().delete_model(request, obj)
+        budget_delete(obj, actor=Actor.of_request(request))
 
     @transaction.atomic
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:

@@ -443,6 +443,8 @@ def budget_create(budget: Budget, *, actor: Actor) -> Budget:
     budget.full_clean()
     budget.save()
     budget_seed_window(budget)
+    # The seeded spend may already be over a threshold.
+    alerts_judge(org_id=budget.org_id, budget_id=budget.pk)
     audit_record(
         actor=actor,
         org=budget.org,
@@ -452,6 +454,61 @@ def budget_create(budget: Budget, *, actor: Actor) -> Budget:
         new=budget_values(budget),
     )
     return budget
+
+
+@transaction.atomic
+def budget_update(budget: Budget, *, actor: Actor, moved: bool = False) -> Budget:
+    """Save a changed budget (validated) and record its values before and
+    after, in one transaction: the row is locked first, so that two changes
+    record what each overwrote. A budget `moved` to another subject or period
+    starts with that scope's spend and holds in the current window; its
+    thresholds are judged again (a raised limit re-arms them, a lowered one
+    may cross)."""
+    before = (
+        Budget.objects.select_for_update(of=("self",))
+        .select_related("org", "team", "user", "key")
+        .get(pk=budget.pk)
+    )
+    old = budget_values(before)
+    budget.full_clean()
+    budget.save()
+    if moved:
+        budget_seed_window(budget)
+    alerts_judge(org_id=budget.org_id, budget_id=budget.pk)
+    audit_record(
+        actor=actor,
+        org=budget.org,
+        object_type="budget",
+        object_id=budget_address(budget),
+        action="update",
+        old=old,
+        new=budget_values(budget),
+    )
+    return budget
+
+
+@transaction.atomic
+def budget_delete(budget: Budget, *, actor: Actor) -> bool:
+    """Delete a budget with its windows and alerts, and record it; False if it
+    was gone already (nothing recorded)."""
+    locked = (
+        Budget.objects.select_for_update(of=("self",))
+        .select_related("org", "team", "user", "key")
+        .filter(pk=budget.pk)
+        .first()
+    )
+    if locked is None:
+        return False
+    audit_record(
+        actor=actor,
+        org=locked.org,
+        object_type="budget",
+        object_id=budget_address(locked),
+        action="delete",
+        old=budget_values(locked),
+    )
+    locked.delete()
+    return True
 
 
 def budget_seed_window(budget: Budget) -> None:

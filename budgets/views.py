@@ -32,7 +32,7 @@ from config.hotpath.errors import ApiError, invalid
 from config.hotpath.router import json_object
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
 
-OBJECT_TYPES = ("budget", "organization", "team", "api_key")
+OBJECT_TYPES = ("budget", "organization", "team", "api_key", "membership")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 _ACTION = re.compile(r"[a-z_]{1,32}")

@@ -1,4 +1,4 @@
-"""Who may see which organization's dashboard data.
+"""Who may see which organization's dashboard data, and change what in it.
 
 One rule (`org_choice`) for the three doors: the page (sync view), the
 summary endpoint (async, on the hot-path router) and the live websocket.
@@ -81,6 +81,51 @@ def organization_for(user: AbstractBaseUser, requested: str | None) -> Organizat
     if org is None:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     return org
+
+
+@dataclass(frozen=True)
+class Powers:
+    """What a login may change in one organization on the dashboard, by its
+    role there (Membership.role). Staff act as org admins of every org.
+
+    A team lead changes the team-scope budgets of the teams they lead, and
+    nothing else: user budgets stay with org admins, because an end user is
+    not one team's (their requests may carry any team), and so do key budgets
+    and the org's budgets."""
+
+    role: str
+    team_ids: frozenset[int]
+
+    @property
+    def is_org_admin(self) -> bool:
+        return self.role == Membership.Role.ORG_ADMIN
+
+    @property
+    def edits_budgets(self) -> bool:
+        return self.is_org_admin or (self.role == Membership.Role.TEAM_LEAD and bool(self.team_ids))
+
+    def may_edit_budget(self, scope: str, team_id: int | None) -> bool:
+        if self.is_org_admin:
+            return True
+        return (
+            self.role == Membership.Role.TEAM_LEAD and scope == "team" and team_id in self.team_ids
+        )
+
+
+NO_POWERS = Powers(role=Membership.Role.VIEWER, team_ids=frozenset())
+
+
+def powers_for(user: AbstractBaseUser, org: Organization) -> Powers:
+    """The login's powers in `org` (one it may see: organization_for)."""
+    if user.is_staff:
+        return Powers(role=Membership.Role.ORG_ADMIN, team_ids=frozenset())
+    membership = Membership.objects.filter(user_id=user.pk, org=org).first()
+    if membership is None:
+        return NO_POWERS
+    teams: frozenset[int] = frozenset()
+    if membership.role == Membership.Role.TEAM_LEAD:
+        teams = frozenset(membership.teams.filter(org=org).values_list("id", flat=True))
+    return Powers(role=membership.role, team_ids=teams)
 
 
 def landing_org(user: AbstractBaseUser) -> str | None:

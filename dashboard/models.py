@@ -8,8 +8,15 @@ from django.utils import timezone
 
 
 class Membership(models.Model):
-    """A dashboard login's organization. A login that is not staff sees the
-    dashboard of its one organization only; staff may switch between all."""
+    """A dashboard login's organization and role in it. A login that is not
+    staff sees the dashboard of its one organization only; staff may switch
+    between all and act as org admins on the dashboard (dashboard/access.py,
+    `powers_for`)."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer: reads the dashboard"
+        TEAM_LEAD = "team_lead", "Team lead: also edits the budgets of their teams"
+        ORG_ADMIN = "org_admin", "Org admin: budgets, API keys, webhook and members"
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
@@ -17,10 +24,24 @@ class Membership(models.Model):
     org = models.ForeignKey(
         "budgets.Organization", on_delete=models.CASCADE, related_name="memberships"
     )
+    # db_default too: a login added by an older process (or SQL) only reads.
+    role = models.CharField(
+        max_length=9, choices=Role.choices, default=Role.VIEWER, db_default=Role.VIEWER
+    )
+    # The teams a team lead leads: teams of `org` (checked by the admin form
+    # and the members page); ignored for the other roles.
+    teams = models.ManyToManyField("budgets.Team", blank=True, related_name="leads")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["org", "user"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(role__in=["viewer", "team_lead", "org_admin"]),
+                name="membership_role_valid",
+                violation_error_message="The role must be viewer, team lead or org admin.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.org.slug}"

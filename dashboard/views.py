@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 
+from budgets.models import Organization, Team
 from config.hotpath import inputs
 from config.hotpath.errors import ApiError, invalid
 from dashboard import access, signins
@@ -44,6 +47,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "team": request.GET.get("team") or "",
     }
     orgs = access.switcher_orgs() if staff else []
+    powers = access.powers_for(request.user, org)
     return render(
         request,
         "dashboard/index.html",
@@ -53,8 +57,22 @@ def index(request: HttpRequest) -> HttpResponse:
             "config": config,
             "ranges": [(r, RANGE_LABELS[r]) for r in RANGES],
             "prices": prices_in_force(),
+            "powers": _powers_config(org, powers),
         },
     )
+
+
+def _powers_config(org: Organization, powers: access.Powers) -> dict | None:
+    """What the page's edit controls need (dashboard/budget_links.js); None
+    for a viewer, whose page has none."""
+    if not powers.edits_budgets:
+        return None
+    teams = Team.objects.filter(id__in=powers.team_ids).order_by("slug")
+    return {
+        "org": org.slug,
+        "editAll": powers.is_org_admin,
+        "teams": list(teams.values_list("slug", flat=True)),
+    }
 
 
 def export(request: HttpRequest) -> HttpResponse:
@@ -108,15 +126,26 @@ class ThrottledLoginView(auth_views.LoginView):
         self._throttle_key = signins.attempt_key(request, request.POST.get("username", ""))
         wait = signins.sign_in_attempt(self._throttle_key)
         if wait is not None:
-            response = HttpResponse(
-                f"Too many failed sign-ins. Try again in {int(wait) // 60 + 1} minute(s).",
-                status=429,
-                content_type="text/plain",
-            )
-            response["Retry-After"] = str(int(wait) + 1)
-            return response
+            return locked_out(request, wait)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form) -> HttpResponse:
         signins.sign_in_succeeded(self._throttle_key)
         return super().form_valid(form)
+
+
+def locked_out(request: HttpRequest, wait: float) -> HttpResponse:
+    """The sign-in lockout as a page (429, Retry-After): when to try again,
+    in minutes and as a time."""
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {
+            "minutes": int(wait) // 60 + 1,
+            "retry_at": timezone.now() + timedelta(seconds=int(wait) + 1),
+            "login_url": request.get_full_path(),
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(int(wait) + 1)
+    return response

@@ -25,7 +25,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from psycopg import sql
 
-from budgets.models import Alert, ApiKey, Budget, Organization
+from budgets.models import Alert, ApiKey, Budget, Organization, Team
 from config.move import SKIPPED, canonical_text, copy_order, describe_table, table_digest
 from dashboard.models import LastViewedOrg, Membership, SignInAttempt
 from tests.clusters import Cluster, cluster
@@ -120,7 +120,8 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
     group.permissions.add(*Permission.objects.filter(content_type__app_label="budgets")[:3])
     viewer.groups.add(group)
     viewer.user_permissions.add(Permission.objects.get(codename="view_budget"))
-    Membership.objects.create(user=viewer, org=org)
+    lead = Membership.objects.create(user=viewer, org=org, role=Membership.Role.TEAM_LEAD)
+    lead.teams.add(*Team.objects.filter(org=org, slug="search"))
     LastViewedOrg.objects.create(user=admin, org=org)  # where staff land
     # A sign-in being throttled: copied like any row (it expires in 15 minutes).
     SignInAttempt.objects.create(key="198.51.100.7|viewer")

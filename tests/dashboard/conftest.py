@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
-from budgets.models import Organization
+from budgets.models import Organization, Team
 from dashboard.models import Membership
 from tests.conftest import auth
 
@@ -50,10 +50,19 @@ def fetch_summary(url: str, key: str, range_: str) -> httpx.Response:
 
 @pytest.fixture
 def make_user(transactional_db) -> Callable[..., User]:
-    def factory(username: str, *, org: Organization | None = None, staff: bool = False) -> User:
+    def factory(
+        username: str,
+        *,
+        org: Organization | None = None,
+        staff: bool = False,
+        role: str = Membership.Role.VIEWER,
+        teams: tuple[str, ...] = (),
+    ) -> User:
         user = User.objects.create_user(username, password=PASSWORD, is_staff=staff)
         if org is not None:
-            Membership.objects.create(user=user, org=org)
+            membership = Membership.objects.create(user=user, org=org, role=role)
+            for slug in teams:
+                membership.teams.add(Team.objects.get_or_create(org=org, slug=slug)[0])
         return user
 
     return factory

@@ -195,7 +195,11 @@ function niceStep(raw) {
 function renderChart() {
   const { chart, granularity } = state.summary;
   const container = byId("chart");
-  const W = 760, H = 260, left = 58, right = 8, top = 10, bottom = 26;
+  // Drawn at the card's width (760 at most), not scaled down to it: on a
+  // phone a 760-wide drawing would shrink its 11 px labels to 5 px.
+  const W = Math.min(760, Math.max(280, Math.round(container.clientWidth) || 760));
+  const narrow = W < 500;
+  const H = narrow ? 220 : 260, left = 58, right = 8, top = 10, bottom = 26;
   const plotW = W - left - right, plotH = H - top - bottom;
   const n = chart.buckets.length;
   const totals = chart.buckets.map((_, i) =>
@@ -221,7 +225,7 @@ function renderChart() {
   const full = granularity === "hour"
     ? timeFormat({ weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
     : timeFormat({ weekday: "short", month: "short", day: "numeric" });
-  const every = Math.ceil(n / 8);
+  const every = Math.ceil(n / (narrow ? 4 : 8));
   chart.buckets.forEach((bucket, i) => {
     const x = left + i * band + (band - barW) / 2;
     let y = top + plotH;
@@ -262,7 +266,7 @@ function renderBudgets() {
   const budgets = state.summary.budgets;
   const container = byId("budgets");
   if (!budgets.length) {
-    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet. Staff can add them in admin."));
+    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet."));
     return;
   }
   container.replaceChildren(...budgets.map((b) => {
