@@ -263,3 +263,34 @@ def test_get_budgets_carries_the_forecast(api, org, admin_key, make_budget):
     assert budget["forecast"]["history_hours"] == 4
     assert Decimal(budget["projected_usd"]) > 0  # $1 an hour until the month ends
     assert budget["runs_out_at"] is None
+
+
+def test_the_dashboard_shows_the_forecast_and_the_projected_alert(four_weeks, make_budget):
+    org = four_weeks
+    open_window(make_budget(org, "100", period="week"), spent="60", reserved="5")
+    forecasts_refresh(at=AT)
+    alerts_raise_projected(at=AT)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, %s)", [org.pk, AT])
+        summary = json.loads(cursor.fetchone()[0])["summary"]
+    (budget,) = summary["budgets"]
+    assert (budget["projected_usd"], budget["runs_out_at"]) == ("106", "2026-11-20T14:00:00Z")
+    (alert,) = summary["alerts"]
+    assert alert["kind"] == "projected"
+    assert alert["message"] == (
+        "org budget acme (week of Nov 16) is projected to exceed its limit of $100.00: "
+        "$106.00 by the end, running out Nov 20 14:00"
+    )
+
+
+def test_a_total_budget_alerts_when_it_runs_out_within_a_week(four_weeks, make_budget):
+    org = four_weeks
+    soon = make_budget(org, "100", period="total")
+    open_total_window(soon, "65")  # runs out Friday
+    later = make_budget(org, "500", scope="team", team="search", period="total")
+    open_total_window(later, "0")  # $1.50 an hour of working time: weeks away
+    forecasts_refresh(at=AT)
+    assert alerts_raise_projected(at=AT) == 1
+    alert = Alert.objects.get()
+    assert (alert.budget, alert.projected_usd) == (soon, None)
+    assert "runs out at 2026-11-20 14:00 UTC" in alert_payload(alert)["text"]
