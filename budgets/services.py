@@ -220,24 +220,24 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
 
 def _projected_payload(alert: Alert) -> dict[str, Any]:
     budget, window, tz = alert.budget, alert.window, alert.org.time_zone
+    runs_out = time_for_people(alert.runs_out_at, tz)
     if budget.period == "total":
-        where = "its total budget"
-        runs_out = f"runs out at {time_for_people(alert.runs_out_at, tz)}"
+        what = f"is projected to run out of its limit of {usd_for_people(alert.limit_usd)}"
+        forecast = f"at the usual rate at {runs_out}"
     else:
-        where = (
-            f"the window {time_for_people(window.period_start, tz)} to "
+        what = (
+            f"is projected to exceed its limit of {usd_for_people(alert.limit_usd)} in the "
+            f"window {time_for_people(window.period_start, tz)} to "
             f"{time_for_people(window.period_end, tz)}"
         )
-        runs_out = (
-            f"{usd_for_people(alert.projected_usd)} projected by the end, "
-            f"running out at {time_for_people(alert.runs_out_at, tz)}"
+        forecast = (
+            f"{usd_for_people(alert.projected_usd)} by its end at the usual rate, "
+            f"running out at {runs_out}"
         )
     text = (
         f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
-        f"{alert.org.slug} is projected to exceed its limit of "
-        f"{usd_for_people(alert.limit_usd)} in {where}: at the usual rate it {runs_out} "
-        f"({usd_for_people(alert.used_usd)} spent and held at "
-        f"{time_for_people(alert.created_at, tz)})."
+        f"{alert.org.slug} {what}: {forecast} ({usd_for_people(alert.used_usd)} spent and "
+        f"held at {time_for_people(alert.created_at, tz)})."
     )
     return {
         "text": text,

@@ -226,8 +226,8 @@ def test_projected_to_exceed_alerts_once_per_window(four_weeks, make_budget):
     assert body["alert"]["runs_out_at"] == "2026-11-20T14:00:00+00:00"
     assert (
         "org budget 'acme' (week) of acme is projected to exceed its limit of $100.00 in the "
-        "window 2026-11-16 00:00 UTC to 2026-11-23 00:00 UTC: at the usual rate it $106.00 "
-        "projected by the end, running out at 2026-11-20 14:00 UTC"
+        "window 2026-11-16 00:00 UTC to 2026-11-23 00:00 UTC: $106.00 by its end at the usual "
+        "rate, running out at 2026-11-20 14:00 UTC ($65.00 spent and held at "
     ) in body["text"]
 
 
@@ -293,4 +293,7 @@ def test_a_total_budget_alerts_when_it_runs_out_within_a_week(four_weeks, make_b
     assert alerts_raise_projected(at=AT) == 1
     alert = Alert.objects.get()
     assert (alert.budget, alert.projected_usd) == (soon, None)
-    assert "runs out at 2026-11-20 14:00 UTC" in alert_payload(alert)["text"]
+    assert (
+        "org budget 'acme' (total) of acme is projected to run out of its limit of $100.00: "
+        "at the usual rate at 2026-11-20 14:00 UTC ($65.00 spent and held at "
+    ) in alert_payload(alert)["text"]
