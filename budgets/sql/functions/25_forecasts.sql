@@ -150,8 +150,16 @@ $$;
 -- rollups; a key budget's from the raw events (the rollups keep no key), so
 -- it sees only the hours prune_events has kept. A budget with no spend in
 -- the span gets a profile of zeros. Returns how many budgets it wrote.
+--
+-- Hash joins and aggregates in memory: the planner cannot estimate the
+-- CTE's grouping sets per kind of subject, and with nested loops instead a
+-- refresh of an org with 470k rollup rows in 4 weeks and 800 budgets took
+-- 17 s (loadtests/forecast_backtest.py measures it; docs/benchmarks/forecast.md).
 CREATE OR REPLACE FUNCTION tollgate_forecast_refresh(p_org bigint, p_at timestamptz)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET enable_nestloop = off
+SET work_mem = '64MB'
+AS $$
 DECLARE
     v_tz text;
     v_hour timestamptz := date_trunc('hour', p_at, 'UTC');
@@ -172,14 +180,21 @@ BEGIN
         RETURN 0;
     END IF;
 
-    WITH hours AS MATERIALIZED (
+    WITH span AS MATERIALIZED (
+        -- The hour of the week of each hour of the span, once per hour, not
+        -- once per rollup row.
+        SELECT hour, tollgate_hour_of_week(hour, v_tz) AS how
+        FROM generate_series(v_hour - v_span * interval '1 hour', v_hour - interval '1 hour',
+                             interval '1 hour') hour
+    ), hours AS MATERIALIZED (
         -- g: 3 the org's hours, 1 a team's, 2 a user's.
-        SELECT h.team_id, h.user_id, tollgate_hour_of_week(h.hour, v_tz) AS how,
-               GROUPING(h.team_id, h.user_id) AS g, sum(h.cost_usd) AS cost
+        SELECT h.team_id, h.user_id, s.how, GROUPING(h.team_id, h.user_id) AS g,
+               sum(h.cost_usd) AS cost
         FROM tracking_hourlyrollup h
+        JOIN span s ON s.hour = h.hour
         WHERE h.org_id = p_org AND h.hour >= v_hour - v_span * interval '1 hour'
           AND h.hour < v_hour
-        GROUP BY GROUPING SETS ((3), (1, 3), (2, 3))
+        GROUP BY GROUPING SETS ((s.how), (h.team_id, s.how), (h.user_id, s.how))
     ), spend AS (
         SELECT b.id AS budget_id, s.how, s.cost
         FROM budgets_budget b JOIN hours s ON s.g = 3
@@ -206,8 +221,7 @@ BEGIN
                           ELSE coalesce(t.total, 0) / v_span END, 10) AS rate
         FROM budgets_budget b
         CROSS JOIN generate_series(0, 167) i
-        LEFT JOIN (SELECT budget_id, how, sum(cost) AS cost FROM spend GROUP BY 1, 2) s
-               ON s.budget_id = b.id AND s.how = i
+        LEFT JOIN spend s ON s.budget_id = b.id AND s.how = i  -- one row per budget and hour
         LEFT JOIN (SELECT budget_id, sum(cost) AS total FROM spend GROUP BY 1) t
                ON t.budget_id = b.id
         WHERE b.org_id = p_org
