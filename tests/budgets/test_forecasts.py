@@ -20,7 +20,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from budgets.models import Alert, BudgetForecast, BudgetWindow
+from budgets.models import Alert, BudgetForecast, BudgetWindow, Team
 from budgets.services import alert_payload, alerts_raise_projected, forecasts_refresh
 from tests.conftest import auth
 from tracking.models import HourlyRollup
@@ -39,7 +39,6 @@ def working_hours(start: datetime, end: datetime):
 
 
 def seed_rollups(org, team_costs: dict[str, str], start: datetime, end: datetime) -> None:
-    from budgets.models import Team
 
     rows = []
     for slug, cost in team_costs.items():
@@ -158,7 +157,6 @@ def test_short_history_uses_the_flat_rate_of_the_recent_hours(org, make_budget):
     org.time_zone = "UTC"
     org.save(update_fields=["time_zone"])
     # Ten hours of history ($1, then $2, ...): the flat rate is $5.50 an hour.
-    from budgets.models import Team
 
     team = Team.objects.create(org=org, slug="search")
     HourlyRollup.objects.bulk_create(
@@ -240,7 +238,6 @@ def test_no_projected_alert_once_the_limit_is_reached(four_weeks, make_budget):
 
 def test_get_budgets_carries_the_forecast(api, org, admin_key, make_budget):
     now = datetime.now(UTC)
-    from budgets.models import Team
 
     team = Team.objects.create(org=org, slug="search")
     HourlyRollup.objects.bulk_create(
@@ -297,3 +294,41 @@ def test_a_total_budget_alerts_when_it_runs_out_within_a_week(four_weeks, make_b
         "org budget 'acme' (total) of acme is projected to run out of its limit of $100.00: "
         "at the usual rate at 2026-11-20 14:00 UTC ($65.00 spent and held at "
     ) in alert_payload(alert)["text"]
+
+
+def test_the_worker_job_forecasts_and_delivers_the_alert(org, make_budget, loopback_webhooks):
+    from budgets import jobs
+    from tests.budgets.test_alerts import Receiver
+
+    receiver = Receiver()
+    try:
+        org.webhook_url = receiver.url
+        org.save(update_fields=["webhook_url"])
+        now = datetime.now(UTC)
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        team = Team.objects.create(org=org, slug="search")
+        HourlyRollup.objects.bulk_create(
+            HourlyRollup(
+                org=org,
+                team=team,
+                model="m",
+                hour=hour - h * timedelta(hours=1),
+                cost_usd=Decimal(1),
+            )
+            for h in range(1, 4)
+        )
+        # $1 an hour, $5 left: runs out in five hours, long before the total
+        # budget's window ends; an alert within 7 days.
+        budget = make_budget(org, "10", scope="team", team="search", period="total")
+        open_total_window(budget, "5")
+
+        assert jobs.forecast_budgets() == "1 forecasts refreshed, 1 projected-to-exceed alerts"
+        assert jobs.forecast_budgets() == ""  # fresh profiles, and once per window
+        assert jobs.deliver_alerts().startswith("1 delivered")
+        (body,) = receiver.bodies
+        assert body["alert"]["kind"] == "projected"
+        assert body["alert"]["subject"] == "search"
+        runs_out = datetime.fromisoformat(body["alert"]["runs_out_at"])
+        assert abs(runs_out - (now + timedelta(hours=5))) < timedelta(minutes=1)
+    finally:
+        receiver.server.shutdown()
