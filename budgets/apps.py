@@ -21,5 +21,6 @@ class BudgetsConfig(AppConfig):
         )
         db.register_background_task(api.sweep_expired_reservations)
         worker.register("expire reservations", jobs.expire_reservations)
+        worker.register("forecast budgets", jobs.forecast_budgets)
         worker.register("deliver alerts", jobs.deliver_alerts)
         worker.register("prune reservations", jobs.prune_reservations)

@@ -380,6 +380,9 @@ class BudgetWindow(models.Model):
     # crossing fires once. The hot path creates windows in SQL: db_default.
     soft_alerted = models.BooleanField(default=False, db_default=False)
     hard_alerted = models.BooleanField(default=False, db_default=False)
+    # Whether the worker's forecast has raised this window's "projected to
+    # exceed" alert: once per window, never re-armed (tollgate_raise_projected_alerts).
+    projected_alerted = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["budget", "-period_start"]
@@ -564,6 +567,7 @@ class Alert(models.Model):
     class Kind(models.TextChoices):
         SOFT = "soft", "Soft limit reached"
         HARD = "hard", "Hard limit reached"
+        PROJECTED = "projected", "Projected to exceed"
         UNPRICED_MODEL = "unpriced_model", "Model with no price"
 
     class Delivery(models.TextChoices):
@@ -589,6 +593,10 @@ class Alert(models.Model):
         help_text="What counted when it crossed: spent, plus reserved if the org counts holds; "
         "for an unpriced model, what its first requests were charged.",
     )
+    # A projected alert's forecast when it fired: the window's spend at its
+    # end, and when it runs out at that rate (null: not before the end).
+    projected_usd = models.DecimalField(**MONEY, null=True, blank=True)
+    runs_out_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     delivery_status = models.CharField(
@@ -605,7 +613,7 @@ class Alert(models.Model):
             models.CheckConstraint(
                 condition=(
                     Q(
-                        kind__in=["soft", "hard"],
+                        kind__in=["soft", "hard", "projected"],
                         budget__isnull=False,
                         window__isnull=False,
                         limit_usd__isnull=False,
@@ -649,6 +657,36 @@ class Alert(models.Model):
         if self.kind == self.Kind.UNPRICED_MODEL:
             return f"{self.get_kind_display()}: {self.org.slug} {self.model}"
         return f"{self.get_kind_display()}: {self.budget}"
+
+
+class BudgetForecast(models.Model):
+    """The spend profile a budget is forecast with, computed by the worker
+    from the hourly rollups (tollgate_forecast_refresh, once an hour per org)
+    and applied to the live window by every read (tollgate_forecast; see
+    docs/forecasts.md).
+
+    `hourly_usd[i]` is the expected spend of the hour at hour-of-week i of the
+    org's zone (0 = Monday 00:00); `cumulative_usd[i]` the sum of the first i,
+    so that any stretch of hours costs two array reads.
+    """
+
+    class Basis(models.TextChoices):
+        HOUR_OF_WEEK = "hour_of_week", "Hour-of-week profile of the trailing weeks"
+        RECENT_RATE = "recent_rate", "Flat rate of the recent hours"
+
+    budget = models.OneToOneField(
+        Budget, primary_key=True, on_delete=models.CASCADE, related_name="forecast"
+    )
+    # The profile covers the complete hours before this one.
+    as_of = models.DateTimeField()
+    basis = models.CharField(max_length=12, choices=Basis.choices)
+    weeks = models.PositiveSmallIntegerField()
+    history_hours = models.PositiveIntegerField()
+    hourly_usd = ArrayField(models.DecimalField(**MONEY), size=168)
+    cumulative_usd = ArrayField(models.DecimalField(**MONEY), size=169)
+
+    def __str__(self) -> str:
+        return f"{self.budget} forecast as of {self.as_of}"
 
 
 class AlertDeliveryAttempt(models.Model):

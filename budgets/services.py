@@ -227,6 +227,8 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
     Slack-compatible `text` (money and time as people read them)."""
     if alert.kind == Alert.Kind.UNPRICED_MODEL:
         return _unpriced_model_payload(alert)
+    if alert.kind == Alert.Kind.PROJECTED:
+        return _projected_payload(alert)
     budget = alert.budget
     used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
     what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
@@ -251,6 +253,49 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
             "soft_limit_pct": budget.soft_limit_pct,
             "window_start": alert.window.period_start.isoformat(),
             "resets_at": None if budget.period == "total" else alert.window.period_end.isoformat(),
+            "created_at": alert.created_at.isoformat(),
+        },
+    }
+
+
+def _projected_payload(alert: Alert) -> dict[str, Any]:
+    budget, window, tz = alert.budget, alert.window, alert.org.time_zone
+    runs_out = time_for_people(alert.runs_out_at, tz)
+    if budget.period == "total":
+        what = f"is projected to run out of its limit of {usd_for_people(alert.limit_usd)}"
+        forecast = f"at the usual rate at {runs_out}"
+    else:
+        what = (
+            f"is projected to exceed its limit of {usd_for_people(alert.limit_usd)} in the "
+            f"window {time_for_people(window.period_start, tz)} to "
+            f"{time_for_people(window.period_end, tz)}"
+        )
+        forecast = (
+            f"{usd_for_people(alert.projected_usd)} by its end at the usual rate, "
+            f"running out at {runs_out}"
+        )
+    text = (
+        f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
+        f"{alert.org.slug} {what}: {forecast} ({usd_for_people(alert.used_usd)} spent and "
+        f"held at {time_for_people(alert.created_at, tz)})."
+    )
+    return {
+        "text": text,
+        "alert": {
+            "id": alert.pk,
+            "kind": alert.kind,
+            "org": alert.org.slug,
+            "scope": budget.scope,
+            "subject": budget.subject_id,
+            "period": budget.period,
+            "limit_usd": f"{alert.limit_usd.normalize():f}",
+            "used_usd": f"{alert.used_usd.normalize():f}",
+            "projected_usd": None
+            if alert.projected_usd is None
+            else f"{alert.projected_usd.normalize():f}",
+            "runs_out_at": alert.runs_out_at.isoformat(),
+            "window_start": window.period_start.isoformat(),
+            "resets_at": None if budget.period == "total" else window.period_end.isoformat(),
             "created_at": alert.created_at.isoformat(),
         },
     }
@@ -417,6 +462,30 @@ def alerts_judge(*, org_id: int, budget_id: int | None = None) -> None:
     limit or a reset re-arms a threshold, a lowered one may cross it."""
     with connection.cursor() as cursor:
         cursor.execute(db.QUERIES["judge_alerts"], {"org_id": org_id, "budget_id": budget_id})
+
+
+def forecasts_refresh(*, at: datetime | None = None) -> int:
+    """Recompute the forecast profile of every org with a budget whose profile
+    is missing or older than the current hour (tollgate_forecast_refresh),
+    one org a transaction. Returns how many budgets got a new profile."""
+    at = at or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(db.QUERIES["stale_forecast_orgs"], {"at": at})
+        org_ids = [row[0] for row in cursor.fetchall()]
+    refreshed = 0
+    for org_id in org_ids:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(db.QUERIES["refresh_forecasts"], {"org_id": org_id, "at": at})
+            refreshed += cursor.fetchone()[0]
+    return refreshed
+
+
+def alerts_raise_projected(*, at: datetime | None = None) -> int:
+    """Raise the "projected to exceed" alerts the forecasts call for, once
+    per window (tollgate_raise_projected_alerts). Returns how many."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(db.QUERIES["raise_projected_alerts"], {"at": at or timezone.now()})
+        return cursor.fetchone()[0]
 
 
 def alerts_deliver_due(*, limit: int = 50) -> AlertDeliveryReport:

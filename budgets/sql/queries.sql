@@ -72,3 +72,18 @@ SELECT tollgate_seed_window(%(budget_id)s, now())
 -- org counts holds): judge the current windows of the org (or of one budget)
 -- again, locked in id order (tollgate_judge_alerts).
 SELECT tollgate_judge_alerts(tollgate_current_windows(%(org_id)s, %(budget_id)s, now()))
+
+-- stale_forecast_orgs --
+-- Orgs with a budget whose profile is missing or older than this hour
+-- (the worker's forecast job refreshes them, one org a transaction).
+SELECT DISTINCT b.org_id
+FROM budgets_budget b
+LEFT JOIN budgets_budgetforecast f ON f.budget_id = b.id
+WHERE f.budget_id IS NULL OR f.as_of < date_trunc('hour', %(at)s::timestamptz, 'UTC')
+ORDER BY b.org_id
+
+-- refresh_forecasts --
+SELECT tollgate_forecast_refresh(%(org_id)s, %(at)s)
+
+-- raise_projected_alerts --
+SELECT tollgate_raise_projected_alerts(%(at)s)

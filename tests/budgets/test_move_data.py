@@ -26,6 +26,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from budgets.models import Alert, ApiKey, Budget, Organization, Team
+from budgets.services import forecasts_refresh
 from config.move import SKIPPED, canonical_text, copy_order, describe_table, table_digest
 from dashboard.models import LastViewedOrg, Membership, SignInAttempt
 from tests.clusters import Cluster, cluster
@@ -103,6 +104,8 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
         BUDGET_DB_TIMEOUT_MS="500",
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # The budgets' forecast profiles, as the worker computes them.
+    assert forecasts_refresh() > 0
 
     # An alert delivery that failed (nothing listens there).
     org.webhook_url = "http://127.0.0.1:1/nothing-listens"

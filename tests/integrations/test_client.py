@@ -343,3 +343,31 @@ def test_flush_drops_the_events_the_server_refuses_and_sends_the_rest(
         "good-2",
     }
     tollgate.close()
+
+
+def test_budgets_carry_their_forecast(server, org, make_key, make_budget):
+    from datetime import UTC, datetime, timedelta
+
+    from budgets.models import Team
+    from budgets.services import forecasts_refresh
+    from tracking.models import HourlyRollup
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    team = Team.objects.create(org=org, slug="search")
+    HourlyRollup.objects.create(
+        org=org, team=team, model="m", hour=hour - timedelta(hours=1), cost_usd=Decimal(1)
+    )
+    budget = make_budget(org, "3", scope="team", team="search", period="total")
+    BudgetWindow.objects.create(
+        budget=budget,
+        period_start=datetime(1970, 1, 1, tzinfo=UTC),
+        period_end=datetime(9999, 12, 31, tzinfo=UTC),
+        spent=Decimal(1),
+    )
+    forecasts_refresh()
+    with Tollgate(server.url, make_key(org, admin=True), timeout_ms=TIMEOUT_MS) as admin:
+        (listed,) = admin.budgets()
+    # $2 left at $1 an hour; a total budget projects no end amount.
+    assert listed.projected_usd is None
+    assert listed.runs_out_at is not None
+    assert abs(listed.runs_out_at - (datetime.now(UTC) + timedelta(hours=2))) < timedelta(minutes=1)

@@ -54,7 +54,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     FROM tollgate_applicable(p_org, p_team, p_user, p_at, p_key) a
 $$;
 
--- Every budget of an org with its current window (zeros before first use).
+-- Every budget of an org with its current window (zeros before first use)
+-- and its forecast (25_forecasts.sql).
 DROP FUNCTION IF EXISTS tollgate_list_budgets(bigint, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_at timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -64,6 +65,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                          WHEN 'user' THEN u.external_id ELSE k.lookup_id END,
             b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
             coalesce(w.spent, 0), coalesce(w.reserved, 0), pb.period_end)
+        || tollgate_forecast_json(f, o.time_zone, coalesce(p_at, now()), b.period, pb.period_end,
+                                  coalesce(w.spent, 0) + coalesce(w.reserved, 0), b.limit_usd)
         ORDER BY tollgate_scope_rank(b.scope),
                  coalesce(t.slug, u.external_id, k.lookup_id), b.period), '[]')
     FROM budgets_budget b
@@ -73,6 +76,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     LEFT JOIN budgets_apikey k ON k.id = b.key_id
     CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, coalesce(p_at, now())) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
+    LEFT JOIN budgets_budgetforecast f ON f.budget_id = b.id
     WHERE b.org_id = p_org
 $$;
 
@@ -295,6 +299,7 @@ BEGIN
     WHERE alert_id IN (SELECT id FROM budgets_alert WHERE budget_id = v_budget);
     DELETE FROM budgets_alert WHERE budget_id = v_budget;
     DELETE FROM budgets_budgetwindow WHERE budget_id = v_budget;
+    DELETE FROM budgets_budgetforecast WHERE budget_id = v_budget;
     DELETE FROM budgets_budget WHERE id = v_budget;
     PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
                            p_scope || '/' || p_subject || '/' || p_period, 'delete', v_old, NULL);

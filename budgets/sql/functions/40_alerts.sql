@@ -115,3 +115,67 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (SELECT CASE WHEN abs(p_amount) > 0 AND abs(p_amount) < 0.01
                       THEN round(abs(p_amount), 1 - floor(log(abs(p_amount)))::int) END AS small) a
 $$;
+
+-- The windows whose forecast (tollgate_forecast, 25_forecasts.sql) says
+-- they run out before they end (a `total` budget: within 7 days), while
+-- what they count (spent + held, as the forecast counts) is still under the
+-- limit, and that have not had their "projected to exceed" alert: current
+-- windows of budgets with a profile, all of them or those of p_ids.
+CREATE OR REPLACE FUNCTION tollgate_projected_windows(p_at timestamptz, p_ids bigint[])
+RETURNS TABLE (window_id bigint, org_id bigint, budget_id bigint, limit_usd numeric,
+               used_usd numeric, projected_usd numeric, runs_out_at timestamptz,
+               webhook_url text)
+LANGUAGE sql STABLE AS $$
+    SELECT w.id, b.org_id, b.id, b.limit_usd, w.spent + w.reserved, fc.projected_usd,
+           fc.runs_out_at, o.webhook_url
+    FROM budgets_budget b
+    JOIN budgets_organization o ON o.id = b.org_id
+    JOIN budgets_budgetforecast f ON f.budget_id = b.id
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, p_at) pb
+    JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
+    CROSS JOIN LATERAL tollgate_forecast(
+        f.cumulative_usd, o.time_zone, p_at,
+        CASE WHEN b.period = 'total' THEN 'infinity' ELSE w.period_end END,
+        w.spent + w.reserved, b.limit_usd) fc
+    WHERE (p_ids IS NULL OR w.id = ANY(p_ids))
+      AND NOT w.projected_alerted AND b.limit_usd > 0 AND w.spent + w.reserved < b.limit_usd
+      AND fc.runs_out_at IS NOT NULL
+      AND (b.period <> 'total' OR fc.runs_out_at <= p_at + interval '7 days')
+$$;
+
+-- Record a "projected to exceed" alert for each window tollgate_projected_windows
+-- finds: once per window (projected_alerted is never re-armed: a forecast
+-- moves every hour, and an alert that came and went with it would be noise;
+-- the soft and hard alerts follow the spend itself). Judged by the worker
+-- (budgets/jobs.py), never on the hot path. The windows are locked in id
+-- order (the lock order of 50_holds.sql) and judged again under the lock, so
+-- two workers raise one alert. Returns how many it raised.
+CREATE OR REPLACE FUNCTION tollgate_raise_projected_alerts(p_at timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+    v_count integer;
+BEGIN
+    SELECT array_agg(window_id ORDER BY window_id) INTO v_ids
+    FROM tollgate_projected_windows(p_at, NULL);
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM 1 FROM budgets_budgetwindow WHERE id = ANY(v_ids) ORDER BY id FOR UPDATE;
+    WITH judged AS MATERIALIZED (
+        SELECT * FROM tollgate_projected_windows(p_at, v_ids)
+    ), flagged AS (
+        UPDATE budgets_budgetwindow w SET projected_alerted = true
+        FROM judged j WHERE w.id = j.window_id
+    )
+    INSERT INTO budgets_alert (org_id, budget_id, window_id, kind, limit_usd, used_usd,
+                               projected_usd, runs_out_at, created_at, delivery_status,
+                               attempts, next_attempt_at, last_error)
+    SELECT j.org_id, j.budget_id, j.window_id, 'projected', j.limit_usd, j.used_usd,
+           j.projected_usd, j.runs_out_at, now(),
+           CASE WHEN j.webhook_url = '' THEN 'skipped' ELSE 'pending' END, 0, now(), ''
+    FROM judged j
+    ORDER BY j.window_id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END $$;

@@ -315,9 +315,17 @@ BEGIN
                                                               'FMMonth YYYY')
                                     ELSE bu.period || ' of ' || to_char(
                                         aw.period_start AT TIME ZONE o.time_zone, 'Mon FMDD') END
-                               || ') reached its ' || a.kind || ' limit: '
-                               || tollgate_usd_for_people(a.used_usd) || ' of '
-                               || tollgate_usd_for_people(a.limit_usd) END)
+                               || CASE WHEN a.kind = 'projected'
+                                    THEN ') is projected to exceed its limit of '
+                                         || tollgate_usd_for_people(a.limit_usd)
+                                         || coalesce(': ' || tollgate_usd_for_people(a.projected_usd)
+                                                     || ' by the end', '')
+                                         || ', running out '
+                                         || to_char(a.runs_out_at AT TIME ZONE o.time_zone,
+                                                    'Mon FMDD HH24:MI')
+                                    ELSE ') reached its ' || a.kind || ' limit: '
+                                         || tollgate_usd_for_people(a.used_usd) || ' of '
+                                         || tollgate_usd_for_people(a.limit_usd) END END)
                        ORDER BY a.created_at DESC, a.id DESC), '[]')
                    FROM (SELECT * FROM budgets_alert
                          WHERE org_id = p_org AND acknowledged_at IS NULL

@@ -13,6 +13,8 @@
 // Money arrives as decimal strings; sums are kept exact as BigInt units of
 // 1e-10 USD and turned into numbers only to be displayed.
 
+import { forecastBasis, forecastLine } from "./forecast.js";
+
 const config = JSON.parse(document.getElementById("dashboard-config").textContent);
 const byId = (id) => document.getElementById(id);
 
@@ -265,6 +267,7 @@ const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "AP
 function renderBudgets() {
   const budgets = state.summary.budgets;
   const container = byId("budgets");
+  byId("forecast-basis").textContent = forecastBasis(budgets);
   if (!budgets.length) {
     container.replaceChildren(h("p", { class: "empty" }, "No budgets yet."));
     return;
@@ -297,7 +300,8 @@ function renderBudgets() {
         `${money(b.spent_usd)} spent`,
         reserved > 0 ? ` + ${money(b.reserved_usd)} held` : "",
         ` of ${money(b.limit_usd)}`,
-        b.resets_at ? ` · resets ${relativeTime(b.resets_at)}` : " · no reset"));
+        b.resets_at ? ` · resets ${relativeTime(b.resets_at)}` : " · no reset"),
+      h("div", { class: "budget-forecast" }, forecastLine(b, money, state.summary.org.time_zone)));
   }));
 }
 

@@ -58,6 +58,10 @@ class Budget:
     used_pct: Decimal | None
     soft_limit_pct: int | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # GET /v1/budgets only (docs/forecasts.md): spend projected at the window's
+    # end, and when it runs out; None where the server gives none.
+    projected_usd: Decimal | None = None
+    runs_out_at: datetime | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Budget:
@@ -74,6 +78,8 @@ class Budget:
             used_pct=decimal_or_none(data.get("used_pct")),
             soft_limit_pct=data.get("soft_limit_pct"),
             raw=data,
+            projected_usd=decimal_or_none(data.get("projected_usd")),
+            runs_out_at=time_or_none(data.get("runs_out_at")),
         )
 
 
