@@ -741,7 +741,10 @@ byId("custom-range").addEventListener("submit", (event) => {
   navigate({ range: "custom", from, to });
 });
 byId("org-switcher")?.addEventListener("change", (event) => {
-  window.location.assign(`/?org=${encodeURIComponent(event.target.value)}&range=${state.range}`);
+  // The period carries over; the filters name another org's teams and users.
+  const params = new URLSearchParams({ org: event.target.value, range: state.range });
+  if (state.range === "custom") Object.entries({ from: state.from, to: state.to }).forEach(([k, v]) => params.set(k, v));
+  window.location.assign(`/?${params}`);
 });
 window.addEventListener("popstate", () => {
   const params = new URLSearchParams(location.search);
