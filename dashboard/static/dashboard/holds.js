@@ -59,7 +59,7 @@ function url() {
   const query = new URLSearchParams();
   if (config.switchOrg) query.set("org", config.org);
   for (const name of ["team", "user", "model"]) {
-    const value = params.get(name) ?? config[name];
+    const value = params.get(name);
     if (value) query.set(name, value);
   }
   return `${config.holdsUrl}?${query}`;
