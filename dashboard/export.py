@@ -4,7 +4,7 @@ session, as JSON or CSV.
 It runs the page's own two statements (dashboard_summary and
 dashboard_breakdown, dashboard/sql/queries.sql) on Django's connection, so
 the download holds exactly what the summary endpoint answers for the same
-org, range and team, and no second copy of that SQL exists.
+org and selection, and no second copy of that SQL exists.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from budgets.models import Organization
 from config.hotpath import db
 from config.hotpath.errors import ApiError, JsonBody
+from dashboard.selection import Selection
 from tracking.views import csv_cell
 
 FORMATS = ("json", "csv")
@@ -33,16 +34,11 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def summary(org: Organization, range_: str, team: str | None) -> JsonBody:
-    """The summary endpoint's body (without live updates) for `org`. Raises
-    ApiError 404 for a team the org does not have."""
-    params = {
-        "org_id": org.pk,
-        "org_slug": None,
-        "range": range_,
-        "team": team,
-        "at": datetime.now(UTC),
-    }
+def summary(org: Organization, chosen: Selection) -> JsonBody:
+    """The summary endpoint's body (without live updates) for `org` and the
+    selection (range, custom dates, team, user, model). Raises ApiError 404
+    for a team or user the org does not have."""
+    params = {"org_id": org.pk, "org_slug": None, **chosen.params(), "at": datetime.now(UTC)}
     # One transaction: both statements see the same org (REPEATABLE READ
     # would also give them one snapshot, which the page does not promise).
     with transaction.atomic(), connection.cursor() as cursor:
@@ -54,7 +50,9 @@ def summary(org: Organization, range_: str, team: str | None) -> JsonBody:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result, chart = _json(row[1]), _json(breakdown[1])
     if result["status"] == "not_found" or chart is None:
-        raise ApiError(404, "not_found", f"Unknown team '{team}'.", field="team")
+        field = result.get("field") or "team"
+        name = chosen.params()[field]
+        raise ApiError(404, "not_found", f"Unknown {field} '{name}'.", field=field)
     return {**result["summary"], **chart}
 
 
@@ -87,6 +85,14 @@ def csv_rows(body: JsonBody) -> Iterator[tuple[Any, ...]]:
         for metric, value in _scalars(budget):
             if metric not in ("scope", "id"):
                 yield "budget", subject, "", metric, value
+    holds = body["holds"]
+    yield "holds", "", "", "count", holds["count"]
+    yield "holds", "", "", "held_usd", holds["held_usd"]
+    listed = {hold["id"]: hold for hold in holds["largest"] + holds["newest"]}
+    for hold in listed.values():
+        for metric, value in _scalars(hold):
+            if metric not in ("id", "created_at"):
+                yield "hold", hold["id"], hold["created_at"], metric, value
     for request in body["recent"]:
         for metric, value in _scalars(request):
             if metric not in ("id", "started_at"):

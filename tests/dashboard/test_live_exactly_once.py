@@ -52,12 +52,13 @@ def recording(org, event_id: str, cost: str) -> list[dict]:
 def summary_statements(conn: psycopg.Connection, org) -> tuple[dict, dict]:
     """Both statements of GET /v1/dashboard/summary, each as the server runs it
     (its own autocommit statement)."""
-    args = (org.id, org.time_zone, "24h", None)
+    # Range 24h; no custom dates, team, user or model.
+    args = (org.id, org.time_zone, "24h", None, None, None, None, None)
     summary = conn.execute(
-        "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, now())", args
+        "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, now())", args
     ).fetchone()[0]
     breakdown = conn.execute(
-        "SELECT tollgate_dashboard_breakdown(%s, %s, %s, %s, now())", args
+        "SELECT tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, now())", args
     ).fetchone()[0]
     return summary["summary"], breakdown
 
@@ -312,3 +313,40 @@ def test_unseen_keeps_unpriced_names_the_totals_fold():
     team_page = live.Unseen(("11:11:", "12:12:"), since=0.0, shown=live.Shown.of(breakdown, "t"))
     team_page.fold([recording(4, "12", "u", "new-c", "0.001"), recording(5, "12", "t", "x", "1")])
     assert [u["model"] for u in team_page.message()["unpriced"]] == ["x"]
+
+
+def test_unseen_keeps_only_the_user_and_model_a_filtered_summary_shows():
+    """A summary narrowed to a user and a model carries in `updates` only the
+    live spend, unpriced sums and events of that user and model."""
+
+    def recording(n: int, user: str, model: str, cost: str) -> tuple:
+        row = {"xid": "12", "team": "t", "user": user, "model": model,
+               "hour": "2026-11-23T05:00:00Z"}  # fmt: skip
+        total = {**row, "requests": 1, "errors": 0, "unpriced_requests": 1, "cost_usd": cost}
+        started = {"started_at": "2026-11-23T05:00:01Z", "id": f"e{n}"}
+        message = {"id": f"s.{n}", "events": [{**row, **started}], "totals": [total],
+                   "budgets": [], "unpriced": [{**row, "requests": 1, "cost_usd": cost}]}  # fmt: skip
+        return (n, 1.0, message)
+
+    breakdown = {
+        "chart": {"split_by": "team", "series": [{"key": "t", "other": False}]},
+        "top": {"teams": [], "users": [], "models": []},
+    }
+    shown = live.Shown.of(breakdown, None, "alice", "gpt-4o")
+    unseen = live.Unseen(("11:11:", "11:11:"), since=0.0, shown=shown)
+    unseen.fold(
+        [
+            recording(1, "alice", "gpt-4o", "1"),
+            recording(2, "alice", "o4-mini", "2"),
+            recording(3, "bob", "gpt-4o", "4"),
+            recording(4, "alice", "gpt-4o", "0.5"),
+        ]
+    )
+
+    update = unseen.message()
+    assert [(t["user"], t["model"], t["cost_usd"]) for t in update["totals"]] == [
+        ("alice", "gpt-4o", "1.5")
+    ]
+    assert [(u["user"], u["cost_usd"]) for u in update["unpriced"]] == [("alice", "1.5")]
+    assert sorted(e["id"] for e in update["events"]) == ["e1", "e4"]
+    assert update["covers"] == {"s": [[1, 4]]}  # every message read, whatever it held
