@@ -268,7 +268,10 @@ def test_the_dashboard_shows_the_forecast_and_the_projected_alert(four_weeks, ma
     forecasts_refresh(at=AT)
     alerts_raise_projected(at=AT)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, %s)", [org.pk, AT])
+        cursor.execute(
+            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, %s)",
+            [org.pk, AT],
+        )
         summary = json.loads(cursor.fetchone()[0])["summary"]
     (budget,) = summary["budgets"]
     assert (budget["projected_usd"], budget["runs_out_at"]) == ("106", "2026-11-20T14:00:00Z")
