@@ -175,6 +175,7 @@ _TEXT = "text"
 _FLAG = "flag"
 _AMOUNT = "amount"
 _MODELS = "models"
+_TAG_NAMES = "tag_names"
 _ORG_FIELDS = {
     "name": _TEXT,
     "time_zone": _TEXT,
@@ -187,6 +188,7 @@ _ORG_FIELDS = {
     "fallback_input_per_token": _AMOUNT,
     "fallback_output_per_token": _AMOUNT,
     "allowed_models": _MODELS,
+    "report_tags": _TAG_NAMES,
 }
 _NULLABLE = {"max_request_usd", "fallback_input_per_token", "fallback_output_per_token"}
 
@@ -241,6 +243,11 @@ def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
                     name, f"'{name}' must be a list of model names or patterns ([] for any)."
                 )
             changes[name] = value
+        elif kind == _TAG_NAMES:
+            # Names are judged by the model (validate_report_tags).
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise invalid(name, f"'{name}' must be a list of tag names ([] for none).")
+            changes[name] = value
         elif kind == _AMOUNT:
             if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
                 raise invalid(name, f"'{name}' must be a decimal string, a number or null.")
@@ -276,4 +283,5 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "fallback_input_per_token": amount(org.fallback_input_per_token),
         "fallback_output_per_token": amount(org.fallback_output_per_token),
         "allowed_models": list(org.allowed_models),
+        "report_tags": list(org.report_tags),
     }
