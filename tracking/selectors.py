@@ -175,6 +175,16 @@ def usage_rows_iter(query: UsageQuery, *, chunk_size: int = 2000) -> Iterator[Us
                 yield _usage_row(values, query)
 
 
+def month_bounds(
+    time_zone: str, year: int | None = None, month: int | None = None, *, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """Start and end of a calendar month of `time_zone` (the one of `year` and
+    `month`, else the one containing `now`), as budget windows bound it."""
+    at = now if year is None else datetime(year, month or 1, 15, 12, tzinfo=UTC)
+    [(start, end)] = run("month_bounds", {"time_zone": time_zone, "at": at})
+    return start, end
+
+
 def tag_complete_from(org_id: int, tag: str) -> datetime:
     """The first hour whose usage the tag rollups of `tag` split by value;
     earlier hours (pruned before the name was built) count under null."""

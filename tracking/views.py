@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
@@ -31,6 +33,7 @@ from tracking.selectors import (
     TAG_PREFIX,
     UsageQuery,
     UsageRow,
+    month_bounds,
     tag_complete_from,
     usage_columns,
     usage_rows,
@@ -80,7 +83,66 @@ def _group_names(query: UsageQuery) -> list[str]:
     return [f"{TAG_PREFIX}{query.tag}" if key == TAG_KEY else key for key in query.group_by]
 
 
+@api_get
+def chargeback(request: ApiRequest) -> HttpResponse:
+    """GET /v1/reports/chargeback?tag=NAME[&month=YYYY-MM][&format=csv|json]:
+    a month (by default the last one, in the org's time zone) by team and
+    value of a reported tag: requests, tokens and cost."""
+    key: ApiKeyInfo = request.api_key
+    org = Organization.objects.get(pk=key.org_id)
+    query = chargeback_query(org, request.GET, team=key.team_slug, now=timezone.now())
+    if _choice(request.GET, "format", ("csv", "json")) == "json":
+        return json_response(query)
+    return csv_response(query, chargeback_file_name(org, query))
+
+
 # --- Parameters ---------------------------------------------------------------------
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def chargeback_query(
+    org: Organization, params: QueryDict, *, team: str | None, now: datetime
+) -> UsageQuery:
+    """The chargeback report's query: one calendar month of the org's time
+    zone (`month`, YYYY-MM; by default the last one), by team and the values
+    of the reported tag `tag`. ApiError 422 naming the bad parameter.
+
+    Its hours are the UTC hours that start in the month, the rule of the daily
+    rollups: in a zone whose offset is not whole hours, the hour that straddles
+    midnight counts in the month it starts in."""
+    name = params.get("tag") or ""
+    if not name:
+        raise invalid("tag", "'tag' is required: the name of a tag this organization reports on.")
+    tag = reported_tag(org.pk, name, field="tag")
+    asked = params.get("month")
+    if asked:
+        match = _MONTH.fullmatch(asked)
+        if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1971:
+            raise invalid("month", "'month' must be a month as YYYY-MM, such as 2026-11.")
+        start, end = month_bounds(org.time_zone, int(match.group(1)), int(match.group(2)))
+    else:
+        this_month, _ = month_bounds(org.time_zone, now=now)
+        start, end = month_bounds(org.time_zone, now=this_month - timedelta(microseconds=1))
+    return UsageQuery(
+        org_id=org.pk,
+        start=_hour_ceil(start),
+        end=_hour_ceil(end),
+        granularity="month",
+        group_by=("team", TAG_KEY),
+        team=team,
+        time_zone=org.time_zone,
+        tag=tag,
+    )
+
+
+def chargeback_file_name(org: Organization, query: UsageQuery) -> str:
+    month = query.start.astimezone(ZoneInfo(query.time_zone))
+    # Ids may hold quotes or non-ASCII letters, which a header cannot carry.
+    stem = f"chargeback-{org.slug}-{query.tag}-{month:%Y-%m}"
+    return f"{_UNSAFE_IN_FILE_NAME.sub('_', stem)}.csv"
+
 
 
 def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[UsageQuery, str]:

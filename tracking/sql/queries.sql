@@ -730,6 +730,10 @@ LEFT JOIN budgets_team t ON t.id = u.team_id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
 
+-- month_bounds --
+-- The chargeback report's month, bounded as budget windows are.
+SELECT period_start, period_end FROM tollgate_period_bounds('month', %(time_zone)s, %(at)s)
+
 -- tag_build --
 -- Where a reported tag name's rollups begin, if they are built.
 SELECT complete_from FROM tracking_tagrollupbuild WHERE org_id = %(org_id)s AND name = %(tag)s
