@@ -121,7 +121,7 @@ def test_every_route_of_the_server_is_documented(spec):
         for p in getattr(included, "url_patterns", [])
         if str(p.pattern).startswith("v1/")
     }
-    assert django_v1 == {"/v1/usage", "/v1/audit", "/v1/org"}
+    assert django_v1 == {"/v1/usage", "/v1/audit", "/v1/org", "/v1/reports/chargeback"}
     for path in django_v1:
         assert ("GET", path) in documented, path
 
@@ -384,6 +384,15 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(400, "GET", f"/v1/usage?{many}", headers=key)
     live(401, "GET", "/v1/usage", headers=BAD_KEY)
     live(422, "GET", "/v1/usage?granularity=week", headers=key)
+    Organization.objects.filter(pk=org.pk).update(report_tags=["customer"])
+    live(200, "GET", "/v1/usage?group_by=team,tag:customer&granularity=month", headers=key)
+    live(200, "GET", "/v1/usage?group_by=tag:customer&format=csv", headers=key)
+    live(422, "GET", "/v1/usage?group_by=tag:feature", headers=key)
+    live(200, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
+    live(200, "GET", "/v1/reports/chargeback?tag=customer&format=json", headers=key)
+    live(400, "GET", f"/v1/reports/chargeback?{many}", headers=key)
+    live(401, "GET", "/v1/reports/chargeback?tag=customer", headers=BAD_KEY)
+    live(422, "GET", "/v1/reports/chargeback?tag=customer&month=2026-13", headers=key)
 
     # A real entry, so that the catalog's items are validated too.
     Price.objects.create(
@@ -428,6 +437,7 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "GET", "/v1/org", headers=key)
     live(503, "PATCH", "/v1/org", json={"strict": True}, headers=admin)
     live(503, "GET", "/v1/usage", headers=key)
+    live(503, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
     live(503, "GET", "/v1/prices")
     live(503, "GET", "/v1/dashboard/summary", headers=key)
 

@@ -176,7 +176,11 @@ def usage_rows_iter(query: UsageQuery, *, chunk_size: int = 2000) -> Iterator[Us
 
 
 def month_bounds(
-    time_zone: str, year: int | None = None, month: int | None = None, *, now: datetime | None = None
+    time_zone: str,
+    year: int | None = None,
+    month: int | None = None,
+    *,
+    now: datetime | None = None,
 ) -> tuple[datetime, datetime]:
     """Start and end of a calendar month of `time_zone` (the one of `year` and
     `month`, else the one containing `now`), as budget windows bound it."""

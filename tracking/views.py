@@ -144,7 +144,6 @@ def chargeback_file_name(org: Organization, query: UsageQuery) -> str:
     return f"{_UNSAFE_IN_FILE_NAME.sub('_', stem)}.csv"
 
 
-
 def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[UsageQuery, str]:
     """The query asked for, or ApiError 422 naming the bad parameter.
 
@@ -291,6 +290,11 @@ def _csv_lines(query: UsageQuery) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def csv_text(query: UsageQuery) -> str:
+    """The CSV whole, for small answers (a month's chargeback report)."""
+    return "".join(_csv_lines(query))
 
 
 async def _from_request_thread(lines: Iterator[str]) -> AsyncIterator[str]:
