@@ -149,6 +149,9 @@ Summary = TypedDict(
         # started that they did not see, added up in one message like those
         # of /ws/spend/ (with `covers`: the messages it stands for); or none.
         "updates": NotRequired[list[JsonBody]],
+        # With group_tag=NAME: spend by the values of that reported tag
+        # (tollgate_dashboard_tags, dashboard/sql/functions/30_tags.sql).
+        "tag_breakdown": NotRequired[JsonBody],
     },
 )
 
@@ -188,6 +191,7 @@ class Computed(NamedTuple):
     keeper: live.Keeper | None  # hearing the org's live updates since `started`
     started: float  # monotonic time: the statements started after it
     unseen: live.Unseen  # what the keeper heard that the statements did not see
+    tags: Any = None  # dashboard_tags' row, when a tag breakdown was asked for
 
 
 async def _compute(params: dict[str, Any], max_age: float) -> Computed:
@@ -204,21 +208,28 @@ async def _compute(params: dict[str, Any], max_age: float) -> Computed:
     started = time.monotonic()
     # Two statements, on two pooled connections at once when the process
     # may run two (DASHBOARD_DB_CONCURRENCY); one `at` gives both the same bounds.
-    row, breakdown = await asyncio.gather(
-        _fetch_one("dashboard_summary", params), _fetch_one("dashboard_breakdown", params)
-    )
+    statements = [
+        _fetch_one("dashboard_summary", params),
+        _fetch_one("dashboard_breakdown", params),
+    ]
+    if params.get("group_tag") is not None:
+        # A third, only when asked: it waits for a slot if the process runs two.
+        statements.append(_fetch_one("dashboard_tags", params))
+    row, breakdown, *tags = await asyncio.gather(*statements)
     # The snapshots the statements read (absent for an unknown org or team).
     kpis = row[1].get("summary", {}) if row is not None else {}
     chart = (breakdown[1] or {}) if breakdown is not None else {}
     snapshots = (kpis.get("snapshot"), chart.get("chart_snapshot"))
     shown = live.Shown.of(chart, params["team"]) if "top" in chart else None
-    return Computed(row, breakdown, keeper, started, live.Unseen(snapshots, started, shown))
+    return Computed(
+        row, breakdown, keeper, started, live.Unseen(snapshots, started, shown), *tags[:1]
+    )
 
 
 async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Computed, str]:
     """The two statements' answers, and how this request got them: "computed",
     "shared" (a computation already running) or "reused" (a recent one)."""
-    key = (params["org_id"], params["org_slug"], params["team"], range_)
+    key = (params["org_id"], params["org_slug"], params["team"], range_, params["group_tag"])
     max_age = settings.DASHBOARD_SUMMARY_MAX_AGE_MS / 1000
     kept = _recent.get(key)
     if kept is not None and time.monotonic() - kept[0] < max_age:
@@ -267,7 +278,8 @@ async def summary(request: Request) -> Response:
     range_ = _range(request)
     team = _query_value(request, "team")
     org = _query_value(request, "org")
-    params = await _scope(request, team, org)
+    group_tag = _query_value(request, "group_tag")
+    params = {**await _scope(request, team, org), "group_tag": group_tag}
     computed, how = await _shared_computation(params, range_)
     row, breakdown = computed.row, computed.breakdown
     if row is None or breakdown is None or row[0] != breakdown[0]:
@@ -276,6 +288,15 @@ async def summary(request: Request) -> Response:
     if result["status"] == "not_found" or breakdown[1] is None:
         raise ApiError(404, "not_found", f"Unknown team '{params['team']}'.", field="team")
     body: Summary = {**result["summary"], **breakdown[1]}
+    if group_tag is not None:
+        tags = computed.tags[1] if computed.tags is not None else None
+        if tags is None or tags.get("status") == "not_reported":
+            raise invalid(
+                "group_tag",
+                f"The tag '{group_tag[:64]}' is not one this organization reports on "
+                "(report_tags: PATCH /v1/org or Django admin).",
+            )
+        body["tag_breakdown"] = tags
     if request.key is None:
         # A signed-in page, which follows /ws/spend/ (API keys cannot).
         body["updates"] = _updates(computed)

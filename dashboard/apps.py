@@ -19,6 +19,7 @@ class DashboardConfig(AppConfig):
                 "dashboard_user",
                 "dashboard_summary",
                 "dashboard_breakdown",
+                "dashboard_tags",
             },
         )
         events_recorded.connect(live.on_events_recorded, dispatch_uid="dashboard.live")

@@ -33,6 +33,12 @@ SELECT id FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s)
 SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(team)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
+-- dashboard_tags --
+-- Third statement of a summary asked for a tag breakdown (group_tag).
+SELECT o.slug, tollgate_dashboard_tags(o.id, o.time_zone, %(range)s, %(team)s, %(group_tag)s,
+                                       %(at)s)
+FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
+
 -- sign_in_attempt --
 -- Count a sign-in attempt, or say how long its key must wait (dashboard/signins.py).
 SELECT tollgate_sign_in_attempt(%(key)s, %(limit)s, make_interval(secs => %(window_seconds)s))

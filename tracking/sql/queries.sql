@@ -652,65 +652,9 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
 
 -- usage_by_tag --
 -- GET /v1/usage with group_by=tag:NAME (and the chargeback report): as
--- "usage", per value of one tag name the org reports on, from its tag
--- rollups (tracking_tagrollup) plus the raw tail. Hours before the name's
--- tag rollups begin (complete_from: pruned before it was built) come from
--- the hourly rollups under a NULL value, so the sums stay those of "usage".
--- A name marked but not built yet (aggregate_usage builds it on its next
--- pass) is read from the raw events still kept: the tail then starts at the
--- beginning (tail_after, which the caller passes for the same reason
--- "usage" passes aggregated_through) and its rollups are none.
--- Indexes: tag_rollup_unique_bucket (org, name, hour, ...), rollup_unique_bucket,
--- event_org_received (the tail of a built name), event_org_started (else).
-WITH state AS (
-    SELECT coalesce((SELECT watermark FROM tracking_aggregationstate
-                     WHERE name = 'prune_events'), '-infinity') AS pruned_before,
-           coalesce((SELECT watermark FROM tracking_aggregationstate
-                     WHERE name = 'aggregate_usage'), '-infinity') AS aggregated
-),
-build AS (
-    SELECT b.complete_from FROM tracking_tagrollupbuild b
-    WHERE b.org_id = %(org_id)s AND b.name = %(tag)s
-),
-bounds AS (
-    SELECT s.pruned_before,
-           coalesce((SELECT complete_from FROM build), s.pruned_before) AS tags_from,
-           CASE WHEN EXISTS (SELECT 1 FROM build) THEN s.aggregated
-                ELSE '-infinity' END AS tail_after
-    FROM state s
-),
-limited AS (
-    SELECT (SELECT t.id FROM budgets_team t
-            WHERE t.org_id = %(org_id)s AND t.slug = %(team)s) AS team_id
-),
-usage AS (
-    SELECT r.hour, NULL::text AS value, r.team_id, r.model, r.requests, r.errors,
-           r.unpriced_requests, r.input_tokens, r.cache_read_tokens, r.cache_write_tokens,
-           r.output_tokens, r.reasoning_tokens, r.cost_usd
-    FROM tracking_hourlyrollup r, bounds b
-    WHERE r.org_id = %(org_id)s AND r.hour >= %(from)s AND r.hour < %(to)s
-      AND r.hour < b.tags_from
-      AND (%(team)s::text IS NULL OR r.team_id = (SELECT team_id FROM limited))
-    UNION ALL
-    SELECT r.hour, r.value, r.team_id, r.model, r.requests, r.errors,
-           r.unpriced_requests, r.input_tokens, r.cache_read_tokens, r.cache_write_tokens,
-           r.output_tokens, r.reasoning_tokens, r.cost_usd
-    FROM tracking_tagrollup r, bounds b
-    WHERE r.org_id = %(org_id)s AND r.name = %(tag)s
-      AND r.hour >= %(from)s AND r.hour < %(to)s AND r.hour >= b.tags_from
-      AND EXISTS (SELECT 1 FROM build)
-      AND (%(team)s::text IS NULL OR r.team_id = (SELECT team_id FROM limited))
-    UNION ALL
-    SELECT date_trunc('hour', e.started_at, 'UTC'), e.tags ->> %(tag)s, e.team_id, e.model, 1,
-           (e.status = 'error')::int, (NOT e.priced)::int, e.input_tokens, e.cache_read_tokens,
-           e.cache_write_tokens, e.output_tokens, e.reasoning_tokens, e.cost_usd
-    FROM tracking_requestevent e, bounds b
-    WHERE e.org_id = %(org_id)s AND e.received_at > %(tail_after)s
-      AND e.received_at > b.tail_after
-      AND e.started_at >= %(from)s AND e.started_at < %(to)s
-      AND e.started_at >= b.pruned_before
-      AND (%(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited))
-)
+-- "usage", per value of one tag name the org reports on (NULL: events
+-- without it), by tollgate_tag_usage (tracking/sql/functions/20_tag_usage.sql).
+-- tail_after: see there.
 SELECT CASE WHEN %(granularity)s = 'hour' THEN u.hour
             ELSE tollgate_local_trunc(%(granularity)s, u.hour, %(time_zone)s) END AS period_start,
        CASE WHEN %(by_team)s THEN t.slug END AS team,
@@ -725,7 +669,13 @@ SELECT CASE WHEN %(granularity)s = 'hour' THEN u.hour
        sum(u.output_tokens)::bigint AS output_tokens,
        sum(u.reasoning_tokens)::bigint AS reasoning_tokens,
        sum(u.cost_usd) AS cost_usd
-FROM usage u
+FROM tollgate_tag_usage(
+    %(org_id)s, %(tag)s,
+    -- A team-limited key sees its own team only (an unknown slug: no rows).
+    CASE WHEN %(team)s::text IS NULL THEN NULL
+         ELSE coalesce((SELECT t.id FROM budgets_team t
+                        WHERE t.org_id = %(org_id)s AND t.slug = %(team)s), -1) END,
+    %(from)s, %(to)s, %(tail_after)s) u
 LEFT JOIN budgets_team t ON t.id = u.team_id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST

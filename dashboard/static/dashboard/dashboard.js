@@ -398,6 +398,9 @@ function urlFor(changes = {}) {
   if (config.switchOrg) params.set("org", config.org);
   params.set("range", range);
   if (team) params.set("team", team);
+  // The tag breakdown's choice (tags.js keeps it in the page URL).
+  const groupTag = new URLSearchParams(location.search).get("group_tag");
+  if (groupTag) params.set("group_tag", groupTag);
   return `?${params}`;
 }
 
@@ -436,6 +439,7 @@ async function load() {
   for (const message of body.updates ?? []) applyLive(message, false);
   for (const [, message] of state.heard) applyLive(message, false);
   render();
+  document.dispatchEvent(new CustomEvent("tollgate:summary", { detail: body }));
   document.body.dataset.range = state.range;
   if (!document.body.dataset.ready) {
     document.body.dataset.ready = "1";
@@ -637,6 +641,7 @@ byId("range-filter").addEventListener("click", (event) => {
   if (link.dataset.range !== state.range) navigate({ range: link.dataset.range });
 });
 byId("team-filter").addEventListener("change", (event) => navigate({ team: event.target.value }));
+document.addEventListener("tollgate:reload", () => load());
 byId("org-switcher")?.addEventListener("change", (event) => {
   window.location.assign(`/?org=${encodeURIComponent(event.target.value)}&range=${state.range}`);
 });
