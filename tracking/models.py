@@ -353,6 +353,36 @@ class TagRollup(models.Model):
         return f"{self.org_id} {self.hour:%Y-%m-%d %H}h {self.name}={self.value}"
 
 
+class KeyRollup(models.Model):
+    """Requests and cost per (org, UTC hour, API key, model) of the events
+    recorded with a key: what a key budget created mid-period counts for
+    hours whose raw events were pruned (tollgate_seed_window). A table of its
+    own instead of a key in the hourly rollups' grain, which would multiply
+    their rows (2.4x when keys cut across teams,
+    docs/benchmarks/tag-rollups.md) for every report that reads them; this
+    one has a row per key and model an hour. Kept by the transactions that
+    keep the hourly rollups."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    hour = models.DateTimeField()
+    key = models.ForeignKey("budgets.ApiKey", on_delete=models.CASCADE, db_index=False)
+    model = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            # Also the index seeding reads a key's hours by.
+            models.UniqueConstraint(
+                fields=["org", "key", "hour", "model"], name="key_rollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.hour:%Y-%m-%d %H}h key {self.key_id} {self.model}"
+
+
 class TagRollupBuild(models.Model):
     """A tag name whose rollups are built for an org: from `complete_from` on
     (the prune horizon when it was built; earlier hours had no raw events

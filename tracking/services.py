@@ -577,15 +577,14 @@ def rollups_refresh_buckets(
                 "through": through,
             },
         )
-        [(tag_rows, _)] = selectors.run(
-            "refresh_tag_buckets",
-            {
-                "org_ids": org_ids,
-                "hours": hours,
-                "pruned_before": pruned_before,
-                "through": through,
-            },
-        )
+        bucket_params = {
+            "org_ids": org_ids,
+            "hours": hours,
+            "pruned_before": pruned_before,
+            "through": through,
+        }
+        [(tag_rows, _)] = selectors.run("refresh_tag_buckets", bucket_params)
+        selectors.run("refresh_key_buckets", bucket_params)
         # A statement of its own: it must see the hours just written.
         [(days, _, _)] = selectors.run("refresh_days", {"org_ids": org_ids, "hours": hours})
     return RefreshReport(
@@ -666,7 +665,7 @@ def rollups_refresh(
         selectors.run("lock_rollups")
         watermark, through = pass_watermarks(lag)
         pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
-        [(buckets, events, skipped, written, days, tag_rows)] = selectors.run(
+        [(buckets, events, skipped, written, days, tag_rows, _)] = selectors.run(
             "add_received",
             {"watermark": watermark, "through": through, "pruned_before": pruned_before},
         )

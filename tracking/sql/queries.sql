@@ -148,6 +148,21 @@ tags_written AS (
         reasoning_tokens = r.reasoning_tokens + excluded.reasoning_tokens,
         cost_usd = r.cost_usd + excluded.cost_usd
     RETURNING 1
+),
+keys_written AS (
+    -- The key rollups (tracking_keyrollup): what key budgets seed from once
+    -- the raw events are pruned.
+    INSERT INTO tracking_keyrollup AS r (org_id, hour, key_id, model, requests, cost_usd)
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC'), e.key_id, e.model, count(*),
+           sum(e.cost_usd)
+    FROM tracking_requestevent e
+    WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
+      AND e.started_at >= %(pruned_before)s AND e.key_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 3, 2, 4
+    ON CONFLICT (org_id, key_id, hour, model) DO UPDATE
+    SET requests = r.requests + excluded.requests, cost_usd = r.cost_usd + excluded.cost_usd
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM (SELECT DISTINCT org_id, hour FROM fresh) b) AS buckets,
        (SELECT coalesce(sum(requests), 0) FROM fresh) AS events,
@@ -155,7 +170,8 @@ SELECT (SELECT count(*) FROM (SELECT DISTINCT org_id, hour FROM fresh) b) AS buc
         WHERE hour < %(pruned_before)s) AS skipped_events,
        (SELECT count(*) FROM hours_written) AS written,
        (SELECT count(*) FROM (SELECT DISTINCT org_id, day FROM days_written) d) AS days,
-       (SELECT count(*) FROM tags_written) AS tag_rows
+       (SELECT count(*) FROM tags_written) AS tag_rows,
+       (SELECT count(*) FROM keys_written) AS key_rows
 
 -- rebuild_buckets --
 -- Every bucket from the given hour on that has raw events or a rollup. A rollup
@@ -436,6 +452,50 @@ removed AS (
             AND f.model = r.model
             AND f.value IS NOT DISTINCT FROM r.value
             AND f.team_id IS NOT DISTINCT FROM r.team_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed
+
+-- refresh_key_buckets --
+-- refresh_buckets for the key rollups (tracking_keyrollup) of these (org,
+-- hour) buckets, in its transaction: recomputed from the raw events received
+-- up to `through`, rows no event backs any more deleted, unchanged rows left
+-- alone. Hours before the prune horizon are skipped.
+WITH buckets AS (
+    SELECT DISTINCT b.org_id, b.hour
+    FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
+    WHERE b.hour >= %(pruned_before)s
+),
+fresh AS (
+    SELECT b.org_id, b.hour, f.*
+    FROM buckets b
+    CROSS JOIN LATERAL (
+        SELECT e.key_id, e.model, count(*) AS requests, sum(e.cost_usd) AS cost_usd
+        FROM tracking_requestevent e
+        WHERE e.org_id = b.org_id
+          AND e.started_at >= b.hour AND e.started_at < b.hour + interval '1 hour'
+          AND e.received_at <= %(through)s AND e.key_id IS NOT NULL
+        GROUP BY 1, 2
+    ) f
+),
+written AS (
+    INSERT INTO tracking_keyrollup AS r (org_id, hour, key_id, model, requests, cost_usd)
+    SELECT org_id, hour, key_id, model, requests, cost_usd FROM fresh
+    ORDER BY org_id, key_id, hour, model
+    ON CONFLICT (org_id, key_id, hour, model) DO UPDATE
+    SET requests = excluded.requests, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.cost_usd) IS DISTINCT FROM (excluded.requests, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_keyrollup r
+    USING buckets b
+    WHERE r.org_id = b.org_id AND r.hour = b.hour
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.org_id = r.org_id AND f.hour = r.hour AND f.key_id = r.key_id
+            AND f.model = r.model)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM written) AS written,
