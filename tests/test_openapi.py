@@ -417,6 +417,8 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(403, "GET", "/v1/dashboard/summary?org=other", headers=key)
     live(404, "GET", "/v1/dashboard/summary?team=nope", headers=key)
     live(422, "GET", "/v1/dashboard/summary?range=1y", headers=key)
+    live(200, "GET", "/v1/dashboard/summary?range=24h&group_tag=customer", headers=key)
+    live(422, "GET", "/v1/dashboard/summary?group_tag=feature", headers=key)
 
 
 def _database_gone(live: Live, keys: dict) -> None:

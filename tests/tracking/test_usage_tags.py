@@ -13,8 +13,11 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
 
 from budgets.models import AuditEntry
+from tests.budgets.test_webhook_targets import _org_form
 from tests.conftest import assert_error, auth
 from tests.tracking.conftest import hours_ago, run
 from tests.tracking.test_usage import iso, window
@@ -314,3 +317,21 @@ def test_chargeback_refuses_bad_parameters(api, org, key):
             "month",
         )
     assert api.get(CHARGEBACK, params={"tag": "customer"}).status_code == 401
+
+
+def test_report_tags_are_set_in_admin_validated_and_audited(client, make_org):
+    client.force_login(get_user_model().objects.create_superuser("boss", "", "pw-for-tests"))
+    org = make_org("acme")
+    url = reverse("admin:budgets_organization_change", args=[org.pk])
+
+    refused = client.post(url, {**_org_form(org, ""), "report_tags": "customer,a b"})
+    assert refused.status_code == 200  # the form again, with the error
+    assert "not a reportable tag name" in refused.content.decode()
+    assert not AuditEntry.objects.filter(object_type="organization", action="update").exists()
+
+    saved = client.post(url, {**_org_form(org, ""), "report_tags": "feature,customer"})
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    org.refresh_from_db()
+    assert org.report_tags == ["customer", "feature"]
+    entry = AuditEntry.objects.get(object_type="organization", action="update")
+    assert entry.new["report_tags"] == ["customer", "feature"]
