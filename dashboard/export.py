@@ -21,7 +21,7 @@ from django.db import connection, transaction
 
 from budgets.models import Organization
 from config.hotpath import db
-from config.hotpath.errors import ApiError, JsonBody
+from config.hotpath.errors import ApiError, JsonBody, invalid
 from tracking.views import csv_cell
 
 FORMATS = ("json", "csv")
@@ -33,14 +33,18 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def summary(org: Organization, range_: str, team: str | None) -> JsonBody:
-    """The summary endpoint's body (without live updates) for `org`. Raises
-    ApiError 404 for a team the org does not have."""
+def summary(
+    org: Organization, range_: str, team: str | None, group_tag: str | None = None
+) -> JsonBody:
+    """The summary endpoint's body (without live updates) for `org`, with the
+    tag breakdown of `group_tag` if given. Raises ApiError 404 for a team the
+    org does not have, 422 for a tag it does not report on."""
     params = {
         "org_id": org.pk,
         "org_slug": None,
         "range": range_,
         "team": team,
+        "group_tag": group_tag,
         "at": datetime.now(UTC),
     }
     # One transaction: both statements see the same org (REPEATABLE READ
@@ -50,12 +54,23 @@ def summary(org: Organization, range_: str, team: str | None) -> JsonBody:
         row = cursor.fetchone()
         cursor.execute(db.QUERIES["dashboard_breakdown"], params)
         breakdown = cursor.fetchone()
+        tags = None
+        if group_tag is not None:
+            cursor.execute(db.QUERIES["dashboard_tags"], params)
+            tags = _json(cursor.fetchone()[1])
     if row is None or breakdown is None:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result, chart = _json(row[1]), _json(breakdown[1])
     if result["status"] == "not_found" or chart is None:
         raise ApiError(404, "not_found", f"Unknown team '{team}'.", field="team")
-    return {**result["summary"], **chart}
+    body = {**result["summary"], **chart}
+    if group_tag is not None:
+        if tags is None or tags.get("status") == "not_reported":
+            raise invalid(
+                "group_tag", f"The tag '{group_tag[:64]}' is not one this organization reports on."
+            )
+        body["tag_breakdown"] = tags
+    return body
 
 
 def _scalars(item: JsonBody) -> Iterator[tuple[str, Any]]:
@@ -91,6 +106,11 @@ def csv_rows(body: JsonBody) -> Iterator[tuple[Any, ...]]:
         for metric, value in _scalars(request):
             if metric not in ("id", "started_at"):
                 yield "recent", request["id"], request["started_at"], metric, value
+    breakdown = body.get("tag_breakdown")
+    for value in breakdown["values"] if breakdown else []:
+        subject = "other" if value["other"] else (value["value"] or "")
+        for metric in ("spend_usd", "requests"):
+            yield f"tag_{breakdown['tag']}", subject, "", metric, value[metric]
     for alert in body["alerts"]:
         for metric, value in _scalars(alert):
             if metric not in ("id", "created_at"):

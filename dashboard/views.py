@@ -74,11 +74,14 @@ def export(request: HttpRequest) -> HttpResponse:
         if range_ not in RANGES:
             raise invalid("range", f"'range' must be one of {', '.join(RANGES)}.")
         team = inputs.identifier({"team": request.GET.get("team") or None}, "team")
+        group_tag = inputs.identifier(
+            {"group_tag": request.GET.get("group_tag") or None}, "group_tag"
+        )
         requested = inputs.identifier({"org": request.GET.get("org") or None}, "org")
         if request.user.is_staff and requested is None:
             requested = access.landing_org(request.user)
         org = access.organization_for(request.user, requested)
-        body = export_.summary(org, range_, team)
+        body = export_.summary(org, range_, team, group_tag)
     except ApiError as exc:
         response: HttpResponse = JsonResponse(exc.body(), status=exc.status)
         response["Cache-Control"] = "no-store"

@@ -90,3 +90,20 @@ def test_without_group_tag_there_is_no_breakdown(api, org, key, tagged):
 def test_a_tag_not_reported_on_is_a_422(api, org, key, tagged):
     response = api.get(SUMMARY, params={"group_tag": "feature"}, headers=auth(key))
     assert_error(response, 422, "invalid_field", "group_tag")
+
+
+def test_the_page_export_carries_the_tag_breakdown(api, client, org, key, make_user, tagged):
+    client.force_login(make_user("ann", org=org))
+    params = {"range": "24h", "group_tag": "customer"}
+
+    exported = client.get("/dashboard/export", {**params, "format": "json"})
+    shown = api.get(SUMMARY, params=params, headers=auth(key)).json()
+    assert exported.status_code == 200
+    assert exported.json()["tag_breakdown"] == shown["tag_breakdown"]
+
+    lines = client.get("/dashboard/export", {**params, "format": "csv"}).content.decode()
+    acme = shown["tag_breakdown"]["values"][0]
+    assert f"tag_customer,{acme['value']},,spend_usd,{acme['spend_usd']}" in lines.splitlines()
+
+    refused = client.get("/dashboard/export", {"group_tag": "feature"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "group_tag"
