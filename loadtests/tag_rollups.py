@@ -18,9 +18,9 @@ with 7. Then, timed:
    the same before the name is built (raw events), against the plain usage
    query grouped by team.
 
-It counts the rollup rows each grain needs, and how many hourly rollup rows
-the key would add to (hour, team, user, model) when each key serves one
-team and when keys cut across teams. Writes docs/benchmarks/tag-rollups.md.
+It counts the rollup rows each grain needs (the key rollups too), and how
+many hourly rollup rows the key would add to (hour, team, user, model) when
+each key serves one team and when keys cut across teams. Writes docs/benchmarks/tag-rollups.md.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from budgets.models import ApiKey, EndUser, Organization, Team
     from budgets.services import api_key_create, organization_create
-    from tracking.models import HourlyRollup, TagRollup
+    from tracking.models import HourlyRollup, KeyRollup, TagRollup
     from tracking.selectors import UsageQuery, usage_rows
     from tracking.services import rollups_refresh, tag_rollups_build
 
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["hourly"] = HourlyRollup.objects.filter(org=org).count()
         for name in ("customer", "feature"):
             rows[name] = TagRollup.objects.filter(org=org, name=name).count()
+        rows["key"] = KeyRollup.objects.filter(org=org).count()
         with connection.cursor() as cursor:
             grains = []
             for statement in GRAINS:
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {rows['customer'] / rows['hourly']:.2f} |",
         f"| tag rollups of `feature` | {rows['feature']:,} "
         f"| {rows['feature'] / rows['hourly']:.2f} |",
+        f"| key rollups (hour, key, model): what key budgets seed from | {rows['key']:,} "
+        f"| {rows['key'] / rows['hourly']:.2f} |",
         f"| hourly + key, keys cutting across teams (30 keys) | {keyed_rows:,} "
         f"| {keyed_rows / plain_rows:.2f} |",
         f"| hourly + key, one key per team | {team_keyed_rows:,} "

@@ -446,12 +446,16 @@ removed AS (
     DELETE FROM tracking_tagrollup r
     USING buckets b
     WHERE r.org_id = b.org_id AND r.name = b.name AND r.hour = b.hour
+      -- Plain equalities (NULL spelled out): the anti-join hashes on all of
+      -- them; IS NOT DISTINCT FROM would leave it comparing every value and
+      -- team of a model's rows with each other.
       AND NOT EXISTS (
           SELECT 1 FROM fresh f
           WHERE f.org_id = r.org_id AND f.name = r.name AND f.hour = r.hour
             AND f.model = r.model
-            AND f.value IS NOT DISTINCT FROM r.value
-            AND f.team_id IS NOT DISTINCT FROM r.team_id)
+            AND coalesce(f.value, '') = coalesce(r.value, '')
+            AND (f.value IS NULL) = (r.value IS NULL)
+            AND coalesce(f.team_id, 0) = coalesce(r.team_id, 0))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM written) AS written,
