@@ -19,6 +19,7 @@ from budgets.audit import (
     budget_values,
     json_value,
     organization_values,
+    team_values,
 )
 from budgets.models import (
     ZERO,
@@ -217,8 +218,24 @@ class TeamAdmin(MoneyAdmin):
     list_filter = ["org"]
     search_fields = ["slug", "name"]
 
+    def save_model(self, request: HttpRequest, obj: Team, form, change: bool) -> None:
+        old = team_values(Team.objects.select_for_update().get(pk=obj.pk)) if change else None
+        super().save_model(request, obj, form, change)
+        new = team_values(obj)
+        if new != old:
+            audit_record(
+                actor=Actor.of_request(request),
+                org=obj.org,
+                object_type="team",
+                object_id=obj.slug,
+                action="update" if change else "create",
+                old=old,
+                new=new,
+            )
+
     def delete_model(self, request: HttpRequest, obj: Team) -> None:
         _audit_cascade(request, Budget.objects.filter(team=obj), ApiKey.objects.filter(team=obj))
+        _audit_delete(request, obj.org, "team", obj.slug, team_values(obj))
         super().delete_model(request, obj)
 
     @transaction.atomic
@@ -228,6 +245,8 @@ class TeamAdmin(MoneyAdmin):
             Budget.objects.filter(team__in=queryset),
             ApiKey.objects.filter(team__in=queryset),
         )
+        for team in queryset.select_related("org"):
+            _audit_delete(request, team.org, "team", team.slug, team_values(team))
         super().delete_queryset(request, queryset)
 
 

@@ -743,9 +743,9 @@ class AuditEntry(models.Model):
     # The login's username, the key's lookup id and name, or the command's
     # name, as they were at the time.
     actor_label = models.CharField(max_length=200, blank=True)
-    # What changed: object_type "budget", "organization", "api_key" or
-    # "prices", and object_id its name in the API ("team/search/day" for a
-    # budget, the slug for an organization, the key's id).
+    # What changed: object_type "budget", "organization", "team", "api_key"
+    # or "prices", and object_id its name in the API ("team/search/day" for a
+    # budget, the slug for an organization or a team, the key's id).
     object_type = models.CharField(max_length=32)
     object_id = models.CharField(max_length=400)
     action = models.CharField(max_length=32)

@@ -25,6 +25,7 @@ from budgets.audit import (
     budget_values,
     organization_values,
     redacted_url,
+    team_values,
 )
 from budgets.models import (
     Alert,
@@ -162,6 +163,45 @@ def api_key_revoke(*, key: ApiKey, actor: Actor) -> bool:
         new=api_key_values(key),
     )
     return True
+
+
+@transaction.atomic
+def team_update(*, team_id: int, changes: dict[str, Any], actor: Actor) -> Team:
+    """Change a team's settings (PATCH /v1/teams/{slug}): validated as a
+    whole (ValidationError naming the field, nothing written), audited in the
+    same transaction; a change that changes nothing records nothing."""
+    team = Team.objects.select_for_update(of=("self",)).select_related("org").get(pk=team_id)
+    _settings_update(team, changes, team_values, "team", team.slug, actor)
+    return team
+
+
+@transaction.atomic
+def api_key_update(*, key_id: int, changes: dict[str, Any], actor: Actor) -> ApiKey:
+    """Change a key's settings (PATCH /v1/keys/{lookup_id}), as team_update."""
+    key = (
+        ApiKey.objects.select_for_update(of=("self",)).select_related("org", "team").get(pk=key_id)
+    )
+    _settings_update(key, changes, api_key_values, "api_key", str(key.pk), actor)
+    return key
+
+
+def _settings_update(obj, changes, values, object_type: str, object_id: str, actor: Actor) -> None:
+    old = values(obj)
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    obj.full_clean()
+    obj.save()
+    new = values(obj)
+    if new != old:
+        audit_record(
+            actor=actor,
+            org=obj.org,
+            object_type=object_type,
+            object_id=object_id,
+            action="update",
+            old=old,
+            new=new,
+        )
 
 
 # --- Alert delivery (the outbox of budgets.Alert) ------------------------------------

@@ -1,7 +1,9 @@
 """GET /v1/audit (docs/api.md, "Audit log"): the audit log of the caller's
 organization, newest first, for admin keys. A budget's history is the same
 list filtered to it: `object=budget:team/search/day`. GET and PATCH /v1/org
-(docs/api.md, "Organization settings"): the caller's org and its settings.
+(docs/api.md, "Organization settings"): the caller's org and its settings;
+GET and PATCH /v1/teams/{slug} and /v1/keys/{lookup_id}: a team's and a
+key's settings (caps and model allow-lists).
 
 Sync Django views: reporting and rare changes, not the hot path.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,14 +25,14 @@ from django.http import HttpResponse, JsonResponse, QueryDict
 from budgets import inputs
 from budgets.audit import Actor, redacted_url
 from budgets.auth import ApiKeyInfo, authenticate
-from budgets.models import ApiKey, AuditEntry, Organization
+from budgets.models import ApiKey, AuditEntry, Organization, Team
 from budgets.selectors import AuditQuery, audit_entries
-from budgets.services import organization_update
+from budgets.services import api_key_update, organization_update, team_update
 from config.hotpath.errors import ApiError, invalid
 from config.hotpath.router import json_object
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
 
-OBJECT_TYPES = ("budget", "organization", "api_key")
+OBJECT_TYPES = ("budget", "organization", "team", "api_key")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 _ACTION = re.compile(r"[a-z_]{1,32}")
@@ -205,16 +209,9 @@ def organization(request: ApiRequest) -> HttpResponse:
             raise ApiError(
                 403, "forbidden", "Changing the organization needs an admin key of the whole org."
             )
-        changes = _org_changes(json_object(request.body))
-        try:
-            org = organization_update(
-                org_id=key.org_id,
-                changes=changes,
-                actor=Actor.of_key(ApiKey.objects.get(pk=key.key_id), request),
-            )
-        except ValidationError as exc:
-            field, messages = next(iter(exc.message_dict.items()))
-            raise invalid(field, " ".join(messages)) from None
+        changes = _changes(json_object(request.body), _ORG_FIELDS)
+        with _validation_as_422():
+            org = organization_update(org_id=key.org_id, changes=changes, actor=_actor(request))
     else:
         org = Organization.objects.get(pk=key.org_id)
     response = JsonResponse({"organization": _org_json(org)})
@@ -222,14 +219,16 @@ def organization(request: ApiRequest) -> HttpResponse:
     return response
 
 
-def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
+def _changes(data: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    """The settings a PATCH body changes, each read as its kind says; the
+    model's validation then judges the values (_validation_as_422)."""
     if not data:
         raise ApiError(422, "invalid_field", "Name at least one setting to change.")
     changes: dict[str, Any] = {}
     for name, value in data.items():
-        kind = _ORG_FIELDS.get(name)
+        kind = fields.get(name)
         if kind is None:
-            raise invalid(name, f"'{name}' is not a setting; settings: {', '.join(_ORG_FIELDS)}.")
+            raise invalid(name, f"'{name}' is not a setting; settings: {', '.join(fields)}.")
         if value is None and name in _NULLABLE:
             changes[name] = None
         elif kind == _FLAG:
@@ -265,10 +264,25 @@ def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def _org_json(org: Organization) -> dict[str, Any]:
-    def amount(value: Decimal | None) -> str | None:
-        return None if value is None else format(value.normalize(), "f")
+@contextmanager
+def _validation_as_422() -> Iterator[None]:
+    try:
+        yield
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise invalid(field, " ".join(messages)) from None
 
+
+def _actor(request: ApiRequest) -> Actor:
+    return Actor.of_key(ApiKey.objects.get(pk=request.api_key.key_id), request)
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _org_json(org: Organization) -> dict[str, Any]:
+    amount = _amount
     return {
         "slug": org.slug,
         "name": org.name,
@@ -284,4 +298,81 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "fallback_output_per_token": amount(org.fallback_output_per_token),
         "allowed_models": list(org.allowed_models),
         "report_tags": list(org.report_tags),
+    }
+
+
+# --- GET / PATCH /v1/teams/{slug} and /v1/keys/{lookup_id} ------------------------
+
+_TEAM_FIELDS = {"name": _TEXT, "max_request_usd": _AMOUNT, "allowed_models": _MODELS}
+_KEY_FIELDS = {"name": _TEXT, "max_request_usd": _AMOUNT, "allowed_models": _MODELS}
+_LOOKUP_ID = re.compile(r"[0-9a-f]{12}")
+
+
+@org_view
+def team(request: ApiRequest, slug: str) -> HttpResponse:
+    """A team's settings. Any key of the org reads them (a team-limited key
+    its own team's); PATCH needs an admin key of the whole org, audited."""
+    key: ApiKeyInfo = request.api_key
+    if key.team_slug is not None and key.team_slug != slug:
+        raise ApiError(403, "forbidden", "A team-limited key may read only its own team.")
+    found = Team.objects.filter(org_id=key.org_id, slug=slug).first()
+    if found is None:
+        raise ApiError(404, "not_found", f"This organization has no team '{slug}'.", field="team")
+    if request.method == "PATCH":
+        _needs_org_admin(key, "Changing a team")
+        changes = _changes(json_object(request.body), _TEAM_FIELDS)
+        with _validation_as_422():
+            found = team_update(team_id=found.pk, changes=changes, actor=_actor(request))
+    return _no_store({"team": _team_json(found)})
+
+
+@org_view
+def api_key(request: ApiRequest, lookup_id: str) -> HttpResponse:
+    """An API key's settings, by its lookup id (never its secret). Admin keys
+    of the whole org read and change them (PATCH audited)."""
+    key: ApiKeyInfo = request.api_key
+    _needs_org_admin(key, "Reading or changing a key")
+    if not _LOOKUP_ID.fullmatch(lookup_id):
+        raise invalid("key", "A key's id is the 12 hex digits after 'tg_'.")
+    found = (
+        ApiKey.objects.select_related("team").filter(org_id=key.org_id, lookup_id=lookup_id).first()
+    )
+    if found is None:
+        raise ApiError(404, "not_found", "This organization has no such key.", field="key")
+    if request.method == "PATCH":
+        changes = _changes(json_object(request.body), _KEY_FIELDS)
+        with _validation_as_422():
+            found = api_key_update(key_id=found.pk, changes=changes, actor=_actor(request))
+    return _no_store({"key": _key_json(found)})
+
+
+def _needs_org_admin(key: ApiKeyInfo, what: str) -> None:
+    if not key.is_admin or key.team_slug is not None:
+        raise ApiError(403, "forbidden", f"{what} needs an admin key of the whole org.")
+
+
+def _no_store(body: dict[str, Any]) -> HttpResponse:
+    response = JsonResponse(body)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _team_json(team: Team) -> dict[str, Any]:
+    return {
+        "slug": team.slug,
+        "name": team.name,
+        "max_request_usd": _amount(team.max_request_usd),
+        "allowed_models": list(team.allowed_models),
+    }
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "lookup_id": key.lookup_id,
+        "name": key.name,
+        "team": key.team.slug if key.team_id else None,
+        "is_admin": key.is_admin,
+        "revoked": key.revoked_at is not None,
+        "max_request_usd": _amount(key.max_request_usd),
+        "allowed_models": list(key.allowed_models),
     }

@@ -116,12 +116,19 @@ def test_every_route_of_the_server_is_documented(spec):
         path = route.path.replace("{subject}", "{id}")
         assert (route.method, path) in documented, route.path
     django_v1 = {
-        "/" + str(p.pattern)
+        "/" + re.sub(r"<str:(\w+)>", r"{\1}", str(p.pattern))
         for included in urlpatterns
         for p in getattr(included, "url_patterns", [])
         if str(p.pattern).startswith("v1/")
     }
-    assert django_v1 == {"/v1/usage", "/v1/audit", "/v1/org", "/v1/reports/chargeback"}
+    assert django_v1 == {
+        "/v1/usage",
+        "/v1/audit",
+        "/v1/org",
+        "/v1/teams/{slug}",
+        "/v1/keys/{lookup_id}",
+        "/v1/reports/chargeback",
+    }
     for path in django_v1:
         assert ("GET", path) in documented, path
 
@@ -379,6 +386,29 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(403, "PATCH", "/v1/org", json={"strict": True}, headers=key)
     live(422, "PATCH", "/v1/org", json={"time_zone": "Mars/Olympus"}, headers=admin)
 
+    live(200, "GET", "/v1/teams/search", headers=key)
+    live(401, "GET", "/v1/teams/search", headers=BAD_KEY)
+    live(403, "GET", "/v1/teams/ads", headers=team_key)
+    live(404, "GET", "/v1/teams/nope", headers=key)
+    live(200, "PATCH", "/v1/teams/search", json={"name": "Search"}, headers=admin)
+    live(400, "PATCH", "/v1/teams/search", content=b"[1]", headers={**admin, **json_ct})
+    live(401, "PATCH", "/v1/teams/search", json={"name": "x"}, headers=BAD_KEY)
+    live(403, "PATCH", "/v1/teams/search", json={"name": "x"}, headers=key)
+    live(404, "PATCH", "/v1/teams/nope", json={"name": "x"}, headers=admin)
+    live(422, "PATCH", "/v1/teams/search", json={"allowed_models": ["*"]}, headers=admin)
+    own = "/v1/keys/" + key["Authorization"].split("_")[1]
+    live(200, "GET", own, headers=admin)
+    live(401, "GET", own, headers=BAD_KEY)
+    live(403, "GET", own, headers=key)
+    live(404, "GET", "/v1/keys/000000000000", headers=admin)
+    live(422, "GET", "/v1/keys/nope", headers=admin)
+    live(200, "PATCH", own, json={"name": "gateway"}, headers=admin)
+    live(400, "PATCH", own, content=b"[1]", headers={**admin, **json_ct})
+    live(401, "PATCH", own, json={"name": "x"}, headers=BAD_KEY)
+    live(403, "PATCH", own, json={"name": "x"}, headers=key)
+    live(404, "PATCH", "/v1/keys/000000000000", json={"name": "x"}, headers=admin)
+    live(422, "PATCH", own, json={"max_request_usd": "-1"}, headers=admin)
+
     live(200, "GET", "/v1/usage?group_by=team,user,model&granularity=day", headers=key)
     live(200, "GET", "/v1/usage?format=csv&group_by=team", headers=key)
     live(400, "GET", f"/v1/usage?{many}", headers=key)
@@ -438,6 +468,11 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "GET", "/v1/audit", headers=admin)
     live(503, "GET", "/v1/org", headers=key)
     live(503, "PATCH", "/v1/org", json={"strict": True}, headers=admin)
+    live(503, "GET", "/v1/teams/search", headers=key)
+    live(503, "PATCH", "/v1/teams/search", json={"name": "x"}, headers=admin)
+    own = "/v1/keys/" + key["Authorization"].split("_")[1]
+    live(503, "GET", own, headers=admin)
+    live(503, "PATCH", own, json={"name": "x"}, headers=admin)
     live(503, "GET", "/v1/usage", headers=key)
     live(503, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
     live(503, "GET", "/v1/prices")

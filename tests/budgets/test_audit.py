@@ -255,6 +255,7 @@ def test_create_org_and_create_api_key_are_recorded_as_commands():
         "name": "",
         "team": "search",
         "is_admin": True,
+        "max_request_usd": None,
         "allowed_models": [],
         "revoked_at": None,
     }
@@ -476,5 +477,29 @@ def test_deleting_a_team_in_admin_records_its_budgets_and_keys(
     assert [(e.object_type, e.object_id) for e in deleted] == [
         ("budget", "team/search/week"),
         ("api_key", str(key.pk)),
+        ("team", "search"),
     ]
     assert all(e.actor_label == "boss" for e in deleted)
+
+
+def test_changing_a_teams_settings_in_admin_is_recorded(staff_client, make_org):
+    org = make_org("acme")
+    team = Team.objects.create(org=org, slug="search")
+    response = staff_client.post(
+        _admin_url(Team, "change", team.pk),
+        {
+            "org": org.pk,
+            "slug": "search",
+            "name": "Search",
+            "max_request_usd": "0.50",
+            "allowed_models": "gpt-4o",
+            "created_at_0": "2026-12-01",
+            "created_at_1": "00:00:00",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    entry = AuditEntry.objects.get(object_type="team")
+    assert (entry.action, entry.object_id, entry.actor_label) == ("update", "search", "boss")
+    assert (entry.old["max_request_usd"], entry.new["max_request_usd"]) == (None, "0.5")
+    assert entry.new["allowed_models"] == ["gpt-4o"]
