@@ -48,6 +48,7 @@ ROUTES = [
     route("DELETE", "/v1/budgets/{scope}/{subject}/{period}", budgets_api.delete_budget),
     # An API key or a dashboard session: the handler authenticates either.
     route("GET", "/v1/dashboard/summary", dashboard_api.summary, authenticated=False),
+    route("GET", "/v1/dashboard/holds", dashboard_api.holds, authenticated=False),
 ]
 
 http_app = ApiApp(

@@ -22,13 +22,14 @@ from budgets import auth
 from config.hotpath import db, inputs
 from config.hotpath.errors import ApiError, JsonBody, invalid
 from config.hotpath.router import Request, Response
-from dashboard import access, live
+from dashboard import access, live, selection
+from dashboard.selection import DEFAULT_RANGE, RANGES, Selection
 
-RANGES = ("24h", "7d", "30d", "mtd")
-DEFAULT_RANGE = "7d"
+__all__ = ["DEFAULT_RANGE", "RANGES", "holds", "summary"]
 
-# Summaries being computed in this process, by what they show. Everyone who
-# watches the same org, range and team while one is being computed gets its
+# Summaries being computed in this process, by what they show (the org, and
+# the selection: range, custom dates, team, user, model). Everyone who
+# watches the same org and selection while one is being computed gets its
 # answer instead of starting another: ten people on one dashboard cost the
 # database one summary, not ten (and leave its CPU to the hot path).
 _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
@@ -38,7 +39,7 @@ _in_flight: dict[tuple[Any, ...], asyncio.Future] = {}
 # They answer the same requests until then, as if those had come that much
 # earlier, with the live updates heard since (`updates`), which the page adds
 # where the summary's snapshot did not see them. Each is dropped when it
-# expires, so at most one a (org, range, team) is kept.
+# expires, so at most one a (org, selection) is kept.
 _recent: dict[tuple[Any, ...], tuple[float, Computed]] = {}
 
 # Seconds a keeper holds live updates beyond DASHBOARD_SUMMARY_MAX_AGE_MS: a
@@ -122,6 +123,23 @@ class Ranked(TypedDict):
     requests: int
 
 
+class Hold(TypedDict):
+    id: str
+    held_usd: str  # what it holds now: its amount less partial settlements
+    team: str | None
+    user: str | None
+    model: str | None
+    created_at: str
+    expires_at: str
+
+
+class Holds(TypedDict):
+    count: int  # active holds that have not expired
+    held_usd: str
+    largest: list[Hold]  # at most 5
+    newest: list[Hold]  # at most 5
+
+
 # The response body ("from" is a keyword, hence the functional form).
 Summary = TypedDict(
     "Summary",
@@ -129,15 +147,21 @@ Summary = TypedDict(
         "org": JsonBody,  # slug, name, time_zone
         "range": str,
         "team": str | None,
+        "user": str | None,  # an end user's external id
+        "model": str | None,
         "granularity": str,  # "hour" for 24h, else "day"
         "from": str,
-        "to": str,
+        "to": str,  # the range's end, or now when it reaches now
+        "ends_at": str | None,  # the range's end when it ended before this hour
+        "from_date": str | None,  # its first and last local day ("YYYY-MM-DD"; not 24h)
+        "to_date": str | None,
         "generated_at": str,
         "aggregated_through": str | None,  # rollups hold every event received by then
         "kpis": Kpis,
         "chart": Chart,
         "top": dict[str, list[Ranked]],  # teams, users, models
-        "budgets": list[JsonBody],  # as GET /v1/budgets shows them
+        "budgets": list[JsonBody],  # as GET /v1/budgets shows them, those of the filters
+        "holds": Holds,  # holds in flight
         "recent": list[JsonBody],  # the last 50 requests, newest first
         "teams": list[str],
         "alerts": list[JsonBody],
@@ -160,13 +184,6 @@ def _query_value(request: Request, name: str) -> str | None:
     """An optional identifier from the query string; empty means absent."""
     value = request.query.get(name) or None
     return inputs.identifier({name: value}, name)
-
-
-def _range(request: Request) -> str:
-    value = request.query.get("range") or DEFAULT_RANGE
-    if value not in RANGES:
-        raise invalid("range", f"'range' must be one of {', '.join(RANGES)}.")
-    return value
 
 
 async def _scope(request: Request, team: str | None, org: str | None) -> dict[str, Any]:
@@ -220,16 +237,21 @@ async def _compute(params: dict[str, Any], max_age: float) -> Computed:
     kpis = row[1].get("summary", {}) if row is not None else {}
     chart = (breakdown[1] or {}) if breakdown is not None else {}
     snapshots = (kpis.get("snapshot"), chart.get("chart_snapshot"))
-    shown = live.Shown.of(chart, params["team"]) if "top" in chart else None
+    shown = None
+    if "top" in chart:
+        shown = live.Shown.of(chart, params["team"], params["user"], params["model"])
     return Computed(
         row, breakdown, keeper, started, live.Unseen(snapshots, started, shown), *tags[:1]
     )
 
 
-async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Computed, str]:
+async def _shared_computation(params: dict[str, Any], chosen: Selection) -> tuple[Computed, str]:
     """The two statements' answers, and how this request got them: "computed",
-    "shared" (a computation already running) or "reused" (a recent one)."""
-    key = (params["org_id"], params["org_slug"], params["team"], range_, params["group_tag"])
+    "shared" (a computation already running) or "reused" (a recent one).
+    Shared by everything the statements are given but `at`: the org and the
+    selection (range, custom dates, team, user, model)."""
+    params = {**chosen.params(), **params}  # the scope's team (a team-limited key's)
+    key = tuple(sorted(params.items()))
     max_age = settings.DASHBOARD_SUMMARY_MAX_AGE_MS / 1000
     kept = _recent.get(key)
     if kept is not None and time.monotonic() - kept[0] < max_age:
@@ -239,7 +261,7 @@ async def _shared_computation(params: dict[str, Any], range_: str) -> tuple[Comp
     if shared is None:
         how = "computed"
         started = time.monotonic()
-        params = {**params, "range": range_, "at": datetime.now(UTC)}
+        params = {**params, "at": datetime.now(UTC)}
         # Its own task: a caller that disconnects must not cancel the others' answer.
         shared = asyncio.ensure_future(_compute(params, max_age))
         _in_flight[key] = shared
@@ -274,29 +296,32 @@ def _expire(key: tuple[Any, ...], started: float) -> None:
         del _recent[key]
 
 
+def _unknown(field: str, params: dict[str, Any]) -> ApiError:
+    return ApiError(404, "not_found", f"Unknown {field} '{params[field]}'.", field=field)
+
+
 async def summary(request: Request) -> Response:
-    range_ = _range(request)
-    team = _query_value(request, "team")
+    chosen = selection.parse(request.query)
     org = _query_value(request, "org")
-    group_tag = _query_value(request, "group_tag")
-    params = {**await _scope(request, team, org), "group_tag": group_tag}
-    computed, how = await _shared_computation(params, range_)
+    params = await _scope(request, chosen.team, org)
+    computed, how = await _shared_computation(params, chosen)
     row, breakdown = computed.row, computed.breakdown
     if row is None or breakdown is None or row[0] != breakdown[0]:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result = row[1]
     if result["status"] == "not_found" or breakdown[1] is None:
-        raise ApiError(404, "not_found", f"Unknown team '{params['team']}'.", field="team")
+        raise _unknown(result.get("field") or "team", {**chosen.params(), **params})
     body: Summary = {**result["summary"], **breakdown[1]}
-    if group_tag is not None:
+    if chosen.group_tag is not None:
         tags = computed.tags[1] if computed.tags is not None else None
         if tags is None or tags.get("status") == "not_reported":
             raise invalid(
                 "group_tag",
-                f"The tag '{group_tag[:64]}' is not one this organization reports on "
+                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on "
                 "(report_tags: PATCH /v1/org or Django admin).",
             )
-        body["tag_breakdown"] = tags
+        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            body["tag_breakdown"] = tags
     if request.key is None:
         # A signed-in page, which follows /ws/spend/ (API keys cannot).
         body["updates"] = _updates(computed)
@@ -310,3 +335,42 @@ async def summary(request: Request) -> Response:
         ]
     # How this answer came about, for benchmarks and the browser's network panel.
     return Response(200, body, {"server-timing": f'summary;desc="{how}"'})
+
+
+# Holds in flight answered in the last HOLDS_MAX_AGE seconds in this process,
+# by org and filters: pages re-read them every few seconds (dashboard.js),
+# and everyone watching the same org and filters then costs PostgreSQL one
+# read a second, however many they are.
+HOLDS_MAX_AGE = 1.0
+_recent_holds: dict[tuple[Any, ...], tuple[float, asyncio.Future]] = {}
+
+
+async def holds(request: Request) -> Response:
+    """GET /v1/dashboard/holds: the summary's `holds` on their own (one
+    indexed read of the active holds), for the page to re-read while holds
+    are taken, settled, released and expire. It takes the summary's
+    parameters; only the filters (team, user, model) matter: a hold is in
+    flight now, whatever the range."""
+    chosen = selection.parse(request.query)
+    org = _query_value(request, "org")
+    params = await _scope(request, chosen.team, org)
+    params = {**params, "user": chosen.user, "model": chosen.model}
+    key = tuple(sorted(params.items()))
+    now = time.monotonic()
+    kept = _recent_holds.get(key)
+    if kept is None or now - kept[0] >= HOLDS_MAX_AGE:
+        for old in [k for k, (at, _) in _recent_holds.items() if now - at >= HOLDS_MAX_AGE]:
+            del _recent_holds[old]
+        kept = (now, asyncio.ensure_future(_fetch_one("dashboard_holds", params)))
+        _recent_holds[key] = kept
+    try:
+        row = await asyncio.shield(kept[1])
+    except Exception:
+        if _recent_holds.get(key) is kept:
+            del _recent_holds[key]  # an error is not kept: the next request tries again
+        raise
+    if row is None:
+        raise ApiError(404, "not_found", "Unknown organization.", field="org")
+    if row[1] is not None:
+        raise _unknown(row[1], params)
+    return Response(200, row[2], {"cache-control": "no-store"})

@@ -20,6 +20,7 @@ class DashboardConfig(AppConfig):
                 "dashboard_summary",
                 "dashboard_breakdown",
                 "dashboard_tags",
+                "dashboard_holds",
             },
         )
         events_recorded.connect(live.on_events_recorded, dispatch_uid="dashboard.live")

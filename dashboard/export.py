@@ -4,7 +4,7 @@ session, as JSON or CSV.
 It runs the page's own two statements (dashboard_summary and
 dashboard_breakdown, dashboard/sql/queries.sql) on Django's connection, so
 the download holds exactly what the summary endpoint answers for the same
-org, range and team, and no second copy of that SQL exists.
+org and selection, and no second copy of that SQL exists.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from budgets.models import Organization
 from config.hotpath import db
 from config.hotpath.errors import ApiError, JsonBody, invalid
+from dashboard.selection import Selection
 from tracking.views import csv_cell
 
 FORMATS = ("json", "csv")
@@ -33,20 +34,11 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def summary(
-    org: Organization, range_: str, team: str | None, group_tag: str | None = None
-) -> JsonBody:
-    """The summary endpoint's body (without live updates) for `org`, with the
-    tag breakdown of `group_tag` if given. Raises ApiError 404 for a team the
-    org does not have, 422 for a tag it does not report on."""
-    params = {
-        "org_id": org.pk,
-        "org_slug": None,
-        "range": range_,
-        "team": team,
-        "group_tag": group_tag,
-        "at": datetime.now(UTC),
-    }
+def summary(org: Organization, chosen: Selection) -> JsonBody:
+    """The summary endpoint's body (without live updates) for `org` and the
+    selection (range, custom dates, team, user, model). Raises ApiError 404
+    for a team or user the org does not have."""
+    params = {"org_id": org.pk, "org_slug": None, **chosen.params(), "at": datetime.now(UTC)}
     # One transaction: both statements see the same org (REPEATABLE READ
     # would also give them one snapshot, which the page does not promise).
     with transaction.atomic(), connection.cursor() as cursor:
@@ -55,21 +47,25 @@ def summary(
         cursor.execute(db.QUERIES["dashboard_breakdown"], params)
         breakdown = cursor.fetchone()
         tags = None
-        if group_tag is not None:
+        if chosen.group_tag is not None:
             cursor.execute(db.QUERIES["dashboard_tags"], params)
             tags = _json(cursor.fetchone()[1])
     if row is None or breakdown is None:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result, chart = _json(row[1]), _json(breakdown[1])
     if result["status"] == "not_found" or chart is None:
-        raise ApiError(404, "not_found", f"Unknown team '{team}'.", field="team")
+        field = result.get("field") or "team"
+        name = chosen.params()[field]
+        raise ApiError(404, "not_found", f"Unknown {field} '{name}'.", field=field)
     body = {**result["summary"], **chart}
-    if group_tag is not None:
+    if chosen.group_tag is not None:
         if tags is None or tags.get("status") == "not_reported":
             raise invalid(
-                "group_tag", f"The tag '{group_tag[:64]}' is not one this organization reports on."
+                "group_tag",
+                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on.",
             )
-        body["tag_breakdown"] = tags
+        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            body["tag_breakdown"] = tags
     return body
 
 
@@ -102,6 +98,14 @@ def csv_rows(body: JsonBody) -> Iterator[tuple[Any, ...]]:
         for metric, value in _scalars(budget):
             if metric not in ("scope", "id"):
                 yield "budget", subject, "", metric, value
+    holds = body["holds"]
+    yield "holds", "", "", "count", holds["count"]
+    yield "holds", "", "", "held_usd", holds["held_usd"]
+    listed = {hold["id"]: hold for hold in holds["largest"] + holds["newest"]}
+    for hold in listed.values():
+        for metric, value in _scalars(hold):
+            if metric not in ("id", "created_at"):
+                yield "hold", hold["id"], hold["created_at"], metric, value
     for request in body["recent"]:
         for metric, value in _scalars(request):
             if metric not in ("id", "started_at"):

@@ -64,11 +64,13 @@ class _Pending:
     totals: dict[tuple[str | None, str | None, str | None, str, str], list[Any]] = field(
         default_factory=dict
     )
-    # (transaction, team, model, UTC hour) -> [requests, cost] of the events
-    # with no price: the page adds these to its unpriced dollars and model
-    # names (kpis.unpriced_usd, unpriced_models), by name, which the totals
-    # may not keep (a summary's `updates` fold names it does not show).
-    unpriced: dict[tuple[str | None, str | None, str, str], list[Any]] = field(default_factory=dict)
+    # (transaction, team, user, model, UTC hour) -> [requests, cost] of the
+    # events with no price: the page adds these to its unpriced dollars and
+    # model names (kpis.unpriced_usd, unpriced_models), by name, which the
+    # totals may not keep (a summary's `updates` fold names it does not show).
+    unpriced: dict[tuple[str | None, str | None, str | None, str, str], list[Any]] = field(
+        default_factory=dict
+    )
 
     def add(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -84,7 +86,7 @@ class _Pending:
         if not event["priced"]:
             _add_unpriced(
                 self.unpriced,
-                (event["xid"], event["team"], event["model"], hour),
+                (event["xid"], event["team"], event["user"], event["model"], hour),
                 1,
                 Decimal(event["cost_usd"]),
             )
@@ -109,18 +111,19 @@ def _add_unpriced(
 
 
 def _unpriced_rows(unpriced: dict[tuple[Any, ...], list[Any]]) -> list[dict[str, Any]]:
-    """Unpriced sums keyed (xid, team, model, hour) -> [requests, cost] as a
-    message carries them."""
+    """Unpriced sums keyed (xid, team, user, model, hour) -> [requests, cost]
+    as a message carries them."""
     return [
         {
             "xid": xid,
             "team": team,
+            "user": user,
             "model": model,
             "hour": hour,
             "requests": u[0],
             "cost_usd": usd_text(u[1]),
         }
-        for (xid, team, model, hour), u in unpriced.items()
+        for (xid, team, user, model, hour), u in unpriced.items()
     ]
 
 
@@ -331,8 +334,8 @@ class Unseen:
             if all(seen):
                 continue
             news = True  # of any team: the budgets include the org's
-            if shown.team is not None and total["team"] != shown.team:
-                continue  # a team's page shows that team's spend only
+            if not shown.matches(total):
+                continue  # a filtered page shows the spend of its filters only
             xid = total["xid"] if any(seen) else None
             key = (
                 xid,
@@ -351,15 +354,14 @@ class Unseen:
         for row in message.get("unpriced", []):
             if sees(self.snapshots[0], row["xid"]):
                 continue
-            if shown.team is not None and row["team"] != shown.team:
+            if not shown.matches(row):
                 continue
-            key = (None, row["team"], row["model"], row["hour"])
+            key = (None, row["team"], row.get("user"), row["model"], row["hour"])
             _add_unpriced(self.unpriced, key, row["requests"], Decimal(row["cost_usd"]))
         self.events.extend(
             e
             for e in message["events"]
-            if (shown.team is None or e["team"] == shown.team)
-            and not all(sees(s, e["xid"]) for s in self.snapshots)
+            if shown.matches(e) and not all(sees(s, e["xid"]) for s in self.snapshots)
         )
         if news and message["budgets"] is not None:
             self.budgets = message["budgets"]
@@ -390,9 +392,25 @@ class Shown:
     users: frozenset[str | None] | None = None
     models: frozenset[str | None] | None = None
     team: str | None = None  # a team's page: the only team it shows
+    user: str | None = None  # a user's page: the only end user it shows
+    model: str | None = None  # a model's page: the only model it shows
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        """Whether a live total, unpriced sum or event is of the page's filters."""
+        return (
+            (self.team is None or row["team"] == self.team)
+            and (self.user is None or row.get("user") == self.user)
+            and (self.model is None or row["model"] == self.model)
+        )
 
     @classmethod
-    def of(cls, breakdown: dict[str, Any], team: str | None) -> Shown:
+    def of(
+        cls,
+        breakdown: dict[str, Any],
+        team: str | None,
+        user: str | None = None,
+        model: str | None = None,
+    ) -> Shown:
         top, chart = breakdown["top"], breakdown["chart"]
         keys = frozenset(s["key"] for s in chart["series"] if not s["other"])
         has_other = any(s["other"] for s in chart["series"])
@@ -407,6 +425,8 @@ class Shown:
             users=names(top["users"], False),
             models=names(top["models"], chart["split_by"] == "model"),
             team=team,
+            user=user,
+            model=model,
         )
 
 

@@ -10,14 +10,21 @@ from django.utils import timezone
 
 from config.hotpath import inputs
 from config.hotpath.errors import ApiError, invalid
-from dashboard import access, signins
+from dashboard import access, selection, signins
 from dashboard import export as export_
-from dashboard.api import DEFAULT_RANGE, RANGES
+from dashboard.selection import DEFAULT_RANGE, RANGES
 from tracking.selectors import prices_in_force
 from tracking.views import chargeback_file_name, chargeback_query, csv_text
 
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "mtd": "Month to date"}
+RANGE_LABELS = {
+    "24h": "24 hours",
+    "7d": "7 days",
+    "30d": "30 days",
+    "mtd": "Month to date",
+    "last_month": "Last month",
+    "custom": "Custom",
+}
 
 
 @login_required
@@ -36,14 +43,21 @@ def index(request: HttpRequest) -> HttpResponse:
         )
     if staff and requested:
         access.remember_viewed(request.user, org)
+    # The URL's selection; the page's summary request says what is wrong
+    # with one that is not valid (a banner), so a bad link still opens.
     range_ = request.GET.get("range")
     config = {
         "summaryUrl": "/v1/dashboard/summary",
+        "holdsUrl": "/v1/dashboard/holds",
         "socketPath": "/ws/spend/",
         "org": org.slug,
         "switchOrg": staff,
         "range": range_ if range_ in RANGES else DEFAULT_RANGE,
+        "from": request.GET.get("from") or "",
+        "to": request.GET.get("to") or "",
         "team": request.GET.get("team") or "",
+        "user": request.GET.get("user") or "",
+        "model": request.GET.get("model") or "",
     }
     orgs = access.switcher_orgs() if staff else []
     return render(
@@ -60,8 +74,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def export(request: HttpRequest) -> HttpResponse:
-    """GET /dashboard/export?format=csv|json&range=&team=&org=: what the page
-    shows for that range and team, as a download. The signed-in session is
+    """GET /dashboard/export?format=csv|json&range=&from=&to=&team=&user=&model=&org=:
+    what the page shows for that selection, as a download. The signed-in session is
     the credential (no API key); the org is chosen as for the page: members
     their own, staff the switcher's (`org`, else where they land)."""
     try:
@@ -70,23 +84,17 @@ def export(request: HttpRequest) -> HttpResponse:
         fmt = request.GET.get("format") or "csv"
         if fmt not in export_.FORMATS:
             raise invalid("format", f"'format' must be one of {', '.join(export_.FORMATS)}.")
-        range_ = request.GET.get("range") or DEFAULT_RANGE
-        if range_ not in RANGES:
-            raise invalid("range", f"'range' must be one of {', '.join(RANGES)}.")
-        team = inputs.identifier({"team": request.GET.get("team") or None}, "team")
-        group_tag = inputs.identifier(
-            {"group_tag": request.GET.get("group_tag") or None}, "group_tag"
-        )
+        chosen = selection.parse(request.GET)
         requested = inputs.identifier({"org": request.GET.get("org") or None}, "org")
         if request.user.is_staff and requested is None:
             requested = access.landing_org(request.user)
         org = access.organization_for(request.user, requested)
-        body = export_.summary(org, range_, team, group_tag)
+        body = export_.summary(org, chosen)
     except ApiError as exc:
         response: HttpResponse = JsonResponse(exc.body(), status=exc.status)
         response["Cache-Control"] = "no-store"
         return response
-    stem = "-".join(["tollgate", org.slug, range_, *([team] if team else [])])
+    stem = "-".join(["tollgate", org.slug, *chosen.query().values()])
     # Ids may hold quotes or non-ASCII letters, which a header cannot carry.
     name = f"{_UNSAFE_IN_FILE_NAME.sub('_', stem)}.{fmt}"
     if fmt == "json":

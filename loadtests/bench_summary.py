@@ -2,7 +2,11 @@
 range, one after another (latency, not throughput), and p50 / p95 / p99 / max.
 
     .venv/bin/python -m loadtests.bench_summary --key KEY [--url URL] [--requests N]
-        [--team SLUG] [--ranges 24h,7d,30d,mtd]
+        [--team SLUG] [--user ID] [--model NAME] [--ranges 24h,7d,30d,mtd,last_month,custom]
+        [--from YYYY-MM-DD --to YYYY-MM-DD]
+
+`custom` is the range from `--from` to `--to` (default: the 15 UTC days that
+ended 6 days ago).
 
 Start the server with DASHBOARD_SUMMARY_MAX_AGE_MS=0 to time computations: it
 otherwise answers repeated requests with a summary it keeps, and this says
@@ -17,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 import httpx
@@ -56,13 +61,35 @@ def measure(client: httpx.Client, params: dict[str, str], count: int, out: TextI
         )
 
 
-def bench(*, url: str, key: str, requests: int, team: str, ranges: list[str], out: TextIO) -> None:
-    """Every range in turn, org-wide or for `team`; one line per range on `out`."""
+def default_custom(today: date | None = None) -> tuple[date, date]:
+    """The custom range measured unless told: 15 days that ended 6 days ago."""
+    today = today or datetime.now(UTC).date()
+    return today - timedelta(days=20), today - timedelta(days=6)
+
+
+def bench(
+    *,
+    url: str,
+    key: str,
+    requests: int,
+    team: str,
+    ranges: list[str],
+    out: TextIO,
+    filters: dict[str, str] | None = None,
+    custom: tuple[date, date] | None = None,
+) -> None:
+    """Every range in turn, org-wide or for `team` (and the `filters`, user
+    and model); one line per range on `out`."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     headers = {"Authorization": f"Bearer {key}"}
+    first, last = custom or default_custom()
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         for range_ in ranges:
-            params = {"range": range_, **({"team": team} if team else {})}
+            params = {"range": range_}
+            if range_ == "custom":
+                params.update({"from": first.isoformat(), "to": last.isoformat()})
+            params.update({"team": team} if team else {})
+            params.update({k: v for k, v in (filters or {}).items() if v})
             measure(client, params, requests, out)
 
 
@@ -79,7 +106,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", required=True, help="An API key of the organization.")
     parser.add_argument("--requests", type=int, default=200, help="Per range.")
     parser.add_argument("--team", default="", help="Also filter by this team.")
+    parser.add_argument("--user", default="", help="Also filter by this end user.")
+    parser.add_argument("--model", default="", help="Also filter by this model.")
     parser.add_argument("--ranges", default=",".join(RANGES))
+    parser.add_argument("--from", dest="from_", type=date.fromisoformat, default=None)
+    parser.add_argument("--to", type=date.fromisoformat, default=None)
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1.")
@@ -100,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             team=args.team,
             ranges=args.ranges.split(","),
             out=sys.stdout,
+            filters={"user": args.user, "model": args.model},
+            custom=(args.from_, args.to) if args.from_ and args.to else None,
         )
     except BenchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

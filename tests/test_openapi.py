@@ -449,6 +449,14 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(422, "GET", "/v1/dashboard/summary?range=1y", headers=key)
     live(200, "GET", "/v1/dashboard/summary?range=24h&group_tag=customer", headers=key)
     live(422, "GET", "/v1/dashboard/summary?group_tag=feature", headers=key)
+    live(
+        200, "GET", "/v1/dashboard/summary?range=custom&from=2026-01-01&to=2026-01-31", headers=key
+    )
+    live(200, "GET", "/v1/dashboard/holds", headers=key)
+    live(401, "GET", "/v1/dashboard/holds")
+    live(403, "GET", "/v1/dashboard/holds?org=other", headers=key)
+    live(404, "GET", "/v1/dashboard/holds?user=nope", headers=key)
+    live(422, "GET", "/v1/dashboard/holds?model=%01", headers=key)
 
 
 def _database_gone(live: Live, keys: dict) -> None:
@@ -477,6 +485,7 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
     live(503, "GET", "/v1/prices")
     live(503, "GET", "/v1/dashboard/summary", headers=key)
+    live(503, "GET", "/v1/dashboard/holds", headers=key)
 
 
 def _bad_keys_throttled(live: Live, keys: dict) -> None:

@@ -88,6 +88,56 @@ def test_csv_export_holds_every_panel_with_the_database_numbers(client, org, mak
     assert "theirs" not in recent and len(recent) == 15  # every event of acme's, none of globex's
 
 
+def test_exports_follow_a_custom_range_and_every_filter(api, client, org, key, make_user, traffic):
+    user = make_user("ann", org=org)
+    client.force_login(user)
+    first, last = (traffic - timedelta(days=4)).date(), (traffic - timedelta(days=1)).date()
+    hold = api.post(
+        "/v1/budget/reservations",
+        json={"estimated_cost_usd": "0.5", "team": "search", "user": "alice", "model": "gpt-4o"},
+        headers=auth(key),
+    ).json()["reservation_id"]
+    chosen = {
+        "range": "custom",
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "team": "search",
+        "user": "alice",
+        "model": "gpt-4o",
+    }
+
+    exported = client.get(EXPORT, {"format": "json", **chosen})
+    table = csv_table(client.get(EXPORT, {"format": "csv", **chosen}))
+    shown = api.get(SUMMARY, params=chosen, headers=cookie_header(user))
+
+    assert exported.status_code == 200, exported.content
+    assert exported["Content-Disposition"] == (
+        f'attachment; filename="tollgate-acme-custom-{first}-{last}-search-alice-gpt-4o.json"'
+    )
+    body = exported.json()
+    assert {k: v for k, v in body.items() if k not in VOLATILE} == {
+        k: v for k, v in shown.json().items() if k not in VOLATILE
+    }
+    events = RequestEvent.objects.filter(
+        org=org,
+        team__slug="search",
+        user__external_id="alice",
+        model="gpt-4o",
+        started_at__gte=datetime.combine(first, datetime.min.time(), tzinfo=UTC),
+        started_at__lt=datetime.combine(last, datetime.min.time(), tzinfo=UTC) + timedelta(days=1),
+    )
+    assert events.count() > 0
+    assert Decimal(body["kpis"]["spend_usd"]) == events.aggregate(s=Sum("cost_usd"))["s"]
+    assert sorted(r["id"] for r in body["recent"]) == sorted(e.event_id for e in events)
+    kpi = {r["metric"]: r["value"] for r in table if r["section"] == "kpi"}
+    assert kpi["spend_usd"] == body["kpis"]["spend_usd"]
+    holds = {
+        (r["subject"], r["metric"]): r["value"] for r in table if r["section"] in ("holds", "hold")
+    }
+    assert holds[("", "count")] == "1" and holds[("", "held_usd")] == "0.5"
+    assert holds[(hold, "held_usd")] == "0.5" and holds[(hold, "team")] == "search"
+
+
 def test_members_see_only_their_org_and_staff_follow_the_switcher(client, org, make_user, traffic):
     client.force_login(make_user("ann", org=org))
     refused = client.get(EXPORT, {"format": "json", "org": "globex"})
@@ -109,6 +159,9 @@ def test_members_see_only_their_org_and_staff_follow_the_switcher(client, org, m
         ({"range": "1y"}, 422, "invalid_field", "range"),
         ({"team": "x" * 200}, 422, "invalid_field", "team"),
         ({"team": "nobody"}, 404, "not_found", "team"),
+        ({"range": "custom", "to": "2026-01-01"}, 422, "invalid_field", "from"),
+        ({"range": "custom", "from": "2026-01-02", "to": "2026-01-01"}, 422, "invalid_field", "to"),
+        ({"user": "nobody"}, 404, "not_found", "user"),
     ],
 )
 def test_bad_parameters_get_a_clear_error(client, org, make_user, query, status, code, field):

@@ -254,8 +254,8 @@ def test_a_live_update_carries_unpriced_spend_by_model_name(org, key, make_user)
     hour = message["events"][0]["started_at"][:13] + ":00:00Z"
     # 100 input x $2.5/M + 20 output x $10/M, at the fallback (catalog's highest) rates.
     assert sorted(message["unpriced"], key=lambda u: u["team"]) == [
-        {"xid": xid, "team": "ads", "model": "tg-mystery", "hour": hour,
+        {"xid": xid, "team": "ads", "user": "alice", "model": "tg-mystery", "hour": hour,
          "requests": 1, "cost_usd": "0.00045"},
-        {"xid": xid, "team": "search", "model": "tg-mystery", "hour": hour,
+        {"xid": xid, "team": "search", "user": "alice", "model": "tg-mystery", "hour": hour,
          "requests": 2, "cost_usd": "0.0009"},
     ]  # fmt: skip

@@ -57,11 +57,16 @@ def test_member_gets_their_org_and_no_switcher(client, org, make_org, make_user)
     assert response.status_code == 200
     assert page_config(response) == {
         "summaryUrl": "/v1/dashboard/summary",
+        "holdsUrl": "/v1/dashboard/holds",
         "socketPath": "/ws/spend/",
         "org": "acme",
         "switchOrg": False,
         "range": "24h",
+        "from": "",
+        "to": "",
         "team": "search",
+        "user": "",
+        "model": "",
     }
     assert b'id="org-switcher"' not in response.content
     assert b"dashboard/dashboard.js" in response.content

@@ -1,5 +1,5 @@
-"""The dashboard summary read from daily rollups: for every range, team filter
-and time zone (DST days and half-hour offsets too), the same answer as from
+"""The dashboard summary read from daily rollups: for every range (last month
+and a custom one included), filter and time zone (DST days and half-hour offsets too), the same answer as from
 hourly rollups alone, and the same numbers as a direct sum over the raw
 events, with events after the watermark in today, in an old day and in the
 day that the trailing week starts in."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -76,6 +76,7 @@ def tail_event(org: Organization, event_id: str, started_at: datetime, cost: str
         org=org,
         event_id=event_id,
         team=Team.objects.get(org=org, slug="search"),
+        user=EndUser.objects.get(org=org, external_id="alice"),
         model="gpt-4o",
         started_at=started_at,
         cost_usd=Decimal(cost),
@@ -84,14 +85,36 @@ def tail_event(org: Organization, event_id: str, started_at: datetime, cost: str
     )
 
 
-def summary_at(org: Organization, range_: str, team: str | None, at: datetime) -> dict:
+# The filters each range is checked with: none, a team, a user and a model.
+FILTERS = [{}, {"team": "search"}, {"user": "alice", "model": "gpt-4o"}]
+
+
+def custom_days(org: Organization, at: datetime) -> tuple[date, date]:
+    """A custom range of nine local days that ended four days before `at`."""
+    today = at.astimezone(ZoneInfo(org.time_zone)).date()
+    return today - timedelta(days=12), today - timedelta(days=4)
+
+
+def summary_at(
+    org: Organization, range_: str, team: str | None = None, *, at: datetime, **filters: str
+) -> dict:
     """Both halves of GET /v1/dashboard/summary, computed for the moment `at`,
     without the snapshots they read (which differ between any two calls)."""
-    args = [org.id, org.time_zone, range_, team, at]
+    days = custom_days(org, at) if range_ == "custom" else (None, None)
+    args = [
+        org.id,
+        org.time_zone,
+        range_,
+        *days,
+        team,
+        filters.get("user"),
+        filters.get("model"),
+        at,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s), "
-            "tollgate_dashboard_breakdown(%s, %s, %s, %s, %s)",
+            "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, %s), "
+            "tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             args + args,
         )
         summary, breakdown = (json.loads(v) if isinstance(v, str) else v for v in cursor.fetchone())
@@ -100,7 +123,9 @@ def summary_at(org: Organization, range_: str, team: str | None, at: datetime) -
     return body
 
 
-def expected(org: Organization, range_: str, team: str | None, at: datetime) -> dict:
+def expected(
+    org: Organization, range_: str, team: str | None = None, *, at: datetime, **filters: str
+) -> dict:
     """The KPIs, chart totals and top lists summed in Python over raw events.
     An event counts in the local day that its UTC hour starts in (the rule of
     the rollups; the same as its own local day where offsets are whole hours)."""
@@ -109,15 +134,27 @@ def expected(org: Organization, range_: str, team: str | None, at: datetime) -> 
     today = local_midnight(at, zone)
     month = month_start(at, zone)
     week = hour_of(at) - timedelta(days=7)
-    range_from = {
-        "24h": hi - timedelta(hours=24),
-        "7d": local_midnight(at, zone, 6),
-        "30d": local_midnight(at, zone, 29),
-        "mtd": month,
+    first, last = custom_days(org, at)
+    last_month = (month.astimezone(zone) - timedelta(days=1)).date()
+    range_from, range_to = {
+        "24h": (hi - timedelta(hours=24), hi),
+        "7d": (local_midnight(at, zone, 6), hi),
+        "30d": (local_midnight(at, zone, 29), hi),
+        "mtd": (month, hi),
+        "last_month": (month_start(month - timedelta(days=1), zone), month),
+        "custom": (
+            datetime.combine(first, time(0), tzinfo=zone).astimezone(UTC),
+            datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC),
+        ),
     }[range_]
+    assert last_month.day >= 28
     events = RequestEvent.objects.filter(org=org).select_related("team", "user")
     if team is not None:
         events = events.filter(team__slug=team)
+    if "user" in filters:
+        events = events.filter(user__external_id=filters["user"])
+    if "model" in filters:
+        events = events.filter(model=filters["model"])
     sums: dict[str, Decimal] = defaultdict(Decimal)
     counts: dict[str, int] = defaultdict(int)
     chart: dict[str, Decimal] = defaultdict(Decimal)
@@ -129,7 +166,7 @@ def expected(org: Organization, range_: str, team: str | None, at: datetime) -> 
         for name, since in (("today", today), ("mtd", month), ("week", week)):
             if hour >= since:
                 sums[name] += e.cost_usd
-        if hour < range_from:
+        if hour < range_from or hour >= range_to:
             continue
         sums["spend"] += e.cost_usd
         counts["requests"] += 1
@@ -217,12 +254,12 @@ def test_days_give_the_same_summary_as_hours_and_raw_events(make_org, time_zone,
     tail_event(org, "tail-week", hour_of(at) - timedelta(days=7, minutes=-2), "4")
 
     for range_ in RANGES:
-        for team in (None, "search"):
-            from_days = summary_at(org, range_, team, at)
-            assert_equals_raw_sums(from_days, expected(org, range_, team, at))
+        for filters in FILTERS:
+            from_days = summary_at(org, range_, at=at, **filters)
+            assert_equals_raw_sums(from_days, expected(org, range_, at=at, **filters))
             DailyRollupZone.objects.filter(org=org).delete()  # hourly rollups only
-            from_hours = summary_at(org, range_, team, at)
-            assert from_days == from_hours, (range_, team)
+            from_hours = summary_at(org, range_, at=at, **filters)
+            assert from_days == from_hours, (range_, filters)
             daily_rollups_build()
 
 
@@ -237,17 +274,17 @@ def test_whole_days_are_read_from_the_daily_rollups(make_org):
     rollups_refresh()
     zone = ZoneInfo("Europe/Berlin")
     day = local_midnight(at, zone, 3)
-    exact = summary_at(org, "7d", None, at)["kpis"]["spend_usd"]
+    exact = summary_at(org, "7d", at=at)["kpis"]["spend_usd"]
     assert DailyRollup.objects.filter(org=org, day=day).update(cost_usd=0) > 0
 
-    altered = summary_at(org, "7d", None, at)["kpis"]["spend_usd"]
-    hourly = summary_at(org, "24h", None, at)["chart"]
+    altered = summary_at(org, "7d", at=at)["kpis"]["spend_usd"]
+    hourly = summary_at(org, "24h", at=at)["chart"]
 
     assert Decimal(altered) < Decimal(exact)
     tail_event(org, "late", day + timedelta(hours=2), "0.75")
-    late = summary_at(org, "7d", None, at)["kpis"]["spend_usd"]
+    late = summary_at(org, "7d", at=at)["kpis"]["spend_usd"]
     assert Decimal(late) == Decimal(altered) + Decimal("0.75")
-    assert summary_at(org, "24h", None, at)["chart"] == hourly
+    assert summary_at(org, "24h", at=at)["chart"] == hourly
 
 
 def test_summary_through_the_server_after_aggregate_usage(api, org, key):
@@ -264,6 +301,10 @@ def test_summary_through_the_server_after_aggregate_usage(api, org, key):
     assert response.status_code == 200, response.text
     assert_matches_database(response.json(), org, now)
     for range_ in RANGES:
-        body = api.get(SUMMARY, params={"range": range_}, headers=auth(key)).json()
-        want = expected(org, range_, None, datetime.fromisoformat(body["to"]))
+        params = {"range": range_}
+        if range_ == "custom":
+            first, last = custom_days(org, now)
+            params.update({"from": first.isoformat(), "to": last.isoformat()})
+        body = api.get(SUMMARY, params=params, headers=auth(key)).json()
+        want = expected(org, range_, at=datetime.fromisoformat(body["generated_at"]))
         assert_equals_raw_sums(body, want)

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 
-from tests.dashboard.conftest import WAITING, event, fetch_summary, record, statements_waiting
+from tests.conftest import auth
+from tests.dashboard.conftest import (
+    SUMMARY,
+    WAITING,
+    event,
+    fetch_summary,
+    record,
+    statements_waiting,
+)
 from tests.dashboard.timing import summary_timing
 
 
@@ -116,3 +125,32 @@ def test_a_failed_summary_is_not_kept(reusing_server, test_database_url, org, ke
     retried = fetch_summary(url, key, "mtd")
     assert retried.status_code == 200, retried.text
     assert [r["id"] for r in retried.json()["recent"]] == ["kept-out"]
+
+
+def test_kept_summaries_are_kept_per_dates_and_filters(reusing_server, org, key):
+    """A kept answer is the one for the same org, range, custom dates, team,
+    user and model: a change of any of them is computed."""
+    today = datetime.now(UTC).date()
+    custom = {"range": "custom", "to": today.isoformat()}
+    asks = [
+        {**custom, "from": (today - timedelta(days=3)).isoformat()},
+        {**custom, "from": (today - timedelta(days=2)).isoformat()},
+        {"range": "7d", "user": "alice"},
+        {"range": "7d", "user": "bob"},
+        {"range": "7d", "model": "gpt-4o"},
+        {"range": "7d", "team": "search"},
+    ]
+    with httpx.Client(base_url=reusing_server.url, timeout=30) as api:
+        record(
+            api,
+            key,
+            [event("a", cost="1", user="alice"), event("b", cost="2", user="bob", model="o4")],
+        )
+        first = [api.get(SUMMARY, params=ask, headers=auth(key)) for ask in asks]
+        again = [api.get(SUMMARY, params=ask, headers=auth(key)) for ask in asks]
+
+    assert [summary_timing(r.headers) for r in first] == ['summary;desc="computed"'] * len(asks)
+    assert [summary_timing(r.headers) for r in again] == ['summary;desc="reused"'] * len(asks)
+    assert [r.json()["from_date"] for r in first[:2]] == [asks[0]["from"], asks[1]["from"]]
+    spend = [r.json()["kpis"]["spend_usd"] for r in first[2:]]
+    assert spend == ["1", "2", "1", "3"]

@@ -107,3 +107,17 @@ def test_the_page_export_carries_the_tag_breakdown(api, client, org, key, make_u
 
     refused = client.get("/dashboard/export", {"group_tag": "feature"})
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "group_tag"
+
+
+@pytest.mark.usefixtures("no_lag")
+def test_the_breakdown_follows_the_model_filter_and_not_a_user_one(api, org, key, tagged):
+    record(api, key, [event("claude", cost="4", model="claude-sonnet-4-5",
+                            tags={"customer": "acme"})])  # fmt: skip
+    rollups_refresh()
+    params = {"range": "24h", "group_tag": "customer"}
+
+    claude = api.get(SUMMARY, params={**params, "model": "claude-sonnet-4-5"}, headers=auth(key))
+    assert shown(claude.json()) == {"acme": (Decimal(4), 1)}
+
+    by_user = api.get(SUMMARY, params={**params, "user": "alice"}, headers=auth(key))
+    assert by_user.status_code == 200 and "tag_breakdown" not in by_user.json()

@@ -41,3 +41,25 @@ def test_bench_summary_stops_on_an_error_answer(server, org):
 def test_bench_summary_refuses_fewer_than_one_request():
     with pytest.raises(SystemExit):
         bench_summary.parse_args(["--key", "k", "--requests", "0"])
+
+
+def test_bench_summary_times_a_custom_range_with_its_filters(server, org, key):
+    from datetime import date
+
+    out = io.StringIO()
+    bench_summary.bench(
+        url=server.url,
+        key=key,
+        requests=2,
+        team="",
+        ranges=["last_month", "custom"],
+        out=out,
+        filters={"model": "gpt-4o", "user": ""},
+        custom=(date(2026, 1, 1), date(2026, 1, 31)),
+    )
+
+    labels = [line.split(" n=")[0].split() for line in out.getvalue().splitlines()]
+    assert labels == [
+        ["range=last_month", "model=gpt-4o"],
+        ["range=custom", "from=2026-01-01", "to=2026-01-31", "model=gpt-4o"],
+    ]

@@ -134,7 +134,12 @@ def drive_browser(
         data_requests: list[str] = []
         page.on(
             "request",
-            lambda r: data_requests.append(r.url) if r.resource_type in ("fetch", "xhr") else None,
+            # The holds panel re-reads its light endpoint on a timer (holds.js).
+            lambda r: (
+                data_requests.append(r.url)
+                if r.resource_type in ("fetch", "xhr") and "/v1/dashboard/holds" not in r.url
+                else None
+            ),
         )
 
         page.goto(f"{base}/")
@@ -320,7 +325,12 @@ def drive_unpriced(base: str, api: httpx.Client, key: str, soft: Alert, unpriced
         data_requests: list[str] = []
         page.on(
             "request",
-            lambda r: data_requests.append(r.url) if r.resource_type in ("fetch", "xhr") else None,
+            # The holds panel re-reads its light endpoint on a timer (holds.js).
+            lambda r: (
+                data_requests.append(r.url)
+                if r.resource_type in ("fetch", "xhr") and "/v1/dashboard/holds" not in r.url
+                else None
+            ),
         )
         page.goto(f"{base}/accounts/login/?next=/%3Frange%3D24h")
         page.fill("#id_username", "ann")

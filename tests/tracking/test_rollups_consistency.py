@@ -28,7 +28,11 @@ EVENTS = 120
 
 def summary_spend(org_id: int) -> Decimal:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL)", [org_id])
+        # Range 7d; no custom dates, team, user or model; now.
+        cursor.execute(
+            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, NULL)",
+            [org_id],
+        )
         (value,) = cursor.fetchone()
     body = json.loads(value) if isinstance(value, str) else value
     return Decimal(body["summary"]["kpis"]["spend_usd"])

@@ -31,34 +31,56 @@ $$;
 -- lists). Both take the same p_at, hence the same bounds.
 --
 -- p_range: '24h' (the current UTC hour and the 23 before it, hourly buckets),
--- '7d' / '30d' (today and the 6 / 29 days before it, local days of p_tz) or
--- 'mtd' (this local month, daily). "Today", "month to date" and the
+-- '7d' / '30d' (today and the 6 / 29 days before it, local days of p_tz),
+-- 'mtd' (this local month), 'last_month' (the whole local month before it)
+-- or 'custom' (the local days p_from to p_to, both included), daily.
+-- [range_from, range_to) is the range; first_day and last_day its local
+-- dates (the chart's day buckets). A range ends at `hi` (the end of the
+-- current hour) when it reaches now. "Today", "month to date" and the
 -- trailing-week run rate behind the month-end projection need the month and
 -- the last 7 days whatever the range. Days and months start at the first
 -- instant of their local date, as budget windows do (tollgate_period_bounds,
 -- tollgate_local_day_start). Rollup hours count in the local day they start
 -- in (exact for zones with whole-hour offsets).
-CREATE OR REPLACE FUNCTION tollgate_dashboard_bounds(p_range text, p_tz text, p_at timestamptz)
-RETURNS TABLE (range_from timestamptz, hour timestamptz, today timestamptz, month timestamptz,
+DROP FUNCTION IF EXISTS tollgate_dashboard_bounds(text, text, timestamptz);
+CREATE OR REPLACE FUNCTION tollgate_dashboard_bounds(
+    p_range text, p_tz text, p_at timestamptz, p_from date, p_to date)
+RETURNS TABLE (range_from timestamptz, range_to timestamptz, first_day date, last_day date,
+               hour timestamptz, today timestamptz, month timestamptz,
                month_end timestamptz, week timestamptz, lo timestamptz, hi timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT f.range_from, b.hour, b.today, b.month, b.month_end, b.week,
+    SELECT f.range_from, least(f.range_to, b.hour + interval '1 hour'), f.first_day, f.last_day,
+           b.hour, b.today, b.month, b.month_end, b.week,
            date_trunc('hour', least(f.range_from, b.month, b.week), 'UTC'), b.hour + interval '1 hour'
     FROM (SELECT date_trunc('hour', p_at, 'UTC') AS hour,
                  d.period_start AS today, m.period_start AS month, m.period_end AS month_end,
                  date_trunc('hour', p_at, 'UTC') - interval '7 days' AS week,
-                 date_trunc('day', p_at AT TIME ZONE p_tz) AS local_today
+                 date_trunc('day', p_at AT TIME ZONE p_tz) AS local_today,
+                 date_trunc('month', p_at AT TIME ZONE p_tz) AS local_month
           FROM tollgate_period_bounds('day', p_tz, p_at) d,
                tollgate_period_bounds('month', p_tz, p_at) m) b
-    CROSS JOIN LATERAL (SELECT CASE p_range
-        WHEN '24h' THEN b.hour + interval '1 hour' - interval '24 hours'
-        WHEN '7d' THEN tollgate_local_day_start(b.local_today - interval '6 days', p_tz)
-        WHEN '30d' THEN tollgate_local_day_start(b.local_today - interval '29 days', p_tz)
-        WHEN 'mtd' THEN b.month END AS range_from) f
+    CROSS JOIN LATERAL (SELECT x.first_day, x.last_day,
+        CASE p_range WHEN '24h' THEN b.hour + interval '1 hour' - interval '24 hours'
+                     ELSE tollgate_local_day_start(x.first_day, p_tz) END AS range_from,
+        CASE p_range WHEN '24h' THEN b.hour + interval '1 hour'
+                     ELSE tollgate_local_day_start(x.last_day + 1, p_tz) END AS range_to
+        FROM (SELECT CASE p_range
+                  WHEN '24h' THEN NULL
+                  WHEN '7d' THEN (b.local_today - interval '6 days')::date
+                  WHEN '30d' THEN (b.local_today - interval '29 days')::date
+                  WHEN 'mtd' THEN b.local_month::date
+                  WHEN 'last_month' THEN (b.local_month - interval '1 month')::date
+                  WHEN 'custom' THEN p_from END AS first_day,
+              CASE p_range
+                  WHEN '24h' THEN NULL
+                  WHEN 'last_month' THEN (b.local_month - interval '1 day')::date
+                  WHEN 'custom' THEN p_to
+                  ELSE b.local_today::date END AS last_day) x
+        WHERE p_range IN ('24h', '7d', '30d', 'mtd', 'last_month', 'custom')) f
 $$;
 
--- Usage of one org (one team when p_team is set) per bucket, team, user and
--- model in [p_lo, p_hi). A bucket is a UTC hour, or with p_days a whole local
+-- Usage of one org (narrowed to one team, end user and model when p_team,
+-- p_user, p_model are set) per bucket, team, user and model in [p_lo, p_hi). A bucket is a UTC hour, or with p_days a whole local
 -- day (its start) of p_tz that the daily rollups can serve; the result is the
 -- same either way, only the number of rows read differs (~640 a day instead
 -- of ~640 an hour with the demo data).
@@ -89,8 +111,11 @@ $$;
 -- found through event_org_received, not by reading the org's whole range.
 DROP FUNCTION IF EXISTS tollgate_dashboard_usage(
     bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_dashboard_usage(
+    bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz, boolean, text,
+    timestamptz[]);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_usage(
-    p_org bigint, p_team bigint, p_lo timestamptz, p_hi timestamptz,
+    p_org bigint, p_team bigint, p_user bigint, p_model text, p_lo timestamptz, p_hi timestamptz,
     p_aggregated timestamptz, p_pruned timestamptz,
     p_days boolean, p_tz text, p_cuts timestamptz[])
 RETURNS TABLE (bucket timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
@@ -131,6 +156,8 @@ LANGUAGE sql STABLE AS $$
     WHERE d.org_id = p_org AND d.day >= s.days_lo AND d.day < s.days_hi
       AND d.day NOT IN (SELECT day FROM hourly_days)
       AND (p_team IS NULL OR d.team_id = p_team)
+      AND (p_user IS NULL OR d.user_id = p_user)
+      AND (p_model IS NULL OR d.model = p_model)
     UNION ALL
     -- Per range, an index range scan of the hourly rollups. OFFSET 0 keeps
     -- the subquery from being pulled up into a join, which the planner
@@ -143,6 +170,8 @@ LANGUAGE sql STABLE AS $$
         SELECT r.* FROM tracking_hourlyrollup r
         WHERE r.org_id = p_org AND r.hour >= x.lo AND r.hour < x.hi
           AND (p_team IS NULL OR r.team_id = p_team)
+          AND (p_user IS NULL OR r.user_id = p_user)
+          AND (p_model IS NULL OR r.model = p_model)
         OFFSET 0) r
     UNION ALL
     SELECT date_trunc('hour', e.started_at, 'UTC'), e.team_id, e.user_id, e.model, count(*),
@@ -152,6 +181,8 @@ LANGUAGE sql STABLE AS $$
     WHERE e.org_id = p_org AND e.received_at > p_aggregated
       AND e.started_at >= greatest(p_lo, p_pruned) AND e.started_at < p_hi
       AND (p_team IS NULL OR e.team_id = p_team)
+      AND (p_user IS NULL OR e.user_id = p_user)
+      AND (p_model IS NULL OR e.model = p_model)
     GROUP BY 1, 2, 3, 4
 $$;
 
@@ -166,12 +197,112 @@ LANGUAGE sql STABLE AS $$
                      WHERE name = 'prune_events'), '-infinity')
 $$;
 
--- KPIs, budgets, recent requests (the last 50) and the org's teams.
--- Result: {"status": "ok", "summary": {…}}, or {"status": "not_found"} for
--- a team the org does not have.
+-- The team and end user a dashboard is narrowed to, by slug and external
+-- id; `missing` names the filter the org does not have ('team', 'user').
+CREATE OR REPLACE FUNCTION tollgate_dashboard_subjects(p_org bigint, p_team text, p_user text,
+    OUT team_id bigint, OUT user_id bigint, OUT missing text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_team IS NOT NULL THEN
+        SELECT t.id INTO team_id FROM budgets_team t WHERE t.org_id = p_org AND t.slug = p_team;
+        IF team_id IS NULL THEN
+            missing := 'team';
+            RETURN;
+        END IF;
+    END IF;
+    IF p_user IS NOT NULL THEN
+        SELECT u.id INTO user_id FROM budgets_enduser u
+        WHERE u.org_id = p_org AND u.external_id = p_user;
+        IF user_id IS NULL THEN
+            missing := 'user';
+        END IF;
+    END IF;
+END $$;
+
+-- The budgets panel: the org's budgets as GET /v1/budgets shows them, those
+-- that count the selected spend only, most used first. With a team filter:
+-- the org's budgets (they count every request), the team's, and those of
+-- API keys limited to that team (their requests are the team's). With a
+-- user filter: the org's and that user's. With both: the org's, the team's,
+-- its keys' and the user's. A model filter narrows nothing here: no budget
+-- is limited to models. Order: used % (spent and held over the limit)
+-- descending, a zero limit with use first, unused ones last; ties by scope
+-- and subject (the page sorts live budgets the same way, dashboard.js).
+CREATE OR REPLACE FUNCTION tollgate_dashboard_budgets(
+    p_org bigint, p_at timestamptz, p_team bigint, p_user bigint)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(x.b ORDER BY x.used DESC, x.n), '[]')
+    FROM (SELECT e.b, e.n,
+                 CASE WHEN (e.b->>'limit_usd')::numeric > 0
+                      THEN ((e.b->>'spent_usd')::numeric + (e.b->>'reserved_usd')::numeric)
+                           / (e.b->>'limit_usd')::numeric
+                      WHEN (e.b->>'spent_usd')::numeric + (e.b->>'reserved_usd')::numeric > 0
+                      THEN 'Infinity'::numeric
+                      ELSE 0 END AS used
+          FROM jsonb_array_elements(tollgate_list_budgets(p_org, p_at)) WITH ORDINALITY e(b, n)
+          WHERE (p_team IS NULL AND p_user IS NULL)
+             OR e.b->>'scope' = 'org'
+             OR (e.b->>'scope' = 'team' AND e.b->>'id' = (SELECT t.slug FROM budgets_team t
+                                                          WHERE t.id = p_team))
+             OR (e.b->>'scope' = 'key' AND p_team IS NOT NULL
+                 AND e.b->>'id' IN (SELECT k.lookup_id FROM budgets_apikey k
+                                    WHERE k.org_id = p_org AND k.team_id = p_team))
+             OR (e.b->>'scope' = 'user' AND e.b->>'id' = (SELECT u.external_id
+                                                          FROM budgets_enduser u
+                                                          WHERE u.id = p_user))) x
+$$;
+
+-- Holds in flight: the active holds of an org (narrowed to a team, end user
+-- and model like the rest of the page) that have not expired, their count,
+-- what they hold now (tollgate_hold_left: less partial settlements) and the
+-- five largest and five newest. The summary carries it, and the page
+-- re-reads it on its own every few seconds (GET /v1/dashboard/holds): holds
+-- come and go in seconds, and the hold path sends nothing for the page.
+-- Index reservation_active_expiry (partial: active holds only, by expiry),
+-- so closed holds are never read.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_holds(
+    p_org bigint, p_team bigint, p_user bigint, p_model text, p_at timestamptz)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH active AS MATERIALIZED (
+        SELECT r.id, r.created_at, r.expires_at, r.team_id, r.user_id, r.model,
+               tollgate_hold_left(r.amount, r.settled) AS held
+        FROM budgets_reservation r
+        WHERE r.status = 'active' AND r.expires_at > coalesce(p_at, now())
+          AND r.org_id = p_org
+          AND (p_team IS NULL OR r.team_id = p_team)
+          AND (p_user IS NULL OR r.user_id = p_user)
+          AND (p_model IS NULL OR r.model = p_model)
+    ),
+    shown AS (
+        SELECT a.id, a.held, a.created_at,
+               jsonb_build_object('id', a.id, 'held_usd', trim_scale(a.held)::text,
+                   'team', t.slug, 'user', u.external_id, 'model', nullif(a.model, ''),
+                   'created_at', tollgate_iso(a.created_at),
+                   'expires_at', tollgate_iso(a.expires_at)) AS j
+        FROM (SELECT * FROM (SELECT * FROM active ORDER BY held DESC, id LIMIT 5) l
+              UNION
+              SELECT * FROM (SELECT * FROM active ORDER BY created_at DESC, id LIMIT 5) n) a
+        LEFT JOIN budgets_team t ON t.id = a.team_id
+        LEFT JOIN budgets_enduser u ON u.id = a.user_id
+    )
+    SELECT jsonb_build_object(
+        'count', (SELECT count(*) FROM active),
+        'held_usd', (SELECT trim_scale(coalesce(sum(held), 0))::text FROM active),
+        'largest', (SELECT coalesce(jsonb_agg(s.j ORDER BY s.held DESC, s.id), '[]')
+                    FROM (SELECT * FROM shown ORDER BY held DESC, id LIMIT 5) s),
+        'newest', (SELECT coalesce(jsonb_agg(s.j ORDER BY s.created_at DESC, s.id), '[]')
+                   FROM (SELECT * FROM shown ORDER BY created_at DESC, id LIMIT 5) s))
+$$;
+
+-- KPIs, budgets, holds in flight, recent requests (the last 50 of the
+-- range) and the org's teams, narrowed to p_team, p_user (external id) and
+-- p_model when set; p_from and p_to are a custom range's local days.
+-- Result: {"status": "ok", "summary": {…}}, or {"status": "not_found",
+-- "field": "team" | "user"} for a team or user the org does not have.
 -- Indexes: event_org_started for the recent requests (newest first).
 CREATE OR REPLACE FUNCTION tollgate_dashboard_summary(
-    p_org bigint, p_tz text, p_range text, p_team text, p_at timestamptz)
+    p_org bigint, p_tz text, p_range text, p_from date, p_to date,
+    p_team text, p_user text, p_model text, p_at timestamptz)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 -- Plans made for this call's values: a plan cached for "any watermark" would
 -- read the org's whole range instead of the short tail after it. The
@@ -182,21 +313,39 @@ SET work_mem = '32MB' AS $$
 DECLARE
     v_at timestamptz := coalesce(p_at, now());
     v_team bigint;
+    v_user bigint;
+    v_missing text;
     b record;
     w record;
+    v_lo1 timestamptz;
+    v_hi1 timestamptz;
+    v_lo2 timestamptz;
+    v_hi2 timestamptz;
     v_summary jsonb;
 BEGIN
-    IF p_team IS NOT NULL THEN
-        SELECT id INTO v_team FROM budgets_team WHERE org_id = p_org AND slug = p_team;
-        IF v_team IS NULL THEN
-            RETURN jsonb_build_object('status', 'not_found', 'field', 'team');
-        END IF;
+    SELECT s.team_id, s.user_id, s.missing INTO v_team, v_user, v_missing
+    FROM tollgate_dashboard_subjects(p_org, p_team, p_user) s;
+    IF v_missing IS NOT NULL THEN
+        RETURN jsonb_build_object('status', 'not_found', 'field', v_missing);
     END IF;
-    SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, v_at);
+    SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, v_at, p_from, p_to);
     IF b.range_from IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'unknown range ' || p_range;
     END IF;
     SELECT * INTO w FROM tollgate_dashboard_watermarks();
+    -- What the KPIs read: the range, and the month and trailing week up to
+    -- now. One span when they meet; two when the range ended earlier (last
+    -- month, a custom range), so that the time between is not read. Whole
+    -- UTC hours: an hour counts in the local day it starts in.
+    v_lo1 := date_trunc('hour', b.range_from, 'UTC');
+    v_hi1 := date_trunc('hour', b.range_to - interval '1 microsecond', 'UTC') + interval '1 hour';
+    v_lo2 := date_trunc('hour', least(b.month, b.week), 'UTC');
+    v_hi2 := b.hi;
+    IF v_lo2 <= v_hi1 AND v_lo1 <= v_hi2 THEN
+        v_lo1 := least(v_lo1, v_lo2);
+        v_hi1 := greatest(v_hi1, v_hi2);
+        v_lo2 := v_hi2;
+    END IF;
 
     -- Hours and whole local days: the KPIs below filter by day starts
     -- (range, today, month) and by the two times passed as cuts (the
@@ -205,15 +354,24 @@ BEGIN
     WITH hourly AS (
         SELECT u.bucket AS hour, sum(u.requests) AS requests, sum(u.errors) AS errors,
                sum(u.unpriced) AS unpriced, sum(u.cost) AS cost
-        FROM tollgate_dashboard_usage(p_org, v_team, b.lo, b.hi, w.aggregated, w.pruned,
-                                      true, p_tz, ARRAY[b.week, b.range_from]) u
+        FROM (SELECT * FROM tollgate_dashboard_usage(
+                  p_org, v_team, v_user, p_model, v_lo1, v_hi1, w.aggregated, w.pruned,
+                  true, p_tz, ARRAY[b.week, b.range_from, b.range_to])
+              UNION ALL
+              SELECT * FROM tollgate_dashboard_usage(
+                  p_org, v_team, v_user, p_model, v_lo2, v_hi2, w.aggregated, w.pruned,
+                  true, p_tz, ARRAY[b.week])) u
         GROUP BY u.bucket
     ),
     kpis AS (
-        SELECT coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.range_from), 0) AS spend,
-               coalesce(sum(h.requests) FILTER (WHERE h.hour >= b.range_from), 0) AS requests,
-               coalesce(sum(h.errors) FILTER (WHERE h.hour >= b.range_from), 0) AS errors,
-               coalesce(sum(h.unpriced) FILTER (WHERE h.hour >= b.range_from), 0) AS unpriced,
+        SELECT coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.range_from
+                                              AND h.hour < b.range_to), 0) AS spend,
+               coalesce(sum(h.requests) FILTER (WHERE h.hour >= b.range_from
+                                                  AND h.hour < b.range_to), 0) AS requests,
+               coalesce(sum(h.errors) FILTER (WHERE h.hour >= b.range_from
+                                                AND h.hour < b.range_to), 0) AS errors,
+               coalesce(sum(h.unpriced) FILTER (WHERE h.hour >= b.range_from
+                                                  AND h.hour < b.range_to), 0) AS unpriced,
                coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.today), 0) AS today,
                coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.month), 0) AS mtd,
                coalesce(sum(h.cost) FILTER (WHERE h.hour >= b.week), 0) AS week
@@ -228,8 +386,10 @@ BEGIN
         SELECT e.model, sum(e.cost_usd) AS cost, count(*) AS requests
         FROM tracking_requestevent e
         WHERE NOT e.priced AND e.org_id = p_org
-          AND e.started_at >= b.range_from AND e.started_at < b.hi
+          AND e.started_at >= b.range_from AND e.started_at < b.range_to
           AND (v_team IS NULL OR e.team_id = v_team)
+          AND (v_user IS NULL OR e.user_id = v_user)
+          AND (p_model IS NULL OR e.model = p_model)
         GROUP BY e.model
     ),
     recent AS (
@@ -241,6 +401,9 @@ BEGIN
         LEFT JOIN budgets_team t ON t.id = e.team_id
         LEFT JOIN budgets_enduser u ON u.id = e.user_id
         WHERE e.org_id = p_org AND (v_team IS NULL OR e.team_id = v_team)
+          AND (v_user IS NULL OR e.user_id = v_user)
+          AND (p_model IS NULL OR e.model = p_model)
+          AND e.started_at >= b.range_from AND e.started_at < b.range_to
         ORDER BY e.started_at DESC
         LIMIT 50
     )
@@ -249,9 +412,15 @@ BEGIN
                 FROM budgets_organization o WHERE o.id = p_org),
         'range', p_range,
         'team', p_team,
+        'user', p_user,
+        'model', p_model,
         'granularity', CASE WHEN p_range = '24h' THEN 'hour' ELSE 'day' END,
         'from', tollgate_iso(b.range_from),
-        'to', tollgate_iso(v_at),
+        'to', tollgate_iso(least(b.range_to, v_at)),
+        -- The range's end when it ended before now (live spend is not its).
+        'ends_at', CASE WHEN b.range_to <= b.hour THEN tollgate_iso(b.range_to) END,
+        'from_date', b.first_day,
+        'to_date', b.last_day,
         'generated_at', tollgate_iso(v_at),
         'aggregated_through', (SELECT tollgate_iso(watermark) FROM tracking_aggregationstate
                                WHERE name = 'aggregate_usage'),
@@ -279,7 +448,8 @@ BEGIN
                                     ORDER BY p.cost DESC, p.model), '[]')
                                 FROM (SELECT * FROM unpriced ORDER BY cost DESC, model
                                       LIMIT 20) p)) FROM kpis k),
-        'budgets', tollgate_list_budgets(p_org, v_at),
+        'budgets', tollgate_dashboard_budgets(p_org, v_at, v_team, v_user),
+        'holds', tollgate_dashboard_holds(p_org, v_team, v_user, p_model, v_at),
         'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', r.event_id, 'started_at', tollgate_iso(r.started_at),
                        'team', r.team, 'user', r."user", 'model', r.model, 'tokens', r.tokens,
@@ -330,17 +500,21 @@ BEGIN
                    LEFT JOIN budgets_team t ON t.id = bu.team_id
                    LEFT JOIN budgets_enduser u ON u.id = bu.user_id
                    LEFT JOIN budgets_apikey ak ON ak.id = bu.key_id
-                   WHERE p_team IS NULL OR t.slug = p_team))
+                   WHERE (p_team IS NULL OR t.slug = p_team)
+                     AND (p_user IS NULL OR u.external_id = p_user)
+                     AND (p_model IS NULL OR a.kind <> 'unpriced_model'
+                          OR a.model = p_model)))
     INTO v_summary;
     RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);
 END $$;
 
 -- The chart (spend per bucket, stacked by team, or by model when p_team is
 -- set; the six largest on their own, the rest as "other") and the top ten
--- teams, users and models of the range. Result: {"chart": {…}, "top": {…}},
--- or NULL for a team the org does not have.
+-- teams, users and models of the range, narrowed like the summary. Result:
+-- {"chart": {…}, "top": {…}}, or NULL for a team or user the org does not have.
 CREATE OR REPLACE FUNCTION tollgate_dashboard_breakdown(
-    p_org bigint, p_tz text, p_range text, p_team text, p_at timestamptz)
+    p_org bigint, p_tz text, p_range text, p_from date, p_to date,
+    p_team text, p_user text, p_model text, p_at timestamptz)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan
 SET work_mem = '32MB'
@@ -350,18 +524,23 @@ SET work_mem = '32MB'
 SET enable_sort = off AS $$
 DECLARE
     v_team bigint;
+    v_user bigint;
+    v_missing text;
     b record;
     w record;
+    v_hi timestamptz;
     v_result jsonb;
 BEGIN
-    IF p_team IS NOT NULL THEN
-        SELECT id INTO v_team FROM budgets_team WHERE org_id = p_org AND slug = p_team;
-        IF v_team IS NULL THEN
-            RETURN NULL;
-        END IF;
+    SELECT s.team_id, s.user_id, s.missing INTO v_team, v_user, v_missing
+    FROM tollgate_dashboard_subjects(p_org, p_team, p_user) s;
+    IF v_missing IS NOT NULL THEN
+        RETURN NULL;
     END IF;
-    SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()));
+    SELECT * INTO b
+    FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()), p_from, p_to);
     SELECT * INTO w FROM tollgate_dashboard_watermarks();
+    -- Whole UTC hours: an hour counts in the local day it starts in.
+    v_hi := date_trunc('hour', b.range_to - interval '1 microsecond', 'UTC') + interval '1 hour';
 
     -- Every bucket, also those without spend: UTC hours, or local days
     -- stepped by local date (a day is not always 24 hours, nor starts at 00:00).
@@ -370,8 +549,7 @@ BEGIN
         WHERE p_range = '24h'
         UNION ALL
         SELECT tollgate_local_day_start(d, p_tz)
-        FROM generate_series(date_trunc('day', b.range_from AT TIME ZONE p_tz),
-                             date_trunc('day', b.today AT TIME ZONE p_tz), interval '1 day') d
+        FROM generate_series(b.first_day::timestamp, b.last_day::timestamp, interval '1 day') d
         WHERE p_range <> '24h'
     ),
     -- The local day of every bucket the usage can have (the range's UTC
@@ -383,8 +561,8 @@ BEGIN
     day_of AS MATERIALIZED (
         SELECT x.bucket, tollgate_local_trunc('day', x.bucket, p_tz) AS day
         FROM (SELECT h AS bucket
-              FROM generate_series(date_trunc('hour', b.range_from, 'UTC'), b.hour,
-                                   interval '1 hour') h
+              FROM generate_series(date_trunc('hour', b.range_from, 'UTC'),
+                                   v_hi - interval '1 hour', interval '1 hour') h
               UNION
               SELECT bk.bucket FROM buckets bk) x
         WHERE p_range <> '24h'
@@ -402,8 +580,9 @@ BEGIN
                           ELSE coalesce(d.day, tollgate_local_trunc('day', u.bucket, p_tz))
                           END AS bucket,
                      u.team_id, u.user_id, u.model, u.requests, u.cost
-              FROM tollgate_dashboard_usage(p_org, v_team, b.range_from, b.hi, w.aggregated,
-                                            w.pruned, p_range <> '24h', p_tz, '{}') u
+              FROM tollgate_dashboard_usage(p_org, v_team, v_user, p_model, b.range_from, v_hi,
+                                            w.aggregated, w.pruned, p_range <> '24h', p_tz,
+                                            '{}') u
               LEFT JOIN day_of d ON d.bucket = u.bucket) g
         GROUP BY GROUPING SETS ((g.bucket, g.team_id), (g.bucket, g.model), (g.team_id),
                                 (g.user_id), (g.model))

@@ -16,9 +16,17 @@
 const config = JSON.parse(document.getElementById("dashboard-config").textContent);
 const byId = (id) => document.getElementById(id);
 
+// What the page shows, as its URL says (range, a custom range's dates,
+// filters): a reload or a shared link opens the same view.
+const FILTERS = ["range", "from", "to", "team", "user", "model"];
+
 const state = {
   range: config.range,
+  from: config.from, // YYYY-MM-DD, with range "custom"
+  to: config.to,
   team: config.team,
+  user: config.user,
+  model: config.model,
   summary: null,
   fresh: new Set(), // ids of requests that arrived live, highlighted once
   heard: [], // [time received, message] of the live updates of the last LOG_MS
@@ -138,7 +146,17 @@ function s(tag, attrs = {}, text) {
 
 // ---- Rendering ----------------------------------------------------------------
 
-const RANGE_NOTES = { "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days", mtd: "this month" };
+const RANGE_NOTES = {
+  "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days", mtd: "this month",
+  last_month: "last month", custom: "custom range",
+};
+
+function rangeNote(summary) {
+  if (summary.range !== "custom") return RANGE_NOTES[summary.range];
+  const day = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", year: "numeric", timeZone: "UTC" });
+  const first = day.format(new Date(summary.from_date));
+  return summary.from_date === summary.to_date ? first : `${first} – ${day.format(new Date(summary.to_date))}`;
+}
 const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#db2777"];
 const OTHER_COLOR = "#94a3b8";
 const NONE_COLOR = "#cbd5e1";
@@ -157,7 +175,7 @@ function setKpi(id, value, note) {
 
 function renderKpis() {
   const k = state.summary.kpis;
-  setKpi("spend", money(k.spend_usd), RANGE_NOTES[state.summary.range]);
+  setKpi("spend", money(k.spend_usd), rangeNote(state.summary));
   setKpi("today", money(k.today_usd));
   setKpi("mtd", money(k.month_to_date_usd),
     `${timeFormat({ month: "long" }).format(new Date(k.month_starts_at))}, so far`);
@@ -258,11 +276,27 @@ function renderChart() {
 
 const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key" };
 
+// Most used first (spent and held over the limit; a zero limit with use
+// first, unused last), as the summary sorts them (tollgate_dashboard_budgets):
+// live updates bring the org's budgets in their own order.
+function utilization(b) {
+  const used = units(b.spent_usd) + units(b.reserved_usd);
+  const limit = units(b.limit_usd);
+  if (limit > 0n) return Number((used * 1000000n) / limit);
+  return used > 0n ? Infinity : 0;
+}
+
+function budgetKey(b) {
+  return `${b.scope}:${b.id}:${b.period}`;
+}
+
 function renderBudgets() {
   const budgets = state.summary.budgets;
   const container = byId("budgets");
+  byId("budgets-scope").textContent = budgetScope();
   if (!budgets.length) {
-    container.replaceChildren(h("p", { class: "empty" }, "No budgets yet. Staff can add them in admin."));
+    container.replaceChildren(h("p", { class: "empty" },
+      state.team || state.user ? "No budget counts this spend." : "No budgets yet. Staff can add them in admin."));
     return;
   }
   container.replaceChildren(...budgets.map((b) => {
@@ -274,7 +308,7 @@ function renderBudgets() {
     const spentPct = limit > 0 ? (spent / limit) * 100 : (spent > 0 ? span : 0);
     const reservedPct = limit > 0 ? (reserved / limit) * 100 : 0;
     const level = used >= 100 ? "over" : used >= b.soft_limit_pct ? "warn" : "ok";
-    return h("div", { class: `budget ${level}`, "data-budget": `${b.scope}:${b.id}:${b.period}` },
+    return h("div", { class: `budget ${level}`, "data-budget": budgetKey(b) },
       h("div", { class: "budget-head" },
         h("span", { class: "name", title: b.id }, `${SCOPE_LABELS[b.scope]} ${b.scope === "org" ? "" : b.id}`.trim()),
         h("span", { class: "tag" }, b.period),
@@ -292,8 +326,12 @@ function renderBudgets() {
       h("div", { class: "budget-foot" },
         `${money(b.spent_usd)} spent`,
         reserved > 0 ? ` + ${money(b.reserved_usd)} held` : "",
-        ` of ${money(b.limit_usd)}`,
-        b.resets_at ? ` · resets ${relativeTime(b.resets_at)}` : " · no reset"));
+        ` of ${money(b.limit_usd)} · `,
+        h("span", { class: "remaining" }, `${money(b.remaining_usd)} left`),
+        b.resets_at
+          ? h("span", { title: b.resets_at }, ` · resets ${relativeTime(b.resets_at)} (${timeFormat({
+            month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(new Date(b.resets_at))})`)
+          : " · no reset"));
   }));
 }
 
@@ -364,16 +402,35 @@ function renderAlerts() {
     : h("p", { class: "empty" }, "No open alerts."));
 }
 
+// What the budgets panel shows under the filters (tollgate_dashboard_budgets).
+function budgetScope() {
+  if (state.team && state.user) return `org, team ${state.team} and its keys, user ${state.user}`;
+  if (state.team) return `org, team ${state.team} and its keys`;
+  if (state.user) return `org and user ${state.user}`;
+  return "current period, most used first";
+}
+
 function renderFilters() {
   for (const link of byId("range-filter").querySelectorAll("a")) {
     link.setAttribute("aria-current", String(link.dataset.range === state.range));
-    link.href = urlFor({ range: link.dataset.range });
+    link.href = link.dataset.range === "custom" ? urlFor(customDefaults()) : urlFor({ range: link.dataset.range });
   }
+  const custom = byId("custom-range");
+  custom.hidden = state.range !== "custom";
+  byId("range-from").value = state.from;
+  byId("range-to").value = state.to;
   const select = byId("team-filter");
   const teams = state.summary ? state.summary.teams : [];
   select.replaceChildren(h("option", { value: "" }, "All teams"),
     ...teams.map((team) => h("option", { value: team }, team)));
   select.value = state.team;
+  // Users and models: typed, with this range's top ten offered.
+  const top = state.summary ? state.summary.top : { users: [], models: [] };
+  byId("user-choices").replaceChildren(...top.users.filter((u) => u.id !== null)
+    .map((u) => h("option", { value: u.id })));
+  byId("model-choices").replaceChildren(...top.models.map((m) => h("option", { value: m.id })));
+  byId("user-filter").value = state.user;
+  byId("model-filter").value = state.model;
   for (const link of document.querySelectorAll("a[data-export]")) {
     link.href = `/dashboard/export${urlFor()}&format=${link.dataset.export}`;
   }
@@ -393,15 +450,25 @@ function render() {
 
 function urlFor(changes = {}) {
   const params = new URLSearchParams();
-  const range = changes.range ?? state.range;
-  const team = changes.team ?? state.team;
+  const chosen = { ...state, ...changes };
   if (config.switchOrg) params.set("org", config.org);
-  params.set("range", range);
-  if (team) params.set("team", team);
+  for (const name of FILTERS) {
+    if ((name === "from" || name === "to") && chosen.range !== "custom") continue;
+    if (chosen[name]) params.set(name, chosen[name]);
+  }
   // The tag breakdown's choice (tags.js keeps it in the page URL).
   const groupTag = new URLSearchParams(location.search).get("group_tag");
   if (groupTag) params.set("group_tag", groupTag);
   return `?${params}`;
+}
+
+// A custom range starts as the one shown (its days), else the last 7 days.
+function customDefaults() {
+  const s = state.summary;
+  if (state.from && state.to) return { range: "custom", from: state.from, to: state.to };
+  if (s && s.from_date) return { range: "custom", from: s.from_date, to: s.to_date };
+  const day = (offset) => new Date(Date.now() - offset * 86400000).toISOString().slice(0, 10);
+  return { range: "custom", from: day(6), to: day(0) };
 }
 
 function showError(message) {
@@ -441,6 +508,8 @@ async function load() {
   render();
   document.dispatchEvent(new CustomEvent("tollgate:summary", { detail: body }));
   document.body.dataset.range = state.range;
+  // The holds panel (holds.js) shows the summary's holds, then re-reads them.
+  document.dispatchEvent(new CustomEvent("tollgate:summary", { detail: body }));
   if (!document.body.dataset.ready) {
     document.body.dataset.ready = "1";
     performance.mark("tollgate-interactive");
@@ -449,6 +518,7 @@ async function load() {
 
 function navigate(changes) {
   Object.assign(state, changes);
+  if (state.range !== "custom") Object.assign(state, { from: "", to: "" });
   history.pushState(null, "", urlFor());
   load();
 }
@@ -478,10 +548,10 @@ function addToTop(rows, id, totals) {
 // the names (costliest first). The list holds at most 20: one that is not
 // full holds every unpriced model of the range, so a new name joins it; in
 // a full one a missing name's total is unknown and waits for the next load.
-function addUnpriced(k, u, from) {
+function addUnpriced(k, u, from, until) {
   if (sees(state.summary.snapshot, u.xid)) return;
-  if (state.team && u.team !== state.team) return;
-  if (Date.parse(u.hour) < from) return;
+  if (!matches(u)) return;
+  if (Date.parse(u.hour) < from || Date.parse(u.hour) >= until) return;
   const cost = units(u.cost_usd);
   addMoney(k, "unpriced_usd", cost);
   const models = k.unpriced_models;
@@ -497,6 +567,13 @@ function addUnpriced(k, u, from) {
     const d = units(b.cost_usd) - units(a.cost_usd);
     return d > 0n ? 1 : d < 0n ? -1 : a.model < b.model ? -1 : a.model > b.model ? 1 : 0;
   });
+}
+
+// Whether a live total, unpriced sum or event is of the page's filters
+// (dashboard/live.py, Shown.matches).
+function matches(row) {
+  return (!state.team || row.team === state.team) && (!state.user || row.user === state.user)
+    && (!state.model || row.model === state.model);
 }
 
 // Whether a statement that read `snapshot` (PostgreSQL's "xmin:xmax:xip,…")
@@ -537,6 +614,9 @@ function applyLive(message, rerender = true) {
   }
   const k = summary.kpis;
   const from = Date.parse(summary.from);
+  // A range that ended (last month, a custom range before today) takes no
+  // live spend; today and the month still do.
+  const until = summary.ends_at ? Date.parse(summary.ends_at) : Infinity;
   const today = Date.parse(k.today_starts_at);
   const month = Date.parse(k.month_starts_at);
   const chart = summary.chart;
@@ -545,7 +625,7 @@ function applyLive(message, rerender = true) {
   for (const t of message.totals) {
     const kpis = !sees(summary.snapshot, t.xid);
     news ||= kpis; // of any team: the budgets include the org's
-    if (state.team && t.team !== state.team) continue;
+    if (!matches(t)) continue;
     const breakdown = !sees(summary.chart_snapshot, t.xid);
     const hour = Date.parse(t.hour);
     const cost = units(t.cost_usd);
@@ -554,7 +634,7 @@ function applyLive(message, rerender = true) {
       addMoney(k, "month_to_date_usd", cost);
       addMoney(k, "projected_month_usd", cost);
     }
-    if (hour < from) continue;
+    if (hour < from || hour >= until) continue;
     if (kpis) {
       addMoney(k, "spend_usd", cost);
       k.requests += t.requests;
@@ -579,10 +659,10 @@ function applyLive(message, rerender = true) {
     addToTop(summary.top.models, t.model, t);
   }
   k.error_rate_pct = k.requests > 0 ? ((k.errors * 100) / k.requests).toFixed(2) : null;
-  for (const u of message.unpriced ?? []) addUnpriced(k, u, from);
+  for (const u of message.unpriced ?? []) addUnpriced(k, u, from, until);
 
-  const events = message.events.filter((e) =>
-    (!state.team || e.team === state.team) && !sees(summary.snapshot, e.xid));
+  const events = message.events.filter((e) => matches(e) && !sees(summary.snapshot, e.xid)
+    && Date.parse(e.started_at) >= from && Date.parse(e.started_at) < until);
   if (events.length) {
     const known = new Set(summary.recent.map((r) => r.id));
     const added = events.filter((e) => !known.has(e.id));
@@ -593,7 +673,12 @@ function applyLive(message, rerender = true) {
   }
   // Read after the message's transactions committed: newer than the summary's
   // only when one of them is news to it.
-  if (message.budgets && news) summary.budgets = message.budgets;
+  // Only the budgets the summary showed (those of its filters), most used first.
+  if (message.budgets && news) {
+    const shown = new Set(summary.budgets.map(budgetKey));
+    summary.budgets = message.budgets.filter((b) => shown.has(budgetKey(b)))
+      .sort((a, b) => utilization(b) - utilization(a) || 0);
+  }
   if (!rerender) return;
   renderKpis();
   renderChart();
@@ -638,17 +723,38 @@ byId("range-filter").addEventListener("click", (event) => {
   const link = event.target.closest("a[data-range]");
   if (!link) return;
   event.preventDefault();
-  if (link.dataset.range !== state.range) navigate({ range: link.dataset.range });
+  if (link.dataset.range === "custom") {
+    // Shows the calendar, starting from the days on screen.
+    if (state.range !== "custom") navigate(customDefaults());
+  } else if (link.dataset.range !== state.range) {
+    navigate({ range: link.dataset.range });
+  }
 });
 byId("team-filter").addEventListener("change", (event) => navigate({ team: event.target.value }));
 document.addEventListener("tollgate:reload", () => load());
+for (const name of ["user", "model"]) {
+  byId(`${name}-filter`).addEventListener("change", (event) => {
+    const value = event.target.value.trim();
+    if (value !== state[name]) navigate({ [name]: value });
+  });
+}
+byId("custom-range").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const from = byId("range-from").value, to = byId("range-to").value;
+  if (!from || !to) return showError("Pick both days of the custom range.");
+  if (from > to) return showError("The range's first day is after its last day.");
+  navigate({ range: "custom", from, to });
+});
 byId("org-switcher")?.addEventListener("change", (event) => {
-  window.location.assign(`/?org=${encodeURIComponent(event.target.value)}&range=${state.range}`);
+  // The period carries over; the filters name another org's teams and users.
+  const params = new URLSearchParams({ org: event.target.value, range: state.range });
+  if (state.range === "custom") Object.entries({ from: state.from, to: state.to }).forEach(([k, v]) => params.set(k, v));
+  window.location.assign(`/?${params}`);
 });
 window.addEventListener("popstate", () => {
   const params = new URLSearchParams(location.search);
-  state.range = params.get("range") || config.range;
-  state.team = params.get("team") || "";
+  for (const name of FILTERS) state[name] = params.get(name) || "";
+  state.range ||= "7d";
   load();
 });
 
