@@ -72,6 +72,25 @@ def normalize_allowed_models(value: list[str]) -> list[str]:
     return sorted({entry.strip().lower() for entry in value})
 
 
+# Tag names an org reports on (GET /v1/usage?group_by=tag:NAME, the dashboard's
+# tag breakdown, the chargeback report): aggregate_usage keeps exact rollups
+# per value of each (tracking.TagRollup, docs/architecture.md "Tag rollups").
+# Each name multiplies the tag rollups' rows, hence the cap. No comma (group_by
+# lists are comma-separated), no "=" (the dashboard's tag=NAME=VALUE filter).
+MAX_REPORT_TAGS = 10
+_REPORT_TAG = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
+
+
+def validate_report_tags(value: list[str]) -> None:
+    if len(value) > MAX_REPORT_TAGS:
+        raise ValidationError(f"At most {MAX_REPORT_TAGS} tag names.")
+    for name in value:
+        if not _REPORT_TAG.fullmatch(name):
+            raise ValidationError(
+                f"{name!r} is not a reportable tag name: 1 to 64 letters, digits or _ . : / @ + -."
+            )
+
+
 def allowed_models_field() -> ArrayField:
     return ArrayField(
         models.CharField(max_length=129),
@@ -142,6 +161,15 @@ class Organization(models.Model):
         "(empty: the catalog's highest).",
     )
     allowed_models = allowed_models_field()
+    report_tags = ArrayField(
+        models.CharField(max_length=64),
+        default=list,
+        db_default=models.Value([], output_field=ArrayField(models.CharField(max_length=64))),
+        blank=True,
+        help_text="Tag names reported on: usage can be grouped by their values, exactly "
+        f"(at most {MAX_REPORT_TAGS}; each adds rollup rows). A new name is built from the "
+        "raw events still kept on aggregate_usage's next pass.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -168,6 +196,7 @@ class Organization(models.Model):
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
         _clean_allowed_models(self, errors)
+        _clean_report_tags(self, errors)
         try:
             validate_time_zone(self.time_zone)
         except ValidationError as exc:
@@ -187,6 +216,19 @@ class Organization(models.Model):
             return True
         saved = Organization.objects.filter(pk=self.pk).values_list("webhook_url", flat=True)
         return list(saved) != [self.webhook_url]
+
+
+def _clean_report_tags(org: Organization, errors: dict[str, list[str]]) -> None:
+    value = org.report_tags
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        errors["report_tags"] = ["A list of tag names."]
+        return
+    # Exact names (tags are matched as sent), duplicates dropped, sorted.
+    org.report_tags = sorted({name.strip() for name in value})
+    try:
+        validate_report_tags(org.report_tags)
+    except ValidationError as exc:
+        errors["report_tags"] = exc.messages
 
 
 def _clean_allowed_models(obj: models.Model, errors: dict[str, list[str]]) -> None:

@@ -179,6 +179,7 @@ _TEXT = "text"
 _FLAG = "flag"
 _AMOUNT = "amount"
 _MODELS = "models"
+_TAG_NAMES = "tag_names"
 _ORG_FIELDS = {
     "name": _TEXT,
     "time_zone": _TEXT,
@@ -191,6 +192,7 @@ _ORG_FIELDS = {
     "fallback_input_per_token": _AMOUNT,
     "fallback_output_per_token": _AMOUNT,
     "allowed_models": _MODELS,
+    "report_tags": _TAG_NAMES,
 }
 _NULLABLE = {"max_request_usd", "fallback_input_per_token", "fallback_output_per_token"}
 
@@ -239,6 +241,11 @@ def _changes(data: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
                 raise invalid(
                     name, f"'{name}' must be a list of model names or patterns ([] for any)."
                 )
+            changes[name] = value
+        elif kind == _TAG_NAMES:
+            # Names are judged by the model (validate_report_tags).
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise invalid(name, f"'{name}' must be a list of tag names ([] for none).")
             changes[name] = value
         elif kind == _AMOUNT:
             if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
@@ -290,6 +297,7 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "fallback_input_per_token": amount(org.fallback_input_per_token),
         "fallback_output_per_token": amount(org.fallback_output_per_token),
         "allowed_models": list(org.allowed_models),
+        "report_tags": list(org.report_tags),
     }
 
 

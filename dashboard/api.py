@@ -20,7 +20,7 @@ from django.conf import settings
 
 from budgets import auth
 from config.hotpath import db, inputs
-from config.hotpath.errors import ApiError, JsonBody
+from config.hotpath.errors import ApiError, JsonBody, invalid
 from config.hotpath.router import Request, Response
 from dashboard import access, live, selection
 from dashboard.selection import DEFAULT_RANGE, RANGES, Selection
@@ -173,6 +173,9 @@ Summary = TypedDict(
         # started that they did not see, added up in one message like those
         # of /ws/spend/ (with `covers`: the messages it stands for); or none.
         "updates": NotRequired[list[JsonBody]],
+        # With group_tag=NAME: spend by the values of that reported tag
+        # (tollgate_dashboard_tags, dashboard/sql/functions/30_tags.sql).
+        "tag_breakdown": NotRequired[JsonBody],
     },
 )
 
@@ -205,6 +208,7 @@ class Computed(NamedTuple):
     keeper: live.Keeper | None  # hearing the org's live updates since `started`
     started: float  # monotonic time: the statements started after it
     unseen: live.Unseen  # what the keeper heard that the statements did not see
+    tags: Any = None  # dashboard_tags' row, when a tag breakdown was asked for
 
 
 async def _compute(params: dict[str, Any], max_age: float) -> Computed:
@@ -221,9 +225,14 @@ async def _compute(params: dict[str, Any], max_age: float) -> Computed:
     started = time.monotonic()
     # Two statements, on two pooled connections at once when the process
     # may run two (DASHBOARD_DB_CONCURRENCY); one `at` gives both the same bounds.
-    row, breakdown = await asyncio.gather(
-        _fetch_one("dashboard_summary", params), _fetch_one("dashboard_breakdown", params)
-    )
+    statements = [
+        _fetch_one("dashboard_summary", params),
+        _fetch_one("dashboard_breakdown", params),
+    ]
+    if params.get("group_tag") is not None:
+        # A third, only when asked: it waits for a slot if the process runs two.
+        statements.append(_fetch_one("dashboard_tags", params))
+    row, breakdown, *tags = await asyncio.gather(*statements)
     # The snapshots the statements read (absent for an unknown org or team).
     kpis = row[1].get("summary", {}) if row is not None else {}
     chart = (breakdown[1] or {}) if breakdown is not None else {}
@@ -231,7 +240,9 @@ async def _compute(params: dict[str, Any], max_age: float) -> Computed:
     shown = None
     if "top" in chart:
         shown = live.Shown.of(chart, params["team"], params["user"], params["model"])
-    return Computed(row, breakdown, keeper, started, live.Unseen(snapshots, started, shown))
+    return Computed(
+        row, breakdown, keeper, started, live.Unseen(snapshots, started, shown), *tags[:1]
+    )
 
 
 async def _shared_computation(params: dict[str, Any], chosen: Selection) -> tuple[Computed, str]:
@@ -301,6 +312,16 @@ async def summary(request: Request) -> Response:
     if result["status"] == "not_found" or breakdown[1] is None:
         raise _unknown(result.get("field") or "team", {**chosen.params(), **params})
     body: Summary = {**result["summary"], **breakdown[1]}
+    if chosen.group_tag is not None:
+        tags = computed.tags[1] if computed.tags is not None else None
+        if tags is None or tags.get("status") == "not_reported":
+            raise invalid(
+                "group_tag",
+                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on "
+                "(report_tags: PATCH /v1/org or Django admin).",
+            )
+        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            body["tag_breakdown"] = tags
     if request.key is None:
         # A signed-in page, which follows /ws/spend/ (API keys cannot).
         body["updates"] = _updates(computed)

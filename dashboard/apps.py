@@ -19,6 +19,7 @@ class DashboardConfig(AppConfig):
                 "dashboard_user",
                 "dashboard_summary",
                 "dashboard_breakdown",
+                "dashboard_tags",
                 "dashboard_holds",
             },
         )

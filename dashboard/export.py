@@ -21,7 +21,7 @@ from django.db import connection, transaction
 
 from budgets.models import Organization
 from config.hotpath import db
-from config.hotpath.errors import ApiError, JsonBody
+from config.hotpath.errors import ApiError, JsonBody, invalid
 from dashboard.selection import Selection
 from tracking.views import csv_cell
 
@@ -46,6 +46,10 @@ def summary(org: Organization, chosen: Selection) -> JsonBody:
         row = cursor.fetchone()
         cursor.execute(db.QUERIES["dashboard_breakdown"], params)
         breakdown = cursor.fetchone()
+        tags = None
+        if chosen.group_tag is not None:
+            cursor.execute(db.QUERIES["dashboard_tags"], params)
+            tags = _json(cursor.fetchone()[1])
     if row is None or breakdown is None:
         raise ApiError(404, "not_found", "Unknown organization.", field="org")
     result, chart = _json(row[1]), _json(breakdown[1])
@@ -53,7 +57,16 @@ def summary(org: Organization, chosen: Selection) -> JsonBody:
         field = result.get("field") or "team"
         name = chosen.params()[field]
         raise ApiError(404, "not_found", f"Unknown {field} '{name}'.", field=field)
-    return {**result["summary"], **chart}
+    body = {**result["summary"], **chart}
+    if chosen.group_tag is not None:
+        if tags is None or tags.get("status") == "not_reported":
+            raise invalid(
+                "group_tag",
+                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on.",
+            )
+        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            body["tag_breakdown"] = tags
+    return body
 
 
 def _scalars(item: JsonBody) -> Iterator[tuple[str, Any]]:
@@ -97,6 +110,11 @@ def csv_rows(body: JsonBody) -> Iterator[tuple[Any, ...]]:
         for metric, value in _scalars(request):
             if metric not in ("id", "started_at"):
                 yield "recent", request["id"], request["started_at"], metric, value
+    breakdown = body.get("tag_breakdown")
+    for value in breakdown["values"] if breakdown else []:
+        subject = "other" if value["other"] else (value["value"] or "")
+        for metric in ("spend_usd", "requests"):
+            yield f"tag_{breakdown['tag']}", subject, "", metric, value[metric]
     for alert in body["alerts"]:
         for metric, value in _scalars(alert):
             if metric not in ("id", "created_at"):

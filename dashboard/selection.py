@@ -33,6 +33,9 @@ class Selection:
     team: str | None
     user: str | None  # an end user's external id
     model: str | None  # a model name as events carry it
+    # The tag whose values the summary breaks the spend down by (a name the
+    # org reports on; tollgate_dashboard_tags), or None.
+    group_tag: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The summary statements' parameters (dashboard/sql/queries.sql)."""
@@ -43,6 +46,7 @@ class Selection:
             "team": self.team,
             "user": self.user,
             "model": self.model,
+            "group_tag": self.group_tag,
         }
 
     def query(self) -> dict[str, str]:
@@ -54,6 +58,7 @@ class Selection:
             "team": self.team,
             "user": self.user,
             "model": self.model,
+            "group_tag": self.group_tag,
         }
         return {name: value for name, value in values.items() if value}
 
@@ -100,4 +105,5 @@ def parse(query: Mapping[str, str]) -> Selection:
         team=identifier("team"),
         user=identifier("user"),
         model=identifier("model"),
+        group_tag=identifier("group_tag"),
     )

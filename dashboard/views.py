@@ -16,6 +16,7 @@ from dashboard import access, selection, signins
 from dashboard import export as export_
 from dashboard.selection import DEFAULT_RANGE, RANGES
 from tracking.selectors import prices_in_force
+from tracking.views import chargeback_file_name, chargeback_query, csv_text
 
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 RANGE_LABELS = {
@@ -118,6 +119,28 @@ def export(request: HttpRequest) -> HttpResponse:
     else:
         response = HttpResponse(export_.csv_text(body), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def export_chargeback(request: HttpRequest) -> HttpResponse:
+    """GET /dashboard/export/chargeback?tag=&month=&org=: the chargeback
+    report of GET /v1/reports/chargeback (a month by team and tag value, CSV)
+    for the signed-in session's org, chosen as for the page's export."""
+    try:
+        if not request.user.is_authenticated:
+            raise ApiError(401, "unauthenticated", "Sign in to download the report.")
+        requested = inputs.identifier({"org": request.GET.get("org") or None}, "org")
+        if request.user.is_staff and requested is None:
+            requested = access.landing_org(request.user)
+        org = access.organization_for(request.user, requested)
+        query = chargeback_query(org, request.GET, team=None, now=timezone.now())
+    except ApiError as exc:
+        response: HttpResponse = JsonResponse(exc.body(), status=exc.status)
+        response["Cache-Control"] = "no-store"
+        return response
+    response = HttpResponse(csv_text(query), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{chargeback_file_name(org, query)}"'
     response["Cache-Control"] = "no-store"
     return response
 

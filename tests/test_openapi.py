@@ -127,6 +127,7 @@ def test_every_route_of_the_server_is_documented(spec):
         "/v1/org",
         "/v1/teams/{slug}",
         "/v1/keys/{lookup_id}",
+        "/v1/reports/chargeback",
     }
     for path in django_v1:
         assert ("GET", path) in documented, path
@@ -413,6 +414,15 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(400, "GET", f"/v1/usage?{many}", headers=key)
     live(401, "GET", "/v1/usage", headers=BAD_KEY)
     live(422, "GET", "/v1/usage?granularity=week", headers=key)
+    Organization.objects.filter(pk=org.pk).update(report_tags=["customer"])
+    live(200, "GET", "/v1/usage?group_by=team,tag:customer&granularity=month", headers=key)
+    live(200, "GET", "/v1/usage?group_by=tag:customer&format=csv", headers=key)
+    live(422, "GET", "/v1/usage?group_by=tag:feature", headers=key)
+    live(200, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
+    live(200, "GET", "/v1/reports/chargeback?tag=customer&format=json", headers=key)
+    live(400, "GET", f"/v1/reports/chargeback?{many}", headers=key)
+    live(401, "GET", "/v1/reports/chargeback?tag=customer", headers=BAD_KEY)
+    live(422, "GET", "/v1/reports/chargeback?tag=customer&month=2026-13", headers=key)
 
     # A real entry, so that the catalog's items are validated too.
     Price.objects.create(
@@ -437,6 +447,8 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(403, "GET", "/v1/dashboard/summary?org=other", headers=key)
     live(404, "GET", "/v1/dashboard/summary?team=nope", headers=key)
     live(422, "GET", "/v1/dashboard/summary?range=1y", headers=key)
+    live(200, "GET", "/v1/dashboard/summary?range=24h&group_tag=customer", headers=key)
+    live(422, "GET", "/v1/dashboard/summary?group_tag=feature", headers=key)
     live(
         200, "GET", "/v1/dashboard/summary?range=custom&from=2026-01-01&to=2026-01-31", headers=key
     )
@@ -470,6 +482,7 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "GET", own, headers=admin)
     live(503, "PATCH", own, json={"name": "x"}, headers=admin)
     live(503, "GET", "/v1/usage", headers=key)
+    live(503, "GET", "/v1/reports/chargeback?tag=customer", headers=key)
     live(503, "GET", "/v1/prices")
     live(503, "GET", "/v1/dashboard/summary", headers=key)
     live(503, "GET", "/v1/dashboard/holds", headers=key)

@@ -311,6 +311,99 @@ class DailyRollupZone(models.Model):
         return f"{self.org_id} days in {self.time_zone}"
 
 
+class TagRollup(models.Model):
+    """Usage per (org, UTC hour, tag name, tag value, team, model), for the tag
+    names the org reports on (Organization.report_tags): GET /v1/usage's
+    group_by=tag:NAME, the dashboard's tag breakdown and the chargeback
+    report. An event without the tag counts under value NULL, so that every
+    name's rows add up to the hour's whole usage. Kept by the transactions
+    that keep the hourly rollups (tracking/services.py), for the names that
+    TagRollupBuild says are built."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    hour = models.DateTimeField()
+    name = models.CharField(max_length=64)
+    value = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL: the event lacks the tag
+    team = models.ForeignKey(
+        "budgets.Team", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
+    model = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            # Also the index the reports read one org's name over a range by.
+            models.UniqueConstraint(
+                fields=["org", "name", "hour", "value", "team", "model"],
+                name="tag_rollup_unique_bucket",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.hour:%Y-%m-%d %H}h {self.name}={self.value}"
+
+
+class KeyRollup(models.Model):
+    """Requests and cost per (org, UTC hour, API key, model) of the events
+    recorded with a key: what a key budget created mid-period counts for
+    hours whose raw events were pruned (tollgate_seed_window). A table of its
+    own instead of a key in the hourly rollups' grain, which would multiply
+    their rows (2.4x when keys cut across teams,
+    docs/benchmarks/tag-rollups.md) for every report that reads them; this
+    one has a row per key and model an hour. Kept by the transactions that
+    keep the hourly rollups."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    hour = models.DateTimeField()
+    key = models.ForeignKey("budgets.ApiKey", on_delete=models.CASCADE, db_index=False)
+    model = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            # Also the index seeding reads a key's hours by.
+            models.UniqueConstraint(
+                fields=["org", "key", "hour", "model"], name="key_rollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.hour:%Y-%m-%d %H}h key {self.key_id} {self.model}"
+
+
+class TagRollupBuild(models.Model):
+    """A tag name whose rollups are built for an org: from `complete_from` on
+    (the prune horizon when it was built; earlier hours had no raw events
+    left to read) TagRollup holds exactly the events the hourly rollups hold.
+    aggregate_usage builds the names an org marks and drops the ones it
+    unmarks."""
+
+    org = models.ForeignKey("budgets.Organization", on_delete=models.CASCADE, db_index=False)
+    name = models.CharField(max_length=64)
+    complete_from = models.DateTimeField()
+    built_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], name="tag_rollup_build_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} tag {self.name} from {self.complete_from:%Y-%m-%d %H}h"
+
+
 class AggregationState(models.Model):
     """Watermarks of incremental jobs (one row per job name)."""
 

@@ -27,7 +27,10 @@ PRUNE_JOB = "prune_events"
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 GROUP_KEYS = ("team", "user", "model")
-Granularity = Literal["hour", "day"]
+# group_by=tag:NAME: the values of one tag name the org reports on.
+TAG_KEY = "tag"
+TAG_PREFIX = "tag:"
+Granularity = Literal["hour", "day", "month"]
 
 
 def run(name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -73,9 +76,24 @@ class UsageQuery:
     # Days are the local days of this zone, each starting at the first instant
     # of its date (hours stay UTC hours).
     time_zone: str = "UTC"
+    # group_by=tag:NAME: this name (then "tag" is in group_by, "user" is not).
+    tag: str | None = None
+
+    @property
+    def query_name(self) -> str:
+        return "usage" if self.tag is None else "usage_by_tag"
 
     def params(self) -> dict[str, Any]:
+        tag_params = {}
+        if self.tag is not None:
+            built = run("tag_build", {"org_id": self.org_id, "tag": self.tag})
+            tag_params = {
+                "tag": self.tag,
+                # See the query's comment: a name not built yet is read raw.
+                "tail_after": (job_watermark(AGGREGATION_JOB) or BEGINNING) if built else BEGINNING,
+            }
         return {
+            **tag_params,
             # See the query's comment: read first, in a statement of its own.
             "aggregated_through": job_watermark(AGGREGATION_JOB) or BEGINNING,
             "org_id": self.org_id,
@@ -94,6 +112,7 @@ class UsageRow(TypedDict):
     period_start: datetime
     team: NotRequired[str | None]
     user: NotRequired[str | None]
+    tag: NotRequired[str | None]  # NULL: the events lack the tag
     model: NotRequired[str]
     requests: int
     errors: int
@@ -110,6 +129,7 @@ USAGE_COLUMNS = (
     "period_start",
     "team",
     "user",
+    "tag",
     "model",
     "requests",
     "errors",
@@ -123,27 +143,54 @@ USAGE_COLUMNS = (
 )
 
 
+_GROUPABLE = (*GROUP_KEYS, TAG_KEY)
+
+
 def usage_columns(group_by: tuple[str, ...]) -> list[str]:
     """The columns of a usage row: the group keys asked for, then the sums."""
-    return [c for c in USAGE_COLUMNS if c not in GROUP_KEYS or c in group_by]
+    return [c for c in USAGE_COLUMNS if c not in _GROUPABLE or c in group_by]
 
 
-def _usage_row(values: tuple[Any, ...], group_by: tuple[str, ...]) -> UsageRow:
-    row = dict(zip(USAGE_COLUMNS, values, strict=True))
-    for key in GROUP_KEYS:
-        if key not in group_by:
-            del row[key]
+def _usage_row(values: tuple[Any, ...], query: UsageQuery) -> UsageRow:
+    # "usage" has a user column and no tag column, "usage_by_tag" the reverse.
+    names = [c for c in USAGE_COLUMNS if c != ("user" if query.tag is not None else TAG_KEY)]
+    row = dict(zip(names, values, strict=True))
+    for key in _GROUPABLE:
+        if key not in query.group_by:
+            row.pop(key, None)
     return row  # type: ignore[return-value]
 
 
 def usage_rows(query: UsageQuery) -> list[UsageRow]:
-    return [_usage_row(values, query.group_by) for values in run("usage", query.params())]
+    return [_usage_row(values, query) for values in run(query.query_name, query.params())]
 
 
 def usage_rows_iter(query: UsageQuery, *, chunk_size: int = 2000) -> Iterator[UsageRow]:
     """Usage rows one by one from a server-side cursor, for streamed answers."""
+    params = query.params()
     with connection.chunked_cursor() as cursor:
-        cursor.execute(QUERIES["usage"], query.params())
+        cursor.execute(QUERIES[query.query_name], params)
         while chunk := cursor.fetchmany(chunk_size):
             for values in chunk:
-                yield _usage_row(values, query.group_by)
+                yield _usage_row(values, query)
+
+
+def month_bounds(
+    time_zone: str,
+    year: int | None = None,
+    month: int | None = None,
+    *,
+    now: datetime | None = None,
+) -> tuple[datetime, datetime]:
+    """Start and end of a calendar month of `time_zone` (the one of `year` and
+    `month`, else the one containing `now`), as budget windows bound it."""
+    at = now if year is None else datetime(year, month or 1, 15, 12, tzinfo=UTC)
+    [(start, end)] = run("month_bounds", {"time_zone": time_zone, "at": at})
+    return start, end
+
+
+def tag_complete_from(org_id: int, tag: str) -> datetime:
+    """The first hour whose usage the tag rollups of `tag` split by value;
+    earlier hours (pruned before the name was built) count under null."""
+    built = run("tag_build", {"org_id": org_id, "tag": tag})
+    return built[0][0] if built else job_watermark(PRUNE_JOB) or BEGINNING

@@ -516,6 +516,9 @@ class RefreshReport:
     # of their hour, whose other events are gone, would lose them again).
     skipped_events: int = 0
     watermark: datetime | None = None
+    # Tag rollup rows written, and tag names built or dropped (report_tags).
+    tag_rows: int = 0
+    tag_builds: int = 0
 
     def add(self, other: RefreshReport) -> None:
         self.buckets += other.buckets
@@ -523,6 +526,7 @@ class RefreshReport:
         self.written += other.written
         self.removed += other.removed
         self.days += other.days
+        self.tag_rows += other.tag_rows
 
 
 def hour_floor(at: datetime) -> datetime:
@@ -573,11 +577,50 @@ def rollups_refresh_buckets(
                 "through": through,
             },
         )
+        bucket_params = {
+            "org_ids": org_ids,
+            "hours": hours,
+            "pruned_before": pruned_before,
+            "through": through,
+        }
+        [(tag_rows, _)] = selectors.run("refresh_tag_buckets", bucket_params)
+        selectors.run("refresh_key_buckets", bucket_params)
         # A statement of its own: it must see the hours just written.
         [(days, _, _)] = selectors.run("refresh_days", {"org_ids": org_ids, "hours": hours})
     return RefreshReport(
-        buckets=count, events=int(events), written=written, removed=removed, days=days
+        buckets=count,
+        events=int(events),
+        written=written,
+        removed=removed,
+        days=days,
+        tag_rows=tag_rows,
     )
+
+
+def tag_rollups_build() -> int:
+    """Build the tag rollups of every tag name an org reports on and that has
+    none yet, from the raw events still kept and received up to the
+    aggregation watermark, and drop those of names no longer reported on;
+    one transaction per name. Returns how many names were built or dropped.
+
+    Hours pruned before a name is built have no raw events left: reports show
+    their usage under a null value (tracking_tagrollupbuild.complete_from)."""
+    changes = selectors.run("tag_builds_to_change")
+    for org_id, name, action in changes:
+        with transaction.atomic():
+            selectors.run("lock_rollups")
+            selectors.run("drop_tag", {"org_id": org_id, "name": name})
+            if action == "build":
+                selectors.run(
+                    "build_tag",
+                    {
+                        "org_id": org_id,
+                        "name": name,
+                        "pruned_before": selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING,
+                        "through": selectors.job_watermark(selectors.AGGREGATION_JOB) or BEGINNING,
+                    },
+                )
+    return len(changes)
 
 
 def daily_rollups_build(*, all_orgs: bool = False) -> int:
@@ -610,16 +653,19 @@ def rollups_refresh(
         report = _refresh_in_batches(plan, batch_size, progress)
         # Last, from the rebuilt hours; cheap next to them (a day sums ~24 rows per key).
         report.day_builds = daily_rollups_build(all_orgs=True)
+        report.tag_builds = tag_rollups_build()
         return report
-    # First, so that the events added below go to these orgs' days too.
+    # First, so that the events added below go to these orgs' days and tag
+    # names too.
     day_builds = daily_rollups_build()
+    tag_builds = tag_rollups_build()
     with transaction.atomic():
         # Under the lock from the start: a second aggregator waits, and then
         # starts from the watermark this pass leaves.
         selectors.run("lock_rollups")
         watermark, through = pass_watermarks(lag)
         pruned_before = selectors.job_watermark(selectors.PRUNE_JOB) or BEGINNING
-        [(buckets, events, skipped, written, days)] = selectors.run(
+        [(buckets, events, skipped, written, days, tag_rows, _)] = selectors.run(
             "add_received",
             {"watermark": watermark, "through": through, "pruned_before": pruned_before},
         )
@@ -636,6 +682,8 @@ def rollups_refresh(
         day_builds=day_builds,
         skipped_events=int(skipped),
         watermark=through,
+        tag_rows=tag_rows,
+        tag_builds=tag_builds,
     )
 
 

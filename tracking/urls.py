@@ -4,4 +4,5 @@ from tracking import views
 
 urlpatterns = [
     path("v1/usage", views.usage, name="usage"),
+    path("v1/reports/chargeback", views.chargeback, name="chargeback"),
 ]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
@@ -21,14 +23,18 @@ from django.http import HttpResponse, JsonResponse, QueryDict, StreamingHttpResp
 from django.utils import timezone
 
 from budgets.auth import ApiKeyInfo, authenticate
-from budgets.models import validate_time_zone
+from budgets.models import Organization, validate_time_zone
 from config.hotpath.errors import invalid
 from config.hotpath.inputs import usd_text
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
 from tracking.selectors import (
     GROUP_KEYS,
+    TAG_KEY,
+    TAG_PREFIX,
     UsageQuery,
     UsageRow,
+    month_bounds,
+    tag_complete_from,
     usage_columns,
     usage_rows,
     usage_rows_iter,
@@ -42,7 +48,7 @@ DEFAULT_RANGE = timedelta(hours=24)
 # request should go.
 MAX_RANGE = timedelta(days=366)
 FORMATS = ("json", "csv")
-GRANULARITIES = ("hour", "day")
+GRANULARITIES = ("hour", "day", "month")
 CSV_CHUNK_ROWS = 500
 
 
@@ -53,22 +59,89 @@ api_get = django_api_view(authenticate=authenticate)
 def usage(request: ApiRequest) -> HttpResponse:
     query, fmt = usage_query(request.GET, request.api_key, now=timezone.now())
     if fmt == "csv":
-        return _csv_response(query)
-    response = JsonResponse(
-        {
-            "from": _iso(query.start),
-            "to": _iso(query.end),
-            "granularity": query.granularity,
-            "time_zone": query.time_zone,
-            "group_by": list(query.group_by),
-            "rows": [_json_row(row) for row in usage_rows(query)],
-        }
-    )
+        return csv_response(query)
+    return json_response(query)
+
+
+def json_response(query: UsageQuery) -> JsonResponse:
+    body: dict[str, Any] = {
+        "from": _iso(query.start),
+        "to": _iso(query.end),
+        "granularity": query.granularity,
+        "time_zone": query.time_zone,
+        "group_by": _group_names(query),
+    }
+    if query.tag is not None:
+        body["tags_from"] = _iso(max(tag_complete_from(query.org_id, query.tag), query.start))
+    body["rows"] = [_json_row(row) for row in usage_rows(query)]
+    response = JsonResponse(body)
     response["Cache-Control"] = "no-store"
     return response
 
 
+def _group_names(query: UsageQuery) -> list[str]:
+    return [f"{TAG_PREFIX}{query.tag}" if key == TAG_KEY else key for key in query.group_by]
+
+
+@api_get
+def chargeback(request: ApiRequest) -> HttpResponse:
+    """GET /v1/reports/chargeback?tag=NAME[&month=YYYY-MM][&format=csv|json]:
+    a month (by default the last one, in the org's time zone) by team and
+    value of a reported tag: requests, tokens and cost."""
+    key: ApiKeyInfo = request.api_key
+    org = Organization.objects.get(pk=key.org_id)
+    query = chargeback_query(org, request.GET, team=key.team_slug, now=timezone.now())
+    if _choice(request.GET, "format", ("csv", "json")) == "json":
+        return json_response(query)
+    return csv_response(query, chargeback_file_name(org, query))
+
+
 # --- Parameters ---------------------------------------------------------------------
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def chargeback_query(
+    org: Organization, params: QueryDict, *, team: str | None, now: datetime
+) -> UsageQuery:
+    """The chargeback report's query: one calendar month of the org's time
+    zone (`month`, YYYY-MM; by default the last one), by team and the values
+    of the reported tag `tag`. ApiError 422 naming the bad parameter.
+
+    Its hours are the UTC hours that start in the month, the rule of the daily
+    rollups: in a zone whose offset is not whole hours, the hour that straddles
+    midnight counts in the month it starts in."""
+    name = params.get("tag") or ""
+    if not name:
+        raise invalid("tag", "'tag' is required: the name of a tag this organization reports on.")
+    tag = reported_tag(org.pk, name, field="tag")
+    asked = params.get("month")
+    if asked:
+        match = _MONTH.fullmatch(asked)
+        if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1971:
+            raise invalid("month", "'month' must be a month as YYYY-MM, such as 2026-11.")
+        start, end = month_bounds(org.time_zone, int(match.group(1)), int(match.group(2)))
+    else:
+        this_month, _ = month_bounds(org.time_zone, now=now)
+        start, end = month_bounds(org.time_zone, now=this_month - timedelta(microseconds=1))
+    return UsageQuery(
+        org_id=org.pk,
+        start=_hour_ceil(start),
+        end=_hour_ceil(end),
+        granularity="month",
+        group_by=("team", TAG_KEY),
+        team=team,
+        time_zone=org.time_zone,
+        tag=tag,
+    )
+
+
+def chargeback_file_name(org: Organization, query: UsageQuery) -> str:
+    month = query.start.astimezone(ZoneInfo(query.time_zone))
+    # Ids may hold quotes or non-ASCII letters, which a header cannot carry.
+    stem = f"chargeback-{org.slug}-{query.tag}-{month:%Y-%m}"
+    return f"{_UNSAFE_IN_FILE_NAME.sub('_', stem)}.csv"
 
 
 def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[UsageQuery, str]:
@@ -87,15 +160,17 @@ def usage_query(params: QueryDict, key: ApiKeyInfo, *, now: datetime) -> tuple[U
         raise invalid("to", "'to' must be after 'from'.")
     if end - start > MAX_RANGE:
         raise invalid("to", f"The range may span at most {MAX_RANGE.days} days.")
+    group_by, tag = _group_by(params, key.org_id)
     return (
         UsageQuery(
             org_id=key.org_id,
             start=start,
             end=end,
             granularity=_choice(params, "granularity", GRANULARITIES),  # type: ignore[arg-type]
-            group_by=_group_by(params),
+            group_by=group_by,
             team=key.team_slug,
             time_zone=_time_zone(params),
+            tag=tag,
         ),
         _choice(params, "format", FORMATS),
     )
@@ -119,16 +194,41 @@ def _time_zone(params: QueryDict) -> str:
     return name
 
 
-def _group_by(params: QueryDict) -> tuple[str, ...]:
+def _group_by(params: QueryDict, org_id: int) -> tuple[tuple[str, ...], str | None]:
+    """The group keys asked for, in column order, and the tag name of a
+    `tag:NAME` among them (None: none)."""
     asked = {part.strip() for part in params.get("group_by", "").split(",") if part.strip()}
-    unknown = asked - set(GROUP_KEYS)
+    tags = sorted(part[len(TAG_PREFIX) :] for part in asked if part.startswith(TAG_PREFIX))
+    unknown = asked - set(GROUP_KEYS) - {TAG_PREFIX + name for name in tags}
     if unknown:
         raise invalid(
             "group_by",
-            f"'group_by' takes a comma-separated list of {', '.join(GROUP_KEYS)} "
-            f"(not {', '.join(sorted(unknown))}).",
+            f"'group_by' takes a comma-separated list of {', '.join(GROUP_KEYS)} and "
+            f"tag:NAME (not {', '.join(sorted(unknown))}).",
         )
-    return tuple(key for key in GROUP_KEYS if key in asked)
+    if not tags:
+        return tuple(key for key in GROUP_KEYS if key in asked), None
+    if len(tags) > 1:
+        raise invalid("group_by", "'group_by' takes at most one tag:NAME.")
+    if "user" in asked:
+        # Tag rollups are kept per team and model, not per end user (their
+        # rows would multiply by the users).
+        raise invalid("group_by", "'group_by' cannot combine tag:NAME with user.")
+    tag = reported_tag(org_id, tags[0], field="group_by")
+    return tuple(key for key in ("team", TAG_KEY, "model") if key in asked or key == TAG_KEY), tag
+
+
+def reported_tag(org_id: int, name: str, *, field: str) -> str:
+    """`name` if the org reports on it, else ApiError 422 naming `field`."""
+    reported = Organization.objects.filter(pk=org_id).values_list("report_tags", flat=True)
+    if not name or name not in (reported.first() or []):
+        raise invalid(
+            field,
+            f"The tag '{name[:64]}' is not one this organization reports on. An admin key "
+            'marks it with PATCH /v1/org {"report_tags": [...]} (or Django admin); its '
+            "usage is then built from the raw events still kept.",
+        )
+    return name
 
 
 def _hour_ceil(at: datetime) -> datetime:
@@ -170,7 +270,7 @@ def _csv_values(row: UsageRow, columns: list[str]) -> list[str]:
             values.append(usd_text(value))
         elif value is None:
             values.append("")
-        elif column in GROUP_KEYS:
+        elif column in GROUP_KEYS or column == TAG_KEY:
             values.append(csv_cell(value))
         else:
             values.append(str(value))
@@ -181,7 +281,8 @@ def _csv_lines(query: UsageQuery) -> Iterator[str]:
     columns = usage_columns(query.group_by)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    # The tag column is headed by its name (the JSON rows say "tag").
+    writer.writerow([csv_cell(f"{TAG_PREFIX}{query.tag}") if c == TAG_KEY else c for c in columns])
     for count, row in enumerate(usage_rows_iter(query), start=1):
         writer.writerow(_csv_values(row, columns))
         if count % CSV_CHUNK_ROWS == 0:
@@ -189,6 +290,11 @@ def _csv_lines(query: UsageQuery) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def csv_text(query: UsageQuery) -> str:
+    """The CSV whole, for small answers (a month's chargeback report)."""
+    return "".join(_csv_lines(query))
 
 
 async def _from_request_thread(lines: Iterator[str]) -> AsyncIterator[str]:
@@ -203,11 +309,11 @@ async def _from_request_thread(lines: Iterator[str]) -> AsyncIterator[str]:
         yield chunk
 
 
-def _csv_response(query: UsageQuery) -> StreamingHttpResponse:
+def csv_response(query: UsageQuery, name: str | None = None) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
         _from_request_thread(_csv_lines(query)), content_type="text/csv; charset=utf-8"
     )
-    name = f"usage-{query.start:%Y%m%dT%H}-{query.end:%Y%m%dT%H}.csv"
+    name = name or f"usage-{query.start:%Y%m%dT%H}-{query.end:%Y%m%dT%H}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["Cache-Control"] = "no-store"
     return response

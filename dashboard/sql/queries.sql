@@ -35,6 +35,13 @@ SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(from
                                             %(to_date)s, %(team)s, %(user)s, %(model)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
+-- dashboard_tags --
+-- Third statement of a summary asked for a tag breakdown (group_tag).
+SELECT o.slug, tollgate_dashboard_tags(o.id, o.time_zone, %(range)s, %(from_date)s,
+                                       %(to_date)s, %(team)s, %(user)s, %(model)s,
+                                       %(group_tag)s, %(at)s)
+FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
+
 -- dashboard_holds --
 -- GET /v1/dashboard/holds: the holds in flight, which the page re-reads every
 -- few seconds; `missing` names a team or user the org does not have.

@@ -94,6 +94,8 @@ def populated(test_database_url, server, transactional_db) -> dict[str, str]:
             },
         )
         assert over.status_code == 201, over.text
+    # A reported tag: the pass builds its tag rollups.
+    Organization.objects.filter(pk=org.pk).update(report_tags=["feature"])
     # A pass takes events received more than the lag ago: a lag of 1 s (it
     # must exceed the request timeout) and a pause, instead of two minutes.
     time.sleep(1.1)

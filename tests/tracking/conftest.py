@@ -51,6 +51,7 @@ def make_event() -> Callable[..., RequestEvent]:
         cache_write_tokens: int = 0,
         output_tokens: int = 50,
         reasoning_tokens: int = 0,
+        tags: dict[str, str] | None = None,
     ) -> RequestEvent:
         started_at = started_at or timezone.now()
         return RequestEvent.objects.create(
@@ -70,6 +71,7 @@ def make_event() -> Callable[..., RequestEvent]:
             cost_usd=Decimal(cost),
             priced=priced,
             status=status,
+            tags=tags or {},
             payload_hash="0" * 64,
         )
 

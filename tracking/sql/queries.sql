@@ -117,13 +117,61 @@ days_written AS (
         unpriced_requests = r.unpriced_requests + excluded.unpriced_requests,
         cost_usd = r.cost_usd + excluded.cost_usd
     RETURNING r.org_id, r.day
+),
+tags_written AS (
+    -- The tag rollups of the names built for each org (tracking_tagrollupbuild):
+    -- one more read of the same few events, one row per name whether or not
+    -- the event carries the tag (NULL value), so each name sums to the hour.
+    INSERT INTO tracking_tagrollup AS r (
+        org_id, hour, name, value, team_id, model, requests, errors, unpriced_requests,
+        input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cost_usd)
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC'), b.name, e.tags ->> b.name,
+           e.team_id, e.model,
+           count(*), count(*) FILTER (WHERE e.status = 'error'),
+           count(*) FILTER (WHERE NOT e.priced),
+           sum(e.input_tokens), sum(e.cache_read_tokens), sum(e.cache_write_tokens),
+           sum(e.output_tokens), sum(e.reasoning_tokens), sum(e.cost_usd)
+    FROM tracking_requestevent e
+    JOIN tracking_tagrollupbuild b ON b.org_id = e.org_id
+    WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
+      AND e.started_at >= %(pruned_before)s
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 3, 2, 4, 5, 6
+    ON CONFLICT (org_id, name, hour, value, team_id, model) DO UPDATE
+    SET requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
+        unpriced_requests = r.unpriced_requests + excluded.unpriced_requests,
+        input_tokens = r.input_tokens + excluded.input_tokens,
+        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+        output_tokens = r.output_tokens + excluded.output_tokens,
+        reasoning_tokens = r.reasoning_tokens + excluded.reasoning_tokens,
+        cost_usd = r.cost_usd + excluded.cost_usd
+    RETURNING 1
+),
+keys_written AS (
+    -- The key rollups (tracking_keyrollup): what key budgets seed from once
+    -- the raw events are pruned.
+    INSERT INTO tracking_keyrollup AS r (org_id, hour, key_id, model, requests, cost_usd)
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC'), e.key_id, e.model, count(*),
+           sum(e.cost_usd)
+    FROM tracking_requestevent e
+    WHERE e.received_at > %(watermark)s AND e.received_at <= %(through)s
+      AND e.started_at >= %(pruned_before)s AND e.key_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 3, 2, 4
+    ON CONFLICT (org_id, key_id, hour, model) DO UPDATE
+    SET requests = r.requests + excluded.requests, cost_usd = r.cost_usd + excluded.cost_usd
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM (SELECT DISTINCT org_id, hour FROM fresh) b) AS buckets,
        (SELECT coalesce(sum(requests), 0) FROM fresh) AS events,
        (SELECT coalesce(sum(requests), 0) FROM received
         WHERE hour < %(pruned_before)s) AS skipped_events,
        (SELECT count(*) FROM hours_written) AS written,
-       (SELECT count(*) FROM (SELECT DISTINCT org_id, day FROM days_written) d) AS days
+       (SELECT count(*) FROM (SELECT DISTINCT org_id, day FROM days_written) d) AS days,
+       (SELECT count(*) FROM tags_written) AS tag_rows,
+       (SELECT count(*) FROM keys_written) AS key_rows
 
 -- rebuild_buckets --
 -- Every bucket from the given hour on that has raw events or a rollup. A rollup
@@ -337,6 +385,185 @@ SELECT (SELECT count(DISTINCT day) FROM fresh) AS days,
        (SELECT count(*) FROM removed) AS removed,
        (SELECT count(*) FROM zone) AS zones
 
+-- refresh_tag_buckets --
+-- refresh_buckets for the tag rollups of every name built for the bucket's
+-- org: recomputed from the raw events received up to `through`, rows no
+-- event backs any more deleted, unchanged rows left alone. In the
+-- transaction of refresh_buckets (a rebuild, reprice). Hours before the prune
+-- horizon are skipped.
+WITH buckets AS (
+    SELECT DISTINCT b.org_id, b.hour, t.name
+    FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
+    JOIN tracking_tagrollupbuild t ON t.org_id = b.org_id
+    WHERE b.hour >= %(pruned_before)s
+),
+fresh AS (
+    SELECT b.org_id, b.hour, b.name, f.*
+    FROM buckets b
+    CROSS JOIN LATERAL (
+        SELECT e.tags ->> b.name AS value, e.team_id, e.model,
+               count(*) AS requests,
+               count(*) FILTER (WHERE e.status = 'error') AS errors,
+               count(*) FILTER (WHERE NOT e.priced) AS unpriced_requests,
+               sum(e.input_tokens) AS input_tokens,
+               sum(e.cache_read_tokens) AS cache_read_tokens,
+               sum(e.cache_write_tokens) AS cache_write_tokens,
+               sum(e.output_tokens) AS output_tokens,
+               sum(e.reasoning_tokens) AS reasoning_tokens,
+               sum(e.cost_usd) AS cost_usd
+        FROM tracking_requestevent e
+        WHERE e.org_id = b.org_id
+          AND e.started_at >= b.hour AND e.started_at < b.hour + interval '1 hour'
+          AND e.received_at <= %(through)s
+        GROUP BY 1, 2, 3
+    ) f
+),
+written AS (
+    INSERT INTO tracking_tagrollup AS r (
+        org_id, hour, name, value, team_id, model, requests, errors, unpriced_requests,
+        input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cost_usd)
+    SELECT org_id, hour, name, value, team_id, model, requests, errors, unpriced_requests,
+           input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+           cost_usd
+    FROM fresh
+    ORDER BY org_id, name, hour, value, team_id, model
+    ON CONFLICT (org_id, name, hour, value, team_id, model) DO UPDATE
+    SET requests = excluded.requests, errors = excluded.errors,
+        unpriced_requests = excluded.unpriced_requests, input_tokens = excluded.input_tokens,
+        cache_read_tokens = excluded.cache_read_tokens,
+        cache_write_tokens = excluded.cache_write_tokens, output_tokens = excluded.output_tokens,
+        reasoning_tokens = excluded.reasoning_tokens, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.errors, r.unpriced_requests, r.input_tokens, r.cache_read_tokens,
+           r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd)
+          IS DISTINCT FROM
+          (excluded.requests, excluded.errors, excluded.unpriced_requests, excluded.input_tokens,
+           excluded.cache_read_tokens, excluded.cache_write_tokens, excluded.output_tokens,
+           excluded.reasoning_tokens, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_tagrollup r
+    USING buckets b
+    WHERE r.org_id = b.org_id AND r.name = b.name AND r.hour = b.hour
+      -- Plain equalities (NULL spelled out): the anti-join hashes on all of
+      -- them; IS NOT DISTINCT FROM would leave it comparing every value and
+      -- team of a model's rows with each other.
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.org_id = r.org_id AND f.name = r.name AND f.hour = r.hour
+            AND f.model = r.model
+            AND coalesce(f.value, '') = coalesce(r.value, '')
+            AND (f.value IS NULL) = (r.value IS NULL)
+            AND coalesce(f.team_id, 0) = coalesce(r.team_id, 0))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed
+
+-- refresh_key_buckets --
+-- refresh_buckets for the key rollups (tracking_keyrollup) of these (org,
+-- hour) buckets, in its transaction: recomputed from the raw events received
+-- up to `through`, rows no event backs any more deleted, unchanged rows left
+-- alone. Hours before the prune horizon are skipped.
+WITH buckets AS (
+    SELECT DISTINCT b.org_id, b.hour
+    FROM unnest(%(org_ids)s::bigint[], %(hours)s::timestamptz[]) AS b(org_id, hour)
+    WHERE b.hour >= %(pruned_before)s
+),
+fresh AS (
+    SELECT b.org_id, b.hour, f.*
+    FROM buckets b
+    CROSS JOIN LATERAL (
+        SELECT e.key_id, e.model, count(*) AS requests, sum(e.cost_usd) AS cost_usd
+        FROM tracking_requestevent e
+        WHERE e.org_id = b.org_id
+          AND e.started_at >= b.hour AND e.started_at < b.hour + interval '1 hour'
+          AND e.received_at <= %(through)s AND e.key_id IS NOT NULL
+        GROUP BY 1, 2
+    ) f
+),
+written AS (
+    INSERT INTO tracking_keyrollup AS r (org_id, hour, key_id, model, requests, cost_usd)
+    SELECT org_id, hour, key_id, model, requests, cost_usd FROM fresh
+    ORDER BY org_id, key_id, hour, model
+    ON CONFLICT (org_id, key_id, hour, model) DO UPDATE
+    SET requests = excluded.requests, cost_usd = excluded.cost_usd
+    WHERE (r.requests, r.cost_usd) IS DISTINCT FROM (excluded.requests, excluded.cost_usd)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM tracking_keyrollup r
+    USING buckets b
+    WHERE r.org_id = b.org_id AND r.hour = b.hour
+      AND NOT EXISTS (
+          SELECT 1 FROM fresh f
+          WHERE f.org_id = r.org_id AND f.hour = r.hour AND f.key_id = r.key_id
+            AND f.model = r.model)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS written,
+       (SELECT count(*) FROM removed) AS removed
+
+-- tag_builds_to_change --
+-- Tag names an org reports on whose rollups are not built yet ("build"), and
+-- built names it no longer reports on ("drop").
+SELECT o.id, n.name, 'build' AS action
+FROM budgets_organization o CROSS JOIN LATERAL unnest(o.report_tags) AS n(name)
+WHERE NOT EXISTS (SELECT 1 FROM tracking_tagrollupbuild b
+                  WHERE b.org_id = o.id AND b.name = n.name)
+UNION ALL
+SELECT b.org_id, b.name, 'drop'
+FROM tracking_tagrollupbuild b JOIN budgets_organization o ON o.id = b.org_id
+WHERE NOT b.name = ANY(o.report_tags)
+ORDER BY 1, 2
+
+-- build_tag --
+-- The tag rollups of one (org, tag name), whole, from the raw events still
+-- kept (started from the prune horizon on) and received up to the
+-- aggregation watermark, the events the hourly rollups hold; then marked
+-- built from the prune horizon on. Under lock_rollups, so the watermark and
+-- horizon stay put, after drop_tag in the same transaction (rows left from an
+-- earlier build go first); reads the org's events through event_org_started.
+WITH written AS (
+    INSERT INTO tracking_tagrollup (
+        org_id, hour, name, value, team_id, model, requests, errors, unpriced_requests,
+        input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        cost_usd)
+    SELECT e.org_id, date_trunc('hour', e.started_at, 'UTC'), %(name)s, e.tags ->> %(name)s,
+           e.team_id, e.model,
+           count(*), count(*) FILTER (WHERE e.status = 'error'),
+           count(*) FILTER (WHERE NOT e.priced),
+           sum(e.input_tokens), sum(e.cache_read_tokens), sum(e.cache_write_tokens),
+           sum(e.output_tokens), sum(e.reasoning_tokens), sum(e.cost_usd)
+    FROM tracking_requestevent e
+    WHERE e.org_id = %(org_id)s AND e.started_at >= %(pruned_before)s
+      AND e.received_at <= %(through)s
+    GROUP BY 1, 2, 3, 4, 5, 6
+    RETURNING 1
+),
+built AS (
+    INSERT INTO tracking_tagrollupbuild AS b (org_id, name, complete_from, built_at)
+    VALUES (%(org_id)s, %(name)s, %(pruned_before)s, now())
+    ON CONFLICT (org_id, name) DO UPDATE
+    SET complete_from = excluded.complete_from, built_at = excluded.built_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM built) AS built
+
+-- drop_tag --
+WITH removed AS (
+    DELETE FROM tracking_tagrollup r
+    WHERE r.org_id = %(org_id)s AND r.name = %(name)s
+    RETURNING 1
+),
+unbuilt AS (
+    DELETE FROM tracking_tagrollupbuild b
+    WHERE b.org_id = %(org_id)s AND b.name = %(name)s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM unbuilt)
+
 -- events_not_rolled_up --
 -- Raw events that started before the cutoff and are not (surely) in the
 -- rollups yet. Events in hours already pruned never get rolled up (see
@@ -424,8 +651,8 @@ SELECT tollgate_raise_alerts(%(window_ids)s::bigint[])
 
 -- usage --
 -- GET /v1/usage: spend, tokens and requests of one org per period (a UTC
--- hour, or a local day of time_zone: the hours that start in it, keyed by
--- its first instant, as the daily rollups are), exact and current: the
+-- hour, or a local day or month of time_zone: the hours that start in it,
+-- keyed by its first instant, as the daily rollups are), exact and current: the
 -- hourly rollups, which hold exactly the events received up to the
 -- aggregation watermark passed in as aggregated_through, plus the raw tail,
 -- the events received after it. Late events in hours before the prune
@@ -467,8 +694,8 @@ usage AS (
       AND e.started_at >= s.pruned_before
       AND (%(team)s::text IS NULL OR e.team_id = (SELECT team_id FROM limited))
 )
-SELECT CASE WHEN %(granularity)s = 'day' THEN tollgate_local_trunc('day', u.hour, %(time_zone)s)
-            ELSE u.hour END AS period_start,
+SELECT CASE WHEN %(granularity)s = 'hour' THEN u.hour
+            ELSE tollgate_local_trunc(%(granularity)s, u.hour, %(time_zone)s) END AS period_start,
        CASE WHEN %(by_team)s THEN t.slug END AS team,
        CASE WHEN %(by_user)s THEN eu.external_id END AS "user",
        CASE WHEN %(by_model)s THEN u.model END AS model,
@@ -486,6 +713,44 @@ LEFT JOIN budgets_team t ON t.id = u.team_id
 LEFT JOIN budgets_enduser eu ON eu.id = u.user_id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
+
+-- usage_by_tag --
+-- GET /v1/usage with group_by=tag:NAME (and the chargeback report): as
+-- "usage", per value of one tag name the org reports on (NULL: events
+-- without it), by tollgate_tag_usage (tracking/sql/functions/20_tag_usage.sql).
+-- tail_after: see there.
+SELECT CASE WHEN %(granularity)s = 'hour' THEN u.hour
+            ELSE tollgate_local_trunc(%(granularity)s, u.hour, %(time_zone)s) END AS period_start,
+       CASE WHEN %(by_team)s THEN t.slug END AS team,
+       u.value AS tag,
+       CASE WHEN %(by_model)s THEN u.model END AS model,
+       sum(u.requests)::bigint AS requests,
+       sum(u.errors)::bigint AS errors,
+       sum(u.unpriced_requests)::bigint AS unpriced_requests,
+       sum(u.input_tokens)::bigint AS input_tokens,
+       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
+       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
+       sum(u.output_tokens)::bigint AS output_tokens,
+       sum(u.reasoning_tokens)::bigint AS reasoning_tokens,
+       sum(u.cost_usd) AS cost_usd
+FROM tollgate_tag_usage(
+    %(org_id)s, %(tag)s,
+    -- A team-limited key sees its own team only (an unknown slug: no rows).
+    CASE WHEN %(team)s::text IS NULL THEN NULL
+         ELSE coalesce((SELECT t.id FROM budgets_team t
+                        WHERE t.org_id = %(org_id)s AND t.slug = %(team)s), -1) END,
+    %(from)s, %(to)s, %(tail_after)s) u
+LEFT JOIN budgets_team t ON t.id = u.team_id
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4 NULLS FIRST
+
+-- month_bounds --
+-- The chargeback report's month, bounded as budget windows are.
+SELECT period_start, period_end FROM tollgate_period_bounds('month', %(time_zone)s, %(at)s)
+
+-- tag_build --
+-- Where a reported tag name's rollups begin, if they are built.
+SELECT complete_from FROM tracking_tagrollupbuild WHERE org_id = %(org_id)s AND name = %(tag)s
 
 -- event_costs --
 -- reprice: each event's cost at the price in effect when it started, by the

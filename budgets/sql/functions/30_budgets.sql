@@ -129,13 +129,18 @@ BEGIN
       AND (b.scope = 'org' OR (b.scope = 'team' AND e.team_id = b.team_id)
            OR (b.scope = 'user' AND e.user_id = b.user_id)
            OR (b.scope = 'key' AND e.key_id = b.key_id));
-    -- Rollups keep no key: a key budget counts the raw events still kept.
+    -- Pruned hours: the hourly rollups, which keep no key; a key budget's
+    -- from the key rollups (tracking_keyrollup, unique index key_rollup_unique_bucket).
     SELECT v_spent + coalesce(sum(h.cost_usd), 0) INTO v_spent
     FROM tracking_hourlyrollup h
     WHERE h.org_id = b.org_id AND b.scope <> 'key'
       AND h.hour > v_start - interval '1 hour' AND h.hour < least(v_end, v_pruned)
       AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
            OR (b.scope = 'user' AND h.user_id = b.user_id));
+    SELECT v_spent + coalesce(sum(k.cost_usd), 0) INTO v_spent
+    FROM tracking_keyrollup k
+    WHERE b.scope = 'key' AND k.org_id = b.org_id AND k.key_id = b.key_id
+      AND k.hour > v_start - interval '1 hour' AND k.hour < least(v_end, v_pruned);
 
     SELECT array_agg(r.id ORDER BY r.id), coalesce(sum(tollgate_hold_left(r.amount, r.settled)), 0)
     INTO v_holds, v_reserved

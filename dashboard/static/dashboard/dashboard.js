@@ -464,6 +464,9 @@ function urlFor(changes = {}) {
     if ((name === "from" || name === "to") && chosen.range !== "custom") continue;
     if (chosen[name]) params.set(name, chosen[name]);
   }
+  // The tag breakdown's choice (tags.js keeps it in the page URL).
+  const groupTag = new URLSearchParams(location.search).get("group_tag");
+  if (groupTag) params.set("group_tag", groupTag);
   return `?${params}`;
 }
 
@@ -511,6 +514,7 @@ async function load() {
   for (const message of body.updates ?? []) applyLive(message, false);
   for (const [, message] of state.heard) applyLive(message, false);
   render();
+  document.dispatchEvent(new CustomEvent("tollgate:summary", { detail: body }));
   document.body.dataset.range = state.range;
   // The holds panel (holds.js) shows the summary's holds, then re-reads them.
   document.dispatchEvent(new CustomEvent("tollgate:summary", { detail: body }));
@@ -735,6 +739,7 @@ byId("range-filter").addEventListener("click", (event) => {
   }
 });
 byId("team-filter").addEventListener("change", (event) => navigate({ team: event.target.value }));
+document.addEventListener("tollgate:reload", () => load());
 for (const name of ["user", "model"]) {
   byId(`${name}-filter`).addEventListener("change", (event) => {
     const value = event.target.value.trim();

@@ -97,6 +97,10 @@ class Command(BaseCommand):
                 f"Built the daily rollups of {report.day_builds} organization(s) in their "
                 "time zone."
             )
+        if report.tag_builds:
+            self.stdout.write(
+                f"Built or dropped the tag rollups of {report.tag_builds} reported tag name(s)."
+            )
         if report.watermark is not None:
             self.stdout.write(
                 f"Events received up to {report.watermark:%Y-%m-%d %H:%M:%S}Z are in."
