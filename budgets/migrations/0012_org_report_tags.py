@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("budgets", "0010_budget_constraints_name_key_budgets"),
+        ("budgets", "0011_budget_forecasts"),
     ]
 
     operations = [
