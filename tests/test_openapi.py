@@ -133,7 +133,7 @@ def test_every_endpoint_of_api_md_is_documented(spec):
     named = {
         (method, _shape(path.rstrip(".,;:)`")))
         for methods, path in re.findall(
-            r"\b((?:GET|PUT|PATCH|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-]*)", text
+            r"\b((?:GET|PUT|PATCH|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-=]*)", text
         )
         for method in methods.split("|")
     }
