@@ -262,6 +262,7 @@ class BudgetAdmin(MoneyAdmin):
     # that change come right after it, within 1440 px beside the filters.
     list_display = [
         "__str__",
+        "models",
         "used_pct",
         "spent",
         "reserved",
@@ -270,7 +271,14 @@ class BudgetAdmin(MoneyAdmin):
         "enforce",
     ]
     list_filter = ["scope", "period", "enforce", "org"]
-    search_fields = ["org__slug", "team__slug", "user__external_id", "key__lookup_id"]
+    search_fields = [
+        "org__slug",
+        "team__slug",
+        "user__external_id",
+        "key__lookup_id",
+        "tag",
+        "model_filter",
+    ]
     form = OrgTeamsForm
     autocomplete_fields = ["user"]
     raw_id_fields = ["key"]
@@ -315,7 +323,8 @@ class BudgetAdmin(MoneyAdmin):
         super().save_model(request, obj, form, change)
         # A new budget, or one moved to another period or subject, starts with
         # the spend and holds its scope already has in the current window.
-        if not change or {"scope", "team", "user", "key", "period"} & set(form.changed_data):
+        moved = {"scope", "team", "user", "key", "tag", "model_filter", "period"}
+        if not change or moved & set(form.changed_data):
             budget_seed_window(obj)
         # Its thresholds may have moved (or the seeded spend is over one).
         alerts_judge(org_id=obj.org_id, budget_id=obj.pk)
@@ -340,6 +349,11 @@ class BudgetAdmin(MoneyAdmin):
                 request, budget.org, "budget", budget_address(budget), budget_values(budget)
             )
         super().delete_queryset(request, queryset)
+
+    @admin.display(description="models", ordering="model_filter")
+    def models(self, budget: Budget) -> str:
+        """Which models it counts: its filter, or every model."""
+        return budget.model_filter or "all"
 
     @admin.display(description="spent", ordering="window_spent")
     def spent(self, budget: Budget) -> str:

@@ -256,7 +256,7 @@ function renderChart() {
       h("span", { class: "amount" }, money(series.total_usd)))));
 }
 
-const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key" };
+const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key", tag: "Tag" };
 
 function renderBudgets() {
   const budgets = state.summary.budgets;
@@ -274,10 +274,12 @@ function renderBudgets() {
     const spentPct = limit > 0 ? (spent / limit) * 100 : (spent > 0 ? span : 0);
     const reservedPct = limit > 0 ? (reserved / limit) * 100 : 0;
     const level = used >= 100 ? "over" : used >= b.soft_limit_pct ? "warn" : "ok";
-    return h("div", { class: `budget ${level}`, "data-budget": `${b.scope}:${b.id}:${b.period}` },
+    // A model-filtered budget is another budget of the same subject: its filter is part of its name.
+    return h("div", { class: `budget ${level}`, "data-budget": `${b.scope}:${b.id}:${b.period}${b.model ? `:${b.model}` : ""}` },
       h("div", { class: "budget-head" },
         h("span", { class: "name", title: b.id }, `${SCOPE_LABELS[b.scope]} ${b.scope === "org" ? "" : b.id}`.trim()),
         h("span", { class: "tag" }, b.period),
+        b.model ? h("span", { class: "tag", title: "counts only these models" }, b.model) : null,
         b.enforce ? null : h("span", { class: "tag" }, "monitor only"),
         h("span", { class: "pct" }, b.used_pct === null ? "–" : `${b.used_pct}%`)),
       h("div", {
