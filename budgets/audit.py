@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.http import HttpRequest
 
-from budgets.models import ApiKey, AuditEntry, Budget, Organization
+from budgets.models import ApiKey, AuditEntry, Budget, Organization, Team
 from config import logging as log_context
 from config.hotpath.inputs import usd_text
 
@@ -193,6 +193,17 @@ def api_key_values(key: ApiKey) -> JsonValues:
         "name": key.name,
         "team": key.team.slug if key.team_id else None,
         "is_admin": key.is_admin,
+        "max_request_usd": json_value(key.max_request_usd),
         "allowed_models": list(key.allowed_models),
         "revoked_at": json_value(key.revoked_at),
+    }
+
+
+def team_values(team: Team) -> JsonValues:
+    """A team's settings as the log records them (PATCH /v1/teams/{slug})."""
+    return {
+        "slug": team.slug,
+        "name": team.name,
+        "max_request_usd": json_value(team.max_request_usd),
+        "allowed_models": list(team.allowed_models),
     }

@@ -25,6 +25,7 @@ from budgets.audit import (
     budget_values,
     organization_values,
     redacted_url,
+    team_values,
 )
 from budgets.models import (
     Alert,
@@ -137,6 +138,70 @@ def api_key_create(
         new=api_key_values(key),
     )
     return key, secret
+
+
+@transaction.atomic
+def team_update(*, org_id: int, slug: str, changes: dict[str, Any], actor: Actor) -> Team | None:
+    """Change a team's caps and model allow-list (PATCH /v1/teams/{slug}):
+    validated whole (ValidationError naming the field, nothing written),
+    audited in the same transaction; a change that changes nothing records
+    nothing. None for a team the org does not have (never registered here)."""
+    team = Team.objects.select_for_update().select_related("org").filter(org_id=org_id, slug=slug)
+    found = team.first()
+    if found is None:
+        return None
+    old = team_values(found)
+    for name, value in changes.items():
+        setattr(found, name, value)
+    found.full_clean()
+    found.save()
+    new = team_values(found)
+    if new != old:
+        audit_record(
+            actor=actor,
+            org=found.org,
+            object_type="team",
+            object_id=found.slug,
+            action="update",
+            old=old,
+            new=new,
+        )
+    return found
+
+
+@transaction.atomic
+def api_key_update(
+    *, org_id: int, lookup_id: str, changes: dict[str, Any], actor: Actor
+) -> ApiKey | None:
+    """Change a key's per-request cap and model allow-list (PATCH
+    /v1/keys/{lookup_id}), as team_update does a team's. Read at decision
+    time: the next request with the key meets them. None for a key of
+    another org, or none."""
+    key = (
+        ApiKey.objects.select_for_update(of=("self",))
+        .select_related("org", "team")
+        .filter(org_id=org_id, lookup_id=lookup_id)
+        .first()
+    )
+    if key is None:
+        return None
+    old = api_key_values(key)
+    for name, value in changes.items():
+        setattr(key, name, value)
+    key.full_clean()
+    key.save()
+    new = api_key_values(key)
+    if new != old:
+        audit_record(
+            actor=actor,
+            org=key.org,
+            object_type="api_key",
+            object_id=str(key.pk),
+            action="update",
+            old=old,
+            new=new,
+        )
+    return key
 
 
 @transaction.atomic

@@ -21,14 +21,14 @@ from django.http import HttpResponse, JsonResponse, QueryDict
 from budgets import inputs
 from budgets.audit import Actor, redacted_url
 from budgets.auth import ApiKeyInfo, authenticate
-from budgets.models import ApiKey, AuditEntry, Organization
+from budgets.models import ApiKey, AuditEntry, Organization, Team
 from budgets.selectors import AuditQuery, audit_entries
-from budgets.services import organization_update
+from budgets.services import api_key_update, organization_update, team_update
 from config.hotpath.errors import ApiError, invalid
 from config.hotpath.router import json_object
 from config.hotpath.views import ApiRequest, django_api_view, moment_param
 
-OBJECT_TYPES = ("budget", "organization", "api_key")
+OBJECT_TYPES = ("budget", "organization", "team", "api_key")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 _ACTION = re.compile(r"[a-z_]{1,32}")
@@ -203,7 +203,7 @@ def organization(request: ApiRequest) -> HttpResponse:
             raise ApiError(
                 403, "forbidden", "Changing the organization needs an admin key of the whole org."
             )
-        changes = _org_changes(json_object(request.body))
+        changes = _changes(json_object(request.body), _ORG_FIELDS)
         try:
             org = organization_update(
                 org_id=key.org_id,
@@ -220,14 +220,16 @@ def organization(request: ApiRequest) -> HttpResponse:
     return response
 
 
-def _org_changes(data: dict[str, Any]) -> dict[str, Any]:
+def _changes(data: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    """The settings a PATCH body changes, each read as its kind says; the
+    model's validation (full_clean) then judges the values."""
     if not data:
         raise ApiError(422, "invalid_field", "Name at least one setting to change.")
     changes: dict[str, Any] = {}
     for name, value in data.items():
-        kind = _ORG_FIELDS.get(name)
+        kind = fields.get(name)
         if kind is None:
-            raise invalid(name, f"'{name}' is not a setting; settings: {', '.join(_ORG_FIELDS)}.")
+            raise invalid(name, f"'{name}' is not a setting; settings: {', '.join(fields)}.")
         if value is None and name in _NULLABLE:
             changes[name] = None
         elif kind == _FLAG:
@@ -276,4 +278,84 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "fallback_input_per_token": amount(org.fallback_input_per_token),
         "fallback_output_per_token": amount(org.fallback_output_per_token),
         "allowed_models": list(org.allowed_models),
+    }
+
+
+# --- PATCH /v1/teams/{slug}, PATCH /v1/keys/{lookup_id} -----------------------------
+
+# A team's and a key's caps and allow-lists: what a gateway sets per team or
+# per key (the org's are in PATCH /v1/org).
+_LIMIT_FIELDS = {"max_request_usd": _AMOUNT, "allowed_models": _MODELS}
+
+patch_view = django_api_view(authenticate=authenticate, methods=("PATCH",))
+
+
+def _require_org_admin(key: ApiKeyInfo, what: str) -> None:
+    # A team-limited admin key could otherwise lift its own team's limits.
+    if not key.is_admin or key.team_slug is not None:
+        raise ApiError(403, "forbidden", f"Changing {what} needs an admin key of the whole org.")
+
+
+def _limited(request: ApiRequest, update: Any, **subject: str) -> Any:
+    """Apply a PATCH body of _LIMIT_FIELDS with `update`; None when not found."""
+    key: ApiKeyInfo = request.api_key
+    changes = _changes(json_object(request.body), _LIMIT_FIELDS)
+    try:
+        return update(
+            org_id=key.org_id,
+            changes=changes,
+            actor=Actor.of_key(ApiKey.objects.get(pk=key.key_id), request),
+            **subject,
+        )
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise invalid(field, " ".join(messages)) from None
+
+
+@patch_view
+def team(request: ApiRequest, slug: str) -> HttpResponse:
+    """A team's per-request cap and model allow-list, audited."""
+    _require_org_admin(request.api_key, "a team")
+    found = _limited(request, team_update, slug=slug)
+    if found is None:
+        raise ApiError(404, "not_found", f"Unknown team '{slug}'.")
+    response = JsonResponse({"team": _team_json(found)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@patch_view
+def api_key(request: ApiRequest, lookup_id: str) -> HttpResponse:
+    """An API key's per-request cap and model allow-list, audited."""
+    _require_org_admin(request.api_key, "a key")
+    found = _limited(request, api_key_update, lookup_id=lookup_id)
+    if found is None:
+        raise ApiError(404, "not_found", "Unknown API key.")
+    response = JsonResponse({"api_key": _key_json(found)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _team_json(team: Team) -> dict[str, Any]:
+    return {
+        "slug": team.slug,
+        "name": team.name,
+        "max_request_usd": _amount(team.max_request_usd),
+        "allowed_models": list(team.allowed_models),
+    }
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "lookup_id": key.lookup_id,
+        "name": key.name,
+        "team": key.team.slug if key.team_id else None,
+        "is_admin": key.is_admin,
+        "revoked": key.revoked_at is not None,
+        "max_request_usd": _amount(key.max_request_usd),
+        "allowed_models": list(key.allowed_models),
     }

@@ -116,14 +116,20 @@ def test_every_route_of_the_server_is_documented(spec):
         path = route.path.replace("{subject}", "{id}")
         assert (route.method, path) in documented, route.path
     django_v1 = {
-        "/" + str(p.pattern)
+        re.sub(r"<\w+:(\w+)>", r"{\1}", "/" + str(p.pattern))
         for included in urlpatterns
         for p in getattr(included, "url_patterns", [])
         if str(p.pattern).startswith("v1/")
     }
-    assert django_v1 == {"/v1/usage", "/v1/audit", "/v1/org"}
+    assert django_v1 == {
+        "/v1/usage",
+        "/v1/audit",
+        "/v1/org",
+        "/v1/teams/{slug}",
+        "/v1/keys/{lookup_id}",
+    }
     for path in django_v1:
-        assert ("GET", path) in documented, path
+        assert any(p == path for _, p in documented), path
 
 
 def test_every_endpoint_of_api_md_is_documented(spec):
@@ -379,6 +385,16 @@ def _working_service(live: Live, keys: dict, json_ct: dict, org: Organization) -
     live(403, "PATCH", "/v1/org", json={"strict": True}, headers=key)
     live(422, "PATCH", "/v1/org", json={"time_zone": "Mars/Olympus"}, headers=admin)
 
+    caps = {"max_request_usd": "3", "allowed_models": []}
+    for path in ("/v1/teams/search", f"/v1/keys/{keys['key']['Authorization'].split('_')[1]}"):
+        live(200, "PATCH", path, json=caps, headers=admin)
+        live(400, "PATCH", path, content=b"[1]", headers={**admin, **json_ct})
+        live(401, "PATCH", path, json=caps, headers=BAD_KEY)
+        live(403, "PATCH", path, json=caps, headers=key)
+        live(422, "PATCH", path, json={"allowed_models": ["*"]}, headers=admin)
+    live(404, "PATCH", "/v1/teams/nope", json=caps, headers=admin)
+    live(404, "PATCH", "/v1/keys/000000000000", json=caps, headers=admin)
+
     live(200, "GET", "/v1/usage?group_by=team,user,model&granularity=day", headers=key)
     live(200, "GET", "/v1/usage?format=csv&group_by=team", headers=key)
     live(400, "GET", f"/v1/usage?{many}", headers=key)
@@ -427,6 +443,8 @@ def _database_gone(live: Live, keys: dict) -> None:
     live(503, "GET", "/v1/audit", headers=admin)
     live(503, "GET", "/v1/org", headers=key)
     live(503, "PATCH", "/v1/org", json={"strict": True}, headers=admin)
+    live(503, "PATCH", "/v1/teams/search", json={"max_request_usd": None}, headers=admin)
+    live(503, "PATCH", "/v1/keys/000000000000", json={"max_request_usd": None}, headers=admin)
     live(503, "GET", "/v1/usage", headers=key)
     live(503, "GET", "/v1/prices")
     live(503, "GET", "/v1/dashboard/summary", headers=key)

@@ -56,12 +56,12 @@ def _api_view(
 ) -> Callable[[HttpRequest], HttpResponse]:
     @csrf_exempt
     @wraps(view)
-    def wrapper(request: HttpRequest) -> HttpResponse:
+    def wrapper(request: HttpRequest, **params: str) -> HttpResponse:
         try:
             if request.method not in methods:
                 raise ApiError(405, "method_not_allowed", "Method not allowed.")
             request.api_key = authenticate(request.headers.get("Authorization"))  # type: ignore[attr-defined]
-            return view(request)  # type: ignore[arg-type]
+            return view(request, **params)  # type: ignore[arg-type, call-arg]
         except ApiError as exc:
             return _error(exc)
         except TooManyFieldsSent:

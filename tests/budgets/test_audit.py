@@ -255,6 +255,7 @@ def test_create_org_and_create_api_key_are_recorded_as_commands():
         "name": "",
         "team": "search",
         "is_admin": True,
+        "max_request_usd": None,
         "allowed_models": [],
         "revoked_at": None,
     }
