@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from budgets.models import AuditEntry, Budget, BudgetWindow, Reservation
+from budgets.models import Alert, AuditEntry, Budget, BudgetWindow, Reservation
+from budgets.services import alert_payload
 from tests.conftest import assert_error, auth
 from tests.tracking.test_record_events import only_result, post, today_event, today_window
 
@@ -358,3 +359,20 @@ def test_the_budget_lookup_reads_only_the_requests_tag_budgets(org, make_budget)
     assert "budget_org_tag" in str(plan)
     # A few index pages, not the 5,000 budgets' (~100 pages).
     assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 40
+
+
+def test_an_alert_of_a_model_filtered_budget_names_its_filter(api, org, key, admin_key):
+    assert put(api, admin_key, "team/search/day", "1", model="claude-opus-*").status_code == 200
+
+    only_result(
+        post(
+            api,
+            key,
+            today_event("a-1", team="search", cost_usd="0.9", model="claude-opus-4"),
+        )
+    )
+
+    alert = Alert.objects.get(kind="soft")
+    payload = alert_payload(alert)
+    assert payload["alert"]["model"] == "claude-opus-*"
+    assert "team budget 'search' for models claude-opus-* (day)" in payload["text"]
