@@ -111,13 +111,15 @@ class Tollgate:
         ttl_seconds: int | None = None,
     ) -> Reservation:
         """Holds the estimate on every budget that applies. Raises
-        `BudgetExceeded` / `RequestTooExpensive` when refused. `tags` are not
-        sent: they are kept for the event that settles the hold."""
+        `BudgetExceeded` / `RequestTooExpensive` when refused. `tags` are
+        sent (every tag budget of one of them holds it too) and kept for the
+        event that settles the hold."""
         call = _core.reserve_call(
             ttl_seconds,
             model=model,
             team=team,
             user=user,
+            tags=tags,
             estimate=estimate,
             estimated_cost_usd=estimated_cost_usd,
         )
