@@ -67,6 +67,9 @@ def test_a_hold_with_tags_is_held_on_their_tag_budgets(tollgate, org, make_budge
         assert any(b.scope == "tag" for b in hold.reservation.budgets)
         with pytest.raises(BudgetExceeded):
             tollgate.reserve(team="search", tags={"feature": "faq"}, estimated_cost_usd="0.7")
+        refused = tollgate.check(team="search", tags={"feature": "faq"}, estimated_cost_usd="0.7")
+        assert refused.allowed is False
+        assert refused.blocked_by["scope"] == "tag"
 
 
 def test_leaving_the_block_without_settling_releases(tollgate, org, make_budget):

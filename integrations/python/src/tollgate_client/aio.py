@@ -88,6 +88,7 @@ class AsyncTollgate:
         model: str | None = None,
         team: str | None = None,
         user: str | None = None,
+        tags: dict[str, str] | None = None,
         estimate: Estimate | None = None,
         estimated_cost_usd: Money | None = None,
     ) -> Decision:
@@ -95,6 +96,7 @@ class AsyncTollgate:
             model=model,
             team=team,
             user=user,
+            tags=tags,
             estimate=estimate,
             estimated_cost_usd=estimated_cost_usd,
         )

@@ -82,6 +82,7 @@ class Tollgate:
         model: str | None = None,
         team: str | None = None,
         user: str | None = None,
+        tags: dict[str, str] | None = None,
         estimate: Estimate | None = None,
         estimated_cost_usd: Money | None = None,
     ) -> Decision:
@@ -89,6 +90,7 @@ class Tollgate:
             model=model,
             team=team,
             user=user,
+            tags=tags,
             estimate=estimate,
             estimated_cost_usd=estimated_cost_usd,
         )
