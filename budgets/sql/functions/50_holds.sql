@@ -442,9 +442,12 @@ DECLARE
     v_unpriced text;
     v_tags jsonb := nullif(p_tags, '{}');
     v_block_rank integer;
-    v_pairs text[] := (SELECT pairs FROM tollgate_tag_pairs(p_tags));
+    v_pairs text[] := '{}';
     r record;
 BEGIN
+    IF v_tags IS NOT NULL THEN  -- a query only for a request with tags
+        v_pairs := (SELECT pairs FROM tollgate_tag_pairs(v_tags));
+    END IF;
     -- Subjects: one read in the common case, registration on first sight.
     SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
            (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user)
