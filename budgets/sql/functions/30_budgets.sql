@@ -90,7 +90,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     WHERE b.org_id = p_org
       AND (p_scope IS NULL OR b.scope = p_scope)
       AND (p_team IS NULL OR (b.scope = 'team' AND t.slug = p_team))
-      AND (p_tag IS NULL OR (b.scope = 'tag' AND (b.tag = p_tag OR starts_with(b.tag, p_tag || '='))))
+      AND (p_tag IS NULL
+           OR (b.scope = 'tag' AND (b.tag = p_tag OR starts_with(b.tag, p_tag || '='))))
       AND (p_model IS NULL OR b.model_filter = p_model)
 $$;
 

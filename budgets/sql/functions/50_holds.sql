@@ -158,8 +158,8 @@ BEGIN
            array_agg(l.period_end ORDER BY l.id), array_agg(l.spent ORDER BY l.id),
            array_agg(l.reserved ORDER BY l.id), array_agg(0::numeric ORDER BY l.id),
            array_agg(false ORDER BY l.id), array_agg(o.alerts_count_holds ORDER BY l.id)
-    INTO w_id, w_scope, w_subject, w_model, w_period, w_limit, w_soft, w_enforce, w_end, w_spent,
-         w_reserved, w_added, w_alert, w_holds_count
+    INTO w_id, w_scope, w_subject, w_model, w_period, w_limit, w_soft, w_enforce, w_end,
+         w_spent, w_reserved, w_added, w_alert, w_holds_count
     FROM (SELECT w.id, w.budget_id, w.period_end, w.spent, w.reserved
           FROM budgets_budgetwindow w
           WHERE w.id = ANY(w_id)
@@ -266,8 +266,8 @@ BEGIN
             FOR k IN v_block .. cardinality(it.slots) LOOP
                 s := it.slots[k];
                 v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s], w_reserved[s],
-                    w_end[s]);
+                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
+                    w_reserved[s], w_end[s]);
                 v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
                     w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s],
                     w_spent[s] + w_reserved[s] + v_amount);
@@ -284,8 +284,8 @@ BEGIN
             w_added[s] := w_added[s] + v_amount;
             v_used := w_spent[s] + w_reserved[s];
             v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s], w_reserved[s],
-                w_end[s]);
+                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
+                w_reserved[s], w_end[s]);
             v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
                 w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], v_used);
             -- A hold can cross a threshold only where holds count (settled
