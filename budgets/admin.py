@@ -283,6 +283,7 @@ class BudgetAdmin(MoneyAdmin):
     # that change come right after it, within 1440 px beside the filters.
     list_display = [
         "__str__",
+        "models",
         "used_pct",
         "spent",
         "reserved",
@@ -291,7 +292,14 @@ class BudgetAdmin(MoneyAdmin):
         "enforce",
     ]
     list_filter = ["scope", "period", "enforce", "org"]
-    search_fields = ["org__slug", "team__slug", "user__external_id", "key__lookup_id"]
+    search_fields = [
+        "org__slug",
+        "team__slug",
+        "user__external_id",
+        "key__lookup_id",
+        "tag",
+        "model_filter",
+    ]
     form = OrgTeamsForm
     autocomplete_fields = ["user"]
     raw_id_fields = ["key"]
@@ -331,7 +339,10 @@ class BudgetAdmin(MoneyAdmin):
             return
         # A budget moved to another period or subject starts with the spend
         # and holds its new scope already has in the current window.
-        moved = bool({"scope", "team", "user", "key", "period"} & set(form.changed_data))
+        moved = bool(
+            {"scope", "team", "user", "key", "tag", "model_filter", "period"}
+            & set(form.changed_data)
+        )
         budget_update(obj, actor=actor, moved=moved)
 
     def delete_model(self, request: HttpRequest, obj: Budget) -> None:
@@ -344,6 +355,11 @@ class BudgetAdmin(MoneyAdmin):
                 request, budget.org, "budget", budget_address(budget), budget_values(budget)
             )
         super().delete_queryset(request, queryset)
+
+    @admin.display(description="models", ordering="model_filter")
+    def models(self, budget: Budget) -> str:
+        """Which models it counts: its filter, or every model."""
+        return budget.model_filter or "all"
 
     @admin.display(description="spent", ordering="window_spent")
     def spent(self, budget: Budget) -> str:

@@ -21,7 +21,7 @@ from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.types.json import Jsonb
 
-from budgets import inputs
+from budgets import inputs, labels
 from budgets.audit import client_address
 from budgets.auth import ApiKeyInfo
 from config.hotpath import db, metrics
@@ -49,6 +49,7 @@ def _decide_params(key: ApiKeyInfo, d: inputs.Decision, *, hold: bool) -> dict[s
         "at": None,
         "key_id": key.key_id,
         "service_tier": d.service_tier,
+        "tags": None if d.tags is None else Jsonb(d.tags),
     }
 
 
@@ -120,6 +121,8 @@ def _batch_item(params: dict[str, Any]) -> dict[str, Any]:
     item = dict(params)
     if item.get("amount") is not None:
         item["amount"] = str(item["amount"])
+    if item.get("tags") is not None:
+        item["tags"] = item["tags"].obj
     return item
 
 
@@ -177,7 +180,12 @@ def _blocked_by(result: JsonBody) -> JsonBody | None:
     blocked = result.get("blocked")
     if blocked is None:
         return None
-    return {"scope": blocked["scope"], "id": blocked["id"], "period": blocked["period"]}
+    return {
+        "scope": blocked["scope"],
+        "id": blocked["id"],
+        "model": blocked.get("model"),
+        "period": blocked["period"],
+    }
 
 
 def _degraded_amount(d: inputs.Decision) -> str | None:
@@ -238,8 +246,9 @@ def _budget_exceeded(result: JsonBody) -> ApiError:
     blocked = result["blocked"]
     money = {k: Decimal(blocked[k]) for k in ("limit_usd", "spent_usd", "reserved_usd")}
     left = Decimal(blocked["remaining_usd"])
+    of_model = f" for models {blocked['model']}" if blocked.get("model") else ""
     message = (
-        f"The {blocked['scope']} budget '{blocked['id']}' ({blocked['period']}) has "
+        f"The {blocked['scope']} budget '{blocked['id']}'{of_model} ({blocked['period']}) has "
         f"{usd_for_people(left)} left of {usd_for_people(money['limit_usd'])} "
         f"({usd_for_people(money['spent_usd'])} spent, "
         f"{usd_for_people(money['reserved_usd'])} held); "
@@ -251,6 +260,7 @@ def _budget_exceeded(result: JsonBody) -> ApiError:
         message,
         scope=blocked["scope"],
         id=blocked["id"],
+        model=blocked.get("model"),
         period=blocked["period"],
         limit_usd=blocked["limit_usd"],
         spent_usd=blocked["spent_usd"],
@@ -330,9 +340,18 @@ async def extend(request: Request) -> Answer:
 
 
 async def status(request: Request) -> Answer:
+    """The budgets a request of these team, user, model and tags (repeated
+    `tag=name=value`) would meet, as they stand."""
     key = request.key
     assert key is not None
-    query = {k: v for k, v in request.query.items() if k in ("team", "user")}
+    query: dict[str, Any] = {
+        k: v for k, v in request.query.items() if k in ("team", "user", "model")
+    }
+    pairs = request.query_all("tag")
+    if pairs:
+        query["tags"] = dict(
+            inputs.tag_pair(pair, "tag").split("=", 1) for pair in pairs[: labels.MAX_TAGS + 1]
+        )
     d = inputs.decision(query, key=key, require_amount=False)
     result = await decide(key, d, hold=False)
     assert result is not None  # no fail mode without `kind`
@@ -363,31 +382,66 @@ def _audit_params(request: Request, key: ApiKeyInfo) -> dict[str, Any]:
 _KEY_LOOKUP_ID = re.compile(r"[0-9a-f]{12}")
 
 
-def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str]:
+def _scope(value: str, field: str = "scope") -> str:
+    if value not in inputs.SCOPES:
+        raise invalid(field, f"'{field}' must be one of {', '.join(inputs.SCOPES)}.")
+    return value
+
+
+def _budget_path(request: Request, key: ApiKeyInfo) -> tuple[str, str, str, str]:
+    """(scope, subject, period, model filter) of a budget's URL."""
     scope, subject, period = (request.params[k] for k in ("scope", "subject", "period"))
-    if scope not in inputs.SCOPES:
-        raise invalid("scope", f"'scope' must be one of {', '.join(inputs.SCOPES)}.")
+    _scope(scope)
     if period not in inputs.PERIODS:
         raise invalid("period", "'period' must be one of day, week, month, total.")
-    identifier({"id": subject}, "id", required=True)
+    if scope == "tag":
+        inputs.tag_pair(subject, "id")
+    else:
+        identifier({"id": subject}, "id", required=True)
     if scope == "key" and not _KEY_LOOKUP_ID.fullmatch(subject):
         raise invalid("id", "A key budget's id is the key's lookup id: 12 hex digits.")
+    model = inputs.model_pattern(request.query.get("model"))
     if key.team_slug is not None and (scope != "team" or subject != key.team_slug):
         raise ApiError(403, "forbidden", "This API key may only manage its own team's budgets.")
-    return scope, subject, period
+    return scope, subject, period, model
 
 
 async def list_budgets(request: Request) -> Answer:
+    """Every budget of the org, or those the filters keep (docs/api.md)."""
     key = _require_admin(request)
-    budgets = await db.fetch_value("list_budgets", {"org_id": key.org_id, "at": None})
+    query = request.query
+    scope = None if query.get("scope") is None else _scope(query["scope"])
+    team = identifier(dict(query), "team")
+    tag = query.get("tag")
+    if tag is not None and "=" in tag:
+        inputs.tag_pair(tag, "tag")
+    elif tag is not None and labels.tag_problem(tag, "") is not None:
+        raise invalid("tag", f"'tag' must be a tag name or name=value. {labels.TAG_RULE}")
+    model = None
+    if "model" in query:
+        model = inputs.model_pattern(query["model"])
     if key.team_slug is not None:
-        budgets = [b for b in budgets if b["scope"] == "team" and b["id"] == key.team_slug]
+        team = key.team_slug  # a team-limited key sees its own team's budgets only
+        if scope not in (None, "team") or tag is not None:
+            return 200, {"budgets": []}
+        scope = "team"
+    budgets = await db.fetch_value(
+        "list_budgets_where",
+        {
+            "org_id": key.org_id,
+            "at": None,
+            "scope": scope,
+            "team": team,
+            "tag": tag,
+            "model": model,
+        },
+    )
     return 200, {"budgets": budgets}
 
 
 async def put_budget(request: Request) -> Answer:
     key = _require_admin(request)
-    scope, subject, period = _budget_path(request, key)
+    scope, subject, period, model = _budget_path(request, key)
     data = request.json()
     if data.get("limit_usd") is None:
         raise invalid("limit_usd", "'limit_usd' is required.")
@@ -406,6 +460,7 @@ async def put_budget(request: Request) -> Answer:
             "soft_limit_pct": soft,
             "enforce": enforce,
             "at": None,
+            "model": model,
             **_audit_params(request, key),
         },
     )
@@ -416,7 +471,7 @@ async def put_budget(request: Request) -> Answer:
 
 async def delete_budget(request: Request) -> Answer:
     key = _require_admin(request)
-    scope, subject, period = _budget_path(request, key)
+    scope, subject, period, model = _budget_path(request, key)
     result = await db.fetch_value(
         "delete_budget",
         {
@@ -424,11 +479,13 @@ async def delete_budget(request: Request) -> Answer:
             "scope": scope,
             "subject": subject,
             "period": period,
+            "model": model,
             **_audit_params(request, key),
         },
     )
     if result["status"] == "not_found":
-        raise ApiError(404, "not_found", f"No {period} budget for {scope} '{subject}'.")
+        of_model = f" of model filter '{model}'" if model else ""
+        raise ApiError(404, "not_found", f"No {period} budget{of_model} for {scope} '{subject}'.")
     return 204, None
 
 

@@ -141,13 +141,15 @@ def json_value(value: Any) -> Any:
 
 
 def budget_address(budget: Budget) -> str:
-    """A budget's name in the API: scope/subject/period, as in its URL."""
-    return f"{budget.scope}/{budget.subject_id}/{budget.period}"
+    """A budget's name in the API: scope/subject/period, as in its URL, with
+    its model filter as the URL's query (tollgate_budget_address)."""
+    model = f"?model={budget.model_filter}" if budget.model_filter else ""
+    return f"{budget.scope}/{budget.subject_id}/{budget.period}{model}"
 
 
 def budget_values(budget: Budget) -> JsonValues:
     # The keys tollgate_budget_audit_values writes for the API's changes.
-    return {
+    values: JsonValues = {
         "scope": budget.scope,
         "subject": budget.subject_id,
         "period": budget.period,
@@ -155,6 +157,9 @@ def budget_values(budget: Budget) -> JsonValues:
         "soft_limit_pct": budget.soft_limit_pct,
         "enforce": budget.enforce,
     }
+    if budget.model_filter:
+        values["model"] = budget.model_filter
+    return values
 
 
 def organization_values(org: Organization) -> JsonValues:
@@ -195,6 +200,7 @@ def api_key_values(key: ApiKey) -> JsonValues:
 
 
 def team_values(team: Team) -> JsonValues:
+    """A team's settings as the log records them (PATCH /v1/teams/{slug})."""
     return {
         "slug": team.slug,
         "name": team.name,

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from budgets import labels
 from budgets.auth import ApiKeyInfo
 from config.hotpath.errors import invalid
 from config.hotpath.inputs import MAX_TOKENS, identifier, integer, money
 
-SCOPES = ("org", "team", "user", "key")
+SCOPES = ("org", "team", "user", "key", "tag")
 # Service tiers as the providers name them in a response (OpenAI's
 # `service_tier`, Anthropic's `usage.service_tier`) -> the price tier.
 SERVICE_TIERS = {
@@ -37,6 +38,7 @@ class Decision:
     max_output_tokens: int | None
     ttl_seconds: int
     service_tier: str = ""
+    tags: dict[str, str] | None = None
 
 
 def price_tier(data: dict[str, Any], prefix: str = "") -> str:
@@ -64,6 +66,37 @@ def price_tier(data: dict[str, Any], prefix: str = "") -> str:
             batch_field, f"A batch request has no service tier '{given}' ('{tier_field}')."
         )
     return "batch"
+
+
+def tags(value: Any, field: str = "tags") -> dict[str, str]:
+    """A `tags` object of an event, a check or a hold (budgets/labels.py's
+    rule); raises a 422 naming the field, or the tag (`tags.<name>`)."""
+    if value is None:
+        return {}
+    problem = labels.tags_problem(value)
+    if problem is None:
+        return value
+    name, why = problem
+    if name is None:
+        raise invalid(field, f"'{field}' {why}")
+    raise invalid(f"{field}.{name}"[:200], why)
+
+
+def tag_pair(value: str, field: str) -> str:
+    """A tag budget's subject, `name=value`."""
+    if labels.split_tag(value) is None:
+        raise invalid(field, f"'{field}' must be a tag as name=value. {labels.TAG_RULE}")
+    return value
+
+
+def model_pattern(value: str | None, field: str = "model") -> str:
+    """A budget's model filter, lower-cased ('' when absent: every model)."""
+    if value is None:
+        return ""
+    pattern = labels.normalize_model_pattern(value)
+    if not labels.is_model_pattern(pattern):
+        raise invalid(field, f"'{field}' must be {labels.MODEL_PATTERN_RULE}.")
+    return pattern
 
 
 def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> Decision:
@@ -108,6 +141,7 @@ def decision(data: dict[str, Any], *, key: ApiKeyInfo, require_amount: bool) -> 
         max_output_tokens,
         ttl_seconds(data),
         price_tier(data),
+        tags(data.get("tags")) or None,
     )
 
 

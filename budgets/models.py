@@ -21,9 +21,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import connection, models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
-from budgets import webhooks
+from budgets import labels, webhooks
 from config.hotpath.inputs import usd_for_people
 
 MONEY = {"max_digits": 20, "decimal_places": 10}
@@ -52,7 +53,6 @@ def validate_time_zone(value: str) -> None:
 # name a request sends, lower-cased (tollgate_model_refusal, 50_holds.sql).
 # Empty list: every model is allowed.
 MAX_ALLOWED_MODELS = 100
-_ALLOWED_MODEL = re.compile(r"[a-z0-9][a-z0-9._:/@+-]{0,127}\*?")
 
 
 def validate_allowed_models(value: list[str]) -> None:
@@ -60,16 +60,13 @@ def validate_allowed_models(value: list[str]) -> None:
     if len(value) > MAX_ALLOWED_MODELS:
         raise ValidationError(f"At most {MAX_ALLOWED_MODELS} models.")
     for entry in value:
-        if not _ALLOWED_MODEL.fullmatch(entry):
-            raise ValidationError(
-                f"{entry!r} is not a model name or a family pattern like 'claude-opus-*' "
-                "('*' only at the end, after at least one character; no spaces)."
-            )
+        if not labels.is_model_pattern(entry):
+            raise ValidationError(f"{entry!r} is not {labels.MODEL_PATTERN_RULE}.")
 
 
 def normalize_allowed_models(value: list[str]) -> list[str]:
     """Lower-cased, trimmed, duplicates dropped, sorted: one spelling per list."""
-    return sorted({entry.strip().lower() for entry in value})
+    return sorted({labels.normalize_model_pattern(entry) for entry in value})
 
 
 # Tag names an org reports on (GET /v1/usage?group_by=tag:NAME, the dashboard's
@@ -307,6 +304,7 @@ class Budget(models.Model):
         TEAM = "team"
         USER = "user"
         KEY = "key"
+        TAG = "tag"
 
     class Period(models.TextChoices):
         DAY = "day"
@@ -320,6 +318,24 @@ class Budget(models.Model):
     user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.CASCADE)
     # A budget on one API key (scope "key"): every hold and event made with it.
     key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.CASCADE)
+    # A tag budget's subject (scope "tag"): "name=value", '' for the other scopes.
+    tag = models.CharField(
+        max_length=labels.MAX_TAG_PAIR_LENGTH,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Scope tag only: name=value (e.g. customer=acme).",
+    )
+    # Counts and holds only the spend of matching models ('' = all models):
+    # an exact name or a family pattern, matched as allow-lists match.
+    model_filter = models.CharField(
+        max_length=labels.MAX_MODEL_PATTERN_LENGTH,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Count only these models: an exact name or a family pattern like "
+        "'claude-opus-*' (empty: every model).",
+    )
     period = models.CharField(max_length=5, choices=Period.choices)
     limit_usd = models.DecimalField(**MONEY)
     soft_limit_pct = models.PositiveSmallIntegerField(default=80)
@@ -342,30 +358,63 @@ class Budget(models.Model):
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(scope="org", team__isnull=True, user__isnull=True, key__isnull=True)
-                    | Q(scope="team", team__isnull=False, user__isnull=True, key__isnull=True)
-                    | Q(scope="user", team__isnull=True, user__isnull=False, key__isnull=True)
-                    | Q(scope="key", team__isnull=True, user__isnull=True, key__isnull=False)
+                    Q(scope="org", team__isnull=True, user__isnull=True, key__isnull=True, tag="")
+                    | Q(
+                        scope="team",
+                        team__isnull=False,
+                        user__isnull=True,
+                        key__isnull=True,
+                        tag="",
+                    )
+                    | Q(
+                        scope="user",
+                        team__isnull=True,
+                        user__isnull=False,
+                        key__isnull=True,
+                        tag="",
+                    )
+                    | Q(
+                        scope="key", team__isnull=True, user__isnull=True, key__isnull=False, tag=""
+                    )
+                    | (
+                        Q(scope="tag", team__isnull=True, user__isnull=True, key__isnull=True)
+                        & ~Q(tag="")
+                    )
                 ),
                 name="budget_scope_matches_subject",
                 violation_error_message=(
-                    "An org budget has no team, user or key; a team budget a team only, "
-                    "a user budget a user only, a key budget a key only."
+                    "An org budget has no team, user, key or tag; a team budget a team only, "
+                    "a user budget a user only, a key budget a key only, a tag budget a tag only."
                 ),
             ),
-            # One budget per subject and period; NULLS NOT DISTINCT so that two
-            # org-scope budgets (team and user NULL) also collide. The hot path's
-            # upsert names these columns in ON CONFLICT.
+            models.CheckConstraint(
+                condition=Q(model_filter=Lower("model_filter")),
+                name="budget_model_filter_lower_case",
+                violation_error_message="A model filter is stored lower-cased.",
+            ),
+            # One budget per subject, model filter and period; NULLS NOT DISTINCT
+            # so that two org-scope budgets (team and user NULL) also collide.
+            # The hot path's upsert names these columns in ON CONFLICT.
             models.UniqueConstraint(
-                fields=["org", "scope", "team", "user", "key", "period"],
+                fields=["org", "scope", "team", "user", "key", "tag", "model_filter", "period"],
                 name="budget_unique_scope_period",
                 violation_error_message="This subject already has a budget for this period.",
                 nulls_distinct=False,
             ),
         ]
+        indexes = [
+            # Used by tollgate_applicable: an org's tag budgets that match a
+            # request's tags, without reading the org's other tag budgets
+            # (one per customer is thousands).
+            models.Index(fields=["org", "tag"], condition=Q(scope="tag"), name="budget_org_tag"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.org.slug} {self.scope}:{self.subject_id} {self.period} {usd_for_people(self.limit_usd)}"
+        model = f" [{self.model_filter}]" if self.model_filter else ""
+        return (
+            f"{self.org.slug} {self.scope}:{self.subject_id}{model} {self.period} "
+            f"{usd_for_people(self.limit_usd)}"
+        )
 
     @property
     def subject_id(self) -> str:
@@ -375,12 +424,25 @@ class Budget(models.Model):
             return self.user.external_id
         if self.scope == self.Scope.KEY and self.key_id:
             return self.key.lookup_id
+        if self.scope == self.Scope.TAG:
+            return self.tag
         return self.org.slug
 
     def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        self.model_filter = labels.normalize_model_pattern(self.model_filter or "")
+        if self.model_filter and not labels.is_model_pattern(self.model_filter):
+            errors["model_filter"] = [f"Not {labels.MODEL_PATTERN_RULE}."]
+        if self.scope == self.Scope.TAG:
+            if labels.split_tag(self.tag or "") is None:
+                errors["tag"] = [f"A tag budget's tag is name=value. {labels.TAG_RULE}"]
+        elif self.tag:
+            errors["tag"] = ["Only a tag budget has a tag."]
+        if errors:
+            raise ValidationError(errors)
         subjects = {"team": self.team_id, "user": self.user_id, "key": self.key_id}
-        if self.scope == self.Scope.ORG and any(subjects.values()):
-            raise ValidationError("An org budget has no team, user or key.")
+        if self.scope in (self.Scope.ORG, self.Scope.TAG) and any(subjects.values()):
+            raise ValidationError(f"An {self.scope} budget has no team, user or key.")
         if self.scope in subjects and (
             not subjects[self.scope] or any(v for name, v in subjects.items() if name != self.scope)
         ):
@@ -479,6 +541,9 @@ class Reservation(models.Model):
     # from exactly these, even after the period rolled over.
     window_ids = ArrayField(models.BigIntegerField(), default=list)
     model = models.CharField(max_length=128, blank=True)
+    # The request's tags ({"name": "value"}), null when it sent none: which
+    # tag budgets it holds on, and what the dashboard groups holds by.
+    tags = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)

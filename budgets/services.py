@@ -232,8 +232,9 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
     budget = alert.budget
     used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
     what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
+    of_models = f" for models {budget.model_filter}" if budget.model_filter else ""
     text = (
-        f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
+        f"Tollgate: {budget.scope} budget '{budget.subject_id}'{of_models} ({budget.period}) of "
         f"{alert.org.slug} reached its {what}: {usd_for_people(alert.used_usd)} of "
         f"{usd_for_people(alert.limit_usd)} ({used_pct:.1f}%) at "
         f"{time_for_people(alert.created_at, alert.org.time_zone)}."
@@ -246,6 +247,7 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
             "org": alert.org.slug,
             "scope": budget.scope,
             "subject": budget.subject_id,
+            "model": budget.model_filter or None,
             "period": budget.period,
             "limit_usd": f"{alert.limit_usd.normalize():f}",
             "used_usd": f"{alert.used_usd.normalize():f}",

@@ -112,7 +112,9 @@ def _object(params: QueryDict) -> tuple[str | None, str | None]:
 
 
 def _own_team_budget(team: str, object_type: str | None, object_id: str | None) -> bool:
-    return object_type == "budget" and object_id in {
+    """One of the team's budgets, model-filtered ones (`…/day?model=…`) included."""
+    address = (object_id or "").split("?model=", 1)[0]
+    return object_type == "budget" and address in {
         f"team/{team}/{period}" for period in inputs.PERIODS
     }
 

@@ -3,6 +3,8 @@
     .venv/bin/python -m loadtests.compare            # everything, ~12-15 min
     .venv/bin/python -m loadtests.compare --quick    # smoke run, ~2-4 min
     .venv/bin/python -m loadtests.compare --designs sync,tollgate --modes rates --rates 100,500
+    .venv/bin/python -m loadtests.compare --designs floor,tollgate --modes closed,rates \
+        --rates 500 --budgets six --output loadtests/results/six   # issue 26's realistic request
 
 Runs four designs back to back on this machine, each in a fresh server
 process with one worker, against the same seeded data:
@@ -37,6 +39,12 @@ Exit status 1 when a design failed, or a closed-loop run answered non-2xx,
 lost connections, or its 2xx answers do not match the holds in the database.
 `--seed-only` prints an API key of the bench org for locust.
 
+--budgets six: every request meets six budgets instead of the org's one:
+the org's, its team's (model-filtered), its user's, its API key's and two
+tag budgets, and sends a model and two tags (loadtests/harness/seed.py). The
+baselines (sync, async) hold only their org, team and user budgets, so with
+it compare Tollgate with the floor.
+
 Only 127.0.0.1 is ever targeted. Every server started here is stopped on the
 way out, also on Ctrl-C, SIGTERM or an error.
 """
@@ -46,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -57,7 +66,14 @@ from typing import Any
 
 from loadtests.harness.cpu import NOISY_OTHER_CPU_PCT, CpuShares, cpu_shares, sample_cpu
 from loadtests.harness.paths import BASE_DIR, DOCS_DIR, RESULTS_DIR
-from loadtests.harness.seed import delete_keys, django_setup, holds_in_database, reset_windows, seed
+from loadtests.harness.seed import (
+    BUDGETS,
+    delete_keys,
+    django_setup,
+    holds_in_database,
+    reset_windows,
+    seed,
+)
 from loadtests.harness.servers import (
     HOST,
     PORT,
@@ -425,6 +441,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=8, help="gunicorn threads (sync), pool (async)"
     )
     parser.add_argument("--pool-max", type=int, default=5, help="hot-path pool size")
+    parser.add_argument(
+        "--budgets",
+        choices=BUDGETS,
+        default="org",
+        help="budget scenario: org (one org budget) or six (org, model-filtered team, user, "
+        "key and two tag budgets, with a model and two tags per request)",
+    )
     parser.add_argument("--output", type=Path, help="directory for the report and plots")
     parser.add_argument(
         "--seed-only",
@@ -460,7 +483,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.output is None:
-        everything = set(args.designs) == set(DESIGN_KEYS) and set(args.modes) == set(MODES)
+        everything = (
+            set(args.designs) == set(DESIGN_KEYS)
+            and set(args.modes) == set(MODES)
+            and args.budgets == "org"
+        )
         # Only a full run replaces the committed report.
         args.output = DOCS_DIR if everything and not args.quick else RESULTS_DIR
     return args
@@ -481,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     args.output.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    key = seed()
+    # The load generators (wrk, openloop) build their bodies from it.
+    os.environ["BENCH_BUDGETS"] = args.budgets
+    key = seed(budgets=args.budgets)
     run = Run()
     try:
         measure_variant(run, args, key, "normal")

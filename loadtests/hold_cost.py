@@ -76,6 +76,7 @@ def items(org_id: int, start: int, count: int) -> list[dict]:
                 "at": None,
                 "key_id": None,
                 "service_tier": "",
+                "tags": None,
             }
         )
     return out

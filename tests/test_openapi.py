@@ -130,7 +130,7 @@ def test_every_route_of_the_server_is_documented(spec):
         "/v1/reports/chargeback",
     }
     for path in django_v1:
-        assert ("GET", path) in documented, path
+        assert any(p == path for _, p in documented), path
 
 
 def test_every_endpoint_of_api_md_is_documented(spec):
@@ -140,7 +140,7 @@ def test_every_endpoint_of_api_md_is_documented(spec):
     named = {
         (method, _shape(path.rstrip(".,;:)`")))
         for methods, path in re.findall(
-            r"\b((?:GET|PUT|PATCH|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-]*)", text
+            r"\b((?:GET|PUT|PATCH|POST|DELETE)(?:\|[A-Z]+)*)\s+(/[\w/{}.\-=]*)", text
         )
         for method in methods.split("|")
     }

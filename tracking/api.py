@@ -24,6 +24,7 @@ from django.conf import settings
 from psycopg.types.json import Jsonb
 
 from budgets import auth
+from budgets import inputs as budget_inputs
 from budgets.auth import ApiKeyInfo
 from budgets.inputs import price_tier
 from config.hotpath import db, inputs, metrics
@@ -33,8 +34,6 @@ from tracking.provider_usage import EXTRA, normalize, web_searches
 from tracking.signals import events_recorded
 
 MAX_BATCH = 1000
-MAX_TAGS = 20
-MAX_TAG_LENGTH = 256
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 STATUSES = ("ok", "error")
 MAX_PROVIDER_LENGTH = 64  # RequestEvent.provider
@@ -81,29 +80,6 @@ def _started_at(value: Any, field: str) -> str | None:
     if not EARLIEST <= moment <= datetime.now(UTC) + timedelta(days=1):
         raise invalid(field, f"'{field}' is out of range.")
     return moment.astimezone(UTC).isoformat()
-
-
-def _tags(value: Any, field: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_TAGS:
-        raise invalid(field, f"'{field}' must be an object of at most {MAX_TAGS} strings.")
-    for name, tag in value.items():
-        if not isinstance(tag, str) or not 1 <= len(name) <= 64 or len(tag) > MAX_TAG_LENGTH:
-            raise invalid(
-                f"{field}.{name}"[:200],
-                f"Tags are strings: names of 1 to 64 "
-                f"characters, values of at most {MAX_TAG_LENGTH}.",
-            )
-        try:
-            inputs.identifier({"tag": name}, "tag")
-        except ApiError:
-            raise invalid(
-                f"{field}.{name}"[:200], "Tag names must be valid text without control characters."
-            ) from None
-        if "\x00" in tag or any(0xD800 <= ord(ch) <= 0xDFFF for ch in tag):
-            raise invalid(f"{field}.{name}", "Tag values must be valid text.")
-    return value
 
 
 def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
@@ -196,7 +172,7 @@ def _event(raw: Any, prefix: str, key: ApiKeyInfo) -> dict[str, Any]:
         "status": status,
         "started_at": _started_at(raw.get("started_at"), field("started_at")),
         "reservation_id": reservation_id,
-        "tags": _tags(raw.get("tags"), field("tags")),
+        "tags": budget_inputs.tags(raw.get("tags"), field("tags")),
     }
     # Only what is there: an event without them hashes as it did before they
     # existed, so that its replay is still a duplicate, not a conflict.

@@ -16,7 +16,7 @@ RETURNING k.id, k.key_hash, k.revoked_at, k.is_admin, k.org_id, o.slug AS org_sl
 -- decide --
 SELECT tollgate_decide(%(org_id)s, %(strict)s, %(team)s, %(user)s, %(amount)s,
                        %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(hold)s,
-                       %(ttl_seconds)s, %(at)s, %(key_id)s, %(service_tier)s)
+                       %(ttl_seconds)s, %(at)s, %(key_id)s, %(service_tier)s, %(tags)s)
 
 -- release --
 SELECT tollgate_release(%(org_id)s, %(reservation_id)s, %(retention)s)
@@ -30,14 +30,18 @@ SELECT tollgate_expire_reservations(%(limit)s)
 -- list_budgets --
 SELECT tollgate_list_budgets(%(org_id)s, %(at)s)
 
+-- list_budgets_where --
+-- GET /v1/budgets with its filters (NULL: not filtered).
+SELECT tollgate_list_budgets(%(org_id)s, %(at)s, %(scope)s, %(team)s, %(tag)s, %(model)s)
+
 -- put_budget --
 SELECT tollgate_put_budget(%(org_id)s, %(strict)s, %(scope)s, %(subject)s, %(period)s,
                            %(limit_usd)s, %(soft_limit_pct)s, %(enforce)s, %(at)s,
-                           %(key_id)s, %(request_id)s, %(client_addr)s)
+                           %(key_id)s, %(request_id)s, %(client_addr)s, %(model)s)
 
 -- delete_budget --
 SELECT tollgate_delete_budget(%(org_id)s, %(scope)s, %(subject)s, %(period)s,
-                              %(key_id)s, %(request_id)s, %(client_addr)s)
+                              %(key_id)s, %(request_id)s, %(client_addr)s, %(model)s)
 
 -- ping --
 SELECT 1

@@ -66,9 +66,18 @@ class Request:
     key: Any = None  # what the app's Authenticator returned
     request_id: str = ""  # as sent back in X-Request-Id
     client: str | None = None  # the client's address as the ASGI server gives it
+    query_string: bytes = b""  # as sent: `query` keeps one value of each name
 
     def json(self) -> JsonBody:
         return json_object(self.body)
+
+    def query_all(self, name: str) -> list[str]:
+        """Every value of a repeated query parameter, in order, decoded as `query`."""
+        return [
+            _text(value.replace(b"+", b" "))
+            for key, _, value in (pair.partition(b"=") for pair in self.query_string.split(b"&"))
+            if value and _text(key.replace(b"+", b" ")) == name
+        ]
 
 
 def json_object(body: bytes) -> JsonBody:
@@ -248,6 +257,7 @@ class ApiApp:
                 method=scope["method"],
                 path=scope["path"],
                 query=_query(scope.get("query_string", b"")),
+                query_string=scope.get("query_string", b""),
                 headers=headers,
                 body=body,
                 params=params,

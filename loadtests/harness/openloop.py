@@ -45,6 +45,8 @@ from typing import Any
 
 import httptools
 
+from loadtests.harness.seed import request_body, scenario
+
 HOST = "127.0.0.1"
 PATH = "/v1/budget/reservations"
 # How often in-flight and queued requests are checked against the timeout.
@@ -53,15 +55,12 @@ TIMEOUT_SWEEP_SECONDS = 0.02
 CONNECT_BACKOFF_SECONDS = 0.1
 
 
-def request_bytes(key: str, teams: int, users: int) -> list[bytes]:
+def request_bytes(key: str, teams: int, users: int, budgets: str = "org") -> list[bytes]:
     """Every request, encoded once: the same bodies as reservations.lua."""
     requests = []
     for t in range(1, teams + 1):
         for u in range(1, users + 1):
-            body = (
-                f'{{"team":"team-{t:02d}","user":"user-{t:02d}-{u:02d}",'
-                f'"estimated_cost_usd":"0.001"}}'
-            ).encode()
+            body = request_body(t, u, budgets).encode()
             head = (
                 f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {key}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -294,6 +293,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         key,
         int(os.environ.get("BENCH_TEAMS", "20")),
         int(os.environ.get("BENCH_USERS_PER_TEAM", "10")),
+        scenario(),
     )
     generator = Generator(args.port, requests, args.max_connections, args.timeout)
     try:

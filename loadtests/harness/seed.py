@@ -1,6 +1,16 @@
 """The bench org every HTTP benchmark measures: Django set up on the embedded
 PostgreSQL (migrated, so the SQL functions are this checkout's), the org with
-its teams, users and one org day budget, and its windows reset between runs."""
+its teams, users and its budgets, and its windows reset between runs.
+
+Two budget scenarios (BENCH_BUDGETS in the environment of the load
+generators, `--budgets` of loadtests.compare):
+- `org` (the default): one org day budget; a request names its team and user.
+- `six`: a realistic request meets six budgets: the org's, its team's
+  (model-filtered: `claude-opus-*`), its user's, its API key's, and two tag
+  budgets (`feature=f-N`, `customer=c-TT`); the request also sends the model
+  `claude-opus-4` and those two tags (request_body).
+Every limit is far above what a run can hold, so no request is denied and
+every one takes the full hold path."""
 
 from __future__ import annotations
 
@@ -14,6 +24,30 @@ USERS_PER_TEAM = 10
 # so no request is denied and every one takes the full hold path.
 ORG_DAY_LIMIT = Decimal("1000000")
 HOLD_USD = "0.001"
+BUDGETS = ("org", "six")
+FEATURES = 4
+SIX_MODEL = "claude-opus-4"
+SIX_MODEL_FILTER = "claude-opus-*"
+
+
+def scenario() -> str:
+    """The budget scenario the generators build bodies for (BENCH_BUDGETS)."""
+    return os.environ.get("BENCH_BUDGETS") or "org"
+
+
+def request_body(team: int, user: int, budgets: str) -> str:
+    """One reservation body of team `team`'s user `user` (reservations.lua
+    builds the same)."""
+    extra = ""
+    if budgets == "six":
+        extra = (
+            f',"model":"{SIX_MODEL}","tags":{{"feature":"f-{team % FEATURES + 1}",'
+            f'"customer":"c-{team:02d}"}}'
+        )
+    return (
+        f'{{"team":"team-{team:02d}","user":"user-{team:02d}-{user:02d}",'
+        f'"estimated_cost_usd":"{HOLD_USD}"{extra}}}'
+    )
 
 
 def django_setup() -> None:
@@ -31,25 +65,46 @@ def django_setup() -> None:
     call_command("migrate", verbosity=0)
 
 
-def seed(key_name: str = "loadtests.compare") -> str:
-    """Create (once) the bench org, its subjects and its org day budget, and
-    return the secret of a fresh API key named `key_name`."""
+def seed(key_name: str = "loadtests.compare", budgets: str = "org") -> str:
+    """Create (once) the bench org and its subjects, give it the budgets of
+    the scenario `budgets` (and no others), and return the secret of a fresh
+    API key named `key_name`."""
     from budgets.models import Budget, EndUser, Organization, Team
     from budgets.services import api_key_create, organization_create
 
     org = Organization.objects.filter(slug=ORG_SLUG).first() or organization_create(slug=ORG_SLUG)
     # Registered up front so that every design finds them instead of creating them.
+    teams, users = {}, {}
     for t in range(1, TEAMS + 1):
-        Team.objects.get_or_create(org=org, slug=f"team-{t:02d}")
+        teams[t] = Team.objects.get_or_create(org=org, slug=f"team-{t:02d}")[0]
         for u in range(1, USERS_PER_TEAM + 1):
-            EndUser.objects.get_or_create(org=org, external_id=f"user-{t:02d}-{u:02d}")
-    Budget.objects.update_or_create(
+            users[t, u] = EndUser.objects.get_or_create(
+                org=org, external_id=f"user-{t:02d}-{u:02d}"
+            )[0]
+    org_budget, _ = Budget.objects.update_or_create(
         org=org,
         scope=Budget.Scope.ORG,
+        model_filter="",
         period=Budget.Period.DAY,
         defaults={"limit_usd": ORG_DAY_LIMIT, "enforce": True},
     )
-    _key, secret = api_key_create(org=org, is_admin=True, name=key_name)
+    # Another scenario's budgets would apply to this one's requests too.
+    Budget.objects.filter(org=org).exclude(pk=org_budget.pk).delete()
+    key, secret = api_key_create(org=org, is_admin=True, name=key_name)
+    if budgets == "six":
+        day = {"org": org, "period": Budget.Period.DAY, "limit_usd": ORG_DAY_LIMIT}
+        Budget.objects.bulk_create(
+            [
+                *(
+                    Budget(scope="team", team=team, model_filter=SIX_MODEL_FILTER, **day)
+                    for team in teams.values()
+                ),
+                *(Budget(scope="user", user=user, **day) for user in users.values()),
+                *(Budget(scope="tag", tag=f"feature=f-{f}", **day) for f in range(1, FEATURES + 1)),
+                *(Budget(scope="tag", tag=f"customer=c-{t:02d}", **day) for t in teams),
+                Budget(scope="key", key=key, **day),
+            ]
+        )
     return secret
 
 
@@ -86,5 +141,7 @@ def holds_in_database() -> tuple[int, int]:
     from budgets.models import BudgetWindow, Reservation
 
     rows = Reservation.objects.filter(org__slug=ORG_SLUG).count()
-    total = BudgetWindow.objects.filter(budget__org__slug=ORG_SLUG).aggregate(s=Sum("reserved"))
+    total = BudgetWindow.objects.filter(
+        budget__org__slug=ORG_SLUG, budget__scope="org", budget__model_filter=""
+    ).aggregate(s=Sum("reserved"))
     return rows, int((total["s"] or Decimal(0)) / Decimal(HOLD_USD))

@@ -1,7 +1,8 @@
 -- wrk script for POST /v1/budget/reservations, used by loadtests/compare.py.
 --
 -- Environment: TOLLGATE_API_KEY (required), BENCH_TEAMS and BENCH_USERS_PER_TEAM
--- (the subjects the requests are spread over; compare.py seeds the same ones).
+-- (the subjects the requests are spread over; compare.py seeds the same ones),
+-- BENCH_BUDGETS (org or six: the budget scenario, loadtests/harness/seed.py).
 -- Every response status is counted, so a design that answers errors is
 -- reported instead of looking fast. done() prints one line
 -- `BENCH_RESULT {json}` with latency percentiles in microseconds.
@@ -29,11 +30,20 @@ function init(args)
     wrk.headers["Content-Type"] = "application/json"
     -- Bodies are built once: building them per request would cost wrk CPU
     -- that the server under test then lacks on a small machine.
+    -- BENCH_BUDGETS=six: the model and two tags of loadtests/harness/seed.py's
+    -- six-budget scenario (its request_body builds the same bodies).
+    local six = os.getenv("BENCH_BUDGETS") == "six"
     for t = 1, teams do
         for u = 1, users do
+            local extra = ""
+            if six then
+                extra = string.format(
+                    ',"model":"claude-opus-4","tags":{"feature":"f-%d","customer":"c-%02d"}',
+                    t % 4 + 1, t)
+            end
             table.insert(bodies, string.format(
-                '{"team":"team-%02d","user":"user-%02d-%02d","estimated_cost_usd":"0.001"}',
-                t, t, u))
+                '{"team":"team-%02d","user":"user-%02d-%02d","estimated_cost_usd":"0.001"%s}',
+                t, t, u, extra))
         end
     end
     -- Threads start at different subjects so they do not move in lockstep.

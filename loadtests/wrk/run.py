@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from loadtests.harness.seed import HOLD_USD, TEAMS, USERS_PER_TEAM
+from loadtests.harness.seed import TEAMS, USERS_PER_TEAM, request_body, scenario
 from loadtests.harness.servers import HOST, DesignFailed
 
 # The Lua scripts live beside this module.
@@ -28,9 +28,7 @@ WRK_THREADS = 2
 
 def smoke_request(port: int, key: str) -> str:
     """One request before the load, so that an error body shows in the output."""
-    body = json.dumps(
-        {"team": "team-01", "user": "user-01-01", "estimated_cost_usd": HOLD_USD}
-    ).encode()
+    body = request_body(1, 1, scenario()).encode()
     request = urllib.request.Request(
         f"http://{HOST}:{port}{PATH}",
         data=body,

@@ -201,3 +201,69 @@ def test_a_key_budget_is_created_in_admin_with_the_keys_spend_so_far(
     )
     assert "A key budget needs a key" in bad.content.decode()
     assert Budget.objects.count() == 1
+
+
+def _budget_form(org, **fields) -> dict:
+    return {
+        "org": org.pk,
+        "period": "day",
+        "limit_usd": "1",
+        "soft_limit_pct": "80",
+        "enforce": "on",
+        "created_at_0": "2026-01-01",
+        "created_at_1": "00:00:00",
+        "windows-TOTAL_FORMS": "0",
+        "windows-INITIAL_FORMS": "0",
+        **fields,
+    }
+
+
+def test_tag_and_model_filtered_budgets_are_made_and_listed_in_admin(
+    staff_client, make_org, make_budget
+):
+    org = make_org("acme")
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tollgate_decide(%s, false, NULL, NULL, 0.3, 'claude-opus-4', NULL, NULL, true,"
+            " 300, NULL, NULL, '', '{\"customer\": \"acme\"}'::jsonb)",
+            [org.id],
+        )
+
+    tagged = staff_client.post(
+        _admin_url(Budget, "add"), _budget_form(org, scope="tag", tag="customer=acme")
+    )
+    filtered = staff_client.post(
+        _admin_url(Budget, "add"), _budget_form(org, scope="org", model_filter=" Claude-Opus-* ")
+    )
+
+    assert (tagged.status_code, filtered.status_code) == (302, 302)
+    tag_budget = Budget.objects.get(scope="tag")
+    model_budget = Budget.objects.get(scope="org")
+    assert model_budget.model_filter == "claude-opus-*"
+    # Seeded with the open hold of its tag, and of its model.
+    assert BudgetWindow.objects.get(budget=tag_budget).reserved == Decimal("0.3")
+    assert BudgetWindow.objects.get(budget=model_budget).reserved == Decimal("0.3")
+    page = staff_client.get(_admin_url(Budget, "changelist")).content.decode()
+    assert "tag:customer=acme" in page
+    assert "claude-opus-*" in page
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"scope": "tag", "tag": "customer"}, "name=value"),
+        ({"scope": "tag", "tag": ""}, "name=value"),
+        ({"scope": "org", "tag": "customer=acme"}, "Only a tag budget has a tag"),
+        ({"scope": "org", "model_filter": "*opus"}, "family pattern"),
+    ],
+)
+def test_bad_tag_and_model_filter_in_admin_save_nothing(staff_client, make_org, fields, words):
+    org = make_org("acme")
+
+    response = staff_client.post(_admin_url(Budget, "add"), _budget_form(org, **fields))
+
+    assert response.status_code == 200
+    assert words in response.content.decode()
+    assert not Budget.objects.exists()

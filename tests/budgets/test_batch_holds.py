@@ -54,7 +54,8 @@ def decide_many(items: list[dict]) -> list[dict]:
 def decide_one(item: dict) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL, %s)",
+            "SELECT tollgate_decide(%s, %s, %s, %s, %s, %s, %s, %s, true, %s, NULL, %s, '',"
+            " %s::jsonb)",
             [
                 item["org_id"],
                 item["strict"],
@@ -66,6 +67,7 @@ def decide_one(item: dict) -> dict:
                 item["max_output_tokens"],
                 item["ttl_seconds"],
                 item.get("key_id"),
+                None if item.get("tags") is None else json.dumps(item["tags"]),
             ],
         )
         value = cursor.fetchone()[0]
@@ -201,6 +203,9 @@ ITEM = st.fixed_dictionaries(
         # Amounts name their model too (allow-lists judge it), or none.
         "named": st.booleans(),
         "key": st.sampled_from([None, "open", "capped", "gpt-only"]),
+        "tags": st.sampled_from(
+            [None, {"customer": "acme"}, {"customer": "beta", "feature": "sum"}, {"feature": "sum"}]
+        ),
         "ttl_seconds": st.sampled_from([60, 300]),
     }
 )
@@ -258,6 +263,40 @@ def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, 
             period="week",
             soft_limit_pct=50,
         )
+        for tag, limit, period, soft in [
+            ("customer=acme", "0.80", "day", 80),
+            ("customer=beta", "0", "total", 80),
+            ("feature=sum", "0.50", "day", 50),
+            ("feature=sum", "1.20", "week", 80),
+        ]:
+            Budget.objects.create(
+                org=org,
+                scope="tag",
+                tag=tag,
+                period=period,
+                limit_usd=Decimal(limit),
+                soft_limit_pct=soft,
+            )
+        # Model-filtered budgets, of a scope that has unfiltered ones too.
+        Budget.objects.create(
+            org=org,
+            scope="team",
+            team=Team.objects.get(org=org, slug="search"),
+            model_filter="gpt-*",
+            period="day",
+            limit_usd=Decimal("0.70"),
+        )
+        Budget.objects.create(
+            org=org, scope="org", model_filter="unpriced-1", period="day", limit_usd=Decimal("0.9")
+        )
+        Budget.objects.create(
+            org=org,
+            scope="tag",
+            tag="feature=sum",
+            model_filter="gpt-4o",
+            period="day",
+            limit_usd=Decimal("0.35"),
+        )
     keys = dict(ApiKey.objects.filter(org=org).values_list("name", "id"))
     items = []
     for spec in specs:
@@ -270,6 +309,8 @@ def test_single_and_batched_holds_agree_for_any_sequence(make_org, make_budget, 
             amount = str(Decimal(spec["cents"]) / 100)
         if spec["key"] is not None and not spec["strict"]:
             extra["key_id"] = keys[spec["key"]]
+        if spec["tags"] is not None:
+            extra["tags"] = spec["tags"]
         items.append(
             _item(
                 target,
@@ -310,6 +351,7 @@ def _state() -> tuple:
             r.amount,
             r.expires_at,
             r.model,
+            sorted((r.tags or {}).items()),
         )
         for r in Reservation.objects.select_related("team")
     )
@@ -328,7 +370,7 @@ def _without_ids(results: list[dict]) -> list[dict]:
     one by one (each creates its own) and a batch (all at once, by budget)."""
 
     def listed(rows: list[dict]) -> list[dict]:
-        return sorted(rows, key=lambda b: (b["scope"], b["id"], b["period"]))
+        return sorted(rows, key=lambda b: (b["scope"], b["id"], b.get("model") or "", b["period"]))
 
     normalized = []
     for r in results:

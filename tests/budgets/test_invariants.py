@@ -1,6 +1,7 @@
 """Property test: random interleavings of hold, release, extension, partial
-and final settlement and expiry across tiers (org, team, user and API key)
-and periods keep the budget windows' and the holds' invariants.
+and final settlement and expiry across tiers (org, team, user, API key and
+tag, some budgets model-filtered) and periods keep the budget windows' and
+the holds' invariants.
 
 Drives the same SQL functions as the hot path (tollgate_decide,
 tollgate_decide_many, tollgate_release, tollgate_extend,
@@ -25,7 +26,6 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Sum
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
@@ -44,6 +44,8 @@ from tracking.models import RequestEvent
 TEAMS = ["alpha", "beta"]
 USERS = ["ann", "bob", "cyd"]
 KEYS = ["app", "other"]
+TAGS = [None, {"customer": "acme"}, {"customer": "acme", "feature": "sum"}, {"feature": "sum"}]
+MODELS = [None, "claude-opus-4", "Claude-Opus-4-1", "gpt-4o", "gpt-4o-mini"]
 CENTS = st.integers(min_value=1, max_value=150).map(lambda c: Decimal(c) / 100)
 
 
@@ -93,6 +95,31 @@ class BudgetMachine(RuleBasedStateMachine):
             period="day",
             limit_usd=money("1.2"),
         )
+        Budget.objects.create(
+            org=self.org, scope="tag", tag="customer=acme", period="day", limit_usd=money("1.1")
+        )
+        Budget.objects.create(
+            org=self.org, scope="tag", tag="feature=sum", period="week", limit_usd=money("0.9")
+        )
+        Budget.objects.create(
+            org=self.org,
+            scope="team",
+            team=teams["alpha"],
+            model_filter="claude-opus-*",
+            period="day",
+            limit_usd=money("0.8"),
+        )
+        Budget.objects.create(
+            org=self.org, scope="org", model_filter="gpt-4o", period="day", limit_usd=money("1.3")
+        )
+        Budget.objects.create(
+            org=self.org,
+            scope="tag",
+            tag="customer=acme",
+            model_filter="gpt-*",
+            period="day",
+            limit_usd=money("0.7"),
+        )
         self.events = 0
         # The model: what each hold has settled, how it closed, its expiry.
         self.settled: dict[str, Decimal] = {}
@@ -108,11 +135,22 @@ class BudgetMachine(RuleBasedStateMachine):
         user=st.sampled_from([*USERS, None]),
         amount=CENTS,
         key=st.sampled_from([*KEYS, None]),
+        tags=st.sampled_from(TAGS),
+        model=st.sampled_from(MODELS),
     )
-    def hold(self, team, user, amount, key):
+    def hold(self, team, user, amount, key, tags, model):
         result = _call(
-            "SELECT tollgate_decide(%s, false, %s, %s, %s, NULL, NULL, NULL, true, 300, NULL, %s)",
-            [self.org.id, team, user, amount, self.keys.get(key)],
+            "SELECT tollgate_decide(%s, false, %s, %s, %s, %s, NULL, NULL, true, 300, NULL, %s,"
+            " '', %s::jsonb)",
+            [
+                self.org.id,
+                team,
+                user,
+                amount,
+                model,
+                self.keys.get(key),
+                None if tags is None else json.dumps(tags),
+            ],
         )
         assert result["status"] in ("held", "denied")
         return self._taken(result)
@@ -133,6 +171,8 @@ class BudgetMachine(RuleBasedStateMachine):
                 st.sampled_from([*USERS, None]),
                 CENTS,
                 st.sampled_from([*KEYS, None]),
+                st.sampled_from(TAGS),
+                st.sampled_from(MODELS),
             ),
             min_size=2,
             max_size=5,
@@ -147,13 +187,14 @@ class BudgetMachine(RuleBasedStateMachine):
                 "team": team,
                 "user": user,
                 "amount": str(amount),
-                "model": None,
+                "model": model,
                 "input_tokens": None,
                 "max_output_tokens": None,
                 "ttl_seconds": 300,
                 "key_id": self.keys.get(key),
+                "tags": tags,
             }
-            for team, user, amount, key in items
+            for team, user, amount, key, tags, model in items
         ]
         results = _call("SELECT tollgate_decide_many(%s::jsonb)", [json.dumps(batch)])
         assert [r["status"] in ("held", "denied") for r in results] == [True] * len(items)
@@ -206,19 +247,28 @@ class BudgetMachine(RuleBasedStateMachine):
     @rule(
         hold=holds,
         costs=st.lists(
-            st.tuples(CENTS, st.booleans(), st.sampled_from([*KEYS, None])), min_size=1, max_size=3
+            st.tuples(
+                CENTS,
+                st.booleans(),
+                st.sampled_from([*KEYS, None]),
+                st.sampled_from(TAGS),
+                st.sampled_from([m for m in MODELS if m is not None]),
+            ),
+            min_size=1,
+            max_size=3,
         ),
     )
     def settle(self, hold, costs):
         """Events naming the hold in one call, each final or partial ("final": false),
-        each recorded with a key (the key budget counts those of its key)."""
+        each recorded with a key, tags and a model (key, tag and model-filtered
+        budgets count the events of theirs, whatever the hold was taken on)."""
         reservation = None if hold == "denied" else hold
         team = None
         if reservation is not None:
             team_id = Reservation.objects.get(pk=reservation).team_id
             team = Team.objects.get(pk=team_id).slug if team_id else None
         events = []
-        for idx, (cost, final, key) in enumerate(costs):
+        for idx, (cost, final, key, tags, model) in enumerate(costs):
             self.events += 1
             events.append(
                 {
@@ -226,7 +276,7 @@ class BudgetMachine(RuleBasedStateMachine):
                     "event_id": f"e{self.events}",
                     "team": team,
                     "user": None,
-                    "model": "m",
+                    "model": model,
                     "provider": None,
                     "input_tokens": 0,
                     "cache_read_tokens": 0,
@@ -239,7 +289,7 @@ class BudgetMachine(RuleBasedStateMachine):
                     "started_at": None,
                     "reservation_id": reservation,
                     "final": final,
-                    "tags": {},
+                    "tags": tags or {},
                     "payload_hash": f"h{self.events}",
                     "key_id": self.keys.get(key),
                 }
@@ -256,8 +306,8 @@ class BudgetMachine(RuleBasedStateMachine):
             assert [a["settled"] for a in answers] == [False] * len(costs)
             assert {a["status"] for a in answers} == {self.closed[hold]}
             return
-        self.settled[hold] += sum(cost for cost, _, _ in costs)
-        status = "settled" if any(final for _, final, _ in costs) else "active"
+        self.settled[hold] += sum(cost for cost, *_ in costs)
+        status = "settled" if any(final for _, final, *_ in costs) else "active"
         if status == "settled":
             self._close(hold, "settled")
         for answer in answers:
@@ -317,12 +367,27 @@ class BudgetMachine(RuleBasedStateMachine):
                 events = events.filter(user=budget.user)
             elif budget.scope == "key":
                 events = events.filter(key=budget.key)
-            assert window.spent == (events.aggregate(s=Sum("cost_usd"))["s"] or 0)
+            elif budget.scope == "tag":
+                name, value = budget.tag.split("=", 1)
+                events = events.filter(tags__contains={name: value})
+            spent = sum(
+                (e.cost_usd for e in events if _matches(e.model, budget.model_filter)), Decimal(0)
+            )
+            assert window.spent == spent
             if budget.enforce:
                 # Holds alone never pass the limit (events may: real cost counts).
                 assert window.reserved <= budget.limit_usd
                 if window.spent == 0:
                     assert window.spent + window.reserved <= budget.limit_usd
+
+
+def _matches(model: str, model_filter: str) -> bool:
+    """A model filter's rule, written again here as the specification."""
+    if not model_filter:
+        return True
+    if model_filter.endswith("*"):
+        return model.lower().startswith(model_filter[:-1])
+    return model.lower() == model_filter
 
 
 @pytest.mark.django_db

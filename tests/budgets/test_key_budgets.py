@@ -157,7 +157,7 @@ def test_a_key_budget_created_mid_period_starts_with_the_keys_spend_and_holds(
         ("/v1/budgets/key/not-a-key/day", 422, "invalid_field", "id"),
         ("/v1/budgets/key/ABCDEF012345/day", 422, "invalid_field", "id"),
         ("/v1/budgets/key/000000000000/day", 404, "not_found", None),
-        ("/v1/budgets/tag/feature=x/day", 422, "invalid_field", "scope"),
+        ("/v1/budgets/customer/acme/day", 422, "invalid_field", "scope"),
     ],
 )
 def test_bad_key_budget_paths(api, org, admin_key, path, status, code, field):

@@ -30,7 +30,9 @@ def plan_of(sql: str, params: list) -> dict[str, Any]:
 def test_the_budgets_of_a_hold_are_read_without_calling_period_bounds(org, make_budget):
     make_budget(org, "10")
     make_budget(org, "100", period="month")
-    plan = plan_of("SELECT * FROM tollgate_applicable(%s, NULL, NULL, now(), NULL)", [org.id])
+    plan = plan_of(
+        "SELECT * FROM tollgate_applicable(%s, NULL, NULL, now(), NULL, NULL, NULL)", [org.id]
+    )
     assert "tollgate_period_bounds" not in function_scans(plan)
     # The plan is that of the inlined body: it reads the budgets table itself.
     assert "budgets_budget" in str(plan)

@@ -98,7 +98,7 @@ def test_check_is_read_only_and_reports_blocking_budget(api, org, key, make_budg
     assert response.status_code == 200
     body = response.json()
     assert body["allowed"] is False
-    assert body["blocked_by"] == {"scope": "team", "id": "search", "period": "day"}
+    assert body["blocked_by"] == {"scope": "team", "id": "search", "model": None, "period": "day"}
     assert body["estimated_cost_usd"] == "0.2"
     assert window(budget).reserved == Decimal("0.9")
     assert Reservation.objects.count() == 1
@@ -124,7 +124,14 @@ def test_soft_limit_warning(api, org, key, make_budget):
 
     assert below.json()["warnings"] == []
     assert above.json()["warnings"] == [
-        {"scope": "team", "id": "search", "period": "day", "used_pct": "60.0", "enforce": True}
+        {
+            "scope": "team",
+            "id": "search",
+            "model": None,
+            "period": "day",
+            "used_pct": "60.0",
+            "enforce": True,
+        }
     ]
 
 

@@ -20,7 +20,7 @@ from tollgate_client import (
 )
 from tollgate_client import aio as tollgate_aio
 
-from budgets.models import BudgetWindow, Reservation
+from budgets.models import Budget, BudgetWindow, Reservation
 from tests.integrations.conftest import TIMEOUT_MS, closed_port_url
 from tracking.models import RequestEvent
 
@@ -56,6 +56,20 @@ def test_hold_settles_at_the_real_cost_with_the_holds_attribution(
     assert event.tags == {"feature": "faq"}
     assert str(event.reservation_id) == hold.reservation.reservation_id
     assert event.latency_ms is not None
+
+
+def test_a_hold_with_tags_is_held_on_their_tag_budgets(tollgate, org, make_budget):
+    make_budget(org, "10")
+    Budget.objects.create(org=org, scope="tag", tag="feature=faq", period="day", limit_usd=1)
+
+    with tollgate.hold(team="search", tags={"feature": "faq"}, estimated_cost_usd="0.4") as hold:
+        assert Reservation.objects.get().tags == {"feature": "faq"}
+        assert any(b.scope == "tag" for b in hold.reservation.budgets)
+        with pytest.raises(BudgetExceeded):
+            tollgate.reserve(team="search", tags={"feature": "faq"}, estimated_cost_usd="0.7")
+        refused = tollgate.check(team="search", tags={"feature": "faq"}, estimated_cost_usd="0.7")
+        assert refused.allowed is False
+        assert refused.blocked_by["scope"] == "tag"
 
 
 def test_leaving_the_block_without_settling_releases(tollgate, org, make_budget):
@@ -132,7 +146,7 @@ def test_check_status_release_and_budgets(tollgate, server, org, make_budget, ma
     assert tollgate.check(team="search", estimated_cost_usd="0.5").allowed is True
     refused = tollgate.check(team="search", estimated_cost_usd="2")
     assert refused.allowed is False
-    assert refused.blocked_by == {"scope": "team", "id": "search", "period": "day"}
+    assert refused.blocked_by == {"scope": "team", "id": "search", "model": None, "period": "day"}
 
     reservation = tollgate.reserve(team="search", estimated_cost_usd="0.25", ttl_seconds=60)
     status = tollgate.status(team="search")

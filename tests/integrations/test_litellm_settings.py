@@ -122,3 +122,10 @@ def test_litellms_usage_becomes_disjoint_buckets():
     assert normalized({"prompt_tokens": 12, "completion_tokens": 20})["input_tokens"] == 12
     with pytest.raises(ValueError, match="no usage"):
         normalized(None)
+
+
+def test_request_tags_split_at_equals_too_and_names_with_equals_are_dropped():
+    caller = Caller(tags=["env=prod", "a=b:c", "feature:x=y"])
+    who = attribute(caller, team_from=(), user_from=(), tags_from=("request_tags",))
+    # "a=b" as a name would make a tag budget's name=value ambiguous: Tollgate refuses it.
+    assert who.tags == {"env": "prod", "feature": "x=y"}

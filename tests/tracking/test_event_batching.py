@@ -286,6 +286,7 @@ async def _hold(org: Organization) -> str:
             "at": None,
             "key_id": None,
             "service_tier": "",
+            "tags": None,
         },
     )
     return result["reservation_id"]

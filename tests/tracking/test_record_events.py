@@ -902,6 +902,7 @@ def test_events_and_a_hold_opening_the_same_windows_do_not_deadlock(
         "at": None,
         "key_id": None,
         "service_tier": "",
+        "tags": None,
     }
     failures: list[Exception] = []
 

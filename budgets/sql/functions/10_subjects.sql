@@ -95,44 +95,91 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- The order budgets are listed in: org, team, user, key.
-CREATE OR REPLACE FUNCTION tollgate_scope_rank(p_scope text)
+-- The order budgets are listed in, and so which one a denial names: org,
+-- team, user, key, tag; in a scope, unfiltered before model-filtered. Every
+-- list orders by (tollgate_budget_rank, subject, model filter, period), a
+-- total order: one hold and a batch name the same budget
+-- (tests/budgets/test_batch_holds.py).
+CREATE OR REPLACE FUNCTION tollgate_budget_rank(p_scope text, p_model_filter text)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE p_scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 WHEN 'user' THEN 2 ELSE 3 END
+    SELECT 2 * CASE p_scope WHEN 'org' THEN 0 WHEN 'team' THEN 1 WHEN 'user' THEN 2
+                            WHEN 'key' THEN 3 ELSE 4 END
+           + CASE WHEN p_model_filter = '' THEN 0 ELSE 1 END
 $$;
 
--- Every budget that applies to (org, team, user, key), with the bounds of its
--- current period and the window row for that period when it exists. Periods
--- are read in the org's time zone as its row says at this statement, never
--- as a caller remembers it: a change of zone (tollgate_change_time_zone)
--- applies to every process's next statement. p_key: the API key of the
--- request (a key budget's subject is the key's lookup id).
-DROP FUNCTION IF EXISTS tollgate_applicable(bigint, text, bigint, bigint, timestamptz);
-DROP FUNCTION IF EXISTS tollgate_applicable(bigint, bigint, bigint, timestamptz);
+-- Whether a model name matches one allow-list entry or model filter: the
+-- exact name, or a family pattern ("claude-opus-*": a prefix ending in "*").
+-- Entries are stored lower-cased (budgets/labels.py), the name is compared
+-- lower-cased; no name (NULL) matches nothing. A plain expression, so that
+-- it inlines where a budget lookup calls it.
+CREATE OR REPLACE FUNCTION tollgate_model_matches(p_model text, p_entry text)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(p_entry = lower(p_model)
+                    OR (right(p_entry, 1) = '*' AND starts_with(lower(p_model), left(p_entry, -1))),
+                    false)
+$$;
+
+-- A tags object ({"name": "value"}) as the texts tag budgets are named by
+-- ('name=value', sorted; empty for no tags). One row, declared as a table so
+-- that a query calling it in FROM inlines it; its result is then a column,
+-- which tollgate_applicable may take and still inline (a subquery as an
+-- argument would stop that).
+CREATE OR REPLACE FUNCTION tollgate_tag_pairs(p_tags jsonb)
+RETURNS TABLE (pairs text[]) LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(t.key || '=' || t.value ORDER BY t.key), '{}')
+    FROM jsonb_each_text(CASE WHEN jsonb_typeof(p_tags) = 'object' THEN p_tags
+                              ELSE '{}' END) t
+$$;
+
+-- Every budget that applies to a request of (org, team, user, key, tags,
+-- model), with the bounds of its current period and the window row for that
+-- period when it exists. Periods are read in the org's time zone as its row
+-- says at this statement, never as a caller remembers it: a change of zone
+-- (tollgate_change_time_zone) applies to every process's next statement.
+-- p_key: the API key of the request (a key budget's subject is the key's
+-- lookup id). p_tags: the request's tags as 'name=value' texts (a tag
+-- budget's subject), NULL or empty for none. p_model: the model named, NULL
+-- for none; a model-filtered budget applies only to a model it matches.
+--
+-- Tag budgets are read apart, through the partial index budget_org_tag, so
+-- that an org with thousands of them (one per customer) reads only those of
+-- the request's tags; the others through budget_unique_scope_period, whose
+-- second column skips the tag budgets.
+DROP FUNCTION IF EXISTS tollgate_applicable(bigint, bigint, bigint, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION tollgate_applicable(
-    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint,
+    p_tags text[], p_model text)
 RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
                soft_limit_pct smallint, enforce boolean, period_start timestamptz,
-               period_end timestamptz, window_id bigint, spent numeric, reserved numeric)
+               period_end timestamptz, window_id bigint, spent numeric, reserved numeric,
+               model_filter text)
 LANGUAGE sql STABLE AS $$
     SELECT b.id, b.scope,
            CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                        WHEN 'user' THEN u.external_id ELSE k.lookup_id END,
+                        WHEN 'user' THEN u.external_id WHEN 'key' THEN k.lookup_id
+                        ELSE b.tag END,
            b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
-           pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0)
-    FROM budgets_budget b
+           pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0),
+           b.model_filter
+    FROM (SELECT bb.id, bb.org_id, bb.scope, bb.team_id, bb.user_id, bb.key_id, bb.tag,
+                 bb.model_filter, bb.period, bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_budget bb
+          WHERE bb.org_id = p_org AND bb.scope IN ('org', 'team', 'user', 'key')
+            AND (bb.scope = 'org' OR bb.team_id = p_team OR bb.user_id = p_user
+                 OR bb.key_id = p_key)
+          UNION ALL
+          SELECT bb.id, bb.org_id, bb.scope, bb.team_id, bb.user_id, bb.key_id, bb.tag,
+                 bb.model_filter, bb.period, bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_budget bb
+          WHERE bb.org_id = p_org AND bb.scope = 'tag' AND bb.tag = ANY(p_tags)) b
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
     LEFT JOIN budgets_apikey k ON k.id = b.key_id
     CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, p_at) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
-    WHERE b.org_id = p_org
-      AND (b.scope = 'org'
-           OR (b.scope = 'team' AND b.team_id = p_team)
-           OR (b.scope = 'user' AND b.user_id = p_user)
-           OR (b.scope = 'key' AND b.key_id = p_key))
-    ORDER BY tollgate_scope_rank(b.scope), b.period
+    WHERE b.model_filter = '' OR tollgate_model_matches(p_model, b.model_filter)
+    ORDER BY tollgate_budget_rank(b.scope, b.model_filter), 3, b.model_filter, b.period
 $$;
 
 -- Create the windows of these (budget, period) pairs that do not exist yet:

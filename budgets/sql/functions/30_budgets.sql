@@ -4,17 +4,20 @@
 -- defines any more is dropped. Each hot-path request is one call to one of
 -- these functions: one round trip, one transaction.
 
--- One budget as the API shows it (money as text: JSON numbers would lose precision).
+-- One budget as the API shows it (money as text: JSON numbers would lose
+-- precision; "model": its model filter, null for every model).
 -- STABLE, not IMMUTABLE (to_char and jsonb_build_object are STABLE): the
 -- planner inlines a SQL function only when its declared volatility covers
 -- its body, and a call that is not inlined cost ~30 us instead of ~10 (this
 -- and tollgate_warning run for every budget of every hold).
+DROP FUNCTION IF EXISTS tollgate_budget_json(
+    text, text, text, numeric, smallint, boolean, numeric, numeric, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_budget_json(
-    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft smallint,
+    p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft smallint,
     p_enforce boolean, p_spent numeric, p_reserved numeric, p_period_end timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
-        'scope', p_scope, 'id', p_subject, 'period', p_period,
+        'scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''), 'period', p_period,
         'limit_usd', trim_scale(p_limit)::text,
         'spent_usd', trim_scale(p_spent)::text,
         'reserved_usd', trim_scale(p_reserved)::text,
@@ -29,55 +32,72 @@ $$;
 
 -- A soft-limit warning when `p_used` (spent + reserved + this request) reaches
 -- the budget's soft limit; NULL otherwise (jsonb || NULL leaves arrays as is).
+DROP FUNCTION IF EXISTS tollgate_warning(text, text, text, numeric, smallint, boolean, numeric);
 CREATE OR REPLACE FUNCTION tollgate_warning(
-    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft smallint,
+    p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft smallint,
     p_enforce boolean, p_used numeric)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN p_limit > 0 AND p_used * 100 >= p_soft * p_limit THEN jsonb_build_array(
-            jsonb_build_object('scope', p_scope, 'id', p_subject, 'period', p_period,
+            jsonb_build_object('scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''),
+                'period', p_period,
                 'used_pct', round(p_used * 100 / p_limit, 1)::text, 'enforce', p_enforce))
         WHEN p_limit = 0 AND p_used > 0 THEN jsonb_build_array(
-            jsonb_build_object('scope', p_scope, 'id', p_subject, 'period', p_period,
-                'used_pct', NULL, 'enforce', p_enforce))
+            jsonb_build_object('scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''),
+                'period', p_period, 'used_pct', NULL, 'enforce', p_enforce))
         ELSE '[]'::jsonb END
 $$;
 
--- The budgets of one (org, team, user, key) as the API shows them.
-DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, text, bigint, bigint, timestamptz);
-DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, bigint, bigint, timestamptz);
+-- The budgets of one (org, team, user, key, tags, model) as the API shows
+-- them (p_tags: 'name=value' texts).
+DROP FUNCTION IF EXISTS tollgate_list_subject_budgets(bigint, bigint, bigint, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION tollgate_list_subject_budgets(
-    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint)
+    p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint,
+    p_tags text[], p_model text)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(tollgate_budget_json(a.scope, a.subject, a.period, a.limit_usd,
-        a.soft_limit_pct, a.enforce, a.spent, a.reserved, a.period_end)), '[]')
-    FROM tollgate_applicable(p_org, p_team, p_user, p_at, p_key) a
+    SELECT coalesce(jsonb_agg(tollgate_budget_json(a.scope, a.subject, a.model_filter, a.period,
+        a.limit_usd, a.soft_limit_pct, a.enforce, a.spent, a.reserved, a.period_end)), '[]')
+    FROM tollgate_applicable(p_org, p_team, p_user, p_at, p_key, p_tags, p_model) a
 $$;
 
 -- Every budget of an org with its current window (zeros before first use)
--- and its forecast (25_forecasts.sql).
+-- and its forecast (25_forecasts.sql), or those the filters keep (NULL: no
+-- filter): p_scope, the scope; p_team, a team's budgets (the team's slug);
+-- p_tag, the tag budgets of a tag ('name=value') or of every value of a tag
+-- name ('name'); p_model, the budgets of this model filter ('' for the
+-- unfiltered ones).
 DROP FUNCTION IF EXISTS tollgate_list_budgets(bigint, text, timestamptz);
-CREATE OR REPLACE FUNCTION tollgate_list_budgets(p_org bigint, p_at timestamptz)
+DROP FUNCTION IF EXISTS tollgate_list_budgets(bigint, timestamptz);
+CREATE OR REPLACE FUNCTION tollgate_list_budgets(
+    p_org bigint, p_at timestamptz, p_scope text DEFAULT NULL, p_team text DEFAULT NULL,
+    p_tag text DEFAULT NULL, p_model text DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
-        tollgate_budget_json(b.scope,
-            CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                         WHEN 'user' THEN u.external_id ELSE k.lookup_id END,
+        tollgate_budget_json(b.scope, s.subject, b.model_filter,
             b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
             coalesce(w.spent, 0), coalesce(w.reserved, 0), pb.period_end)
         || tollgate_forecast_json(f, o.time_zone, coalesce(p_at, now()), b.period, pb.period_end,
                                   coalesce(w.spent, 0) + coalesce(w.reserved, 0), b.limit_usd)
-        ORDER BY tollgate_scope_rank(b.scope),
-                 coalesce(t.slug, u.external_id, k.lookup_id), b.period), '[]')
+        ORDER BY tollgate_budget_rank(b.scope, b.model_filter), s.subject, b.model_filter,
+                 b.period), '[]')
     FROM budgets_budget b
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
     LEFT JOIN budgets_apikey k ON k.id = b.key_id
+    CROSS JOIN LATERAL (SELECT CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                                            WHEN 'user' THEN u.external_id
+                                            WHEN 'key' THEN k.lookup_id ELSE b.tag END
+                               AS subject) s
     CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, coalesce(p_at, now())) pb
     LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
     LEFT JOIN budgets_budgetforecast f ON f.budget_id = b.id
     WHERE b.org_id = p_org
+      AND (p_scope IS NULL OR b.scope = p_scope)
+      AND (p_team IS NULL OR (b.scope = 'team' AND t.slug = p_team))
+      AND (p_tag IS NULL
+           OR (b.scope = 'tag' AND (b.tag = p_tag OR starts_with(b.tag, p_tag || '='))))
+      AND (p_model IS NULL OR b.model_filter = p_model)
 $$;
 
 -- A budget created mid-period (or moved to another period) starts with the
@@ -93,7 +113,9 @@ $$;
 -- scope taken since the window began gets this window added to its
 -- window_ids and what it holds (tollgate_hold_left: its amount less what
 -- partial settlements took) to the window's reserved, so that settling,
--- releasing or expiring it takes it back here too. Locks those holds in id
+-- releasing or expiring it takes it back here too. A tag budget counts the
+-- events and holds that carry its tag, a model-filtered one those of a
+-- model it matches (a hold's model as the request named it). Locks those holds in id
 -- order, then creates the window: the lock order of 50_holds.sql.
 DROP FUNCTION IF EXISTS tollgate_seed_window(bigint, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_seed_window(p_budget bigint, p_at timestamptz)
@@ -109,7 +131,11 @@ DECLARE
     v_window bigint;
 BEGIN
     SELECT bu.id, bu.org_id, bu.scope, bu.team_id, bu.user_id, bu.key_id, bu.period,
-           o.time_zone INTO b
+           o.time_zone, nullif(bu.model_filter, '') AS model_filter,
+           CASE WHEN bu.scope = 'tag'
+                THEN jsonb_build_object(split_part(bu.tag, '=', 1),
+                                        substr(bu.tag, strpos(bu.tag, '=') + 1)) END AS tag
+    INTO b
     FROM budgets_budget bu JOIN budgets_organization o ON o.id = bu.org_id
     WHERE bu.id = p_budget
     FOR KEY SHARE OF o;  -- the zone stays until this commits (tollgate_change_time_zone)
@@ -128,19 +154,24 @@ BEGIN
       AND e.started_at >= greatest(v_start, v_pruned) AND e.started_at < v_end
       AND (b.scope = 'org' OR (b.scope = 'team' AND e.team_id = b.team_id)
            OR (b.scope = 'user' AND e.user_id = b.user_id)
-           OR (b.scope = 'key' AND e.key_id = b.key_id));
-    -- Pruned hours: the hourly rollups, which keep no key; a key budget's
-    -- from the key rollups (tracking_keyrollup, unique index key_rollup_unique_bucket).
+           OR (b.scope = 'key' AND e.key_id = b.key_id)
+           OR (b.scope = 'tag' AND e.tags @> b.tag))
+      AND (b.model_filter IS NULL OR tollgate_model_matches(e.model, b.model_filter));
+    -- Pruned hours: the hourly rollups, which keep no key and no tags; a key
+    -- budget's from the key rollups (tracking_keyrollup, unique index
+    -- key_rollup_unique_bucket); a tag budget counts the raw events still kept.
     SELECT v_spent + coalesce(sum(h.cost_usd), 0) INTO v_spent
     FROM tracking_hourlyrollup h
-    WHERE h.org_id = b.org_id AND b.scope <> 'key'
+    WHERE h.org_id = b.org_id AND b.scope NOT IN ('key', 'tag')
       AND h.hour > v_start - interval '1 hour' AND h.hour < least(v_end, v_pruned)
       AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
-           OR (b.scope = 'user' AND h.user_id = b.user_id));
+           OR (b.scope = 'user' AND h.user_id = b.user_id))
+      AND (b.model_filter IS NULL OR tollgate_model_matches(h.model, b.model_filter));
     SELECT v_spent + coalesce(sum(k.cost_usd), 0) INTO v_spent
     FROM tracking_keyrollup k
     WHERE b.scope = 'key' AND k.org_id = b.org_id AND k.key_id = b.key_id
-      AND k.hour > v_start - interval '1 hour' AND k.hour < least(v_end, v_pruned);
+      AND k.hour > v_start - interval '1 hour' AND k.hour < least(v_end, v_pruned)
+      AND (b.model_filter IS NULL OR tollgate_model_matches(k.model, b.model_filter));
 
     SELECT array_agg(r.id ORDER BY r.id), coalesce(sum(tollgate_hold_left(r.amount, r.settled)), 0)
     INTO v_holds, v_reserved
@@ -148,7 +179,9 @@ BEGIN
           WHERE r.org_id = b.org_id AND r.status = 'active' AND r.created_at >= v_start
             AND (b.scope = 'org' OR (b.scope = 'team' AND r.team_id = b.team_id)
                  OR (b.scope = 'user' AND r.user_id = b.user_id)
-                 OR (b.scope = 'key' AND r.key_id = b.key_id))
+                 OR (b.scope = 'key' AND r.key_id = b.key_id)
+                 OR (b.scope = 'tag' AND r.tags @> b.tag))
+            AND (b.model_filter IS NULL OR tollgate_model_matches(r.model, b.model_filter))
           ORDER BY r.id
           FOR UPDATE) r;
 
@@ -181,35 +214,50 @@ RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- A budget's values as the audit log records them (budgets/audit.py's
--- budget_values writes the same keys for admin's changes).
+-- budget_values writes the same keys for admin's changes; "model" only for a
+-- model-filtered budget).
+DROP FUNCTION IF EXISTS tollgate_budget_audit_values(text, text, text, numeric, integer, boolean);
 CREATE OR REPLACE FUNCTION tollgate_budget_audit_values(
-    p_scope text, p_subject text, p_period text, p_limit numeric, p_soft integer,
+    p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft integer,
     p_enforce boolean)
 RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object('scope', p_scope, 'subject', p_subject, 'period', p_period,
         'limit_usd', trim_scale(p_limit)::text, 'soft_limit_pct', p_soft, 'enforce', p_enforce)
+        || CASE WHEN p_model <> '' THEN jsonb_build_object('model', p_model) ELSE '{}' END
 $$;
 
--- Create or replace one budget (scope org: p_subject must be the org's slug),
--- and record the change in the audit log (p_key: the admin key that made it;
--- a PUT that changes nothing records nothing).
-DROP FUNCTION IF EXISTS tollgate_put_budget(
-    bigint, text, boolean, text, text, text, numeric, smallint, boolean, timestamptz);
-DROP FUNCTION IF EXISTS tollgate_put_budget(bigint, text, boolean, text, text, text, numeric,
+-- A budget's name in the audit log: its path in the API, with its model
+-- filter as the query says it (budgets/audit.py's budget_address).
+CREATE OR REPLACE FUNCTION tollgate_budget_address(
+    p_scope text, p_subject text, p_model text, p_period text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_scope || '/' || p_subject || '/' || p_period
+           || CASE WHEN p_model <> '' THEN '?model=' || p_model ELSE '' END
+$$;
+
+-- Create or replace one budget (scope org: p_subject must be the org's slug;
+-- scope tag: p_subject is 'name=value', validated by the caller; p_model:
+-- its model filter, lower-cased by the caller, '' for none), and record the
+-- change in the audit log (p_key: the admin key that made it; a PUT that
+-- changes nothing records nothing).
+DROP FUNCTION IF EXISTS tollgate_put_budget(bigint, boolean, text, text, text, numeric,
                                             smallint, boolean, timestamptz, bigint, text, text);
 CREATE OR REPLACE FUNCTION tollgate_put_budget(
     p_org bigint, p_strict boolean, p_scope text, p_subject text, p_period text,
     p_limit numeric, p_soft smallint, p_enforce boolean, p_at timestamptz,
-    p_key bigint, p_request_id text, p_client text)
+    p_key bigint, p_request_id text, p_client text, p_model text DEFAULT '')
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_team bigint;
     v_user bigint;
     v_key bigint;
+    v_tag text := CASE WHEN p_scope = 'tag' THEN p_subject ELSE '' END;
+    v_model text := coalesce(p_model, '');
     v_budget bigint;
     v_old jsonb;
-    v_new jsonb := tollgate_budget_audit_values(p_scope, p_subject, p_period, p_limit, p_soft,
-                                                p_enforce);
+    v_new jsonb := tollgate_budget_audit_values(p_scope, p_subject, v_model, p_period, p_limit,
+                                                p_soft, p_enforce);
+    v_address text := tollgate_budget_address(p_scope, p_subject, v_model, p_period);
     r record;
 BEGIN
     IF p_scope = 'org' THEN
@@ -221,7 +269,7 @@ BEGIN
     ELSIF p_scope = 'user' THEN
         v_user := tollgate_enduser_id(p_org, p_subject, NOT p_strict);
         IF v_user IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
-    ELSE
+    ELSIF p_scope = 'key' THEN
         -- A key is never registered by a budget: it must exist (revoked or not).
         SELECT id INTO v_key FROM budgets_apikey WHERE org_id = p_org AND lookup_id = p_subject;
         IF v_key IS NULL THEN RETURN jsonb_build_object('status', 'not_found'); END IF;
@@ -230,20 +278,23 @@ BEGIN
     -- them (an upsert cannot say what it overwrote). Looped: a budget deleted
     -- between the two statements is inserted on the next turn.
     LOOP
-        INSERT INTO budgets_budget (org_id, scope, team_id, user_id, key_id, period, limit_usd,
-                                    soft_limit_pct, enforce, created_at, updated_at)
-        VALUES (p_org, p_scope, v_team, v_user, v_key, p_period, p_limit, p_soft, p_enforce,
-                now(), now())
-        ON CONFLICT (org_id, scope, team_id, user_id, key_id, period) DO NOTHING
+        INSERT INTO budgets_budget (org_id, scope, team_id, user_id, key_id, tag, model_filter,
+                                    period, limit_usd, soft_limit_pct, enforce, created_at,
+                                    updated_at)
+        VALUES (p_org, p_scope, v_team, v_user, v_key, v_tag, v_model, p_period, p_limit, p_soft,
+                p_enforce, now(), now())
+        ON CONFLICT (org_id, scope, team_id, user_id, key_id, tag, model_filter, period)
+        DO NOTHING
         RETURNING id INTO v_budget;
         EXIT WHEN v_budget IS NOT NULL;
-        SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, p_period, b.limit_usd,
-                                                  b.soft_limit_pct, b.enforce)
+        SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, v_model, p_period,
+                                                  b.limit_usd, b.soft_limit_pct, b.enforce)
         INTO v_budget, v_old
         FROM budgets_budget b
         WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
           AND b.team_id IS NOT DISTINCT FROM v_team AND b.user_id IS NOT DISTINCT FROM v_user
-          AND b.key_id IS NOT DISTINCT FROM v_key
+          AND b.key_id IS NOT DISTINCT FROM v_key AND b.tag = v_tag
+          AND b.model_filter = v_model
         FOR UPDATE;
         IF v_budget IS NOT NULL THEN
             UPDATE budgets_budget
@@ -254,44 +305,51 @@ BEGIN
         END IF;
     END LOOP;
     IF v_old IS NULL THEN
-        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
-                               p_scope || '/' || p_subject || '/' || p_period, 'create', NULL, v_new);
+        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget', v_address,
+                               'create', NULL, v_new);
     ELSIF v_old IS DISTINCT FROM v_new THEN
-        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
-                               p_scope || '/' || p_subject || '/' || p_period, 'update', v_old, v_new);
+        PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget', v_address,
+                               'update', v_old, v_new);
     END IF;
     PERFORM tollgate_seed_window(v_budget, coalesce(p_at, now()));
     -- A new limit moves the thresholds: judge the current window again (a
     -- raised limit re-arms them; a seeded or lowered one may cross).
     PERFORM tollgate_judge_alerts(tollgate_current_windows(p_org, v_budget, coalesce(p_at, now())));
+    -- Read as a request of its subject and model would: a family pattern
+    -- matches its own prefix ('claude-opus-*' matches 'claude-opus-').
     SELECT a.* INTO r
-    FROM tollgate_applicable(p_org, v_team, v_user, coalesce(p_at, now()), v_key) a
+    FROM tollgate_applicable(p_org, v_team, v_user, coalesce(p_at, now()), v_key,
+                             ARRAY[v_tag], nullif(rtrim(v_model, '*'), '')) a
     WHERE a.budget_id = v_budget;
     RETURN jsonb_build_object('status', 'ok', 'budget', tollgate_budget_json(r.scope, r.subject,
-        r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end));
+        r.model_filter, r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved,
+        r.period_end));
 END $$;
 
-DROP FUNCTION IF EXISTS tollgate_delete_budget(bigint, text, text, text);
+DROP FUNCTION IF EXISTS tollgate_delete_budget(bigint, text, text, text, bigint, text, text);
 CREATE OR REPLACE FUNCTION tollgate_delete_budget(
     p_org bigint, p_scope text, p_subject text, p_period text,
-    p_key bigint, p_request_id text, p_client text)
+    p_key bigint, p_request_id text, p_client text, p_model text DEFAULT '')
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_budget bigint;
     v_old jsonb;
+    v_model text := coalesce(p_model, '');
 BEGIN
     -- Locked first, so that no hold can open a new window for it in between.
-    SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, p_period, b.limit_usd,
+    SELECT b.id, tollgate_budget_audit_values(p_scope, p_subject, v_model, p_period, b.limit_usd,
                                               b.soft_limit_pct, b.enforce)
     INTO v_budget, v_old
     FROM budgets_budget b
     JOIN budgets_organization o ON o.id = b.org_id
     WHERE b.org_id = p_org AND b.scope = p_scope AND b.period = p_period
+      AND b.model_filter = v_model
       AND CASE p_scope
             WHEN 'org' THEN o.slug = p_subject
             WHEN 'team' THEN b.team_id = (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_subject)
             WHEN 'user' THEN b.user_id = (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_subject)
-            ELSE b.key_id = (SELECT id FROM budgets_apikey WHERE org_id = p_org AND lookup_id = p_subject)
+            WHEN 'key' THEN b.key_id = (SELECT id FROM budgets_apikey WHERE org_id = p_org AND lookup_id = p_subject)
+            ELSE b.tag = p_subject
           END
     FOR UPDATE OF b;
     IF v_budget IS NULL THEN
@@ -307,7 +365,8 @@ BEGIN
     DELETE FROM budgets_budgetforecast WHERE budget_id = v_budget;
     DELETE FROM budgets_budget WHERE id = v_budget;
     PERFORM tollgate_audit(p_org, p_key, p_request_id, p_client, 'budget',
-                           p_scope || '/' || p_subject || '/' || p_period, 'delete', v_old, NULL);
+                           tollgate_budget_address(p_scope, p_subject, v_model, p_period),
+                           'delete', v_old, NULL);
     RETURN jsonb_build_object('status', 'deleted');
 END $$;
 

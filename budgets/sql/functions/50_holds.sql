@@ -27,12 +27,13 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN budgets_team t ON t.org_id = (i->>'org_id')::bigint AND t.slug = i->>'team'
     LEFT JOIN budgets_enduser u
            ON u.org_id = (i->>'org_id')::bigint AND u.external_id = i->>'user'
+    CROSS JOIN LATERAL tollgate_tag_pairs(i->'tags') tg
     -- Joins, not subqueries as arguments: the planner inlines a set-returning
     -- SQL function only when its arguments hold no subqueries (measured: 380 us
     -- per item as a function call, a few us inlined).
     CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, t.id, u.id,
                                            coalesce((i->>'at')::timestamptz, now()),
-                                           (i->>'key_id')::bigint) a
+                                           (i->>'key_id')::bigint, tg.pairs, i->>'model') a
 $$;
 
 -- Many holds in one transaction: the decisions of concurrent requests that
@@ -60,7 +61,7 @@ $$;
 --
 -- p_items: [{"org_id", "strict", "team", "user", "amount", "model",
 --            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id",
---            "service_tier"}, ...]
+--            "service_tier", "tags" ({"name": "value"} or null)}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
@@ -70,6 +71,7 @@ DECLARE
     w_id bigint[];
     w_scope text[];
     w_subject text[];
+    w_model text[];         -- the budget's model filter ('' for none)
     w_period text[];
     w_limit numeric[];
     w_soft smallint[];
@@ -89,6 +91,7 @@ DECLARE
     r_amount numeric[] := '{}';
     r_windows text[] := '{}';
     r_model text[] := '{}';
+    r_tags jsonb[] := '{}';
     r_expires timestamptz[] := '{}';
     v_results jsonb[] := '{}';
     v_rows jsonb;
@@ -146,15 +149,17 @@ BEGIN
     -- committed values: a row locked after waiting is read again).
     SELECT array_agg(l.id ORDER BY l.id), array_agg(b.scope ORDER BY l.id),
            array_agg(CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                  WHEN 'user' THEN u.external_id ELSE ak.lookup_id END
+                                  WHEN 'user' THEN u.external_id WHEN 'key' THEN ak.lookup_id
+                                  ELSE b.tag END
                      ORDER BY l.id),
+           array_agg(b.model_filter ORDER BY l.id),
            array_agg(b.period ORDER BY l.id), array_agg(b.limit_usd ORDER BY l.id),
            array_agg(b.soft_limit_pct::smallint ORDER BY l.id), array_agg(b.enforce ORDER BY l.id),
            array_agg(l.period_end ORDER BY l.id), array_agg(l.spent ORDER BY l.id),
            array_agg(l.reserved ORDER BY l.id), array_agg(0::numeric ORDER BY l.id),
            array_agg(false ORDER BY l.id), array_agg(o.alerts_count_holds ORDER BY l.id)
-    INTO w_id, w_scope, w_subject, w_period, w_limit, w_soft, w_enforce, w_end, w_spent,
-         w_reserved, w_added, w_alert, w_holds_count
+    INTO w_id, w_scope, w_subject, w_model, w_period, w_limit, w_soft, w_enforce, w_end,
+         w_spent, w_reserved, w_added, w_alert, w_holds_count
     FROM (SELECT w.id, w.budget_id, w.period_end, w.spent, w.reserved
           FROM budgets_budgetwindow w
           WHERE w.id = ANY(w_id)
@@ -167,10 +172,11 @@ BEGIN
     LEFT JOIN budgets_apikey ak ON ak.id = b.key_id;
 
     -- Each item with its subjects, its amount and the slots of its windows:
-    -- in the order tollgate_applicable lists budgets (org, team, user, key;
-    -- by period), and sorted (= window id order).
+    -- in the order tollgate_applicable lists budgets (tollgate_budget_rank),
+    -- and sorted (= window id order).
     FOR it IN
         SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
+               nullif(x.tags, '{}') AS tags,
                t.id AS team_id, u.id AS user_id,
                coalesce(da.amount, x.amount) AS amount,
                da.unpriced, rc.cap, mr.refusal,
@@ -180,7 +186,8 @@ BEGIN
         CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
             org_id bigint, team text, "user" text, amount numeric, model text,
             input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
-            key_id bigint, service_tier text)
+            key_id bigint, service_tier text, tags jsonb)
+        CROSS JOIN LATERAL tollgate_tag_pairs(x.tags) tg
         LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
         LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
         JOIN budgets_organization o ON o.id = x.org_id
@@ -203,12 +210,13 @@ BEGIN
         LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
             t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true
         CROSS JOIN LATERAL (
-            SELECT array_agg(n.slot::int ORDER BY tollgate_scope_rank(a.scope), a.period)
-                       AS slots,
+            SELECT array_agg(n.slot::int ORDER BY tollgate_budget_rank(a.scope, a.model_filter),
+                                                  a.subject, a.model_filter, a.period) AS slots,
                    array_agg(n.slot::int ORDER BY n.slot) AS sorted,
-                   array_agg(a.window_id ORDER BY tollgate_scope_rank(a.scope), a.period)
-                       AS windows
-            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now()), x.key_id) a
+                   array_agg(a.window_id ORDER BY tollgate_budget_rank(a.scope, a.model_filter),
+                                                  a.subject, a.model_filter, a.period) AS windows
+            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now()), x.key_id,
+                                     tg.pairs, x.model) a
             JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = a.window_id
         ) k
         ORDER BY e.idx
@@ -258,10 +266,10 @@ BEGIN
             FOR k IN v_block .. cardinality(it.slots) LOOP
                 s := it.slots[k];
                 v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                    w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s], w_reserved[s],
-                    w_end[s]);
+                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
+                    w_reserved[s], w_end[s]);
                 v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
-                    w_period[s], w_limit[s], w_soft[s], w_enforce[s],
+                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s],
                     w_spent[s] + w_reserved[s] + v_amount);
             END LOOP;
             v_results := array_append(v_results, jsonb_build_object(
@@ -276,10 +284,10 @@ BEGIN
             w_added[s] := w_added[s] + v_amount;
             v_used := w_spent[s] + w_reserved[s];
             v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s], w_reserved[s],
-                w_end[s]);
+                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
+                w_reserved[s], w_end[s]);
             v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
-                w_period[s], w_limit[s], w_soft[s], w_enforce[s], v_used);
+                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], v_used);
             -- A hold can cross a threshold only where holds count (settled
             -- spend is judged by the events) and at or past the soft limit;
             -- most holds skip alerts.
@@ -302,6 +310,7 @@ BEGIN
         r_amount := array_append(r_amount, v_amount);
         r_windows := array_append(r_windows, it.windows::text);
         r_model := array_append(r_model, coalesce(it.model, ''));
+        r_tags := array_append(r_tags, it.tags);
         r_expires := array_append(r_expires, v_expires);
         v_results := array_append(v_results, jsonb_build_object(
             'status', 'held', 'reservation_id', v_res_id,
@@ -318,12 +327,13 @@ BEGIN
         PERFORM tollgate_raise_alerts(v_alert_ids);
     END IF;
     INSERT INTO budgets_reservation
-        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, created_at,
-         expires_at)
+        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, tags,
+         created_at, expires_at)
     SELECT r.id, r.org_id, r.team_id, r.user_id, r.key_id, r.amount, 'active',
-           r.windows::bigint[], r.model, now(), r.expires
-    FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_expires)
-         AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, expires);
+           r.windows::bigint[], r.model, r.tags, now(), r.expires
+    FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_tags,
+                r_expires)
+         AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, tags, expires);
     RETURN to_jsonb(v_results);
 END $$;
 
@@ -346,15 +356,12 @@ RETURNS TABLE (cap jsonb) LANGUAGE sql IMMUTABLE AS $$
     LIMIT 1
 $$;
 
--- Whether a model name is on an allow-list: an exact name, or a family
--- pattern ("claude-opus-*": a prefix ending in "*"). Entries are stored
--- lower-cased (budgets/models.py), the name is compared lower-cased.
+-- Whether a model name is on an allow-list: one of its entries matches it
+-- (tollgate_model_matches, the rule of budgets' model filters too).
 CREATE OR REPLACE FUNCTION tollgate_model_allowed(p_model text, p_allowed text[])
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM unnest(p_allowed) a(entry)
-        WHERE a.entry = lower(p_model)
-           OR (right(a.entry, 1) = '*' AND starts_with(lower(p_model), left(a.entry, -1))))
+    SELECT EXISTS (SELECT 1 FROM unnest(p_allowed) a(entry)
+                   WHERE tollgate_model_matches(p_model, a.entry))
 $$;
 
 -- The allow-list that refuses the model (no row: none does), the org's, then
@@ -399,15 +406,19 @@ $$;
 -- of the org, the team or the key refuses the model, checked before the
 -- others and before anything is held). p_key: the caller's API key, whose
 -- per-request cap, allow-list and key budgets apply (null: no key's).
+-- p_tags: the request's tags ({"name": "value"}, null for none): every tag
+-- budget of one of them applies, and a hold keeps them.
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
                                         bigint, boolean, integer, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_decide(bigint, boolean, text, text, numeric, text, bigint,
+                                        bigint, boolean, integer, timestamptz, bigint, text);
 DROP FUNCTION IF EXISTS tollgate_decide(bigint, text, boolean, text, text, numeric, text, bigint,
                                         bigint, boolean, integer, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION tollgate_decide(
     p_org bigint, p_strict boolean, p_team text, p_user text,
     p_amount numeric, p_model text, p_input bigint, p_max_output bigint,
     p_hold boolean, p_ttl_seconds integer, p_at timestamptz, p_key bigint DEFAULT NULL,
-    p_tier text DEFAULT '')
+    p_tier text DEFAULT '', p_tags jsonb DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql
 -- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
 -- lookups on every call (custom plans looked cheaper), which cost more than
@@ -429,8 +440,14 @@ DECLARE
     v_cap jsonb;
     v_refusal jsonb;
     v_unpriced text;
+    v_tags jsonb := nullif(p_tags, '{}');
+    v_block_rank integer;
+    v_pairs text[] := '{}';
     r record;
 BEGIN
+    IF v_tags IS NOT NULL THEN  -- a query only for a request with tags
+        v_pairs := (SELECT pairs FROM tollgate_tag_pairs(v_tags));
+    END IF;
     -- Subjects: one read in the common case, registration on first sight.
     SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
            (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user)
@@ -478,10 +495,10 @@ BEGIN
     END IF;
 
     -- Unlocked read: the answer for a check, an early denial for a hold.
-    FOR r IN SELECT * FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) LOOP
+    FOR r IN SELECT * FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key, v_pairs, p_model) LOOP
         IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
-            v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
-                r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+            v_blocked := tollgate_budget_json(r.scope, r.subject, r.model_filter, r.period,
+                r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
         END IF;
         IF r.window_id IS NULL THEN
             v_missing := true;
@@ -491,10 +508,10 @@ BEGIN
         IF p_hold AND v_blocked IS NULL THEN
             CONTINUE;  -- described from the locked rows below
         END IF;
-        v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
-            r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
-        v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
-            r.soft_limit_pct, r.enforce, r.spent + r.reserved + v_amount);
+        v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.model_filter, r.period,
+            r.limit_usd, r.soft_limit_pct, r.enforce, r.spent, r.reserved, r.period_end);
+        v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.model_filter,
+            r.period, r.limit_usd, r.soft_limit_pct, r.enforce, r.spent + r.reserved + v_amount);
     END LOOP;
 
     IF p_hold AND v_blocked IS NULL AND v_missing THEN
@@ -504,19 +521,23 @@ BEGIN
         PERFORM 1 FROM budgets_organization WHERE id = p_org FOR KEY SHARE;
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
-        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) a
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key, v_pairs, p_model) a
         WHERE a.window_id IS NULL;
         SELECT coalesce(array_agg(a.window_id), '{}') INTO v_window_ids
-        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key) a;
+        FROM tollgate_applicable(p_org, v_team, v_user, v_at, p_key, v_pairs, p_model) a;
     END IF;
 
     IF p_hold AND v_blocked IS NULL THEN
-        -- Lock in id order and decide on the newest committed values.
+        -- Lock in id order and decide on the newest committed values; the
+        -- budget named is the first that cannot take it in listing order
+        -- (tollgate_budget_rank), as a batch names it.
         FOR r IN
             SELECT w.id, b.scope, b.period, b.limit_usd, b.soft_limit_pct::smallint AS soft,
                    b.enforce, w.spent, w.reserved, w.period_end, o.alerts_count_holds,
+                   b.model_filter, tollgate_budget_rank(b.scope, b.model_filter) AS rank,
                    CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                WHEN 'user' THEN u.external_id ELSE ak.lookup_id END AS subject
+                                WHEN 'user' THEN u.external_id WHEN 'key' THEN ak.lookup_id
+                                ELSE b.tag END AS subject
             FROM budgets_budgetwindow w
             JOIN budgets_budget b ON b.id = w.budget_id
             JOIN budgets_organization o ON o.id = b.org_id
@@ -527,15 +548,21 @@ BEGIN
             ORDER BY w.id
             FOR UPDATE OF w
         LOOP
-            IF v_blocked IS NULL AND r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd THEN
-                v_blocked := tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
-                    r.soft, r.enforce, r.spent, r.reserved, r.period_end);
+            IF r.enforce AND r.spent + r.reserved + v_amount > r.limit_usd
+               AND (v_blocked IS NULL
+                    OR (r.rank, r.subject, r.model_filter, r.period)
+                       < (v_block_rank, v_blocked->>'id', coalesce(v_blocked->>'model', ''),
+                          v_blocked->>'period')) THEN
+                v_block_rank := r.rank;
+                v_blocked := tollgate_budget_json(r.scope, r.subject, r.model_filter, r.period,
+                    r.limit_usd, r.soft, r.enforce, r.spent, r.reserved, r.period_end);
             END IF;
             -- Described as they will be after the hold.
-            v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.period, r.limit_usd,
-                r.soft, r.enforce, r.spent, r.reserved + v_amount, r.period_end);
-            v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.period, r.limit_usd,
-                r.soft, r.enforce, r.spent + r.reserved + v_amount);
+            v_rows := v_rows || tollgate_budget_json(r.scope, r.subject, r.model_filter,
+                r.period, r.limit_usd, r.soft, r.enforce, r.spent, r.reserved + v_amount,
+                r.period_end);
+            v_warnings := v_warnings || tollgate_warning(r.scope, r.subject, r.model_filter,
+                r.period, r.limit_usd, r.soft, r.enforce, r.spent + r.reserved + v_amount);
             -- A hold can cross a threshold only where holds count (settled
             -- spend is judged by the events) and at or past the soft limit;
             -- most holds skip alerts.
@@ -546,7 +573,8 @@ BEGIN
             -- Lost the race for the last of the budget: deny, nothing written.
             RETURN jsonb_build_object('status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
                 'blocked', v_blocked, 'budgets', tollgate_list_subject_budgets(
-                    p_org, v_team, v_user, v_at, p_key), 'warnings', '[]'::jsonb);
+                    p_org, v_team, v_user, v_at, p_key, v_pairs, p_model),
+                'warnings', '[]'::jsonb);
         END IF;
     END IF;
 
@@ -566,10 +594,10 @@ BEGIN
     v_expires := now() + make_interval(secs => p_ttl_seconds);
     v_res_id := tollgate_new_reservation_id();
     INSERT INTO budgets_reservation
-        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, created_at,
-         expires_at)
+        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, tags,
+         created_at, expires_at)
     VALUES (v_res_id, p_org, v_team, v_user, p_key, v_amount, 'active', v_window_ids,
-            coalesce(p_model, ''), now(), v_expires);
+            coalesce(p_model, ''), v_tags, now(), v_expires);
     RETURN jsonb_build_object('status', 'held', 'reservation_id', v_res_id,
         'amount_usd', trim_scale(v_amount)::text,
         'expires_at', to_char(v_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),

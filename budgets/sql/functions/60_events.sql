@@ -9,7 +9,9 @@
 -- Record a batch of request events (POST /v1/events) in one transaction:
 -- store the new ones with their cost, settle the holds they name, and add
 -- their cost to the `spent` of every budget window that applies (the period
--- that contains each event's started_at, in the org's time zone).
+-- that contains each event's started_at, in the org's time zone; tag budgets
+-- of its tags and model-filtered budgets of its model included). A hold an
+-- event settles is taken back from the windows it was taken on.
 --
 -- Idempotent per (org, event id): a replay with the same payload hash is
 -- reported as a duplicate with the stored result; a different payload under
@@ -139,7 +141,8 @@ BEGIN
         ORDER BY i.event_id
         ON CONFLICT (org_id, event_id) DO NOTHING
         RETURNING event_id, team_id, user_id, key_id, started_at, cost_usd, priced, price_model,
-                  cost_source, reservation_id
+                  cost_source, reservation_id, model,
+                  (SELECT tp.pairs FROM tollgate_tag_pairs(tags) tp) AS tag_pairs
     )
     SELECT coalesce(jsonb_agg(to_jsonb(ins)), '[]'), coalesce(bool_or(NOT ins.priced), false)
     INTO v_inserted, v_unpriced FROM ins;
@@ -278,9 +281,10 @@ BEGIN
         FROM (SELECT a.window_id, sum(n.cost_usd) AS cost
               FROM jsonb_to_recordset(v_inserted)
                    AS n(team_id bigint, user_id bigint, key_id bigint, started_at timestamptz,
-                        cost_usd numeric)
+                        cost_usd numeric, tag_pairs text[], model text)
               CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id,
-                                                     n.started_at, n.key_id) a
+                                                     n.started_at, n.key_id, n.tag_pairs,
+                                                     n.model) a
               GROUP BY a.window_id, a.budget_id, a.period_start) x;
         EXIT WHEN NOT v_missing;
         -- The zone stays until this commits (tollgate_change_time_zone).
@@ -288,9 +292,10 @@ BEGIN
         PERFORM tollgate_create_windows(array_agg(a.budget_id), array_agg(a.period_start),
                                         array_agg(a.period_end))
         FROM jsonb_to_recordset(v_inserted)
-             AS n(team_id bigint, user_id bigint, key_id bigint, started_at timestamptz)
+             AS n(team_id bigint, user_id bigint, key_id bigint, started_at timestamptz,
+                  tag_pairs text[], model text)
         CROSS JOIN LATERAL tollgate_applicable(p_org, n.team_id, n.user_id, n.started_at,
-                                               n.key_id) a
+                                               n.key_id, n.tag_pairs, n.model) a
         WHERE a.window_id IS NULL;
     END LOOP;
 

@@ -466,7 +466,7 @@ BEGIN
                        'id', a.id, 'kind', a.kind, 'scope', bu.scope,
                        'subject', CASE bu.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
                                                 WHEN 'user' THEN u.external_id
-                                                ELSE ak.lookup_id END,
+                                                WHEN 'key' THEN ak.lookup_id ELSE bu.tag END,
                        'period', bu.period, 'model', nullif(a.model, ''),
                        'created_at', tollgate_iso(a.created_at),
                        'limit_usd', trim_scale(a.limit_usd)::text,
@@ -477,7 +477,7 @@ BEGIN
                                 || tollgate_usd_for_people(a.used_usd)
                            ELSE bu.scope || ' budget ' || CASE bu.scope WHEN 'org' THEN o.slug
                                    WHEN 'team' THEN t.slug WHEN 'user' THEN u.external_id
-                                   ELSE ak.lookup_id END
+                                   WHEN 'key' THEN ak.lookup_id ELSE bu.tag END
                                -- Which window: alerts of past periods stay open
                                -- until acknowledged, and read alike otherwise.
                                || ' (' || CASE bu.period WHEN 'total' THEN 'total'

@@ -280,7 +280,7 @@ function renderChart() {
       h("span", { class: "amount" }, money(series.total_usd)))));
 }
 
-const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key" };
+const SCOPE_LABELS = { org: "Organization", team: "Team", user: "User", key: "API key", tag: "Tag" };
 
 // Most used first (spent and held over the limit; a zero limit with use
 // first, unused last), as the summary sorts them (tollgate_dashboard_budgets):
@@ -292,8 +292,9 @@ function utilization(b) {
   return used > 0n ? Infinity : 0;
 }
 
+// A model-filtered budget is another budget of the same subject: its filter is part of its name.
 function budgetKey(b) {
-  return `${b.scope}:${b.id}:${b.period}`;
+  return `${b.scope}:${b.id}:${b.period}${b.model ? `:${b.model}` : ""}`;
 }
 
 function renderBudgets() {
@@ -319,6 +320,7 @@ function renderBudgets() {
       h("div", { class: "budget-head" },
         h("span", { class: "name", title: b.id }, `${SCOPE_LABELS[b.scope]} ${b.scope === "org" ? "" : b.id}`.trim()),
         h("span", { class: "tag" }, b.period),
+        b.model ? h("span", { class: "tag", title: "counts only these models" }, b.model) : null,
         b.enforce ? null : h("span", { class: "tag" }, "monitor only"),
         h("span", { class: "pct" }, b.used_pct === null ? "–" : `${b.used_pct}%`)),
       h("div", {

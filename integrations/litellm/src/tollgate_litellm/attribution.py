@@ -7,8 +7,8 @@ A source names one thing LiteLLM knows about the call:
 - `end_user`: the request's `user` field (the caller's word);
 - `metadata:<name>`: a field of the request's `metadata` (the caller's word);
 - `tag:<name>`: the value of the request tag `<name>:<value>` (the caller's word);
-- `request_tags` (tags only): every request tag, `name:value` as `{name: value}`,
-  a bare `name` as `{name: ""}`.
+- `request_tags` (tags only): every request tag, `name:value` (or `name=value`)
+  as `{name: value}`, a bare `name` as `{name: ""}`.
 
 A team or user is taken from the first source of its list that has a value.
 Each tag source adds one tag named after it (`{"key_alias": "prod"}`), except
@@ -24,7 +24,8 @@ from typing import Any
 
 KEY_FIELDS = ("key_alias", "team_alias", "team_id", "user_id", "end_user")
 PREFIXES = ("metadata:", "tag:")
-# Tollgate's bounds: ids of 1-128 characters; at most 20 tags, names of 1-64 characters.
+# Tollgate's bounds: ids of 1-128 characters; at most 20 tags, names of 1-64
+# characters without "=" (it separates a tag budget's name=value).
 MAX_ID = 128
 MAX_TAGS = 20
 MAX_TAG_NAME = 64
@@ -113,13 +114,13 @@ def _tags(caller: Caller, sources: Sequence[str]) -> dict[str, str]:
             value = value_of(caller, source)
             pairs = [] if value is None else [(source, value)]
         for name, value in pairs:
-            if len(tags) < MAX_TAGS and 1 <= len(name) <= MAX_TAG_NAME:
+            if len(tags) < MAX_TAGS and 1 <= len(name) <= MAX_TAG_NAME and "=" not in name:
                 tags.setdefault(name, value)
     return tags
 
 
 def _split(tag: str) -> tuple[str, str]:
-    name, _, value = tag.partition(":")
+    name, _, value = tag.partition(":" if ":" in tag else "=")
     return name.strip(), value.strip()
 
 

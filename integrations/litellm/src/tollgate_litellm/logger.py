@@ -161,6 +161,7 @@ class TollgateLogger(CustomLogger):
             model=model,
             team=who.team,
             user=who.user,
+            tags=who.tags or None,  # tag budgets hold it too
             estimate=estimate,  # type: ignore[arg-type]
             ttl_seconds=self.settings.hold_ttl_seconds,
         )

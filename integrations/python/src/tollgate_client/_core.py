@@ -90,12 +90,14 @@ def decision_body(
     user: str | None,
     estimate: Estimate | None,
     estimated_cost_usd: Money | None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return _drop_none(
         {
             "team": team,
             "user": user,
             "model": model,
+            "tags": dict(tags) if tags else None,
             "estimate": dict(estimate) if estimate is not None else None,
             "estimated_cost_usd": (
                 str(estimated_cost_usd) if estimated_cost_usd is not None else None

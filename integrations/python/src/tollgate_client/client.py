@@ -82,6 +82,7 @@ class Tollgate:
         model: str | None = None,
         team: str | None = None,
         user: str | None = None,
+        tags: dict[str, str] | None = None,
         estimate: Estimate | None = None,
         estimated_cost_usd: Money | None = None,
     ) -> Decision:
@@ -89,6 +90,7 @@ class Tollgate:
             model=model,
             team=team,
             user=user,
+            tags=tags,
             estimate=estimate,
             estimated_cost_usd=estimated_cost_usd,
         )
@@ -111,13 +113,15 @@ class Tollgate:
         ttl_seconds: int | None = None,
     ) -> Reservation:
         """Holds the estimate on every budget that applies. Raises
-        `BudgetExceeded` / `RequestTooExpensive` when refused. `tags` are not
-        sent: they are kept for the event that settles the hold."""
+        `BudgetExceeded` / `RequestTooExpensive` when refused. `tags` are
+        sent (every tag budget of one of them holds it too) and kept for the
+        event that settles the hold."""
         call = _core.reserve_call(
             ttl_seconds,
             model=model,
             team=team,
             user=user,
+            tags=tags,
             estimate=estimate,
             estimated_cost_usd=estimated_cost_usd,
         )
