@@ -16,7 +16,7 @@ from budgets.models import ApiKey, Budget, EndUser, Organization, Team
 from dashboard.access import Powers
 from dashboard.models import Membership
 
-SUBJECT_FIELDS = ("team", "user", "key")
+SUBJECT_FIELDS = ("team", "user", "key", "tag")
 
 
 def _constraint_words(name: str) -> str:
@@ -86,8 +86,29 @@ class BudgetForm(BudgetLimitsForm):
     )
 
     class Meta(BudgetLimitsForm.Meta):
-        fields = ["scope", "team", "user", "key", "period", *BudgetLimitsForm.Meta.fields]
-        labels = {**BudgetLimitsForm.Meta.labels, "key": "API key"}
+        fields = [
+            "scope",
+            "team",
+            "user",
+            "key",
+            "tag",
+            "model_filter",
+            "period",
+            *BudgetLimitsForm.Meta.fields,
+        ]
+        labels = {
+            **BudgetLimitsForm.Meta.labels,
+            "key": "API key",
+            "tag": "Tag (name=value)",
+            "model_filter": "Models (optional)",
+        }
+        help_texts = {
+            "tag": "Requests carrying this tag, e.g. customer=acme.",
+            "model_filter": (
+                "Count and hold only this model, or a family ending in *, e.g. claude-opus-*. "
+                "Empty: every model."
+            ),
+        }
 
     def __init__(self, *args: Any, powers: Powers, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,7 +117,7 @@ class BudgetForm(BudgetLimitsForm):
         if not powers.is_org_admin:
             teams = teams.filter(id__in=powers.team_ids)
             self.fields["scope"].choices = [("team", "Team")]
-            del self.fields["user"], self.fields["key"]
+            del self.fields["user"], self.fields["key"], self.fields["tag"]
         else:
             keys = ApiKey.objects.filter(org=org, revoked_at__isnull=True).order_by("name")
             self.fields["key"].queryset = keys
@@ -126,13 +147,14 @@ class BudgetForm(BudgetLimitsForm):
         # Only the chosen scope's subject counts; the others' inputs are left
         # over from switching the scope.
         for name in SUBJECT_FIELDS:
-            if name != scope:
-                cleaned[name] = None
-        if scope in SUBJECT_FIELDS and cleaned.get(scope) is None and scope not in self.errors:
+            if name != scope and name in self.fields:
+                cleaned[name] = "" if name == "tag" else None
+        if scope in SUBJECT_FIELDS and not cleaned.get(scope) and scope not in self.errors:
             what = {
                 "team": "Pick the team",
                 "user": "Type the id of the user",
                 "key": "Pick the key",
+                "tag": "Type the name=value of the tag",
             }
             self.add_error(scope, f"{what[scope]} this budget is for.")
         return cleaned

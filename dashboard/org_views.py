@@ -79,23 +79,29 @@ def budget_url(action: str, budget: Budget) -> str:
         "subject": budget.subject_id,
         "period": budget.period,
     }
+    if budget.model_filter:
+        query["model"] = budget.model_filter
     return f"/dashboard/budgets/{action}?{urlencode(query)}"
 
 
 def _budget_at(request: HttpRequest, org: Organization) -> Budget:
-    """The budget the query names by its address (scope, subject, period)."""
-    scope, subject, period = (request.GET.get(k, "") for k in ("scope", "subject", "period"))
+    """The budget the query names by its address (scope, subject, period, and
+    its model filter: none when absent)."""
+    scope, subject, period, model = (
+        request.GET.get(k, "") for k in ("scope", "subject", "period", "model")
+    )
     subject_of = {
         "org": Q(team=None, user=None, key=None) & Q(org__slug=subject),
         "team": Q(team__slug=subject),
         "user": Q(user__external_id=subject),
         "key": Q(key__lookup_id=subject),
+        "tag": Q(tag=subject),
     }
     if scope not in subject_of:
         raise Http404("No such budget.")
     budget = (
         Budget.objects.select_related("org", "team", "user", "key")
-        .filter(subject_of[scope], org=org, scope=scope, period=period)
+        .filter(subject_of[scope], org=org, scope=scope, period=period, model_filter=model)
         .first()
     )
     if budget is None:

@@ -253,3 +253,32 @@ def test_membership_admin_keeps_teams_to_team_leads_of_the_org(org, make_org, ma
     assert errors(LEAD, [ours]) == []
     assert errors(LEAD, [theirs]) == ["Not teams of acme: globex/b."]
     assert "Only a team lead leads teams" in errors(VIEWER, [ours])[0]
+
+
+def test_an_org_admin_creates_a_tag_budget_and_edits_a_model_filtered_one_alone(
+    client, org, budgets, make_user
+):
+    client.force_login(make_user("ann", org=org, role=ADMIN))
+    form = {"scope": "tag", "tag": "customer=acme", "model_filter": "Claude-Opus-*",
+            "period": "month", "limit_usd": "30", "soft_limit_pct": "80", "enforce": "True"}  # fmt: skip
+
+    missing = client.post(NEW, {**form, "tag": ""})
+    saved = client.post(NEW, {**form, "confirmed": "1"})
+
+    assert missing.status_code == 422 and b"name=value" in missing.content
+    tag_budget = Budget.objects.get(scope="tag")
+    assert (tag_budget.tag, tag_budget.model_filter) == ("customer=acme", "claude-opus-*")
+    assert saved.status_code == 302
+    assert "scope=tag" in saved["Location"] and "model=claude-opus-" in saved["Location"]
+    # A model-filtered budget of the search team beside its unfiltered one:
+    # its own address reaches it, and the other is left as it was.
+    filtered = Budget.objects.create(
+        org=org, scope="team", team=budgets["search"].team, period="month",
+        model_filter="gpt-4o", limit_usd=Decimal("10"),
+    )  # fmt: skip
+    url = edit_url("edit", "team", "search", "month") + "&model=gpt-4o"
+    changed = client.post(url, {"limit_usd": "12", "soft_limit_pct": "80", "confirmed": "1"})
+
+    assert changed.status_code == 302
+    assert Budget.objects.get(pk=filtered.pk).limit_usd == Decimal("12")
+    assert Budget.objects.get(pk=budgets["search"].pk).limit_usd == Decimal("100")

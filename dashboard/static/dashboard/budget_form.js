@@ -2,7 +2,7 @@
 // server ignores the others). Without this script every input is shown.
 const scope = document.getElementById("id_scope");
 if (scope) {
-  const subjects = ["team", "user", "key"];
+  const subjects = ["team", "user", "key", "tag"];
   const sync = () => {
     for (const name of subjects) {
       const row = document.querySelector(`.form-row[data-field="${name}"]`);

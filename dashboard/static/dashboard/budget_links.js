@@ -13,12 +13,10 @@ function editable(scope, id) {
 function addLinks() {
   for (const row of list.querySelectorAll(".budget[data-budget]:not([data-linked])")) {
     row.dataset.linked = "1";
-    const address = row.dataset.budget;
-    const first = address.indexOf(":"), last = address.lastIndexOf(":");
-    const scope = address.slice(0, first), id = address.slice(first + 1, last);
-    const period = address.slice(last + 1);
+    const { scope, id, period, model } = row.dataset;
     if (!editable(scope, id)) continue;
     const query = new URLSearchParams({ org: powers.org, scope, subject: id, period });
+    if (model) query.set("model", model);
     const link = document.createElement("a");
     link.className = "edit-link";
     link.href = `/dashboard/budgets/edit?${query}`;

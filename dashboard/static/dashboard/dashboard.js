@@ -316,7 +316,8 @@ function renderBudgets() {
     const spentPct = limit > 0 ? (spent / limit) * 100 : (spent > 0 ? span : 0);
     const reservedPct = limit > 0 ? (reserved / limit) * 100 : 0;
     const level = used >= 100 ? "over" : used >= b.soft_limit_pct ? "warn" : "ok";
-    return h("div", { class: `budget ${level}`, "data-budget": budgetKey(b) },
+    return h("div", { class: `budget ${level}`, "data-budget": budgetKey(b), "data-scope": b.scope,
+                      "data-id": b.id, "data-period": b.period, "data-model": b.model || "" },
       h("div", { class: "budget-head" },
         h("span", { class: "name", title: b.id }, `${SCOPE_LABELS[b.scope]} ${b.scope === "org" ? "" : b.id}`.trim()),
         h("span", { class: "tag" }, b.period),
