@@ -335,3 +335,67 @@ def test_the_worker_job_forecasts_and_delivers_the_alert(org, make_budget, loopb
         assert abs(runs_out - (now + timedelta(hours=5))) < timedelta(minutes=1)
     finally:
         receiver.server.shutdown()
+
+
+def test_tag_key_and_model_filtered_budgets_project_only_their_own_spend(
+    four_weeks, make_budget, make_key
+):
+    """Each budget's profile is its own spend: the search team's model-filtered
+    budget sees only its model, a key budget its key's rollups, a tag budget
+    the raw events carrying its tag (none of them the org's $2 an hour)."""
+    from budgets.models import ApiKey, Budget
+    from tracking.models import KeyRollup, RequestEvent
+
+    org = four_weeks
+    search = Team.objects.get(org=org, slug="search")
+    opus = make_budget(org, "100", scope="team", team="search", period="week")
+    Budget.objects.filter(pk=opus.pk).update(model_filter="claude-opus-*")
+    gpt = Budget.objects.create(
+        org=org, scope="team", team=search, period="week", model_filter="gpt-4o",
+        limit_usd=Decimal("100"),
+    )  # fmt: skip
+    key = ApiKey.objects.get(lookup_id=make_key(org).split("_")[1])
+    key_budget = Budget.objects.create(
+        org=org, scope="key", key=key, period="week", limit_usd=Decimal("100")
+    )
+    tag_budget = Budget.objects.create(
+        org=org, scope="tag", tag="customer=acme", period="week", limit_usd=Decimal("100")
+    )
+    # $0.25 an hour on the key, and one tagged $3 event a working hour.
+    now_hour = AT.replace(minute=0)
+    KeyRollup.objects.bulk_create(
+        KeyRollup(org=org, key=key, model="gpt-4o", hour=hour, cost_usd=Decimal("0.25"))
+        for hour in working_hours(now_hour - timedelta(weeks=4), now_hour)
+    )
+    RequestEvent.objects.bulk_create(
+        RequestEvent(
+            org=org,
+            event_id=f"e{n}",
+            model="gpt-4o",
+            provider="openai",
+            started_at=hour + timedelta(minutes=5),
+            cost_usd=Decimal("3"),
+            tags={"customer": "acme", "feature": "faq"},
+            payload_hash="x",
+            priced=True,
+        )
+        for n, hour in enumerate(working_hours(now_hour - timedelta(weeks=4), now_hour))
+    )
+    for budget in (opus, gpt, key_budget, tag_budget):
+        open_window(budget, "0")
+
+    forecasts_refresh(at=AT)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tollgate_list_budgets(%s, %s)", [org.pk, AT])
+        budgets = json.loads(cursor.fetchone()[0])
+    projected = {
+        b["id"] + (f"?{b['model']}" if b["model"] else ""): b["projected_usd"]
+        for b in budgets
+        if b["period"] == "week"
+    }
+    # 20.5 working hours left in the week (the module's docstring).
+    assert projected["search?claude-opus-*"] == "0"
+    assert projected["search?gpt-4o"] == str(Decimal("1.5") * Decimal("20.5"))
+    assert projected[key.lookup_id] == str(Decimal("0.25") * Decimal("20.5"))
+    assert projected["customer=acme"] == str(Decimal("3") * Decimal("20.5"))

@@ -147,8 +147,9 @@ $$;
 -- Compute the profile of every budget of an org from the complete hours
 -- before p_at's hour (see the top of this file). History: the hours since
 -- the org's first rolled-up hour. Spend per hour comes from the hourly
--- rollups; a key budget's from the raw events (the rollups keep no key), so
--- it sees only the hours prune_events has kept. A budget with no spend in
+-- rollups (a model-filtered budget's from its models' rows), a key budget's
+-- from the key rollups, a tag budget's from the raw events that carry its
+-- tag (so only the hours prune_events has kept). A budget with no spend in
 -- the span gets a profile of zeros. Returns how many budgets it wrote.
 --
 -- Hash joins and aggregates in memory: the planner cannot estimate the
@@ -198,22 +199,53 @@ BEGIN
     ), spend AS (
         SELECT b.id AS budget_id, s.how, s.cost
         FROM budgets_budget b JOIN hours s ON s.g = 3
-        WHERE b.org_id = p_org AND b.scope = 'org'
+        WHERE b.org_id = p_org AND b.scope = 'org' AND b.model_filter = ''
         UNION ALL
         SELECT b.id, s.how, s.cost
         FROM budgets_budget b JOIN hours s ON s.g = 1 AND s.team_id = b.team_id
-        WHERE b.org_id = p_org AND b.scope = 'team'
+        WHERE b.org_id = p_org AND b.scope = 'team' AND b.model_filter = ''
         UNION ALL
         SELECT b.id, s.how, s.cost
         FROM budgets_budget b JOIN hours s ON s.g = 2 AND s.user_id = b.user_id
-        WHERE b.org_id = p_org AND b.scope = 'user'
+        WHERE b.org_id = p_org AND b.scope = 'user' AND b.model_filter = ''
         UNION ALL
+        -- Model-filtered org, team and user budgets: the rollups of the
+        -- models they count (the rollups keep the model).
+        SELECT b.id, s.how, sum(h.cost_usd)
+        FROM budgets_budget b
+        JOIN tracking_hourlyrollup h
+          ON h.org_id = p_org AND h.hour >= v_hour - v_span * interval '1 hour'
+         AND h.hour < v_hour
+         AND (b.scope = 'org' OR (b.scope = 'team' AND h.team_id = b.team_id)
+              OR (b.scope = 'user' AND h.user_id = b.user_id))
+        JOIN span s ON s.hour = h.hour
+        WHERE b.org_id = p_org AND b.scope IN ('org', 'team', 'user') AND b.model_filter <> ''
+          AND tollgate_model_matches(h.model, b.model_filter)
+        GROUP BY 1, 2
+        UNION ALL
+        -- Key budgets: the key rollups (per hour, key and model).
+        SELECT b.id, s.how, sum(k.cost_usd)
+        FROM budgets_budget b
+        JOIN tracking_keyrollup k
+          ON k.org_id = p_org AND k.key_id = b.key_id
+         AND k.hour >= v_hour - v_span * interval '1 hour' AND k.hour < v_hour
+        JOIN span s ON s.hour = k.hour
+        WHERE b.org_id = p_org AND b.scope = 'key'
+          AND (b.model_filter = '' OR tollgate_model_matches(k.model, b.model_filter))
+        GROUP BY 1, 2
+        UNION ALL
+        -- Tag budgets: the raw events of the span that carry the tag (the
+        -- hourly rollups keep no tags; tag rollups exist only for the names
+        -- an org reports on), each event's tags joined as 'name=value' texts.
         SELECT b.id, tollgate_hour_of_week(date_trunc('hour', e.started_at, 'UTC'), v_tz),
                sum(e.cost_usd)
-        FROM budgets_budget b
-        JOIN tracking_requestevent e ON e.org_id = p_org AND e.key_id = b.key_id
-        WHERE b.org_id = p_org AND b.scope = 'key'
+        FROM tracking_requestevent e
+        CROSS JOIN LATERAL jsonb_each_text(e.tags) t(name, value)
+        JOIN budgets_budget b
+          ON b.org_id = p_org AND b.scope = 'tag' AND b.tag = t.name || '=' || t.value
+        WHERE e.org_id = p_org
           AND e.started_at >= v_hour - v_span * interval '1 hour' AND e.started_at < v_hour
+          AND (b.model_filter = '' OR tollgate_model_matches(e.model, b.model_filter))
         GROUP BY 1, 2
     ), rates AS (
         SELECT b.id AS budget_id, i,
