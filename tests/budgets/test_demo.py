@@ -19,7 +19,7 @@ def test_demo_seeds_once_and_prints_a_working_key(api, settings, tmp_path):
     password = (tmp_path / "password").read_text().strip()
     assert f"login: admin / {password}" in text
     assert Organization.objects.filter(slug="demo").count() == 1
-    assert Budget.objects.filter(org__slug="demo").count() == 6
+    assert Budget.objects.filter(org__slug="demo").count() == 8
     # Each run replaces the demo key: the first one is revoked.
     assert ApiKey.objects.filter(org__slug="demo", revoked_at__isnull=True).count() == 1
     assert api.get("/v1/budgets", headers=auth(key)).status_code == 401

@@ -42,6 +42,8 @@ def test_seed_demo_records_the_org_and_budgets_it_creates_in_the_audit_log(db):
         "team/research/week",
         "team/growth/month",
         "user/alice/day",
+        "tag/feature=agent/month",
+        "team/research/week?model=claude-sonnet-*",
     }
     assert entries.filter(object_type="organization").count() == 1
     assert {e.actor_kind for e in entries} == {"command"}

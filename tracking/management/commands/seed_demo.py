@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from budgets.audit import Actor
 from budgets.auth import ApiKeyInfo
 from budgets.models import Budget, EndUser, Organization, Team
-from budgets.services import budget_create, organization_create
+from budgets.services import budget_create, organization_create, organization_update
 from config.hotpath.errors import ApiError
 from tracking import api as ingest
 
@@ -201,8 +201,28 @@ class Command(BaseCommand):
             Budget(org=org, scope="user", user=alice, period="day", limit_usd=limit("0.20")),
             actor=actor,
         )
+        # A feature's budget (its requests carry the tag) and one model family
+        # of a team; usage and the dashboard can break spend down by feature.
+        budget_create(
+            Budget(
+                org=org, scope="tag", tag="feature=agent", period="month", limit_usd=limit("30")
+            ),
+            actor=actor,
+        )
+        budget_create(
+            Budget(
+                org=org,
+                scope="team",
+                team=teams["research"],
+                model_filter="claude-sonnet-*",
+                period="week",
+                limit_usd=limit("2.00"),
+            ),
+            actor=actor,
+        )
+        org = organization_update(org_id=org.pk, changes={"report_tags": ["feature"]}, actor=actor)
         self.stdout.write(
-            f"Created organization '{slug}': {len(TEAMS)} teams, {len(USERS)} users, 6 budgets."
+            f"Created organization '{slug}': {len(TEAMS)} teams, {len(USERS)} users, 8 budgets."
         )
         return org
 
