@@ -298,6 +298,37 @@ def test_a_call_that_would_cross_the_budget_is_refused_before_the_upstream(
     assert stats(upstream)["calls"] == before + 1
 
 
+def test_a_tag_budget_holds_the_requests_tags_before_the_upstream(sdk, upstream, tollgate_org):
+    """The adapter sends the request's tags with the hold: a budget on
+    customer=tagged refuses a call too big for it before the upstream sees
+    it, and counts the cost of one that fits."""
+    budget = Budget.objects.create(
+        org=tollgate_org, scope="tag", tag="customer=tagged", period="day",
+        limit_usd=Decimal("0.001"), enforce=True,
+    )  # fmt: skip
+    tags = {"metadata": {"tags": ["team:tagged", "customer:tagged"]}}
+    before = stats(upstream)["calls"]
+    with pytest.raises(openai.APIStatusError) as refused:
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "A long answer, please."}],
+            user="alice", max_tokens=200, extra_body=tags,
+        )  # fmt: skip
+
+    assert refused.value.status_code == 402
+    assert "customer=tagged" in refused.value.message
+    assert stats(upstream)["calls"] == before
+    assert holds("tagged") == []
+
+    response = sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "A short one."}],
+        user="alice", max_tokens=50, extra_body=tags,
+    )  # fmt: skip
+    event = wait_for(lambda: RequestEvent.objects.filter(team__slug="tagged").first(), "the event")
+    assert event.tags == {"team": "tagged", "customer": "tagged"}
+    assert event.cost_usd == cost_of(stats(upstream)["usage"][response.id])
+    assert wait_for(lambda: totals(budget) == (event.cost_usd, 0), "the settled tag window")
+
+
 def test_a_concurrent_burst_never_takes_spent_and_held_past_the_limit(proxy, upstream, team_budget):
     limit = Decimal("0.05")
     budget = team_budget("burst", str(limit))  # about 50 calls of 100 output tokens
