@@ -229,34 +229,44 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         return _unpriced_model_payload(alert)
     if alert.kind == Alert.Kind.PROJECTED:
         return _projected_payload(alert)
-    budget = alert.budget
     used_pct = alert.used_usd * 100 / alert.limit_usd if alert.limit_usd else Decimal(0)
     what = "soft limit" if alert.kind == Alert.Kind.SOFT else "hard limit"
-    of_models = f" for models {budget.model_filter}" if budget.model_filter else ""
     text = (
-        f"Tollgate: {budget.scope} budget '{budget.subject_id}'{of_models} ({budget.period}) of "
-        f"{alert.org.slug} reached its {what}: {usd_for_people(alert.used_usd)} of "
+        f"Tollgate: {_budget_for_people(alert)} reached its {what}: "
+        f"{usd_for_people(alert.used_usd)} of "
         f"{usd_for_people(alert.limit_usd)} ({used_pct:.1f}%) at "
         f"{time_for_people(alert.created_at, alert.org.time_zone)}."
     )
+    return {"text": text, "alert": _budget_alert_fields(alert, used_pct=f"{used_pct:.1f}")}
+
+
+def _budget_for_people(alert: Alert) -> str:
+    budget = alert.budget
+    of_models = f" for models {budget.model_filter}" if budget.model_filter else ""
+    return (
+        f"{budget.scope} budget '{budget.subject_id}'{of_models} ({budget.period}) of "
+        f"{alert.org.slug}"
+    )
+
+
+def _budget_alert_fields(alert: Alert, **extra: Any) -> dict[str, Any]:
+    """The structured fields of a budget's alert, the kind's own in `extra`."""
+    budget, window = alert.budget, alert.window
     return {
-        "text": text,
-        "alert": {
-            "id": alert.pk,
-            "kind": alert.kind,
-            "org": alert.org.slug,
-            "scope": budget.scope,
-            "subject": budget.subject_id,
-            "model": budget.model_filter or None,
-            "period": budget.period,
-            "limit_usd": f"{alert.limit_usd.normalize():f}",
-            "used_usd": f"{alert.used_usd.normalize():f}",
-            "used_pct": f"{used_pct:.1f}",
-            "soft_limit_pct": budget.soft_limit_pct,
-            "window_start": alert.window.period_start.isoformat(),
-            "resets_at": None if budget.period == "total" else alert.window.period_end.isoformat(),
-            "created_at": alert.created_at.isoformat(),
-        },
+        "id": alert.pk,
+        "kind": alert.kind,
+        "org": alert.org.slug,
+        "scope": budget.scope,
+        "subject": budget.subject_id,
+        "model": budget.model_filter or None,
+        "period": budget.period,
+        "limit_usd": f"{alert.limit_usd.normalize():f}",
+        "used_usd": f"{alert.used_usd.normalize():f}",
+        **extra,
+        "soft_limit_pct": budget.soft_limit_pct,
+        "window_start": window.period_start.isoformat(),
+        "resets_at": None if budget.period == "total" else window.period_end.isoformat(),
+        "created_at": alert.created_at.isoformat(),
     }
 
 
@@ -277,29 +287,18 @@ def _projected_payload(alert: Alert) -> dict[str, Any]:
             f"running out at {runs_out}"
         )
     text = (
-        f"Tollgate: {budget.scope} budget '{budget.subject_id}' ({budget.period}) of "
-        f"{alert.org.slug} {what}: {forecast} ({usd_for_people(alert.used_usd)} spent and "
-        f"held at {time_for_people(alert.created_at, tz)})."
+        f"Tollgate: {_budget_for_people(alert)} {what}: {forecast} "
+        f"({usd_for_people(alert.used_usd)} spent and held at "
+        f"{time_for_people(alert.created_at, tz)})."
     )
+    projected = alert.projected_usd
     return {
         "text": text,
-        "alert": {
-            "id": alert.pk,
-            "kind": alert.kind,
-            "org": alert.org.slug,
-            "scope": budget.scope,
-            "subject": budget.subject_id,
-            "period": budget.period,
-            "limit_usd": f"{alert.limit_usd.normalize():f}",
-            "used_usd": f"{alert.used_usd.normalize():f}",
-            "projected_usd": None
-            if alert.projected_usd is None
-            else f"{alert.projected_usd.normalize():f}",
-            "runs_out_at": alert.runs_out_at.isoformat(),
-            "window_start": window.period_start.isoformat(),
-            "resets_at": None if budget.period == "total" else window.period_end.isoformat(),
-            "created_at": alert.created_at.isoformat(),
-        },
+        "alert": _budget_alert_fields(
+            alert,
+            projected_usd=None if projected is None else f"{projected.normalize():f}",
+            runs_out_at=alert.runs_out_at.isoformat(),
+        ),
     }
 
 
