@@ -109,6 +109,18 @@ def _budget_at(request: HttpRequest, org: Organization) -> Budget:
     return budget
 
 
+def _editable_budget(request: HttpRequest) -> tuple[Organization, Budget]:
+    """The org and the budget the query names, if this login may change it
+    (PermissionDenied otherwise)."""
+    org, powers = org_and_powers(request)
+    if not powers.edits_budgets:
+        raise PermissionDenied(READ_ONLY)
+    budget = _budget_at(request, org)
+    if not powers.may_edit_budget(budget.scope, budget.team_id):
+        raise PermissionDenied(NOT_YOUR_TEAM)
+    return org, budget
+
+
 def _values_for_people(values: dict) -> list[tuple[str, str]]:
     return [
         ("Limit", usd_for_people(Decimal(values["limit_usd"]))),
@@ -171,12 +183,7 @@ def budget_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def budget_edit(request: HttpRequest) -> HttpResponse:
-    org, powers = org_and_powers(request)
-    if not powers.edits_budgets:
-        raise PermissionDenied(READ_ONLY)
-    budget = _budget_at(request, org)
-    if not powers.may_edit_budget(budget.scope, budget.team_id):
-        raise PermissionDenied(NOT_YOUR_TEAM)
+    org, budget = _editable_budget(request)
     old = budget_values(budget)
     form = BudgetLimitsForm(request.POST if request.method == "POST" else None, instance=budget)
     context = {
@@ -213,12 +220,7 @@ def budget_edit(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def budget_remove(request: HttpRequest) -> HttpResponse:
-    org, powers = org_and_powers(request)
-    if not powers.edits_budgets:
-        raise PermissionDenied(READ_ONLY)
-    budget = _budget_at(request, org)
-    if not powers.may_edit_budget(budget.scope, budget.team_id):
-        raise PermissionDenied(NOT_YOUR_TEAM)
+    org, budget = _editable_budget(request)
     if request.method == "POST" and request.POST.get("confirmed") == "1":
         budget_delete(budget, actor=Actor.of_request(request))
         messages.success(request, f"Budget {budget_address(budget)} deleted.")
