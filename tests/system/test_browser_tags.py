@@ -93,6 +93,8 @@ def drive(base: str) -> list[str]:
         page.wait_for_url(lambda url: "tag=customer%3Dacme" in url)
         expect(page.locator("#kpi-spend")).to_contain_text("1.25")
         assert "not split by tag" in page.locator("#top-users-note").text_content()
+        # The card split by the same name shows the one value.
+        expect(page.locator("#tag-values td.name")).to_have_text(["acme"])
         assert "customer=acme" in page.locator("#tag-filter-note").text_content()
         assert "tag customer=acme" in page.locator("#budgets-scope").text_content()
         page.reload()
