@@ -216,3 +216,32 @@ def test_holds_follow_the_tag(api, org, key, tagged, client, make_user):
     assert "customer" in exported["Content-Disposition"]
     refused = client.get("/dashboard/export", {"tag": "env=prod"})
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "tag"
+
+
+@pytest.mark.usefixtures("no_lag")
+def test_recent_requests_are_the_tags_newest_fifty_across_hours(api, org, key):
+    """More than 50 tagged requests, three an hour between untagged ones: the
+    recent list is read from the newest hours that hold 50 (the last of them
+    only partly), before and after the aggregation."""
+    org.report_tags = ["customer"]
+    org.save(update_fields=["report_tags"])
+    now = datetime.now(UTC)
+    events = [
+        event(
+            f"r-{hour}-{n}",
+            cost="0.01",
+            started_at=now - timedelta(hours=hour, minutes=10 + n * 10),
+            tags={"customer": "acme"} if n < 3 else {"customer": "globex"},
+        )
+        for hour in range(30)
+        for n in range(5)
+    ]
+    record(api, key, events)
+    since = datetime.combine((now - timedelta(days=6)).date(), datetime.min.time(), tzinfo=UTC)
+    tagged = sorted(raw(org, since), key=lambda e: e.started_at, reverse=True)
+    assert len(tagged) == 90
+    for _ in ("raw", "rolled up"):
+        body = api.get(SUMMARY, params={"tag": "customer=acme"}, headers=auth(key)).json()
+        assert [r["id"] for r in body["recent"]] == [e.event_id for e in tagged[:50]]
+        assert body["kpis"]["requests"] == 90
+        rollups_refresh()
