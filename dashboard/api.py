@@ -20,7 +20,7 @@ from django.conf import settings
 
 from budgets import auth
 from config.hotpath import db, inputs
-from config.hotpath.errors import ApiError, JsonBody, invalid
+from config.hotpath.errors import ApiError, JsonBody
 from config.hotpath.router import Request, Response
 from dashboard import access, live, selection
 from dashboard.selection import DEFAULT_RANGE, RANGES, Selection
@@ -149,6 +149,11 @@ Summary = TypedDict(
         "team": str | None,
         "user": str | None,  # an end user's external id
         "model": str | None,
+        "tag": str | None,  # the tag filter, name=value
+        # With a tag filter: its name, value, `tags_from` (the first time whose
+        # spend is known by tag in the range) and the panels that cannot
+        # follow it (`not_followed`: "top.users"); else null.
+        "tag_filter": JsonBody | None,
         "granularity": str,  # "hour" for 24h, else "day"
         "from": str,
         "to": str,  # the range's end, or now when it reaches now
@@ -238,7 +243,7 @@ async def _compute(params: dict[str, Any], max_age: float) -> Computed:
     chart = (breakdown[1] or {}) if breakdown is not None else {}
     snapshots = (kpis.get("snapshot"), chart.get("chart_snapshot"))
     shown = None
-    if "top" in chart:
+    if "top" in chart and params.get("tag_name") is None:
         shown = live.Shown.of(chart, params["team"], params["user"], params["model"])
     return Computed(
         row, breakdown, keeper, started, live.Unseen(snapshots, started, shown), *tags[:1]
@@ -297,6 +302,8 @@ def _expire(key: tuple[Any, ...], started: float) -> None:
 
 
 def _unknown(field: str, params: dict[str, Any]) -> ApiError:
+    if field == "tag":
+        return selection.unreported("tag", params["tag_name"])
     return ApiError(404, "not_found", f"Unknown {field} '{params[field]}'.", field=field)
 
 
@@ -315,16 +322,15 @@ async def summary(request: Request) -> Response:
     if chosen.group_tag is not None:
         tags = computed.tags[1] if computed.tags is not None else None
         if tags is None or tags.get("status") == "not_reported":
-            raise invalid(
-                "group_tag",
-                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on "
-                "(report_tags: PATCH /v1/org or Django admin).",
-            )
-        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            raise selection.unreported("group_tag", chosen.group_tag)
+        # Not "by_user" nor "by_tag": the tag rollups keep no end user, and
+        # one name each.
+        if tags.get("status") is None:
             body["tag_breakdown"] = tags
     if request.key is None:
-        # A signed-in page, which follows /ws/spend/ (API keys cannot).
-        body["updates"] = _updates(computed)
+        # A signed-in page, which follows /ws/spend/ (API keys cannot). Live
+        # updates carry no tags: a page with a tag filter reloads instead.
+        body["updates"] = [] if chosen.tag is not None else _updates(computed)
     key = request.key
     if key is not None and key.team_slug is not None:
         # A team-limited key sees the org's budgets and its own team's.
@@ -349,12 +355,18 @@ async def holds(request: Request) -> Response:
     """GET /v1/dashboard/holds: the summary's `holds` on their own (one
     indexed read of the active holds), for the page to re-read while holds
     are taken, settled, released and expire. It takes the summary's
-    parameters; only the filters (team, user, model) matter: a hold is in
-    flight now, whatever the range."""
+    parameters; only the filters (team, user, model, tag) matter: a hold is
+    in flight now, whatever the range."""
     chosen = selection.parse(request.query)
     org = _query_value(request, "org")
     params = await _scope(request, chosen.team, org)
-    params = {**params, "user": chosen.user, "model": chosen.model}
+    params = {
+        **params,
+        "user": chosen.user,
+        "model": chosen.model,
+        "tag_name": chosen.tag_name,
+        "tag_value": chosen.tag_value,
+    }
     key = tuple(sorted(params.items()))
     now = time.monotonic()
     kept = _recent_holds.get(key)

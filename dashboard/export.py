@@ -21,7 +21,8 @@ from django.db import connection, transaction
 
 from budgets.models import Organization
 from config.hotpath import db
-from config.hotpath.errors import ApiError, JsonBody, invalid
+from config.hotpath.errors import ApiError, JsonBody
+from dashboard import selection
 from dashboard.selection import Selection
 from tracking.views import csv_cell
 
@@ -36,8 +37,9 @@ def _json(value: Any) -> Any:
 
 def summary(org: Organization, chosen: Selection) -> JsonBody:
     """The summary endpoint's body (without live updates) for `org` and the
-    selection (range, custom dates, team, user, model). Raises ApiError 404
-    for a team or user the org does not have."""
+    selection (range, custom dates, team, user, model, tag). Raises ApiError
+    404 for a team or user the org does not have, 422 for a tag name it does
+    not report on."""
     params = {"org_id": org.pk, "org_slug": None, **chosen.params(), "at": datetime.now(UTC)}
     # One transaction: both statements see the same org (REPEATABLE READ
     # would also give them one snapshot, which the page does not promise).
@@ -55,16 +57,15 @@ def summary(org: Organization, chosen: Selection) -> JsonBody:
     result, chart = _json(row[1]), _json(breakdown[1])
     if result["status"] == "not_found" or chart is None:
         field = result.get("field") or "team"
+        if field == "tag":
+            raise selection.unreported("tag", chosen.tag_name or "")
         name = chosen.params()[field]
         raise ApiError(404, "not_found", f"Unknown {field} '{name}'.", field=field)
     body = {**result["summary"], **chart}
     if chosen.group_tag is not None:
         if tags is None or tags.get("status") == "not_reported":
-            raise invalid(
-                "group_tag",
-                f"The tag '{chosen.group_tag[:64]}' is not one this organization reports on.",
-            )
-        if tags.get("status") is None:  # "by_user": the tag rollups keep no end user
+            raise selection.unreported("group_tag", chosen.group_tag)
+        if tags.get("status") is None:  # not "by_user" nor "by_tag" (see dashboard/api.py)
             body["tag_breakdown"] = tags
     return body
 

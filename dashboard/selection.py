@@ -1,5 +1,5 @@
 """What a dashboard shows: its period (range, and the dates of a custom one)
-and its filters (team, user, model), read from a query string.
+and its filters (team, user, model, tag), read from a query string.
 
 One reader for the summary endpoint, the holds endpoint, the page and the
 export, so that each accepts and refuses the same parameters with the same
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from budgets import labels
 from config.hotpath import inputs
-from config.hotpath.errors import invalid
+from config.hotpath.errors import ApiError, invalid
 
 RANGES = ("24h", "7d", "30d", "mtd", "last_month", "custom")
 DEFAULT_RANGE = "7d"
@@ -36,6 +37,16 @@ class Selection:
     # The tag whose values the summary breaks the spend down by (a name the
     # org reports on; tollgate_dashboard_tags), or None.
     group_tag: str | None = None
+    # The tag filter `tag=name=value`: only spend, requests and holds that
+    # carry that tag (a name the org reports on: the tag rollups keep only
+    # those). Both None without one.
+    tag_name: str | None = None
+    tag_value: str | None = None
+
+    @property
+    def tag(self) -> str | None:
+        """The tag filter as the URL and tag budgets write it, name=value."""
+        return None if self.tag_name is None else f"{self.tag_name}={self.tag_value}"
 
     def params(self) -> dict[str, Any]:
         """The summary statements' parameters (dashboard/sql/queries.sql)."""
@@ -47,6 +58,8 @@ class Selection:
             "user": self.user,
             "model": self.model,
             "group_tag": self.group_tag,
+            "tag_name": self.tag_name,
+            "tag_value": self.tag_value,
         }
 
     def query(self) -> dict[str, str]:
@@ -59,6 +72,7 @@ class Selection:
             "user": self.user,
             "model": self.model,
             "group_tag": self.group_tag,
+            "tag": self.tag,
         }
         return {name: value for name, value in values.items() if value}
 
@@ -98,12 +112,39 @@ def parse(query: Mapping[str, str]) -> Selection:
     def identifier(name: str) -> str | None:
         return inputs.identifier({name: query.get(name) or None}, name)
 
+    user = identifier("user")
+    tag_name = tag_value = None
+    tag = query.get("tag") or None
+    if tag is not None:
+        pair = labels.split_tag(tag)
+        if pair is None:
+            raise invalid("tag", f"'tag' must be a tag as name=value. {labels.TAG_RULE}")
+        if user is not None:
+            # The tag rollups, which hold a tag's spend past the raw events'
+            # retention, keep no end user.
+            raise invalid(
+                "tag",
+                "A tag filter cannot be combined with a user filter: tag usage keeps no end user.",
+            )
+        tag_name, tag_value = pair
     return Selection(
         range=range_,
         from_date=from_date,
         to_date=to_date,
         team=identifier("team"),
-        user=identifier("user"),
+        user=user,
         model=identifier("model"),
         group_tag=identifier("group_tag"),
+        tag_name=tag_name,
+        tag_value=tag_value,
+    )
+
+
+def unreported(field: str, name: str) -> ApiError:
+    """422 for a tag name the org does not report on (`tag`, `group_tag`):
+    only reported names have tag rollups, which hold a tag's spend."""
+    return invalid(
+        field,
+        f"The tag '{name[:64]}' is not one this organization reports on: an org admin "
+        "marks the names to report on in report_tags (PATCH /v1/org, or Django admin).",
     )

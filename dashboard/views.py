@@ -60,6 +60,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "team": request.GET.get("team") or "",
         "user": request.GET.get("user") or "",
         "model": request.GET.get("model") or "",
+        "tag": request.GET.get("tag") or "",  # a tag filter, name=value
     }
     orgs = access.switcher_orgs() if staff else []
     powers = access.powers_for(request.user, org)

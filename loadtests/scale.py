@@ -194,7 +194,15 @@ def holds_timing(org: str, holds: int, requests: int) -> dict[str, float]:
     from config.hotpath import db
 
     org_id = Organization.objects.get(slug=org).id
-    params = {"org_id": org_id, "org_slug": None, "team": None, "user": None, "model": None}
+    params = {
+        "org_id": org_id,
+        "org_slug": None,
+        "team": None,
+        "user": None,
+        "model": None,
+        "tag_name": None,
+        "tag_value": None,
+    }
     times = []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(

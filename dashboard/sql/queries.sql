@@ -20,7 +20,8 @@ WHERE u.id = %(user_id)s
 -- GET /v1/dashboard/summary, first half: KPIs, budgets, recent requests, of
 -- the one org tollgate_dashboard_org chooses.
 SELECT o.slug, tollgate_dashboard_summary(o.id, o.time_zone, %(range)s, %(from_date)s,
-                                          %(to_date)s, %(team)s, %(user)s, %(model)s, %(at)s)
+                                          %(to_date)s, %(team)s, %(user)s, %(model)s,
+                                          %(tag_name)s, %(tag_value)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
 -- dashboard_org --
@@ -32,24 +33,27 @@ SELECT id FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s)
 -- dashboard_breakdown --
 -- Second half, run at the same time on another connection: chart and top lists.
 SELECT o.slug, tollgate_dashboard_breakdown(o.id, o.time_zone, %(range)s, %(from_date)s,
-                                            %(to_date)s, %(team)s, %(user)s, %(model)s, %(at)s)
+                                            %(to_date)s, %(team)s, %(user)s, %(model)s,
+                                            %(tag_name)s, %(tag_value)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
 -- dashboard_tags --
 -- Third statement of a summary asked for a tag breakdown (group_tag).
 SELECT o.slug, tollgate_dashboard_tags(o.id, o.time_zone, %(range)s, %(from_date)s,
                                        %(to_date)s, %(team)s, %(user)s, %(model)s,
-                                       %(group_tag)s, %(at)s)
+                                       %(group_tag)s, %(tag_name)s, %(tag_value)s, %(at)s)
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
 
 -- dashboard_holds --
 -- GET /v1/dashboard/holds: the holds in flight, which the page re-reads every
--- few seconds; `missing` names a team or user the org does not have.
+-- few seconds; `missing` names a team or user the org does not have, or a
+-- tag name it does not report on.
 SELECT o.slug, s.missing,
        CASE WHEN s.missing IS NULL
-            THEN tollgate_dashboard_holds(o.id, s.team_id, s.user_id, %(model)s, NULL) END
+            THEN tollgate_dashboard_holds(o.id, s.team_id, s.user_id, %(model)s, %(tag_name)s,
+                                          %(tag_value)s, NULL) END
 FROM tollgate_dashboard_org(%(org_id)s, %(org_slug)s) o
-CROSS JOIN LATERAL tollgate_dashboard_subjects(o.id, %(team)s, %(user)s) s
+CROSS JOIN LATERAL tollgate_dashboard_subjects(o.id, %(team)s, %(user)s, %(tag_name)s) s
 
 -- sign_in_attempt --
 -- Count a sign-in attempt, or say how long its key must wait (dashboard/signins.py).

@@ -269,7 +269,8 @@ def test_the_dashboard_shows_the_forecast_and_the_projected_alert(four_weeks, ma
     alerts_raise_projected(at=AT)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, %s)",
+            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, %s)",
             [org.pk, AT],
         )
         summary = json.loads(cursor.fetchone()[0])["summary"]

@@ -52,13 +52,13 @@ def recording(org, event_id: str, cost: str) -> list[dict]:
 def summary_statements(conn: psycopg.Connection, org) -> tuple[dict, dict]:
     """Both statements of GET /v1/dashboard/summary, each as the server runs it
     (its own autocommit statement)."""
-    # Range 24h; no custom dates, team, user or model.
-    args = (org.id, org.time_zone, "24h", None, None, None, None, None)
+    # Range 24h; no custom dates, team, user, model or tag.
+    args = (org.id, org.time_zone, "24h", None, None, None, None, None, None, None)
     summary = conn.execute(
-        "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, now())", args
+        "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())", args
     ).fetchone()[0]
     breakdown = conn.execute(
-        "SELECT tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, now())", args
+        "SELECT tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())", args
     ).fetchone()[0]
     return summary["summary"], breakdown
 

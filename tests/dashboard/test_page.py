@@ -67,6 +67,7 @@ def test_member_gets_their_org_and_no_switcher(client, org, make_org, make_user)
         "team": "search",
         "user": "",
         "model": "",
+        "tag": "",
     }
     assert b'id="org-switcher"' not in response.content
     assert b"dashboard/dashboard.js" in response.content

@@ -109,12 +109,14 @@ def summary_at(
         team,
         filters.get("user"),
         filters.get("model"),
+        None,  # no tag filter
+        None,
         at,
     ]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, %s), "
-            "tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT tollgate_dashboard_summary(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s), "
+            "tollgate_dashboard_breakdown(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             args + args,
         )
         summary, breakdown = (json.loads(v) if isinstance(v, str) else v for v in cursor.fetchone())

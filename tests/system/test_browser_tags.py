@@ -1,7 +1,9 @@
 """The dashboard's "Spend by tag" card in Chromium (Playwright with Debian's
 chromium): a member picks a reported tag, the card shows its values' spend
 (kept in the URL), and the chargeback link downloads last month by team and
-tag, equal to the raw events.
+tag, equal to the raw events. The tag filter (`tag=name=value`): picked in
+the toolbar, it narrows the KPIs to the tag's spend, says that top users
+cannot follow it, and comes back from the URL on a reload.
 
 Skipped where the browser is missing, a failure under CI (require_browser).
 """
@@ -49,7 +51,7 @@ def test_tag_card_and_chargeback_download_in_a_real_browser(server, api, org, ke
 
 
 def drive(base: str) -> list[str]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -82,6 +84,30 @@ def drive(base: str) -> list[str]:
         with page.expect_download() as download:
             link.click()
         lines = Path(download.value.path()).read_text().splitlines()
+
+        # The tag filter: a reported name, then a value (acme's spend in the
+        # last 24 h is event "a" only).
+        page.select_option("#tag-name-filter", "customer")
+        page.fill("#tag-value-filter", "acme")
+        page.press("#tag-value-filter", "Enter")
+        page.wait_for_url(lambda url: "tag=customer%3Dacme" in url)
+        expect(page.locator("#kpi-spend")).to_contain_text("1.25")
+        assert "not split by tag" in page.locator("#top-users-note").text_content()
+        # The card split by the same name shows the one value.
+        expect(page.locator("#tag-values td.name")).to_have_text(["acme"])
+        assert "customer=acme" in page.locator("#tag-filter-note").text_content()
+        assert "tag customer=acme" in page.locator("#budgets-scope").text_content()
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        expect(page.locator("#kpi-spend")).to_contain_text("1.25")
+        assert page.locator("#tag-name-filter").input_value() == "customer"
+        assert page.locator("#tag-value-filter").input_value() == "acme"
+        assert "tag=customer%3Dacme" in page.locator("a[data-export=csv]").get_attribute("href")
+        # Cleared: every request again ($1.75 in the last 24 h).
+        page.select_option("#tag-name-filter", "")
+        page.wait_for_url(lambda url: "tag=" not in url.split("?")[-1].replace("group_tag=", ""))
+        expect(page.locator("#kpi-spend")).to_contain_text("1.75")
+        assert page.locator("#tag-filter-note").is_hidden()
         assert errors == []
         browser.close()
     return lines

@@ -28,9 +28,10 @@ EVENTS = 120
 
 def summary_spend(org_id: int) -> Decimal:
     with connection.cursor() as cursor:
-        # Range 7d; no custom dates, team, user or model; now.
+        # Range 7d; no custom dates, team, user, model or tag; now.
         cursor.execute(
-            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, NULL)",
+            "SELECT tollgate_dashboard_summary(%s, 'UTC', '7d', NULL, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, NULL)",
             [org_id],
         )
         (value,) = cursor.fetchone()

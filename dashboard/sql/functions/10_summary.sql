@@ -198,9 +198,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The team and end user a dashboard is narrowed to, by slug and external
--- id; `missing` names the filter the org does not have ('team', 'user').
+-- id; `missing` names the filter the org does not have ('team', 'user'), or
+-- 'tag' for a tag filter's name p_tag that the org does not report on
+-- (Organization.report_tags: only those names have tag rollups).
+DROP FUNCTION IF EXISTS tollgate_dashboard_subjects(bigint, text, text);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_subjects(p_org bigint, p_team text, p_user text,
-    OUT team_id bigint, OUT user_id bigint, OUT missing text)
+    p_tag text, OUT team_id bigint, OUT user_id bigint, OUT missing text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF p_team IS NOT NULL THEN
@@ -215,21 +218,62 @@ BEGIN
         WHERE u.org_id = p_org AND u.external_id = p_user;
         IF user_id IS NULL THEN
             missing := 'user';
+            RETURN;
         END IF;
     END IF;
+    IF p_tag IS NOT NULL AND NOT EXISTS (SELECT 1 FROM budgets_organization o
+                                         WHERE o.id = p_org AND p_tag = ANY(o.report_tags)) THEN
+        missing := 'tag';
+    END IF;
 END $$;
+
+-- Where one reported tag name's usage comes from (tollgate_tag_usage):
+-- tail_after, where its raw tail starts (the aggregation watermark once the
+-- name is built, else '-infinity'), and tags_from, the first hour whose
+-- events' tags are known (before it the hourly rollups count under no value).
+-- Values read before the statement that passes them on, for its index ranges.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_tag_state(p_org bigint, p_tag text,
+    OUT tail_after timestamptz, OUT tags_from timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN x.complete_from IS NOT NULL THEN w.aggregated ELSE '-infinity' END,
+           coalesce(x.complete_from, w.pruned)
+    FROM tollgate_dashboard_watermarks() w
+    LEFT JOIN tracking_tagrollupbuild x ON x.org_id = p_org AND x.name = p_tag
+$$;
+
+-- Usage under a tag filter, shaped like tollgate_dashboard_usage (hourly
+-- buckets, no end user): the hours of [p_lo, p_hi) of the events that carry
+-- p_tag = p_value (narrowed to a team and model), from tollgate_tag_usage,
+-- the rule of GET /v1/usage?group_by=tag:NAME: the tag rollups plus the raw
+-- tail. Hours before the name's tags_from have no tags left and count
+-- nowhere here.
+CREATE OR REPLACE FUNCTION tollgate_dashboard_tag_usage(
+    p_org bigint, p_team bigint, p_model text, p_tag text, p_value text,
+    p_lo timestamptz, p_hi timestamptz, p_tail_after timestamptz)
+RETURNS TABLE (bucket timestamptz, team_id bigint, user_id bigint, model text, requests bigint,
+               errors bigint, unpriced bigint, cost numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT u.hour, u.team_id, NULL::bigint, u.model, sum(u.requests)::bigint,
+           sum(u.errors)::bigint, sum(u.unpriced_requests)::bigint, sum(u.cost_usd)
+    FROM tollgate_tag_usage(p_org, p_tag, p_team, p_lo, p_hi, p_tail_after) u
+    WHERE u.value = p_value AND (p_model IS NULL OR u.model = p_model)
+    GROUP BY u.hour, u.team_id, u.model
+$$;
 
 -- The budgets panel: the org's budgets as GET /v1/budgets shows them, those
 -- that count the selected spend only, most used first. With a team filter:
 -- the org's budgets (they count every request), the team's, and those of
 -- API keys limited to that team (their requests are the team's). With a
 -- user filter: the org's and that user's. With both: the org's, the team's,
--- its keys' and the user's. A model filter narrows nothing here: no budget
--- is limited to models. Order: used % (spent and held over the limit)
+-- its keys' and the user's. With a tag filter (p_tag, name=value): the
+-- org's and the tag budgets of that tag, beside those of the other filters.
+-- A model filter narrows nothing here: a model-filtered budget counts a
+-- family of models, not one. Order: used % (spent and held over the limit)
 -- descending, a zero limit with use first, unused ones last; ties by scope
 -- and subject (the page sorts live budgets the same way, dashboard.js).
+DROP FUNCTION IF EXISTS tollgate_dashboard_budgets(bigint, timestamptz, bigint, bigint);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_budgets(
-    p_org bigint, p_at timestamptz, p_team bigint, p_user bigint)
+    p_org bigint, p_at timestamptz, p_team bigint, p_user bigint, p_tag text)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(x.b ORDER BY x.used DESC, x.n), '[]')
     FROM (SELECT e.b, e.n,
@@ -240,8 +284,9 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                       THEN 'Infinity'::numeric
                       ELSE 0 END AS used
           FROM jsonb_array_elements(tollgate_list_budgets(p_org, p_at)) WITH ORDINALITY e(b, n)
-          WHERE (p_team IS NULL AND p_user IS NULL)
+          WHERE (p_team IS NULL AND p_user IS NULL AND p_tag IS NULL)
              OR e.b->>'scope' = 'org'
+             OR (e.b->>'scope' = 'tag' AND e.b->>'id' = p_tag)
              OR (e.b->>'scope' = 'team' AND e.b->>'id' = (SELECT t.slug FROM budgets_team t
                                                           WHERE t.id = p_team))
              OR (e.b->>'scope' = 'key' AND p_team IS NOT NULL
@@ -252,16 +297,19 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                                                           WHERE u.id = p_user))) x
 $$;
 
--- Holds in flight: the active holds of an org (narrowed to a team, end user
--- and model like the rest of the page) that have not expired, their count,
+-- Holds in flight: the active holds of an org (narrowed to a team, end user,
+-- model and tag p_tag = p_tag_value like the rest of the page: a hold keeps
+-- the tags of its request) that have not expired, their count,
 -- what they hold now (tollgate_hold_left: less partial settlements) and the
 -- five largest and five newest. The summary carries it, and the page
 -- re-reads it on its own every few seconds (GET /v1/dashboard/holds): holds
 -- come and go in seconds, and the hold path sends nothing for the page.
 -- Index reservation_active_expiry (partial: active holds only, by expiry),
 -- so closed holds are never read.
+DROP FUNCTION IF EXISTS tollgate_dashboard_holds(bigint, bigint, bigint, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_holds(
-    p_org bigint, p_team bigint, p_user bigint, p_model text, p_at timestamptz)
+    p_org bigint, p_team bigint, p_user bigint, p_model text, p_tag text, p_tag_value text,
+    p_at timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     WITH active AS MATERIALIZED (
         SELECT r.id, r.created_at, r.expires_at, r.team_id, r.user_id, r.model,
@@ -272,6 +320,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
           AND (p_team IS NULL OR r.team_id = p_team)
           AND (p_user IS NULL OR r.user_id = p_user)
           AND (p_model IS NULL OR r.model = p_model)
+          AND (p_tag IS NULL OR r.tags @> jsonb_build_object(p_tag, p_tag_value))
     ),
     shown AS (
         SELECT a.id, a.held, a.created_at,
@@ -295,14 +344,20 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 
 -- KPIs, budgets, holds in flight, recent requests (the last 50 of the
--- range) and the org's teams, narrowed to p_team, p_user (external id) and
--- p_model when set; p_from and p_to are a custom range's local days.
+-- range) and the org's teams, narrowed to p_team, p_user (external id),
+-- p_model and the tag p_tag = p_tag_value when set; p_from and p_to are a
+-- custom range's local days. Under a tag filter the KPIs count the tag's
+-- usage (tollgate_dashboard_tag_usage, from its 'tags_from' on), the
+-- unpriced usage, recent requests and holds the raw rows that carry the tag.
 -- Result: {"status": "ok", "summary": {…}}, or {"status": "not_found",
--- "field": "team" | "user"} for a team or user the org does not have.
+-- "field": "team" | "user" | "tag"} for a team or user the org does not
+-- have, or a tag name it does not report on.
 -- Indexes: event_org_started for the recent requests (newest first).
+DROP FUNCTION IF EXISTS tollgate_dashboard_summary(
+    bigint, text, text, date, date, text, text, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_summary(
     p_org bigint, p_tz text, p_range text, p_from date, p_to date,
-    p_team text, p_user text, p_model text, p_at timestamptz)
+    p_team text, p_user text, p_model text, p_tag text, p_tag_value text, p_at timestamptz)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 -- Plans made for this call's values: a plan cached for "any watermark" would
 -- read the org's whole range instead of the short tail after it. The
@@ -322,12 +377,15 @@ DECLARE
     v_lo2 timestamptz;
     v_hi2 timestamptz;
     v_summary jsonb;
+    v_tag jsonb := CASE WHEN p_tag IS NOT NULL THEN jsonb_build_object(p_tag, p_tag_value) END;
+    v_tagged record;
 BEGIN
     SELECT s.team_id, s.user_id, s.missing INTO v_team, v_user, v_missing
-    FROM tollgate_dashboard_subjects(p_org, p_team, p_user) s;
+    FROM tollgate_dashboard_subjects(p_org, p_team, p_user, p_tag) s;
     IF v_missing IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'not_found', 'field', v_missing);
     END IF;
+    SELECT * INTO v_tagged FROM tollgate_dashboard_tag_state(p_org, p_tag);
     SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, v_at, p_from, p_to);
     IF b.range_from IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'unknown range ' || p_range;
@@ -357,10 +415,22 @@ BEGIN
         FROM (SELECT * FROM tollgate_dashboard_usage(
                   p_org, v_team, v_user, p_model, v_lo1, v_hi1, w.aggregated, w.pruned,
                   true, p_tz, ARRAY[b.week, b.range_from, b.range_to])
+              WHERE p_tag IS NULL
               UNION ALL
               SELECT * FROM tollgate_dashboard_usage(
                   p_org, v_team, v_user, p_model, v_lo2, v_hi2, w.aggregated, w.pruned,
-                  true, p_tz, ARRAY[b.week])) u
+                  true, p_tz, ARRAY[b.week])
+              WHERE p_tag IS NULL
+              UNION ALL
+              SELECT * FROM tollgate_dashboard_tag_usage(
+                  p_org, v_team, p_model, p_tag, p_tag_value, v_lo1, v_hi1,
+                  v_tagged.tail_after)
+              WHERE p_tag IS NOT NULL
+              UNION ALL
+              SELECT * FROM tollgate_dashboard_tag_usage(
+                  p_org, v_team, p_model, p_tag, p_tag_value, v_lo2, v_hi2,
+                  v_tagged.tail_after)
+              WHERE p_tag IS NOT NULL) u
         GROUP BY u.bucket
     ),
     kpis AS (
@@ -390,22 +460,52 @@ BEGIN
           AND (v_team IS NULL OR e.team_id = v_team)
           AND (v_user IS NULL OR e.user_id = v_user)
           AND (p_model IS NULL OR e.model = p_model)
+          AND (v_tag IS NULL OR e.tags @> v_tag)
         GROUP BY e.model
+    ),
+    -- Under a tag filter, the newest hours of the range that hold its last
+    -- 50 tagged requests (the tag usage's count per hour): the recent
+    -- requests are read from those hours only, one index range scan each,
+    -- rather than every event of the range newest first until 50 carry the
+    -- tag (most of the range, for a rare tag).
+    tagged_hours AS (
+        SELECT x.hour
+        FROM (SELECT h.hour, sum(h.requests) OVER (ORDER BY h.hour DESC) - h.requests AS newer
+              FROM hourly h
+              WHERE v_tag IS NOT NULL AND h.requests > 0
+                AND h.hour >= date_trunc('hour', b.range_from, 'UTC')
+                AND h.hour < b.range_to) x
+        WHERE x.newer < 50
+    ),
+    recent_events AS (
+        (SELECT e.* FROM tracking_requestevent e
+         WHERE v_tag IS NULL AND e.org_id = p_org AND (v_team IS NULL OR e.team_id = v_team)
+           AND (v_user IS NULL OR e.user_id = v_user)
+           AND (p_model IS NULL OR e.model = p_model)
+           AND e.started_at >= b.range_from AND e.started_at < b.range_to
+         ORDER BY e.started_at DESC
+         LIMIT 50)
+        UNION ALL
+        (SELECT e.* FROM tagged_hours th
+         CROSS JOIN LATERAL (
+             SELECT e.* FROM tracking_requestevent e
+             WHERE e.org_id = p_org AND e.started_at >= th.hour
+               AND e.started_at < th.hour + interval '1 hour'
+               AND e.started_at >= b.range_from AND e.started_at < b.range_to
+               AND e.tags @> v_tag AND (v_team IS NULL OR e.team_id = v_team)
+               AND (p_model IS NULL OR e.model = p_model)
+             OFFSET 0) e
+         ORDER BY e.started_at DESC
+         LIMIT 50)
     ),
     recent AS (
         SELECT e.event_id, e.started_at, t.slug AS team, u.external_id AS "user", e.model,
                e.input_tokens + e.cache_read_tokens + e.cache_write_tokens + e.output_tokens
                    + e.reasoning_tokens AS tokens,
                e.cost_usd, e.priced, e.status, e.latency_ms
-        FROM tracking_requestevent e
+        FROM recent_events e
         LEFT JOIN budgets_team t ON t.id = e.team_id
         LEFT JOIN budgets_enduser u ON u.id = e.user_id
-        WHERE e.org_id = p_org AND (v_team IS NULL OR e.team_id = v_team)
-          AND (v_user IS NULL OR e.user_id = v_user)
-          AND (p_model IS NULL OR e.model = p_model)
-          AND e.started_at >= b.range_from AND e.started_at < b.range_to
-        ORDER BY e.started_at DESC
-        LIMIT 50
     )
     SELECT jsonb_build_object(
         'org', (SELECT jsonb_build_object('slug', o.slug, 'name', o.name, 'time_zone', p_tz)
@@ -414,6 +514,14 @@ BEGIN
         'team', p_team,
         'user', p_user,
         'model', p_model,
+        'tag', p_tag || '=' || p_tag_value,
+        -- What a tag filter can and cannot follow: its spend is known from
+        -- tags_from on (before it, the events' tags were pruned), and top
+        -- users (the tag rollups keep no end user) are not narrowed to it.
+        'tag_filter', CASE WHEN p_tag IS NOT NULL THEN jsonb_build_object(
+            'name', p_tag, 'value', p_tag_value,
+            'tags_from', tollgate_iso(greatest(v_tagged.tags_from, b.range_from)),
+            'not_followed', jsonb_build_array('top.users')) END,
         'granularity', CASE WHEN p_range = '24h' THEN 'hour' ELSE 'day' END,
         'from', tollgate_iso(b.range_from),
         'to', tollgate_iso(least(b.range_to, v_at)),
@@ -448,8 +556,10 @@ BEGIN
                                     ORDER BY p.cost DESC, p.model), '[]')
                                 FROM (SELECT * FROM unpriced ORDER BY cost DESC, model
                                       LIMIT 20) p)) FROM kpis k),
-        'budgets', tollgate_dashboard_budgets(p_org, v_at, v_team, v_user),
-        'holds', tollgate_dashboard_holds(p_org, v_team, v_user, p_model, v_at),
+        'budgets', tollgate_dashboard_budgets(p_org, v_at, v_team, v_user,
+                                              p_tag || '=' || p_tag_value),
+        'holds', tollgate_dashboard_holds(p_org, v_team, v_user, p_model, p_tag, p_tag_value,
+                                          v_at),
         'recent', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'id', r.event_id, 'started_at', tollgate_iso(r.started_at),
                        'team', r.team, 'user', r."user", 'model', r.model, 'tokens', r.tokens,
@@ -511,18 +621,25 @@ BEGIN
                    WHERE (p_team IS NULL OR t.slug = p_team)
                      AND (p_user IS NULL OR u.external_id = p_user)
                      AND (p_model IS NULL OR a.kind <> 'unpriced_model'
-                          OR a.model = p_model)))
+                          OR a.model = p_model)
+                     -- A tag's page: its tag budgets' alerts (as a team's
+                     -- page shows its team's).
+                     AND (p_tag IS NULL OR bu.tag = p_tag || '=' || p_tag_value)))
     INTO v_summary;
     RETURN jsonb_build_object('status', 'ok', 'summary', v_summary);
 END $$;
 
 -- The chart (spend per bucket, stacked by team, or by model when p_team is
 -- set; the six largest on their own, the rest as "other") and the top ten
--- teams, users and models of the range, narrowed like the summary. Result:
--- {"chart": {…}, "top": {…}}, or NULL for a team or user the org does not have.
+-- teams, users and models of the range, narrowed like the summary (under a
+-- tag filter, from the tag's usage, which keeps no end user: no top users).
+-- Result: {"chart": {…}, "top": {…}}, or NULL for a team or user the org
+-- does not have or a tag name it does not report on.
+DROP FUNCTION IF EXISTS tollgate_dashboard_breakdown(
+    bigint, text, text, date, date, text, text, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_breakdown(
     p_org bigint, p_tz text, p_range text, p_from date, p_to date,
-    p_team text, p_user text, p_model text, p_at timestamptz)
+    p_team text, p_user text, p_model text, p_tag text, p_tag_value text, p_at timestamptz)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan
 SET work_mem = '32MB'
@@ -538,12 +655,14 @@ DECLARE
     w record;
     v_hi timestamptz;
     v_result jsonb;
+    v_tagged record;
 BEGIN
     SELECT s.team_id, s.user_id, s.missing INTO v_team, v_user, v_missing
-    FROM tollgate_dashboard_subjects(p_org, p_team, p_user) s;
+    FROM tollgate_dashboard_subjects(p_org, p_team, p_user, p_tag) s;
     IF v_missing IS NOT NULL THEN
         RETURN NULL;
     END IF;
+    SELECT * INTO v_tagged FROM tollgate_dashboard_tag_state(p_org, p_tag);
     SELECT * INTO b
     FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()), p_from, p_to);
     SELECT * INTO w FROM tollgate_dashboard_watermarks();
@@ -588,9 +707,15 @@ BEGIN
                           ELSE coalesce(d.day, tollgate_local_trunc('day', u.bucket, p_tz))
                           END AS bucket,
                      u.team_id, u.user_id, u.model, u.requests, u.cost
-              FROM tollgate_dashboard_usage(p_org, v_team, v_user, p_model, b.range_from, v_hi,
-                                            w.aggregated, w.pruned, p_range <> '24h', p_tz,
-                                            '{}') u
+              FROM (SELECT * FROM tollgate_dashboard_usage(
+                        p_org, v_team, v_user, p_model, b.range_from, v_hi, w.aggregated,
+                        w.pruned, p_range <> '24h', p_tz, '{}')
+                    WHERE p_tag IS NULL
+                    UNION ALL
+                    SELECT * FROM tollgate_dashboard_tag_usage(
+                        p_org, v_team, p_model, p_tag, p_tag_value, b.range_from, v_hi,
+                        v_tagged.tail_after)
+                    WHERE p_tag IS NOT NULL) u
               LEFT JOIN day_of d ON d.bucket = u.bucket) g
         GROUP BY GROUPING SETS ((g.bucket, g.team_id), (g.bucket, g.model), (g.team_id),
                                 (g.user_id), (g.model))
@@ -636,7 +761,7 @@ BEGIN
     top_users AS (
         SELECT u.external_id AS id, s.cost, s.requests
         FROM sums s LEFT JOIN budgets_enduser u ON u.id = s.user_id
-        WHERE s.set_id = 13 ORDER BY 2 DESC, 1 LIMIT 10
+        WHERE s.set_id = 13 AND p_tag IS NULL ORDER BY 2 DESC, 1 LIMIT 10
     ),
     top_models AS (
         SELECT s.model AS id, s.cost, s.requests

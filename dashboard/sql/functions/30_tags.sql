@@ -6,14 +6,20 @@
 -- the summary only when a tag is asked for.
 -- It follows the range and the team and model filters; the tag rollups keep
 -- no end user, so under a user filter it answers {"status": "by_user"}.
+-- Under a tag filter (p_filter_tag = p_filter_value) it splits that tag's
+-- name only (one value then); a tag rollup holds one name, so the values of
+-- another name among a tag's events are not known: {"status": "by_tag"}.
 -- Result: {"tag", "tags_from", "values": [{"value", "other", "spend_usd",
 -- "requests"}]} (the 12 costliest values, then the rest as one "other"
 -- entry; null value: events without the tag), or {"status": "not_reported"}
 -- for a name the org does not report on, or NULL for an unknown team.
 DROP FUNCTION IF EXISTS tollgate_dashboard_tags(bigint, text, text, text, text, timestamptz);
+DROP FUNCTION IF EXISTS tollgate_dashboard_tags(
+    bigint, text, text, date, date, text, text, text, text, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_dashboard_tags(
     p_org bigint, p_tz text, p_range text, p_from date, p_to date,
-    p_team text, p_user text, p_model text, p_tag text, p_at timestamptz)
+    p_team text, p_user text, p_model text, p_tag text, p_filter_tag text,
+    p_filter_value text, p_at timestamptz)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
@@ -36,21 +42,20 @@ BEGIN
     IF p_user IS NOT NULL THEN
         RETURN jsonb_build_object('status', 'by_user');
     END IF;
+    IF p_filter_tag IS NOT NULL AND p_filter_tag <> p_tag THEN
+        RETURN jsonb_build_object('status', 'by_tag');
+    END IF;
     SELECT * INTO b FROM tollgate_dashboard_bounds(p_range, p_tz, coalesce(p_at, now()), p_from,
                                                    p_to);
     -- Values, not subqueries, for tollgate_tag_usage's index ranges (see there).
-    SELECT CASE WHEN EXISTS (SELECT 1 FROM tracking_tagrollupbuild x
-                             WHERE x.org_id = p_org AND x.name = p_tag)
-                THEN w.aggregated ELSE '-infinity' END,
-           coalesce((SELECT x.complete_from FROM tracking_tagrollupbuild x
-                     WHERE x.org_id = p_org AND x.name = p_tag), w.pruned)
-    INTO v_tail_after, v_tags_from
-    FROM tollgate_dashboard_watermarks() w;
+    SELECT s.tail_after, s.tags_from INTO v_tail_after, v_tags_from
+    FROM tollgate_dashboard_tag_state(p_org, p_tag) s;
 
     WITH sums AS (
         SELECT u.value, sum(u.cost_usd) AS cost, sum(u.requests) AS requests
         FROM tollgate_tag_usage(p_org, p_tag, v_team, b.range_from, b.range_to, v_tail_after) u
-        WHERE p_model IS NULL OR u.model = p_model
+        WHERE (p_model IS NULL OR u.model = p_model)
+          AND (p_filter_tag IS NULL OR u.value = p_filter_value)
         GROUP BY u.value
     ),
     ranked AS (

@@ -20,7 +20,7 @@ const byId = (id) => document.getElementById(id);
 
 // What the page shows, as its URL says (range, a custom range's dates,
 // filters): a reload or a shared link opens the same view.
-const FILTERS = ["range", "from", "to", "team", "user", "model"];
+const FILTERS = ["range", "from", "to", "team", "user", "model", "tag"];
 
 const state = {
   range: config.range,
@@ -29,6 +29,7 @@ const state = {
   team: config.team,
   user: config.user,
   model: config.model,
+  tag: config.tag, // a tag filter, name=value
   summary: null,
   fresh: new Set(), // ids of requests that arrived live, highlighted once
   heard: [], // [time received, message] of the live updates of the last LOG_MS
@@ -361,11 +362,39 @@ function renderTop(id, rows, emptyLabel) {
       h("td", { class: "num muted" }, count.format(row.requests)))));
 }
 
+// A panel the tag filter cannot narrow (the summary's tag_filter.not_followed)
+// says so instead of showing the unfiltered numbers.
+function notFollowed(panel) {
+  const filter = state.summary.tag_filter;
+  return Boolean(filter && filter.not_followed.includes(panel));
+}
+
 function renderTops() {
   const { top } = state.summary;
   renderTop("top-teams", top.teams, "(no team)");
-  renderTop("top-users", top.users, "(no user)");
   renderTop("top-models", top.models, "–");
+  const hidden = notFollowed("top.users");
+  byId("top-users-note").textContent = hidden ? "not split by tag" : "";
+  if (hidden) {
+    byId("top-users").replaceChildren(h("tr", {}, h("td", { class: "empty" },
+      "Tag usage keeps no end user: top users cannot follow the tag filter.")));
+  } else {
+    renderTop("top-users", top.users, "(no user)");
+  }
+}
+
+// Under a tag filter: which tag, since when its spend is known by tag, and
+// how the page stays current (live updates carry no tags).
+function renderTagNote() {
+  const note = byId("tag-filter-note");
+  const filter = state.summary && state.summary.tag_filter;
+  note.hidden = !filter;
+  if (!filter) return;
+  const since = Date.parse(filter.tags_from) > Date.parse(state.summary.from)
+    ? ` Spend by tag is known from ${new Date(filter.tags_from).toLocaleString()}; earlier spend of the range is not counted.`
+    : "";
+  note.textContent = `Only requests tagged ${filter.name}=${filter.value}.${since} `
+    + "Top users are not split by tag. New spend shows by reloading every few seconds.";
 }
 
 function renderRecent() {
@@ -415,6 +444,7 @@ function renderAlerts() {
 
 // What the budgets panel shows under the filters (tollgate_dashboard_budgets).
 function budgetScope() {
+  if (state.tag) return `org${state.team ? `, team ${state.team} and its keys` : ""}, tag ${state.tag}`;
   if (state.team && state.user) return `org, team ${state.team} and its keys, user ${state.user}`;
   if (state.team) return `org, team ${state.team} and its keys`;
   if (state.user) return `org and user ${state.user}`;
@@ -442,6 +472,17 @@ function renderFilters() {
   byId("model-choices").replaceChildren(...top.models.map((m) => h("option", { value: m.id })));
   byId("user-filter").value = state.user;
   byId("model-filter").value = state.model;
+  // The tag filter: a reported name, then a value (the tag breakdown's
+  // values of that name offered).
+  const eq = state.tag.indexOf("=");
+  const tagName = eq < 0 ? "" : state.tag.slice(0, eq);
+  byId("tag-name-filter").value = tagName;
+  byId("tag-value-filter").value = eq < 0 ? "" : state.tag.slice(eq + 1);
+  const breakdown = state.summary && state.summary.tag_breakdown;
+  const chosenName = byId("tag-name-filter").value;
+  byId("tag-value-choices").replaceChildren(...(breakdown && breakdown.tag === chosenName
+    ? breakdown.values.filter((v) => !v.other && v.value !== null).map((v) => h("option", { value: v.value }))
+    : []));
   for (const link of document.querySelectorAll("a[data-export]")) {
     link.href = `/dashboard/export${urlFor()}&format=${link.dataset.export}`;
   }
@@ -455,6 +496,7 @@ function render() {
   renderTops();
   renderRecent();
   renderAlerts();
+  renderTagNote();
 }
 
 // ---- Data ---------------------------------------------------------------------
@@ -583,6 +625,7 @@ function addUnpriced(k, u, from, until) {
 // Whether a live total, unpriced sum or event is of the page's filters
 // (dashboard/live.py, Shown.matches).
 function matches(row) {
+  if (state.tag) return false; // live rows carry no tags: the page reloads instead
   return (!state.team || row.team === state.team) && (!state.user || row.user === state.user)
     && (!state.model || row.model === state.model);
 }
@@ -698,6 +741,16 @@ function applyLive(message, rerender = true) {
   renderRecent();
 }
 
+// Under a tag filter, spend heard live is read again with the filter,
+// at most once every TAG_RELOAD_MS.
+const TAG_RELOAD_MS = 5000;
+let reloadTimer = null;
+
+function reloadSoon() {
+  if (reloadTimer !== null) return;
+  reloadTimer = setTimeout(() => { reloadTimer = null; if (state.tag) load(); }, TAG_RELOAD_MS);
+}
+
 function connect(delay = 1000) {
   const status = byId("live-status");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -718,6 +771,7 @@ function connect(delay = 1000) {
       state.heard.push([now, message]);
       while (state.heard.length && state.heard[0][0] < now - LOG_MS) state.heard.shift();
       applyLive(message);
+      if (state.tag) reloadSoon();
     }
   });
   socket.addEventListener("close", () => {
@@ -749,6 +803,22 @@ for (const name of ["user", "model"]) {
     if (value !== state[name]) navigate({ [name]: value });
   });
 }
+byId("tag-name-filter").addEventListener("change", (event) => {
+  const value = byId("tag-value-filter").value;
+  if (!event.target.value) {
+    if (state.tag) navigate({ tag: "" });
+  } else if (value) {
+    navigate({ tag: `${event.target.value}=${value}` });
+  } else {
+    byId("tag-value-filter").focus();
+  }
+});
+byId("tag-value-filter").addEventListener("change", (event) => {
+  const name = byId("tag-name-filter").value;
+  const value = event.target.value;
+  const tag = name && value ? `${name}=${value}` : "";
+  if (tag !== state.tag && (tag || !value)) navigate({ tag });
+});
 byId("custom-range").addEventListener("submit", (event) => {
   event.preventDefault();
   const from = byId("range-from").value, to = byId("range-to").value;

@@ -58,7 +58,7 @@ function url() {
   const params = new URLSearchParams(location.search);
   const query = new URLSearchParams();
   if (config.switchOrg) query.set("org", config.org);
-  for (const name of ["team", "user", "model"]) {
+  for (const name of ["team", "user", "model", "tag"]) {
     const value = params.get(name);
     if (value) query.set(name, value);
   }

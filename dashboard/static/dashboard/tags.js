@@ -24,7 +24,18 @@ function cell(text, attrs = {}) {
   return td;
 }
 
-function render(breakdown) {
+// Why a chosen tag has no breakdown: the tag rollups keep no end user, and
+// hold one tag name each (so not another name's values under a tag filter).
+function missing(summary, tag) {
+  if (!summary) return "";
+  const filter = summary.tag_filter;
+  if (filter && filter.name !== tag) return `not split under the tag filter ${filter.name}=${filter.value}`;
+  if (summary.user) return "not split by end user";
+  return "";
+}
+
+function render(summary) {
+  const breakdown = summary ? summary.tag_breakdown : null;
   const tag = chosen();
   select.value = tag;
   if (chargeback) {
@@ -36,7 +47,7 @@ function render(breakdown) {
   if (!table) return;
   if (!tag || !breakdown) {
     table.replaceChildren();
-    note.textContent = "";
+    note.textContent = tag ? missing(summary, tag) : "";
     return;
   }
   const values = breakdown.values;
@@ -70,5 +81,5 @@ select?.addEventListener("change", () => {
   history.replaceState(null, "", `?${params}`);
   document.dispatchEvent(new CustomEvent("tollgate:reload"));
 });
-document.addEventListener("tollgate:summary", (event) => render(event.detail.tag_breakdown));
+document.addEventListener("tollgate:summary", (event) => render(event.detail));
 render(null);
