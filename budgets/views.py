@@ -284,7 +284,6 @@ def _amount(value: Decimal | None) -> str | None:
 
 
 def _org_json(org: Organization) -> dict[str, Any]:
-    amount = _amount
     return {
         "slug": org.slug,
         "name": org.name,
@@ -293,11 +292,11 @@ def _org_json(org: Organization) -> dict[str, Any]:
         "fail_mode": org.fail_mode,
         # Scheme and host only: a webhook's path is often its secret.
         "webhook_url": redacted_url(org.webhook_url),
-        "max_request_usd": amount(org.max_request_usd),
+        "max_request_usd": _amount(org.max_request_usd),
         "alerts_count_holds": org.alerts_count_holds,
         "unpriced_policy": org.unpriced_policy,
-        "fallback_input_per_token": amount(org.fallback_input_per_token),
-        "fallback_output_per_token": amount(org.fallback_output_per_token),
+        "fallback_input_per_token": _amount(org.fallback_input_per_token),
+        "fallback_output_per_token": _amount(org.fallback_output_per_token),
         "allowed_models": list(org.allowed_models),
         "report_tags": list(org.report_tags),
     }
