@@ -116,10 +116,19 @@ def delete_keys() -> None:
 
 
 def reset_windows() -> None:
-    """Give each design the same start: no reservations, fresh window rows.
+    """Give each design the same start: no reservations, and a fresh (zero)
+    window for the current period of every budget of the bench org.
 
-    VACUUM clears the dead row versions that thousands of updates of the one
-    org window left behind, which the next design would otherwise wade through.
+    A running deployment has its current windows and statistics of them and
+    of its subjects (autovacuum keeps them; the embedded server here may not
+    have run long enough to). A
+    windows table left empty would be planned as empty: the hot path's plans
+    are cached per connection at first use and kept until the next ANALYZE,
+    and a plan made for an empty table reads windows by scanning them (for a
+    six-budget batch, that doubled the time of finding each item's budgets:
+    docs/benchmarks/six-budgets.md). VACUUM also clears the dead row
+    versions that thousands of updates of the one org window left behind,
+    which the next design would otherwise wade through.
     """
     from django.db import connection, transaction
 
@@ -128,9 +137,26 @@ def reset_windows() -> None:
     with transaction.atomic():
         Reservation.objects.filter(org__slug=ORG_SLUG).delete()
         BudgetWindow.objects.filter(budget__org__slug=ORG_SLUG).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tollgate_create_windows(array_agg(b.id), array_agg(pb.period_start),"
+                " array_agg(pb.period_end))"
+                " FROM budgets_budget b JOIN budgets_organization o ON o.id = b.org_id"
+                " CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, now()) pb"
+                " WHERE o.slug = %s",
+                [ORG_SLUG],
+            )
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE budgets_reservation")
-        cursor.execute("VACUUM ANALYZE budgets_budgetwindow")
+        for table in (
+            "budgets_reservation",
+            "budgets_budgetwindow",
+            "budgets_budget",
+            "budgets_team",
+            "budgets_enduser",
+            "budgets_apikey",
+            "budgets_organization",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
 
 
 def holds_in_database() -> tuple[int, int]:

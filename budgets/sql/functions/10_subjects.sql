@@ -132,19 +132,62 @@ RETURNS TABLE (pairs text[]) LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Every budget that applies to a request of (org, team, user, key, tags,
--- model), with the bounds of its current period and the window row for that
--- period when it exists. Periods are read in the org's time zone as its row
--- says at this statement, never as a caller remembers it: a change of zone
--- (tollgate_change_time_zone) applies to every process's next statement.
+-- model), in no order, with its subject's name and its org's time zone.
 -- p_key: the API key of the request (a key budget's subject is the key's
 -- lookup id). p_tags: the request's tags as 'name=value' texts (a tag
 -- budget's subject), NULL or empty for none. p_model: the model named, NULL
 -- for none; a model-filtered budget applies only to a model it matches.
 --
--- Tag budgets are read apart, through the partial index budget_org_tag, so
--- that an org with thousands of them (one per customer) reads only those of
--- the request's tags; the others through budget_unique_scope_period, whose
--- second column skips the tag budgets.
+-- Each kind of budget is read by its own branch through its own index (the
+-- org's through budget_unique_scope_period, a team's, user's or key's
+-- through its foreign key's, tag budgets through the partial index
+-- budget_org_tag, so that an org with thousands of them, one per customer,
+-- reads only those of the request's tags), and each subject's name comes
+-- from its row by primary key. One condition with ORs across the subjects
+-- cannot use an index: that read every budget of the org for every request
+-- (docs/benchmarks/six-budgets.md).
+CREATE OR REPLACE FUNCTION tollgate_subject_budgets(
+    p_org bigint, p_team bigint, p_user bigint, p_key bigint, p_tags text[], p_model text)
+RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_usd numeric,
+               soft_limit_pct smallint, enforce boolean, model_filter text, time_zone text)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.scope, coalesce(b.subject, o.slug), b.period, b.limit_usd,
+           b.soft_limit_pct::smallint, b.enforce, b.model_filter, o.time_zone
+    FROM budgets_organization o
+    CROSS JOIN LATERAL (
+          SELECT bb.id, bb.scope, NULL::text AS subject, bb.model_filter, bb.period,
+                 bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_budget bb
+          WHERE bb.org_id = o.id AND bb.scope = 'org'
+          UNION ALL
+          SELECT bb.id, bb.scope, t.slug, bb.model_filter, bb.period,
+                 bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_team t JOIN budgets_budget bb ON bb.team_id = t.id
+          WHERE t.id = p_team AND bb.org_id = o.id
+          UNION ALL
+          SELECT bb.id, bb.scope, u.external_id, bb.model_filter, bb.period,
+                 bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_enduser u JOIN budgets_budget bb ON bb.user_id = u.id
+          WHERE u.id = p_user AND bb.org_id = o.id
+          UNION ALL
+          SELECT bb.id, bb.scope, k.lookup_id, bb.model_filter, bb.period,
+                 bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_apikey k JOIN budgets_budget bb ON bb.key_id = k.id
+          WHERE k.id = p_key AND bb.org_id = o.id
+          UNION ALL
+          SELECT bb.id, bb.scope, bb.tag, bb.model_filter, bb.period,
+                 bb.limit_usd, bb.soft_limit_pct, bb.enforce
+          FROM budgets_budget bb
+          WHERE bb.org_id = o.id AND bb.scope = 'tag' AND bb.tag = ANY(p_tags)) b
+    WHERE o.id = p_org AND (b.model_filter = '' OR tollgate_model_matches(p_model, b.model_filter))
+$$;
+
+-- Every budget that applies to a request (tollgate_subject_budgets) at
+-- p_at, with the bounds of its current period and the window row for that
+-- period when it exists, in listing order. Periods are read in the org's
+-- time zone as its row says at this statement, never as a caller remembers
+-- it: a change of zone (tollgate_change_time_zone) applies to every
+-- process's next statement.
 DROP FUNCTION IF EXISTS tollgate_applicable(bigint, bigint, bigint, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION tollgate_applicable(
     p_org bigint, p_team bigint, p_user bigint, p_at timestamptz, p_key bigint,
@@ -154,31 +197,13 @@ RETURNS TABLE (budget_id bigint, scope text, subject text, period text, limit_us
                period_end timestamptz, window_id bigint, spent numeric, reserved numeric,
                model_filter text)
 LANGUAGE sql STABLE AS $$
-    SELECT b.id, b.scope,
-           CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                        WHEN 'user' THEN u.external_id WHEN 'key' THEN k.lookup_id
-                        ELSE b.tag END,
-           b.period, b.limit_usd, b.soft_limit_pct::smallint, b.enforce,
+    SELECT b.budget_id, b.scope, b.subject, b.period, b.limit_usd, b.soft_limit_pct, b.enforce,
            pb.period_start, pb.period_end, w.id, coalesce(w.spent, 0), coalesce(w.reserved, 0),
            b.model_filter
-    FROM (SELECT bb.id, bb.org_id, bb.scope, bb.team_id, bb.user_id, bb.key_id, bb.tag,
-                 bb.model_filter, bb.period, bb.limit_usd, bb.soft_limit_pct, bb.enforce
-          FROM budgets_budget bb
-          WHERE bb.org_id = p_org AND bb.scope IN ('org', 'team', 'user', 'key')
-            AND (bb.scope = 'org' OR bb.team_id = p_team OR bb.user_id = p_user
-                 OR bb.key_id = p_key)
-          UNION ALL
-          SELECT bb.id, bb.org_id, bb.scope, bb.team_id, bb.user_id, bb.key_id, bb.tag,
-                 bb.model_filter, bb.period, bb.limit_usd, bb.soft_limit_pct, bb.enforce
-          FROM budgets_budget bb
-          WHERE bb.org_id = p_org AND bb.scope = 'tag' AND bb.tag = ANY(p_tags)) b
-    JOIN budgets_organization o ON o.id = b.org_id
-    LEFT JOIN budgets_team t ON t.id = b.team_id
-    LEFT JOIN budgets_enduser u ON u.id = b.user_id
-    LEFT JOIN budgets_apikey k ON k.id = b.key_id
-    CROSS JOIN LATERAL tollgate_period_bounds(b.period, o.time_zone, p_at) pb
-    LEFT JOIN budgets_budgetwindow w ON w.budget_id = b.id AND w.period_start = pb.period_start
-    WHERE b.model_filter = '' OR tollgate_model_matches(p_model, b.model_filter)
+    FROM tollgate_subject_budgets(p_org, p_team, p_user, p_key, p_tags, p_model) b
+    CROSS JOIN LATERAL tollgate_period_bounds(b.period, b.time_zone, p_at) pb
+    LEFT JOIN budgets_budgetwindow w
+           ON w.budget_id = b.budget_id AND w.period_start = pb.period_start
     ORDER BY tollgate_budget_rank(b.scope, b.model_filter), 3, b.model_filter, b.period
 $$;
 

@@ -5,47 +5,85 @@
 -- these functions: one round trip, one transaction.
 
 -- One budget as the API shows it (money as text: JSON numbers would lose
--- precision; "model": its model filter, null for every model).
--- STABLE, not IMMUTABLE (to_char and jsonb_build_object are STABLE): the
+-- precision; "model": its model filter, null for every model), written as
+-- JSON text in two parts: what a hold leaves as it is (the head, an object
+-- left open) and what a hold changes (the tail, which closes it). A batch
+-- of holds (tollgate_decide_many) writes each window's head once and a tail
+-- per item, and joins texts instead of building jsonb values: building them
+-- was 40% of a six-budget hold's cost (docs/benchmarks/six-budgets.md).
+-- tollgate_budget_json is the two as jsonb, for every other reader.
+-- STABLE, not IMMUTABLE (to_char and json_build_object are STABLE): the
 -- planner inlines a SQL function only when its declared volatility covers
--- its body, and a call that is not inlined cost ~30 us instead of ~10 (this
--- and tollgate_warning run for every budget of every hold).
+-- its body, and a call that is not inlined cost ~30 us instead of ~10.
+CREATE OR REPLACE FUNCTION tollgate_budget_json_head(
+    p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft smallint,
+    p_enforce boolean, p_spent numeric, p_period_end timestamptz)
+RETURNS text LANGUAGE sql STABLE AS $$
+    -- The last member is a boolean: rtrim takes exactly the closing brace.
+    SELECT rtrim(json_build_object(
+        'scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''), 'period', p_period,
+        'limit_usd', trim_scale(p_limit)::text,
+        'spent_usd', trim_scale(p_spent)::text,
+        'soft_limit_pct', p_soft,
+        'resets_at', CASE WHEN p_period = 'total' THEN NULL
+                          ELSE to_char(p_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
+        'enforce', p_enforce)::text, '}')
+$$;
+
+-- Numbers printed as decimal text never need escaping.
+CREATE OR REPLACE FUNCTION tollgate_budget_json_tail(
+    p_limit numeric, p_spent numeric, p_reserved numeric)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT ', "reserved_usd" : "' || trim_scale(p_reserved)::text
+        || '", "remaining_usd" : "'
+        || trim_scale(greatest(p_limit - p_spent - p_reserved, 0))::text
+        || '", "used_pct" : '
+        || CASE WHEN p_limit > 0
+                THEN '"' || round((p_spent + p_reserved) * 100 / p_limit, 1)::text || '"'
+                ELSE 'null' END
+        || '}'
+$$;
+
 DROP FUNCTION IF EXISTS tollgate_budget_json(
     text, text, text, numeric, smallint, boolean, numeric, numeric, timestamptz);
 CREATE OR REPLACE FUNCTION tollgate_budget_json(
     p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft smallint,
     p_enforce boolean, p_spent numeric, p_reserved numeric, p_period_end timestamptz)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''), 'period', p_period,
-        'limit_usd', trim_scale(p_limit)::text,
-        'spent_usd', trim_scale(p_spent)::text,
-        'reserved_usd', trim_scale(p_reserved)::text,
-        'remaining_usd', trim_scale(greatest(p_limit - p_spent - p_reserved, 0))::text,
-        'used_pct', CASE WHEN p_limit > 0
-                         THEN round((p_spent + p_reserved) * 100 / p_limit, 1)::text END,
-        'soft_limit_pct', p_soft,
-        'resets_at', CASE WHEN p_period = 'total' THEN NULL
-                          ELSE to_char(p_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
-        'enforce', p_enforce)
+    SELECT (tollgate_budget_json_head(p_scope, p_subject, p_model, p_period, p_limit, p_soft,
+                                      p_enforce, p_spent, p_period_end)
+            || tollgate_budget_json_tail(p_limit, p_spent, p_reserved))::jsonb
 $$;
 
--- A soft-limit warning when `p_used` (spent + reserved + this request) reaches
--- the budget's soft limit; NULL otherwise (jsonb || NULL leaves arrays as is).
+-- Whether a budget warns at `p_used` (spent + reserved + this request): it
+-- reached its soft limit, or a zero limit has anything used.
+CREATE OR REPLACE FUNCTION tollgate_warns(p_limit numeric, p_soft smallint, p_used numeric)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_limit > 0 THEN p_used * 100 >= p_soft * p_limit ELSE p_used > 0 END
+$$;
+
+-- The soft-limit warning of a budget that warns (tollgate_warns), as JSON
+-- text.
+CREATE OR REPLACE FUNCTION tollgate_warning_text(
+    p_scope text, p_subject text, p_model text, p_period text, p_limit numeric,
+    p_enforce boolean, p_used numeric)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''),
+        'period', p_period,
+        'used_pct', CASE WHEN p_limit > 0 THEN round(p_used * 100 / p_limit, 1)::text END,
+        'enforce', p_enforce)::text
+$$;
+
+-- The warnings of one budget at `p_used`: the warning, or none.
 DROP FUNCTION IF EXISTS tollgate_warning(text, text, text, numeric, smallint, boolean, numeric);
 CREATE OR REPLACE FUNCTION tollgate_warning(
     p_scope text, p_subject text, p_model text, p_period text, p_limit numeric, p_soft smallint,
     p_enforce boolean, p_used numeric)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT CASE
-        WHEN p_limit > 0 AND p_used * 100 >= p_soft * p_limit THEN jsonb_build_array(
-            jsonb_build_object('scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''),
-                'period', p_period,
-                'used_pct', round(p_used * 100 / p_limit, 1)::text, 'enforce', p_enforce))
-        WHEN p_limit = 0 AND p_used > 0 THEN jsonb_build_array(
-            jsonb_build_object('scope', p_scope, 'id', p_subject, 'model', nullif(p_model, ''),
-                'period', p_period, 'used_pct', NULL, 'enforce', p_enforce))
-        ELSE '[]'::jsonb END
+    SELECT CASE WHEN tollgate_warns(p_limit, p_soft, p_used)
+                THEN jsonb_build_array(tollgate_warning_text(p_scope, p_subject, p_model,
+                                           p_period, p_limit, p_enforce, p_used)::jsonb)
+                ELSE '[]'::jsonb END
 $$;
 
 -- The budgets of one (org, team, user, key, tags, model) as the API shows

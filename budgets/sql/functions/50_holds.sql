@@ -17,23 +17,45 @@
 -- defines any more is dropped. Each hot-path request is one call to one of
 -- these functions: one round trip, one transaction.
 
--- Every (item, applicable budget) pair of a batch of decisions.
+-- Every (item, applicable budget) pair of a batch of decisions (idx: the
+-- item's position in p_items, from 1), with what orders an item's budgets
+-- as tollgate_applicable lists them. The same budgets as tollgate_applicable
+-- gives each item, but each budget's period and window are looked up once
+-- per batch rather than once per item that it applies to (the org's budget
+-- applies to all of them).
+DROP FUNCTION IF EXISTS tollgate_batch_applicable(jsonb);
 CREATE OR REPLACE FUNCTION tollgate_batch_applicable(p_items jsonb)
-RETURNS TABLE (window_id bigint, budget_id bigint, period_start timestamptz,
-               period_end timestamptz)
+RETURNS TABLE (idx bigint, window_id bigint, budget_id bigint, period_start timestamptz,
+               period_end timestamptz, rank integer, subject text, model_filter text,
+               period text)
 LANGUAGE sql STABLE AS $$
-    SELECT a.window_id, a.budget_id, a.period_start, a.period_end
-    FROM jsonb_array_elements(p_items) i
-    LEFT JOIN budgets_team t ON t.org_id = (i->>'org_id')::bigint AND t.slug = i->>'team'
-    LEFT JOIN budgets_enduser u
-           ON u.org_id = (i->>'org_id')::bigint AND u.external_id = i->>'user'
-    CROSS JOIN LATERAL tollgate_tag_pairs(i->'tags') tg
-    -- Joins, not subqueries as arguments: the planner inlines a set-returning
-    -- SQL function only when its arguments hold no subqueries (measured: 380 us
-    -- per item as a function call, a few us inlined).
-    CROSS JOIN LATERAL tollgate_applicable((i->>'org_id')::bigint, t.id, u.id,
-                                           coalesce((i->>'at')::timestamptz, now()),
-                                           (i->>'key_id')::bigint, tg.pairs, i->>'model') a
+    WITH pairs AS (
+        SELECT e.idx, b.budget_id, b.scope, b.subject, b.model_filter, b.period, b.time_zone,
+               coalesce((e.i->>'at')::timestamptz, now()) AS at
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
+        LEFT JOIN budgets_team t
+               ON t.org_id = (e.i->>'org_id')::bigint AND t.slug = e.i->>'team'
+        LEFT JOIN budgets_enduser u
+               ON u.org_id = (e.i->>'org_id')::bigint AND u.external_id = e.i->>'user'
+        CROSS JOIN LATERAL tollgate_tag_pairs(e.i->'tags') tg
+        -- Joins, not subqueries as arguments: the planner inlines a
+        -- set-returning SQL function only when its arguments hold no
+        -- subqueries (measured: 380 us per item as a function call, a few
+        -- us inlined).
+        CROSS JOIN LATERAL tollgate_subject_budgets((e.i->>'org_id')::bigint, t.id, u.id,
+                                                    (e.i->>'key_id')::bigint, tg.pairs,
+                                                    e.i->>'model') b
+    ), windows AS MATERIALIZED (
+        SELECT d.budget_id, d.at, pb.period_start, pb.period_end, w.id AS window_id
+        FROM (SELECT DISTINCT p.budget_id, p.period, p.time_zone, p.at FROM pairs p) d
+        CROSS JOIN LATERAL tollgate_period_bounds(d.period, d.time_zone, d.at) pb
+        LEFT JOIN budgets_budgetwindow w
+               ON w.budget_id = d.budget_id AND w.period_start = pb.period_start
+    )
+    SELECT p.idx, w.window_id, p.budget_id, w.period_start, w.period_end,
+           tollgate_budget_rank(p.scope, p.model_filter), p.subject, p.model_filter, p.period
+    FROM pairs p
+    JOIN windows w ON w.budget_id = p.budget_id AND w.at = p.at
 $$;
 
 -- Many holds in one transaction: the decisions of concurrent requests that
@@ -42,9 +64,11 @@ $$;
 -- committed once per batch instead of once per request, which is what caps a
 -- shared (org) budget's throughput.
 --
--- Set-wise: the batch's windows are locked and read (with their budgets)
--- once, every item is decided in order in memory (each sees the holds of the
--- items before it; a denied item changes nothing), then one UPDATE adds each
+-- Set-wise: the budgets of every item are looked up once (one statement for
+-- the whole batch), the batch's windows are locked and read (with their
+-- budgets) once, every item is decided in order in memory (each sees the
+-- holds of the items before it; a denied item changes nothing), then one
+-- UPDATE adds each
 -- window's summed holds, one INSERT writes the reservations, and alerts are
 -- raised once for the windows that reached a threshold. Per item the result
 -- is what tollgate_decide answers for a hold (the budgets of a held item in
@@ -64,8 +88,9 @@ $$;
 --            "service_tier", "tags" ({"name": "value"} or null)}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
 -- Result: the tollgate_decide result of each item, in order.
+DROP FUNCTION IF EXISTS tollgate_decide_many(jsonb);  -- it answered jsonb before
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
-RETURNS jsonb LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+RETURNS json LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
     -- The batch's windows by slot (1..n in window id order), read under lock.
     w_id bigint[];
@@ -76,12 +101,34 @@ DECLARE
     w_limit numeric[];
     w_soft smallint[];
     w_enforce boolean[];
-    w_end timestamptz[];
+    w_head text[];          -- the JSON text of what the batch leaves as it is
     w_spent numeric[];
     w_reserved numeric[];   -- including the holds of the items decided so far
     w_added numeric[];      -- what this batch adds, for the one UPDATE
     w_alert boolean[];      -- reached a threshold: tollgate_raise_alerts looks
     w_holds_count boolean[]; -- the org judges alerts on spent + reserved
+    -- Every (item, budget) pair, grouped by item (idx ascending), each
+    -- item's in listing order: the item, the window and its slot; and each
+    -- item's slots again in slot (= window id) order, in the same places.
+    p_idx bigint[];
+    p_window bigint[];
+    p_slot integer[];
+    p_sorted integer[];
+    v_first integer := 1;   -- the current item's first pair
+    v_last integer;         -- and its last
+    v_windows bigint[];
+    -- Each item, read before the lock (idx order): its subjects, what it
+    -- asks, and the answer of an item refused before budgets are looked at.
+    i_idx bigint[];
+    i_org bigint[];
+    i_team bigint[];
+    i_user bigint[];
+    i_key bigint[];
+    i_model text[];
+    i_tags jsonb[];
+    i_ttl integer[];
+    i_amount numeric[];
+    i_refused text[];
     -- The reservations to insert, one element per held item.
     r_id uuid[] := '{}';
     r_org bigint[] := '{}';
@@ -93,9 +140,9 @@ DECLARE
     r_model text[] := '{}';
     r_tags jsonb[] := '{}';
     r_expires timestamptz[] := '{}';
-    v_results jsonb[] := '{}';
-    v_rows jsonb;
-    v_warnings jsonb;
+    v_results text[] := '{}';  -- each item's answer as JSON text
+    v_rows text;
+    v_warnings text;
     v_amount numeric;
     v_used numeric;
     v_block integer;
@@ -106,7 +153,6 @@ DECLARE
     v_alert_ids bigint[];
     v_missing boolean;
     s integer;
-    it record;
 BEGIN
     -- Subjects seen for the first time (of orgs that register them), in
     -- sorted order; ON CONFLICT waits for a concurrent registration of the
@@ -129,10 +175,13 @@ BEGIN
     ORDER BY 1, 2
     ON CONFLICT (org_id, external_id) DO NOTHING;
 
-    -- The batch's windows; the first use of a period creates them (a new
-    -- statement then sees the windows created here or by others).
-    SELECT array_agg(DISTINCT a.window_id), coalesce(bool_or(a.window_id IS NULL), false)
-    INTO w_id, v_missing
+    -- The budgets of every item, and so the batch's windows; the first use
+    -- of a period creates them (a new statement then sees the windows created
+    -- here or by others).
+    SELECT array_agg(a.idx ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
+           array_agg(a.window_id ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
+           coalesce(bool_or(a.window_id IS NULL), false)
+    INTO p_idx, p_window, v_missing
     FROM tollgate_batch_applicable(p_items) a;
     IF v_missing THEN
         PERFORM 1 FROM budgets_organization
@@ -142,23 +191,78 @@ BEGIN
                                         array_agg(a.period_end))
         FROM tollgate_batch_applicable(p_items) a
         WHERE a.window_id IS NULL;
-        SELECT array_agg(DISTINCT a.window_id) INTO w_id FROM tollgate_batch_applicable(p_items) a;
+        SELECT array_agg(a.idx ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
+               array_agg(a.window_id ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period)
+        INTO p_idx, p_window
+        FROM tollgate_batch_applicable(p_items) a;
     END IF;
+    w_id := ARRAY(SELECT DISTINCT x FROM unnest(p_window) x WHERE x IS NOT NULL);
+
+    -- Each item with its subjects and its amount, and the answer of one
+    -- refused before its budgets are looked at, read before the lock so that
+    -- the windows are held for as little as possible.
+    SELECT array_agg(e.idx ORDER BY e.idx), array_agg(x.org_id ORDER BY e.idx),
+           array_agg(t.id ORDER BY e.idx), array_agg(u.id ORDER BY e.idx),
+           array_agg(x.key_id ORDER BY e.idx), array_agg(x.model ORDER BY e.idx),
+           array_agg(nullif(x.tags, '{}') ORDER BY e.idx), array_agg(x.ttl_seconds ORDER BY e.idx),
+           array_agg(coalesce(da.amount, x.amount, 0) ORDER BY e.idx),
+           array_agg(CASE
+               WHEN x.team IS NOT NULL AND t.id IS NULL
+               THEN json_build_object('status', 'not_found', 'field', 'team')::text
+               WHEN x."user" IS NOT NULL AND u.id IS NULL
+               THEN json_build_object('status', 'not_found', 'field', 'user')::text
+               WHEN mr.refusal IS NOT NULL
+               THEN json_build_object('status', 'model_not_allowed', 'model', x.model,
+                                      'refused_by', mr.refusal)::text
+               WHEN da.unpriced = 'deny'
+               THEN json_build_object('status', 'unpriced_model', 'field', 'model')::text
+               WHEN da.unpriced IS NOT NULL
+               THEN json_build_object('status', 'unpriced', 'field', 'model')::text
+               WHEN rc.cap IS NOT NULL
+               THEN json_build_object('status', 'too_expensive', 'amount_usd',
+                        trim_scale(coalesce(da.amount, x.amount, 0))::text, 'cap', rc.cap)::text
+               END ORDER BY e.idx)
+    INTO i_idx, i_org, i_team, i_user, i_key, i_model, i_tags, i_ttl, i_amount, i_refused
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
+    CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
+        org_id bigint, team text, "user" text, amount numeric, model text,
+        input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
+        key_id bigint, service_tier text, tags jsonb)
+    LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
+    LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
+    JOIN budgets_organization o ON o.id = x.org_id
+    -- Priced (or refused) only when there is something to price: a plain
+    -- amount skips the call (a function call per item is what a batch
+    -- cannot afford), unless its org denies models without a price.
+    LEFT JOIN LATERAL (
+        SELECT d.amount, d.unpriced
+        FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
+                                    x.max_output_tokens, coalesce(x.at, now()),
+                                    coalesce(x.service_tier, '')) d
+        WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
+        OFFSET 0  -- not pulled up into the join: the condition then gates the call
+    ) da ON true
+    LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
+    LEFT JOIN LATERAL tollgate_request_cap(
+        coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
+        ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
+        o.slug, o.max_request_usd) rc ON true
+    LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
+        t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true;
 
     -- Locked in id order and read once with their budgets (the newest
     -- committed values: a row locked after waiting is read again).
     SELECT array_agg(l.id ORDER BY l.id), array_agg(b.scope ORDER BY l.id),
-           array_agg(CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
-                                  WHEN 'user' THEN u.external_id WHEN 'key' THEN ak.lookup_id
-                                  ELSE b.tag END
-                     ORDER BY l.id),
-           array_agg(b.model_filter ORDER BY l.id),
+           array_agg(sj.subject ORDER BY l.id), array_agg(b.model_filter ORDER BY l.id),
            array_agg(b.period ORDER BY l.id), array_agg(b.limit_usd ORDER BY l.id),
            array_agg(b.soft_limit_pct::smallint ORDER BY l.id), array_agg(b.enforce ORDER BY l.id),
-           array_agg(l.period_end ORDER BY l.id), array_agg(l.spent ORDER BY l.id),
+           array_agg(tollgate_budget_json_head(b.scope, sj.subject, b.model_filter, b.period,
+                         b.limit_usd, b.soft_limit_pct::smallint, b.enforce, l.spent,
+                         l.period_end) ORDER BY l.id),
+           array_agg(l.spent ORDER BY l.id),
            array_agg(l.reserved ORDER BY l.id), array_agg(0::numeric ORDER BY l.id),
            array_agg(false ORDER BY l.id), array_agg(o.alerts_count_holds ORDER BY l.id)
-    INTO w_id, w_scope, w_subject, w_model, w_period, w_limit, w_soft, w_enforce, w_end,
+    INTO w_id, w_scope, w_subject, w_model, w_period, w_limit, w_soft, w_enforce, w_head,
          w_spent, w_reserved, w_added, w_alert, w_holds_count
     FROM (SELECT w.id, w.budget_id, w.period_end, w.spent, w.reserved
           FROM budgets_budgetwindow w
@@ -169,125 +273,90 @@ BEGIN
     JOIN budgets_organization o ON o.id = b.org_id
     LEFT JOIN budgets_team t ON t.id = b.team_id
     LEFT JOIN budgets_enduser u ON u.id = b.user_id
-    LEFT JOIN budgets_apikey ak ON ak.id = b.key_id;
+    LEFT JOIN budgets_apikey ak ON ak.id = b.key_id
+    CROSS JOIN LATERAL (SELECT CASE b.scope WHEN 'org' THEN o.slug WHEN 'team' THEN t.slug
+                                            WHEN 'user' THEN u.external_id
+                                            WHEN 'key' THEN ak.lookup_id
+                                            ELSE b.tag END::text AS subject) sj;
 
-    -- Each item with its subjects, its amount and the slots of its windows:
-    -- in the order tollgate_applicable lists budgets (tollgate_budget_rank),
-    -- and sorted (= window id order).
-    FOR it IN
-        SELECT x.org_id, x.team, x."user", x.model, x.input_tokens, x.ttl_seconds, x.key_id,
-               nullif(x.tags, '{}') AS tags,
-               t.id AS team_id, u.id AS user_id,
-               coalesce(da.amount, x.amount) AS amount,
-               da.unpriced, rc.cap, mr.refusal,
-               coalesce(k.slots, '{}') AS slots, coalesce(k.sorted, '{}') AS sorted,
-               coalesce(k.windows, '{}') AS windows
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
-        CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
-            org_id bigint, team text, "user" text, amount numeric, model text,
-            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
-            key_id bigint, service_tier text, tags jsonb)
-        CROSS JOIN LATERAL tollgate_tag_pairs(x.tags) tg
-        LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
-        LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
-        JOIN budgets_organization o ON o.id = x.org_id
-        -- Priced (or refused) only when there is something to price: a plain
-        -- amount skips the call (a function call per item is what a batch
-        -- cannot afford), unless its org denies models without a price.
-        LEFT JOIN LATERAL (
-            SELECT d.amount, d.unpriced
-            FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
-                                        x.max_output_tokens, coalesce(x.at, now()),
-                                        coalesce(x.service_tier, '')) d
-            WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
-            OFFSET 0  -- not pulled up into the join: the condition then gates the call
-        ) da ON true
-        LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
-        LEFT JOIN LATERAL tollgate_request_cap(
-            coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
-            ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
-            o.slug, o.max_request_usd) rc ON true
-        LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
-            t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true
-        CROSS JOIN LATERAL (
-            SELECT array_agg(n.slot::int ORDER BY tollgate_budget_rank(a.scope, a.model_filter),
-                                                  a.subject, a.model_filter, a.period) AS slots,
-                   array_agg(n.slot::int ORDER BY n.slot) AS sorted,
-                   array_agg(a.window_id ORDER BY tollgate_budget_rank(a.scope, a.model_filter),
-                                                  a.subject, a.model_filter, a.period) AS windows
-            FROM tollgate_applicable(x.org_id, t.id, u.id, coalesce(x.at, now()), x.key_id,
-                                     tg.pairs, x.model) a
-            JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = a.window_id
-        ) k
-        ORDER BY e.idx
-    LOOP
-        IF it.team IS NOT NULL AND it.team_id IS NULL THEN
-            v_results := array_append(v_results,
-                jsonb_build_object('status', 'not_found', 'field', 'team'));
-            CONTINUE;
-        ELSIF it."user" IS NOT NULL AND it.user_id IS NULL THEN
-            v_results := array_append(v_results,
-                jsonb_build_object('status', 'not_found', 'field', 'user'));
-            CONTINUE;
-        ELSIF it.refusal IS NOT NULL THEN
-            v_results := array_append(v_results, jsonb_build_object(
-                'status', 'model_not_allowed', 'model', it.model, 'refused_by', it.refusal));
-            CONTINUE;
-        ELSIF it.unpriced = 'deny' THEN
-            v_results := array_append(v_results,
-                jsonb_build_object('status', 'unpriced_model', 'field', 'model'));
-            CONTINUE;
-        ELSIF it.unpriced IS NOT NULL THEN
-            v_results := array_append(v_results,
-                jsonb_build_object('status', 'unpriced', 'field', 'model'));
+    -- Each pair's slot (null: its window went with its budget meanwhile),
+    -- in listing order and, per item, in slot order.
+    SELECT array_agg(n.slot::int ORDER BY p.ord), array_agg(n.slot::int ORDER BY p.idx, n.slot)
+    INTO p_slot, p_sorted
+    FROM unnest(p_idx, p_window) WITH ORDINALITY AS p(idx, window_id, ord)
+    LEFT JOIN unnest(w_id) WITH ORDINALITY AS n(window_id, slot) ON n.window_id = p.window_id;
+
+    -- Each item in turn; its pairs are the next ones with its idx
+    -- (v_first .. v_last).
+    FOR i IN 1 .. coalesce(cardinality(i_idx), 0) LOOP
+        WHILE v_first <= cardinality(p_idx) AND p_idx[v_first] < i_idx[i] LOOP
+            v_first := v_first + 1;
+        END LOOP;
+        v_last := v_first - 1;
+        WHILE v_last < cardinality(p_idx) AND p_idx[v_last + 1] = i_idx[i] LOOP
+            v_last := v_last + 1;
+        END LOOP;
+        IF i_refused[i] IS NOT NULL THEN
+            v_results := array_append(v_results, i_refused[i]);
             CONTINUE;
         END IF;
-        v_amount := coalesce(it.amount, 0);
-        IF it.cap IS NOT NULL THEN
-            v_results := array_append(v_results, jsonb_build_object('status', 'too_expensive',
-                'amount_usd', trim_scale(v_amount)::text, 'cap', it.cap));
-            CONTINUE;
-        END IF;
+        v_amount := i_amount[i];
 
         -- The first enforced budget (in listing order) that cannot take it.
         v_block := NULL;
-        FOR k IN 1 .. cardinality(it.slots) LOOP
-            s := it.slots[k];
-            IF w_enforce[s] AND w_spent[s] + w_reserved[s] + v_amount > w_limit[s] THEN
+        FOR k IN v_first .. v_last LOOP
+            s := p_slot[k];
+            IF s IS NOT NULL AND w_enforce[s]
+               AND w_spent[s] + w_reserved[s] + v_amount > w_limit[s] THEN
                 v_block := k;
                 EXIT;
             END IF;
         END LOOP;
 
-        v_rows := '[]';
-        v_warnings := '[]';
+        -- The answer's lists, as JSON text: each element is followed by ", "
+        -- (the last one's is cut off).
+        v_rows := '';
+        v_warnings := '';
         IF v_block IS NOT NULL THEN
             -- Denied: nothing changes. Described as they are, from the blocker on.
-            FOR k IN v_block .. cardinality(it.slots) LOOP
-                s := it.slots[k];
-                v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
-                    w_reserved[s], w_end[s]);
-                v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
-                    w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s],
-                    w_spent[s] + w_reserved[s] + v_amount);
+            FOR k IN v_block .. v_last LOOP
+                s := p_slot[k];
+                CONTINUE WHEN s IS NULL;
+                v_rows := v_rows || w_head[s]
+                          || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s])
+                          || ', ';
+                v_used := w_spent[s] + w_reserved[s] + v_amount;
+                IF tollgate_warns(w_limit[s], w_soft[s], v_used) THEN
+                    v_warnings := v_warnings || tollgate_warning_text(w_scope[s], w_subject[s],
+                        w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used) || ', ';
+                END IF;
             END LOOP;
-            v_results := array_append(v_results, jsonb_build_object(
-                'status', 'denied', 'amount_usd', trim_scale(v_amount)::text,
-                'blocked', v_rows->0, 'budgets', v_rows, 'warnings', v_warnings));
+            s := p_slot[v_block];
+            v_results := array_append(v_results, '{"status" : "denied", "amount_usd" : "'
+                || trim_scale(v_amount)::text || '", "blocked" : ' || w_head[s]
+                || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s])
+                || ', "budgets" : [' || left(v_rows, -2) || '], "warnings" : ['
+                || left(v_warnings, -2) || ']}');
             CONTINUE;
         END IF;
 
         -- Held: every window takes it. Described as they are after the hold.
-        FOREACH s IN ARRAY it.sorted LOOP
+        v_windows := '{}';
+        FOR k IN v_first .. v_last LOOP
+            IF p_slot[k] IS NOT NULL THEN
+                v_windows := v_windows || p_window[k];
+            END IF;
+            s := p_sorted[k];
+            CONTINUE WHEN s IS NULL;
             w_reserved[s] := w_reserved[s] + v_amount;
             w_added[s] := w_added[s] + v_amount;
             v_used := w_spent[s] + w_reserved[s];
-            v_rows := v_rows || tollgate_budget_json(w_scope[s], w_subject[s],
-                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], w_spent[s],
-                w_reserved[s], w_end[s]);
-            v_warnings := v_warnings || tollgate_warning(w_scope[s], w_subject[s],
-                w_model[s], w_period[s], w_limit[s], w_soft[s], w_enforce[s], v_used);
+            v_rows := v_rows || w_head[s]
+                      || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s]) || ', ';
+            IF tollgate_warns(w_limit[s], w_soft[s], v_used) THEN
+                v_warnings := v_warnings || tollgate_warning_text(w_scope[s], w_subject[s],
+                    w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used) || ', ';
+            END IF;
             -- A hold can cross a threshold only where holds count (settled
             -- spend is judged by the events) and at or past the soft limit;
             -- most holds skip alerts.
@@ -295,27 +364,27 @@ BEGIN
                 w_alert[s] := true;
             END IF;
         END LOOP;
-        IF it.ttl_seconds IS DISTINCT FROM v_ttl THEN
-            v_ttl := it.ttl_seconds;
+        IF i_ttl[i] IS DISTINCT FROM v_ttl THEN
+            v_ttl := i_ttl[i];
             v_expires := now() + make_interval(secs => v_ttl);
             v_expires_text := to_char(v_expires AT TIME ZONE 'UTC',
                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
         END IF;
         v_res_id := tollgate_new_reservation_id();
         r_id := array_append(r_id, v_res_id);
-        r_org := array_append(r_org, it.org_id);
-        r_team := array_append(r_team, it.team_id);
-        r_user := array_append(r_user, it.user_id);
-        r_key := array_append(r_key, it.key_id);
+        r_org := array_append(r_org, i_org[i]);
+        r_team := array_append(r_team, i_team[i]);
+        r_user := array_append(r_user, i_user[i]);
+        r_key := array_append(r_key, i_key[i]);
         r_amount := array_append(r_amount, v_amount);
-        r_windows := array_append(r_windows, it.windows::text);
-        r_model := array_append(r_model, coalesce(it.model, ''));
-        r_tags := array_append(r_tags, it.tags);
+        r_windows := array_append(r_windows, v_windows::text);
+        r_model := array_append(r_model, coalesce(i_model[i], ''));
+        r_tags := array_append(r_tags, i_tags[i]);
         r_expires := array_append(r_expires, v_expires);
-        v_results := array_append(v_results, jsonb_build_object(
-            'status', 'held', 'reservation_id', v_res_id,
-            'amount_usd', trim_scale(v_amount)::text, 'expires_at', v_expires_text,
-            'budgets', v_rows, 'warnings', v_warnings));
+        v_results := array_append(v_results, '{"status" : "held", "reservation_id" : "'
+            || v_res_id::text || '", "amount_usd" : "' || trim_scale(v_amount)::text
+            || '", "expires_at" : "' || v_expires_text || '", "budgets" : ['
+            || left(v_rows, -2) || '], "warnings" : [' || left(v_warnings, -2) || ']}');
     END LOOP;
 
     UPDATE budgets_budgetwindow w SET reserved = w.reserved + d.added
@@ -334,7 +403,7 @@ BEGIN
     FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_tags,
                 r_expires)
          AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, tags, expires);
-    RETURN to_jsonb(v_results);
+    RETURN ('[' || array_to_string(v_results, ', ') || ']')::json;
 END $$;
 
 -- The per-request cap that `p_amount` exceeds, the tightest of the key's,
