@@ -326,16 +326,17 @@ class ApiApp:
                 return
 
 
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"The body is larger than {_size_text(max_bytes)}.")
+
+
 async def _read_body(headers: dict[bytes, bytes], receive: Callable, max_bytes: int) -> bytes:
     """The whole body, or ApiError: 413 when Content-Length or the bytes
     received so far pass `max_bytes` (nothing past it is kept), 408 when it
     has not all arrived within API_BODY_TIMEOUT_SECONDS."""
-    too_large = ApiError(
-        413, "payload_too_large", f"The body is larger than {_size_text(max_bytes)}."
-    )
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     # A client that announces a body and stops sending it would hold the
@@ -355,7 +356,7 @@ async def _read_body(headers: dict[bytes, bytes], receive: Callable, max_bytes: 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -380,3 +380,48 @@ def _without_ids(results: list[dict]) -> list[dict]:
             r = {**r, "budgets": listed(r["budgets"]), "warnings": listed(r["warnings"])}
         normalized.append(r)
     return normalized
+
+
+def test_a_batch_reads_each_items_budgets_through_indexes(make_org, make_budget):
+    """With 20,000 user budgets in one org, the generic plan of a batch's
+    budget lookup, planned as tollgate_decide_many plans it, reads each
+    item's budgets by index: not the org's budgets once per item, which is
+    what one condition with ORs across the subjects did."""
+    from budgets.models import EndUser
+
+    org = make_org("big")
+    make_budget(org, "100")
+    users = EndUser.objects.bulk_create(EndUser(org=org, external_id=f"u{i}") for i in range(20000))
+    Budget.objects.bulk_create(
+        Budget(org=org, scope="user", user=user, period="day", limit_usd=10) for user in users
+    )
+    items = [_item(org, "0.1", user=f"u{i}") for i in (7, 70, 700, 7000, 17000)]
+    decide_many(items)  # the windows exist, as in a running deployment
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE budgets_budget")
+        cursor.execute("ANALYZE budgets_enduser")
+        cursor.execute("ANALYZE budgets_budgetwindow")
+        cursor.execute("SELECT proconfig FROM pg_proc WHERE proname = 'tollgate_decide_many'")
+        settings_of_the_function = cursor.fetchone()[0]
+        for setting in settings_of_the_function:
+            name, value = setting.split("=")
+            cursor.execute(f"SET LOCAL {name} = {value}")
+        cursor.execute(
+            "PREPARE lookup(jsonb) AS SELECT a.idx, a.subject FROM tollgate_batch_applicable($1) a"
+        )
+        try:
+            cursor.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE lookup(%s)", [json.dumps(items)]
+            )
+            plan = cursor.fetchone()[0][0]["Plan"]
+            cursor.execute("EXECUTE lookup(%s)", [json.dumps(items)])
+            rows = sorted(cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE lookup")
+
+    assert rows == sorted(
+        [(n, org.slug) for n in range(1, 6)]
+        + [(n, f"u{i}") for n, i in enumerate((7, 70, 700, 7000, 17000), start=1)]
+    )
+    # A few pages per item, not the 20,000 budgets' (~250 pages) per item.
+    assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 200

@@ -64,19 +64,23 @@ $$;
 -- committed once per batch instead of once per request, which is what caps a
 -- shared (org) budget's throughput.
 --
--- Set-wise: the budgets of every item are looked up once (one statement for
--- the whole batch), the batch's windows are locked and read (with their
+-- Set-wise: every item's subjects, amount and early refusals are read in
+-- one statement, the budgets of every item in one more (each budget's
+-- window once), the batch's windows are locked and read (with their
 -- budgets) once, every item is decided in order in memory (each sees the
 -- holds of the items before it; a denied item changes nothing), then one
--- UPDATE adds each
--- window's summed holds, one INSERT writes the reservations, and alerts are
--- raised once for the windows that reached a threshold. Per item the result
--- is what tollgate_decide answers for a hold (the budgets of a held item in
--- window id order, described as they are after its hold; those of a denied
--- item from the blocking budget on, as they were). PostgreSQL CPU per hold
--- (loadtests/hold_cost.py) is a fraction of deciding item by item; most of
--- what is left is building each item's JSON answer
--- (docs/benchmarks/questions/hold-cost.md).
+-- statement writes the reservations and adds each window's summed holds,
+-- and alerts are raised once for the windows that reached a threshold. Per
+-- item the result is what tollgate_decide answers for a hold (the budgets of
+-- a held item in window id order, described as they are after its hold;
+-- those of a denied item from the blocking budget on, as they were), written
+-- as JSON text (tollgate_budget_json_head). Only the lock and what follows
+-- it hold the windows: everything that can be read before is.
+--
+-- Planned with random_page_cost = 1.1: its tables are small and hot, and at
+-- the default (4, a disk's) the planner scanned a whole table of a few
+-- hundred budgets for every item rather than read its index
+-- (docs/benchmarks/six-budgets.md).
 --
 -- Deadlock freedom: everything a batch waits for is taken up front in one
 -- global order: new teams (sorted), new users (sorted), missing windows
@@ -152,36 +156,97 @@ DECLARE
     v_expires_text text;
     v_alert_ids bigint[];
     v_missing boolean;
+    v_unregistered boolean;
     s integer;
 BEGIN
-    -- Subjects seen for the first time (of orgs that register them), in
-    -- sorted order; ON CONFLICT waits for a concurrent registration of the
-    -- same one. Known subjects are skipped before the insert is tried.
-    INSERT INTO budgets_team (org_id, slug, name, created_at)
-    SELECT x.org_id, x.team, '', now()
-    FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'team' AS team
-          FROM jsonb_array_elements(p_items) i
-          WHERE i->>'team' IS NOT NULL AND NOT (i->>'strict')::boolean) x
-    WHERE NOT EXISTS (SELECT 1 FROM budgets_team t WHERE t.org_id = x.org_id AND t.slug = x.team)
-    ORDER BY 1, 2
-    ON CONFLICT (org_id, slug) DO NOTHING;
-    INSERT INTO budgets_enduser (org_id, external_id, created_at)
-    SELECT x.org_id, x.external_id, now()
-    FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'user' AS external_id
-          FROM jsonb_array_elements(p_items) i
-          WHERE i->>'user' IS NOT NULL AND NOT (i->>'strict')::boolean) x
-    WHERE NOT EXISTS (SELECT 1 FROM budgets_enduser u
-                      WHERE u.org_id = x.org_id AND u.external_id = x.external_id)
-    ORDER BY 1, 2
-    ON CONFLICT (org_id, external_id) DO NOTHING;
+    -- Each item with its subjects and its amount, and the answer of one
+    -- refused before its budgets are looked at, read before the lock so that
+    -- the windows are held for as little as possible. Subjects seen for the
+    -- first time (of orgs that register them) are registered, and the items
+    -- read again.
+    FOR v_pass IN 1 .. 2 LOOP
+        SELECT array_agg(e.idx ORDER BY e.idx), array_agg(x.org_id ORDER BY e.idx),
+               array_agg(t.id ORDER BY e.idx), array_agg(u.id ORDER BY e.idx),
+               array_agg(x.key_id ORDER BY e.idx), array_agg(x.model ORDER BY e.idx),
+               array_agg(nullif(x.tags, '{}') ORDER BY e.idx), array_agg(x.ttl_seconds ORDER BY e.idx),
+               array_agg(coalesce(da.amount, x.amount, 0) ORDER BY e.idx),
+               array_agg(CASE
+                   WHEN x.team IS NOT NULL AND t.id IS NULL
+                   THEN json_build_object('status', 'not_found', 'field', 'team')::text
+                   WHEN x."user" IS NOT NULL AND u.id IS NULL
+                   THEN json_build_object('status', 'not_found', 'field', 'user')::text
+                   WHEN mr.refusal IS NOT NULL
+                   THEN json_build_object('status', 'model_not_allowed', 'model', x.model,
+                                          'refused_by', mr.refusal)::text
+                   WHEN da.unpriced = 'deny'
+                   THEN json_build_object('status', 'unpriced_model', 'field', 'model')::text
+                   WHEN da.unpriced IS NOT NULL
+                   THEN json_build_object('status', 'unpriced', 'field', 'model')::text
+                   WHEN rc.cap IS NOT NULL
+                   THEN json_build_object('status', 'too_expensive', 'amount_usd',
+                            trim_scale(coalesce(da.amount, x.amount, 0))::text, 'cap', rc.cap)::text
+                   END ORDER BY e.idx)
+               , coalesce(bool_or(NOT x.strict AND ((x.team IS NOT NULL AND t.id IS NULL)
+                                                    OR (x."user" IS NOT NULL AND u.id IS NULL))),
+                          false)
+        INTO i_idx, i_org, i_team, i_user, i_key, i_model, i_tags, i_ttl, i_amount, i_refused,
+             v_unregistered
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
+        CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
+            org_id bigint, strict boolean, team text, "user" text, amount numeric, model text,
+            input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
+            key_id bigint, service_tier text, tags jsonb)
+        LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
+        LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
+        JOIN budgets_organization o ON o.id = x.org_id
+        -- Priced (or refused) only when there is something to price: a plain
+        -- amount skips the call (a function call per item is what a batch
+        -- cannot afford), unless its org denies models without a price.
+        LEFT JOIN LATERAL (
+            SELECT d.amount, d.unpriced
+            FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
+                                        x.max_output_tokens, coalesce(x.at, now()),
+                                        coalesce(x.service_tier, '')) d
+            WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
+            OFFSET 0  -- not pulled up into the join: the condition then gates the call
+        ) da ON true
+        LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
+        LEFT JOIN LATERAL tollgate_request_cap(
+            coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
+            ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
+            o.slug, o.max_request_usd) rc ON true
+        LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
+            t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true;
+        EXIT WHEN v_pass = 2 OR NOT v_unregistered;
+        -- In sorted order; ON CONFLICT waits for a concurrent registration of
+        -- the same one. Known subjects are skipped before the insert is tried.
+        INSERT INTO budgets_team (org_id, slug, name, created_at)
+        SELECT x.org_id, x.team, '', now()
+        FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'team' AS team
+              FROM jsonb_array_elements(p_items) i
+              WHERE i->>'team' IS NOT NULL AND NOT (i->>'strict')::boolean) x
+        WHERE NOT EXISTS (SELECT 1 FROM budgets_team t WHERE t.org_id = x.org_id AND t.slug = x.team)
+        ORDER BY 1, 2
+        ON CONFLICT (org_id, slug) DO NOTHING;
+        INSERT INTO budgets_enduser (org_id, external_id, created_at)
+        SELECT x.org_id, x.external_id, now()
+        FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'user' AS external_id
+              FROM jsonb_array_elements(p_items) i
+              WHERE i->>'user' IS NOT NULL AND NOT (i->>'strict')::boolean) x
+        WHERE NOT EXISTS (SELECT 1 FROM budgets_enduser u
+                          WHERE u.org_id = x.org_id AND u.external_id = x.external_id)
+        ORDER BY 1, 2
+        ON CONFLICT (org_id, external_id) DO NOTHING;
+    END LOOP;
 
     -- The budgets of every item, and so the batch's windows; the first use
     -- of a period creates them (a new statement then sees the windows created
     -- here or by others).
     SELECT array_agg(a.idx ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
            array_agg(a.window_id ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
-           coalesce(bool_or(a.window_id IS NULL), false)
-    INTO p_idx, p_window, v_missing
+           coalesce(bool_or(a.window_id IS NULL), false),
+           array_agg(DISTINCT a.window_id) FILTER (WHERE a.window_id IS NOT NULL)
+    INTO p_idx, p_window, v_missing, w_id
     FROM tollgate_batch_applicable(p_items) a;
     IF v_missing THEN
         PERFORM 1 FROM budgets_organization
@@ -192,63 +257,11 @@ BEGIN
         FROM tollgate_batch_applicable(p_items) a
         WHERE a.window_id IS NULL;
         SELECT array_agg(a.idx ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
-               array_agg(a.window_id ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period)
-        INTO p_idx, p_window
+               array_agg(a.window_id ORDER BY a.idx, a.rank, a.subject, a.model_filter, a.period),
+               array_agg(DISTINCT a.window_id) FILTER (WHERE a.window_id IS NOT NULL)
+        INTO p_idx, p_window, w_id
         FROM tollgate_batch_applicable(p_items) a;
     END IF;
-    w_id := ARRAY(SELECT DISTINCT x FROM unnest(p_window) x WHERE x IS NOT NULL);
-
-    -- Each item with its subjects and its amount, and the answer of one
-    -- refused before its budgets are looked at, read before the lock so that
-    -- the windows are held for as little as possible.
-    SELECT array_agg(e.idx ORDER BY e.idx), array_agg(x.org_id ORDER BY e.idx),
-           array_agg(t.id ORDER BY e.idx), array_agg(u.id ORDER BY e.idx),
-           array_agg(x.key_id ORDER BY e.idx), array_agg(x.model ORDER BY e.idx),
-           array_agg(nullif(x.tags, '{}') ORDER BY e.idx), array_agg(x.ttl_seconds ORDER BY e.idx),
-           array_agg(coalesce(da.amount, x.amount, 0) ORDER BY e.idx),
-           array_agg(CASE
-               WHEN x.team IS NOT NULL AND t.id IS NULL
-               THEN json_build_object('status', 'not_found', 'field', 'team')::text
-               WHEN x."user" IS NOT NULL AND u.id IS NULL
-               THEN json_build_object('status', 'not_found', 'field', 'user')::text
-               WHEN mr.refusal IS NOT NULL
-               THEN json_build_object('status', 'model_not_allowed', 'model', x.model,
-                                      'refused_by', mr.refusal)::text
-               WHEN da.unpriced = 'deny'
-               THEN json_build_object('status', 'unpriced_model', 'field', 'model')::text
-               WHEN da.unpriced IS NOT NULL
-               THEN json_build_object('status', 'unpriced', 'field', 'model')::text
-               WHEN rc.cap IS NOT NULL
-               THEN json_build_object('status', 'too_expensive', 'amount_usd',
-                        trim_scale(coalesce(da.amount, x.amount, 0))::text, 'cap', rc.cap)::text
-               END ORDER BY e.idx)
-    INTO i_idx, i_org, i_team, i_user, i_key, i_model, i_tags, i_ttl, i_amount, i_refused
-    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(i, idx)
-    CROSS JOIN LATERAL jsonb_to_record(e.i) AS x(
-        org_id bigint, team text, "user" text, amount numeric, model text,
-        input_tokens bigint, max_output_tokens bigint, ttl_seconds integer, at timestamptz,
-        key_id bigint, service_tier text, tags jsonb)
-    LEFT JOIN budgets_team t ON t.org_id = x.org_id AND t.slug = x.team
-    LEFT JOIN budgets_enduser u ON u.org_id = x.org_id AND u.external_id = x."user"
-    JOIN budgets_organization o ON o.id = x.org_id
-    -- Priced (or refused) only when there is something to price: a plain
-    -- amount skips the call (a function call per item is what a batch
-    -- cannot afford), unless its org denies models without a price.
-    LEFT JOIN LATERAL (
-        SELECT d.amount, d.unpriced
-        FROM tollgate_decide_amount(x.org_id, x.amount, x.model, x.input_tokens,
-                                    x.max_output_tokens, coalesce(x.at, now()),
-                                    coalesce(x.service_tier, '')) d
-        WHERE x.amount IS NULL OR (x.model IS NOT NULL AND o.unpriced_policy = 'deny')
-        OFFSET 0  -- not pulled up into the join: the condition then gates the call
-    ) da ON true
-    LEFT JOIN budgets_apikey ak ON ak.id = x.key_id
-    LEFT JOIN LATERAL tollgate_request_cap(
-        coalesce(CASE WHEN da.unpriced IS NULL THEN coalesce(da.amount, x.amount) END, 0),
-        ak.lookup_id, ak.max_request_usd, t.slug, t.max_request_usd,
-        o.slug, o.max_request_usd) rc ON true
-    LEFT JOIN LATERAL tollgate_model_refusal(x.model, ak.lookup_id, ak.allowed_models,
-        t.slug, t.allowed_models, o.slug, o.allowed_models) mr ON true;
 
     -- Locked in id order and read once with their budgets (the newest
     -- committed values: a row locked after waiting is read again).
@@ -387,6 +400,17 @@ BEGIN
             || left(v_rows, -2) || '], "warnings" : [' || left(v_warnings, -2) || ']}');
     END LOOP;
 
+    -- The holds and what they add to their windows, in one statement.
+    WITH r AS (
+        INSERT INTO budgets_reservation
+            (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, tags,
+             created_at, expires_at)
+        SELECT r.id, r.org_id, r.team_id, r.user_id, r.key_id, r.amount, 'active',
+               r.windows::bigint[], r.model, r.tags, now(), r.expires
+        FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_tags,
+                    r_expires)
+             AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, tags, expires)
+    )
     UPDATE budgets_budgetwindow w SET reserved = w.reserved + d.added
     FROM unnest(w_id, w_added) AS d(id, added)
     WHERE w.id = d.id AND d.added > 0;
@@ -395,14 +419,6 @@ BEGIN
     IF v_alert_ids IS NOT NULL THEN
         PERFORM tollgate_raise_alerts(v_alert_ids);
     END IF;
-    INSERT INTO budgets_reservation
-        (id, org_id, team_id, user_id, key_id, amount, status, window_ids, model, tags,
-         created_at, expires_at)
-    SELECT r.id, r.org_id, r.team_id, r.user_id, r.key_id, r.amount, 'active',
-           r.windows::bigint[], r.model, r.tags, now(), r.expires
-    FROM unnest(r_id, r_org, r_team, r_user, r_key, r_amount, r_windows, r_model, r_tags,
-                r_expires)
-         AS r(id, org_id, team_id, user_id, key_id, amount, windows, model, tags, expires);
     RETURN ('[' || array_to_string(v_results, ', ') || ']')::json;
 END $$;
 
@@ -457,7 +473,8 @@ $$;
 --
 -- A hold is decided here and in tollgate_decide_many (the batches), alike:
 -- as a batch of one, a hold cost PostgreSQL about twice the CPU
--- (docs/benchmarks/investigations/layout-move.md), so both stay, and
+-- (docs/benchmarks/investigations/layout-move.md; 1.1x to 1.2x since the
+-- six-budget rework, docs/benchmarks/six-budgets.md), so both stay, and
 -- tests/budgets/test_batch_holds.py checks that they give the same answer,
 -- windows, holds and alerts for random sequences of holds.
 --
@@ -491,8 +508,9 @@ CREATE OR REPLACE FUNCTION tollgate_decide(
 RETURNS jsonb LANGUAGE plpgsql
 -- Generic plans: with "auto", PL/pgSQL kept re-planning the inlined budget
 -- lookups on every call (custom plans looked cheaper), which cost more than
--- running them (docs/benchmarks/questions/hold-cost.md).
-SET plan_cache_mode = force_generic_plan AS $$
+-- running them (docs/benchmarks/questions/hold-cost.md). A random read
+-- priced as in tollgate_decide_many.
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
     v_at timestamptz := coalesce(p_at, now());
     v_team bigint;
@@ -511,16 +529,17 @@ DECLARE
     v_unpriced text;
     v_tags jsonb := nullif(p_tags, '{}');
     v_block_rank integer;
-    v_pairs text[] := '{}';
+    v_pairs text[];
+    v_denies_unpriced boolean;
     r record;
 BEGIN
-    IF v_tags IS NOT NULL THEN  -- a query only for a request with tags
-        v_pairs := (SELECT pairs FROM tollgate_tag_pairs(v_tags));
-    END IF;
-    -- Subjects: one read in the common case, registration on first sight.
+    -- Subjects, tags and whether the org denies unpriced models: one read in
+    -- the common case, registration on first sight.
     SELECT (SELECT id FROM budgets_team WHERE org_id = p_org AND slug = p_team),
-           (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user)
-    INTO v_team, v_user;
+           (SELECT id FROM budgets_enduser WHERE org_id = p_org AND external_id = p_user),
+           (SELECT pairs FROM tollgate_tag_pairs(v_tags)),
+           (SELECT o.unpriced_policy = 'deny' FROM budgets_organization o WHERE o.id = p_org)
+    INTO v_team, v_user, v_pairs, v_denies_unpriced;
     IF p_team IS NOT NULL AND v_team IS NULL THEN
         v_team := tollgate_team_id(p_org, p_team, NOT p_strict);
         IF v_team IS NULL THEN
@@ -533,7 +552,10 @@ BEGIN
             RETURN jsonb_build_object('status', 'not_found', 'field', 'user');
         END IF;
     END IF;
-    IF p_model IS NOT NULL OR (v_amount IS NULL AND p_input IS NOT NULL) THEN
+    -- Priced (or refused) only when there is something to price: a plain
+    -- amount skips the call, unless the org denies models without a price.
+    IF (v_amount IS NULL AND p_input IS NOT NULL)
+       OR (p_model IS NOT NULL AND v_denies_unpriced) THEN
         SELECT d.amount, d.unpriced INTO v_amount, v_unpriced
         FROM tollgate_decide_amount(p_org, p_amount, p_model, p_input, p_max_output, v_at,
                                     coalesce(p_tier, '')) d;
