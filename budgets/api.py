@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -113,7 +114,8 @@ class DecisionBatcher(db.Batcher):
         if len(items) == 1:
             return [await db.fetch_value("decide", items[0], timeout)]
         batch = [_batch_item(item) for item in items]
-        return await db.fetch_value("decide_many", {"items": Jsonb(batch)}, timeout)
+        # JSON text, parsed here rather than checked by PostgreSQL first.
+        return orjson.loads(await db.fetch_value("decide_many", {"items": Jsonb(batch)}, timeout))
 
 
 def _batch_item(params: dict[str, Any]) -> dict[str, Any]:

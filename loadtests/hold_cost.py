@@ -20,6 +20,7 @@ from /proc, so the database must run on this machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -109,7 +110,7 @@ def measure(
             result = conn.execute(sql_decide, params).fetchone()[0]
             assert result["status"] == "held", result
         else:
-            results = conn.execute(sql_many, {"items": Jsonb(batch)}).fetchone()[0]
+            results = json.loads(conn.execute(sql_many, {"items": Jsonb(batch)}).fetchone()[0])
             assert all(r["status"] == "held" for r in results), results[:1]
 
     for _ in range(max(3, 64 // size)):  # warm-up: plans cached, prepared

@@ -91,10 +91,12 @@ $$;
 --            "input_tokens", "max_output_tokens", "ttl_seconds", "at", "key_id",
 --            "service_tier", "tags" ({"name": "value"} or null)}, ...]
 -- ("at": the moment whose periods apply, null for now; tests set it).
--- Result: the tollgate_decide result of each item, in order.
+-- Result: the tollgate_decide result of each item, in order, as JSON text
+-- (an array): not cast to json, whose check parsed the whole answer again
+-- (4.5% of a batch's PostgreSQL time); the caller parses it.
 DROP FUNCTION IF EXISTS tollgate_decide_many(jsonb);  -- it answered jsonb before
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
-RETURNS json LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
+RETURNS text LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
     -- The batch's windows by slot (1..n in window id order), read under lock.
     w_id bigint[];
@@ -326,8 +328,9 @@ BEGIN
             END IF;
         END LOOP;
 
-        -- The answer's lists, as JSON text: each element is followed by ", "
-        -- (the last one's is cut off).
+        -- The answer's lists, as JSON text: each element is preceded by ", "
+        -- (the first one's is cut off: substr counts two characters where
+        -- left(x, -2) counted them all).
         v_rows := '';
         v_warnings := '';
         IF v_block IS NOT NULL THEN
@@ -335,21 +338,20 @@ BEGIN
             FOR k IN v_block .. v_last LOOP
                 s := p_slot[k];
                 CONTINUE WHEN s IS NULL;
-                v_rows := v_rows || w_head[s]
-                          || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s])
-                          || ', ';
+                v_rows := v_rows || ', ' || w_head[s]
+                          || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s]);
                 v_used := w_spent[s] + w_reserved[s] + v_amount;
                 IF tollgate_warns(w_limit[s], w_soft[s], v_used) THEN
-                    v_warnings := v_warnings || tollgate_warning_text(w_scope[s], w_subject[s],
-                        w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used) || ', ';
+                    v_warnings := v_warnings || ', ' || tollgate_warning_text(w_scope[s],
+                        w_subject[s], w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used);
                 END IF;
             END LOOP;
             s := p_slot[v_block];
             v_results := array_append(v_results, '{"status" : "denied", "amount_usd" : "'
                 || trim_scale(v_amount)::text || '", "blocked" : ' || w_head[s]
                 || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s])
-                || ', "budgets" : [' || left(v_rows, -2) || '], "warnings" : ['
-                || left(v_warnings, -2) || ']}');
+                || ', "budgets" : [' || substr(v_rows, 3) || '], "warnings" : ['
+                || substr(v_warnings, 3) || ']}');
             CONTINUE;
         END IF;
 
@@ -364,11 +366,11 @@ BEGIN
             w_reserved[s] := w_reserved[s] + v_amount;
             w_added[s] := w_added[s] + v_amount;
             v_used := w_spent[s] + w_reserved[s];
-            v_rows := v_rows || w_head[s]
-                      || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s]) || ', ';
+            v_rows := v_rows || ', ' || w_head[s]
+                      || tollgate_budget_json_tail(w_limit[s], w_spent[s], w_reserved[s]);
             IF tollgate_warns(w_limit[s], w_soft[s], v_used) THEN
-                v_warnings := v_warnings || tollgate_warning_text(w_scope[s], w_subject[s],
-                    w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used) || ', ';
+                v_warnings := v_warnings || ', ' || tollgate_warning_text(w_scope[s],
+                    w_subject[s], w_model[s], w_period[s], w_limit[s], w_enforce[s], v_used);
             END IF;
             -- A hold can cross a threshold only where holds count (settled
             -- spend is judged by the events) and at or past the soft limit;
@@ -397,7 +399,7 @@ BEGIN
         v_results := array_append(v_results, '{"status" : "held", "reservation_id" : "'
             || v_res_id::text || '", "amount_usd" : "' || trim_scale(v_amount)::text
             || '", "expires_at" : "' || v_expires_text || '", "budgets" : ['
-            || left(v_rows, -2) || '], "warnings" : [' || left(v_warnings, -2) || ']}');
+            || substr(v_rows, 3) || '], "warnings" : [' || substr(v_warnings, 3) || ']}');
     END LOOP;
 
     -- The holds and what they add to their windows, in one statement.
@@ -419,7 +421,7 @@ BEGIN
     IF v_alert_ids IS NOT NULL THEN
         PERFORM tollgate_raise_alerts(v_alert_ids);
     END IF;
-    RETURN ('[' || array_to_string(v_results, ', ') || ']')::json;
+    RETURN '[' || array_to_string(v_results, ', ') || ']';
 END $$;
 
 -- The per-request cap that `p_amount` exceeds, the tightest of the key's,
