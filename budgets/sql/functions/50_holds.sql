@@ -96,7 +96,8 @@ $$;
 -- (4.5% of a batch's PostgreSQL time); the caller parses it.
 DROP FUNCTION IF EXISTS tollgate_decide_many(jsonb);  -- it answered jsonb before
 CREATE OR REPLACE FUNCTION tollgate_decide_many(p_items jsonb)
-RETURNS text LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
+RETURNS text LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 DECLARE
     -- The batch's windows by slot (1..n in window id order), read under lock.
     w_id bigint[];
@@ -170,7 +171,8 @@ BEGIN
         SELECT array_agg(e.idx ORDER BY e.idx), array_agg(x.org_id ORDER BY e.idx),
                array_agg(t.id ORDER BY e.idx), array_agg(u.id ORDER BY e.idx),
                array_agg(x.key_id ORDER BY e.idx), array_agg(x.model ORDER BY e.idx),
-               array_agg(nullif(x.tags, '{}') ORDER BY e.idx), array_agg(x.ttl_seconds ORDER BY e.idx),
+               array_agg(nullif(x.tags, '{}') ORDER BY e.idx),
+               array_agg(x.ttl_seconds ORDER BY e.idx),
                array_agg(coalesce(da.amount, x.amount, 0) ORDER BY e.idx),
                array_agg(CASE
                    WHEN x.team IS NOT NULL AND t.id IS NULL
@@ -227,7 +229,8 @@ BEGIN
         FROM (SELECT DISTINCT (i->>'org_id')::bigint AS org_id, i->>'team' AS team
               FROM jsonb_array_elements(p_items) i
               WHERE i->>'team' IS NOT NULL AND NOT (i->>'strict')::boolean) x
-        WHERE NOT EXISTS (SELECT 1 FROM budgets_team t WHERE t.org_id = x.org_id AND t.slug = x.team)
+        WHERE NOT EXISTS (SELECT 1 FROM budgets_team t
+                          WHERE t.org_id = x.org_id AND t.slug = x.team)
         ORDER BY 1, 2
         ON CONFLICT (org_id, slug) DO NOTHING;
         INSERT INTO budgets_enduser (org_id, external_id, created_at)
