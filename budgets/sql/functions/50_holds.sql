@@ -478,8 +478,9 @@ $$;
 --
 -- A hold is decided here and in tollgate_decide_many (the batches), alike:
 -- as a batch of one, a hold cost PostgreSQL about twice the CPU
--- (docs/benchmarks/investigations/layout-move.md; 1.1x to 1.2x since the
--- six-budget rework, docs/benchmarks/six-budgets.md), so both stay, and
+-- (docs/benchmarks/investigations/layout-move.md; 1.2x to 1.5x with six
+-- budgets since the six-budget rework, docs/benchmarks/six-budgets.md), so
+-- both stay, and
 -- tests/budgets/test_batch_holds.py checks that they give the same answer,
 -- windows, holds and alerts for random sequences of holds.
 --
